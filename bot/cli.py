@@ -1,0 +1,165 @@
+"""The ``attune`` command line: wires processes together from settings.
+
+    attune serve                     API, bot, worker and sweep in one process
+    attune worker                    a worker alone (PostgreSQL + RabbitMQ)
+    attune run pack.action k=v       run one action and print its result
+    attune db upgrade                apply database migrations
+    attune token create --name N     a long-lived API token
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+from typing import Any
+
+from config import Settings, load_settings
+from engine.errors import EngineError
+from engine.logs import configure_logging
+from engine.status import TERMINAL, ExecutionStatus
+
+#: How often ``attune run --wait`` looks at the execution.
+POLL_INTERVAL_S = 0.05
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"attune run: expected key=value, got {shlex.quote(pair)}")
+        params[key] = value
+    return params
+
+
+async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool,
+               as_json: bool) -> int:
+    from engine.runtime import build_runtime
+    from engine.service import Executor
+
+    embedded = not settings.amqp_url
+    runtime = await build_runtime(settings, ensure_admin=False)
+    try:
+        if embedded:  # nobody else shares our in-process broker: run it here
+            await runtime.start_worker()
+        import getpass
+
+        record = await runtime.service.submit(
+            ref, _parse_params(pairs), Executor(identity=getpass.getuser(), source="cli"))
+        if not (wait or embedded):
+            _print(record, as_json, queued=True)
+            return 0
+        while ExecutionStatus(record["status"]) not in TERMINAL:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            record = await runtime.service.get(record["id"])
+        _print(record, as_json)
+        return 0 if record["status"] == "completed" else 1
+    finally:
+        await runtime.close()
+
+
+def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
+    if as_json:
+        print(json.dumps(record, default=str, indent=2))
+        return
+    if queued:
+        print(f"execution {record['id']} {record['action_ref']} queued")
+        return
+    result = record.get("result") or {}
+    print(f"execution {record['id']} {record['action_ref']}: {record['status']}"
+          f" in {result.get('duration_ms', 0)} ms")
+    if result.get("stdout"):
+        sys.stdout.write(result["stdout"] if result["stdout"].endswith("\n")
+                         else result["stdout"] + "\n")
+    if result.get("stderr"):
+        sys.stderr.write(result["stderr"])
+    if result.get("error"):
+        print(f"error: {result['error']}", file=sys.stderr)
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    from engine.storage import build_store
+
+    store = build_store(settings.database_url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+    print(f"database at {settings.database_url} is up to date")
+    return 0
+
+
+async def _token_create(settings: Settings, login: str, name: str, role: str | None,
+                        ttl_days: float | None) -> int:
+    from engine.runtime import build_runtime
+
+    runtime = await build_runtime(settings, sync_packs=False)
+    try:
+        ttl_s = int(ttl_days * 86400) if ttl_days else None
+        token = await runtime.auth.issue_token(login, name=name, role=role,  # type: ignore[arg-type]
+                                               ttl_s=ttl_s)
+    finally:
+        await runtime.close()
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attune", description="Attune chat-ops")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="API, worker and sweep in one process")
+    sub.add_parser("worker", help="run workers only (shared PostgreSQL and RabbitMQ)")
+    run = sub.add_parser("run", help="run an action: attune run pack.action key=value ...")
+    run.add_argument("action_ref")
+    run.add_argument("params", nargs="*", metavar="key=value")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for the result (always so on the embedded default)")
+    run.add_argument("--json", action="store_true", help="print the execution record as JSON")
+    db = sub.add_parser("db", help="database tasks")
+    db.add_subparsers(dest="db_command", required=True).add_parser(
+        "upgrade", help="apply migrations")
+    token = sub.add_parser("token", help="API tokens")
+    create = token.add_subparsers(dest="token_command", required=True).add_parser(
+        "create", help="create a long-lived token and print it")
+    create.add_argument("--login", default=None, help="the user it acts as (default: the admin)")
+    create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
+    create.add_argument("--role", choices=["admin", "operator", "viewer"], default=None)
+    create.add_argument("--ttl-days", type=float, default=None, help="expiry (default: never)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "serve":
+            from bot.server import serve
+
+            asyncio.run(serve(settings))
+            return 0
+        if args.command == "worker":
+            from bot.server import worker
+
+            asyncio.run(worker(settings))
+            return 0
+        if args.command == "run":
+            return asyncio.run(_run(settings, args.action_ref, args.params, args.wait, args.json))
+        if args.command == "db":
+            return asyncio.run(_db_upgrade(settings))
+        if args.command == "token":
+            return asyncio.run(_token_create(settings, args.login or settings.admin_login,
+                                             args.name, args.role, args.ttl_days))
+    except EngineError as exc:
+        print(f"attune: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

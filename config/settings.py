@@ -1,0 +1,102 @@
+"""One typed settings object.
+
+Sources, highest priority first: keyword arguments, environment variables ``ATTUNE_*`` (plus
+Bolt's ``SLACK_BOT_TOKEN``/``SLACK_SIGNING_SECRET``), the TOML file named by ``ATTUNE_CONFIG``,
+then defaults that run with nothing installed (SQLite file, in-process broker).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./attune.db"
+
+
+class Settings(BaseSettings):
+    """Every setting of the process; field ``x`` reads ``ATTUNE_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATTUNE_", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    database_url: str = DEFAULT_DATABASE_URL
+    amqp_url: str | None = None
+    #: Exchange and queue-name prefix on RabbitMQ; tests isolate themselves with their own.
+    amqp_exchange: str = "attune.executions"
+    packs_path: str = "./packs"
+    data_dir: Path = Path("./.attune")
+
+    admin_login: str = "admin"
+    admin_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    allow_registration: bool = False
+    #: Lifetime of tokens issued by ``POST /auth/login``.
+    token_ttl_s: int = Field(default=8 * 3600, gt=0)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    #: Concurrent executions one worker runs.
+    worker_concurrency: int = Field(default=16, ge=1)
+    #: Cap on captured stdout and on stderr, each.
+    output_cap_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Time between SIGTERM and SIGKILL when a run times out or is cancelled.
+    kill_grace_s: float = Field(default=5.0, ge=0)
+    #: Time limit of an action that names none.
+    default_timeout_s: float = Field(default=600.0, gt=0)
+    #: How often the sweep looks for executions whose broker message was lost.
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    #: A ``requested`` row older than this is published again by the sweep.
+    requeue_after_s: float = Field(default=10.0, gt=0)
+    #: Largest accepted request body on the API.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ATTUNE_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ATTUNE_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"),
+    )
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    @property
+    def pack_dirs(self) -> list[Path]:
+        return [Path(p) for p in self.packs_path.split(":") if p.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("ATTUNE_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, the TOML file and ``overrides``."""
+    return Settings(**overrides)

@@ -1,0 +1,188 @@
+"""HTTP plumbing of the API: route specs, JSON bodies, auth, and errors as ``{"error", "code"}``.
+
+Every route is declared once as a :class:`RouteSpec`; the aiohttp router and the OpenAPI
+document are both built from that list, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from engine.auth import ROLES, Principal
+from engine.errors import EngineError, Forbidden, InvalidRequest, Unauthorized
+from engine.runtime import Runtime
+
+log = logging.getLogger("attune.api")
+
+Access = Literal["public", "viewer", "operator", "admin"]
+RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+PRINCIPAL = "attune.principal"
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    type: Literal["string", "integer"]
+    description: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler receives: the request, the caller, the validated body, the runtime."""
+
+    request: web.Request
+    runtime: Runtime
+    principal: Principal | None
+    body: Any
+
+    def path_param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+    def int_path_param(self, name: str) -> int:
+        raw = self.request.match_info[name]
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be an integer, got '{raw}'") from None
+
+    def query_int(self, name: str, default: int, *aliases: str) -> int:
+        for key in (name, *aliases):
+            raw = self.request.query.get(key)
+            if raw is not None:
+                try:
+                    return int(raw)
+                except ValueError:
+                    raise InvalidRequest(f"query parameter '{key}' must be an integer") from None
+        return default
+
+    @property
+    def caller(self) -> Principal:
+        if self.principal is None:
+            raise Unauthorized("missing bearer token")
+        return self.principal
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access = "viewer"
+    body: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = field(default=())
+    raw: bool = False
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str, code: str) -> web.Response:
+    return json_response({"error": message, "code": code}, status)
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{loc}'")
+        elif err["type"] == "missing":
+            parts.append(f"missing field '{loc}'")
+        else:
+            parts.append(f"field '{loc}': {err['msg']}" if loc else str(err["msg"]))
+    return "; ".join(parts)
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_describe_validation(exc)) from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+
+
+async def authenticate(request: web.Request, runtime: Runtime) -> Principal | None:
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return await runtime.auth.authenticate(token.strip())
+
+
+def require(principal: Principal | None, access: Access) -> None:
+    if access == "public":
+        return
+    if principal is None:
+        raise Unauthorized("missing bearer token")
+    if ROLES.index(principal.role) > ROLES.index(access):
+        raise Forbidden(f"this needs the {access} role; your token has {principal.role}")
+
+
+def make_handler(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        runtime = request.app[RUNTIME_KEY]
+        principal = None
+        if spec.access != "public" or request.headers.get("Authorization"):
+            principal = await authenticate(request, runtime)
+        require(principal, spec.access)
+        body = await parse_body(request, spec.body) if spec.body is not None else None
+        result = await spec.handler(Call(request, runtime, principal, body))
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(result, spec.status)
+
+    return handle
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except EngineError as exc:
+        if exc.http_status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        return error_response(exc.http_status, exc.message, exc.code)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"request body too large (limit {exc.max_size} bytes)",
+                              "PAYLOAD_TOO_LARGE")
+    except web.HTTPNotFound:
+        return error_response(404, f"no such endpoint: {request.method} {request.path}",
+                              "NOT_FOUND")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, f"{request.method} is not allowed here (allowed: {allowed})",
+                              "METHOD_NOT_ALLOWED")
+    except web.HTTPException as exc:
+        return error_response(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error; see the server log", "INTERNAL_ERROR")

@@ -1,0 +1,171 @@
+"""Request and response models of the REST API; the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+StatusName = Literal["requested", "scheduling", "scheduled", "running", "completed", "failed",
+                     "canceling", "cancelled", "timeout", "abandoned"]
+
+
+class Request(BaseModel):
+    """Requests refuse unknown fields: a typo is a 400, not a silently ignored option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Request):
+    login: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RegisterUserRequest(Request):
+    login: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=8, max_length=1024)
+    display_name: str | None = Field(default=None, max_length=256)
+
+
+class ExecuteRequest(Request):
+    action_ref: str = Field(min_length=1, max_length=256, examples=["core.echo"])
+    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"message": "hello"}])
+    #: Receives the execution record, signed, when it ends.
+    callback_url: AnyHttpUrl | None = None
+
+
+class RegisterPackRequest(Request):
+    path: str = Field(min_length=1, max_length=4096, description="Pack folder on the server")
+    force: bool = False
+
+
+class ActionWrite(Request):
+    """Create or update an action. ``entrypoint`` with ``runtime_ref`` is an inline script
+    (admin only); ``entry_point`` with ``runner_type`` names a script file in the pack."""
+
+    ref: str = Field(min_length=3, max_length=256, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
+    pack_ref: str | None = Field(default=None, max_length=128)
+    label: str | None = Field(default=None, max_length=256)
+    description: str = Field(default="", max_length=10_000)
+    entrypoint: str | None = Field(default=None, max_length=256 * 1024)
+    runtime_ref: Literal["core.shell", "core.python"] | None = None
+    entry_point: str | None = Field(default=None, max_length=4096)
+    runner_type: Literal["shell", "python"] | None = None
+    param_schema: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    parameter_delivery: Literal["stdin", "file"] = "stdin"
+    parameter_format: Literal["json", "dotenv", "yaml"] = "json"
+    output_format: Literal["text", "json", "yaml", "jsonl"] = "text"
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    enabled: bool = True
+
+
+class Error(BaseModel):
+    error: str
+    code: str
+
+
+class TokenData(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Pagination(BaseModel):
+    page: int
+    per_page: int
+    total: int
+    total_pages: int
+
+
+class Single(BaseModel, Generic[T]):
+    data: T
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    pagination: Pagination
+
+
+class Executor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    identity: str
+    source: str
+    channel: str | None = None
+
+
+class ExecutionResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    succeeded: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    data: Any = None
+    error: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+class Execution(BaseModel):
+    id: int
+    action_ref: str
+    status: StatusName
+    config: dict[str, Any]
+    parent: int | None
+    enforcement: int | None
+    executor: Executor
+    result: ExecutionResult | None
+    created: datetime
+    updated: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Pack(BaseModel):
+    id: int
+    ref: str
+    label: str
+    description: str
+    version: str
+    path: str | None
+    action_count: int
+    created: datetime
+    updated: datetime
+
+
+class Action(BaseModel):
+    id: int
+    ref: str
+    pack_ref: str
+    name: str
+    label: str
+    description: str
+    runner_type: str
+    entry_point: str | None
+    has_inline_script: bool
+    param_schema: dict[str, Any]
+    parameter_delivery: str
+    parameter_format: str
+    output_format: str
+    timeout_seconds: float | None
+    enabled: bool
+    adhoc: bool
+    created: datetime
+    updated: datetime
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+
+
+class UserCreated(BaseModel):
+    login: str
+    role: str

@@ -1,0 +1,77 @@
+"""In-process broker: the embedded default and the test double. Same semantics as RabbitMQ's
+topic exchange for our use: shared queues distribute, private queues broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.broker import Envelope, Handler, topic_matches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Queue:
+    keys: list[str]
+    messages: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
+
+
+class MemoryBroker:
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.published = 0
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    async def ping(self) -> bool:
+        return not self._closed
+
+    async def publish(self, routing_key: str, payload: dict[str, Any]) -> None:
+        envelope = Envelope(message_type=routing_key, payload=payload)
+        self.published += 1
+        for queue in self._queues.values():
+            if any(topic_matches(k, routing_key) for k in queue.keys):
+                queue.messages.put_nowait(envelope)
+
+    async def consume(
+        self, name: str | None, routing_keys: Sequence[str], handler: Handler, *, prefetch: int = 16
+    ) -> None:
+        qname = name or f"private.{uuid.uuid4().hex}"
+        queue = self._queues.setdefault(qname, _Queue(keys=list(routing_keys)))
+        for key in routing_keys:
+            if key not in queue.keys:
+                queue.keys.append(key)
+        for _ in range(max(1, prefetch)):
+            task = asyncio.create_task(self._pump(queue, handler), name=f"memory-broker:{qname}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, queue: _Queue, handler: Handler) -> None:
+        while True:
+            envelope = await queue.messages.get()
+            try:
+                await handler(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handler failed for %s %s; message dropped",
+                              envelope.message_type, envelope.payload)

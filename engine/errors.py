@@ -1,0 +1,61 @@
+"""The engine's error tree. Every expected failure carries a message fit to show a user.
+
+The API translates these into ``{"error": message, "code": code}`` with ``http_status``.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code = "INTERNAL_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(EngineError):
+    code = "BAD_REQUEST"
+    http_status = 400
+
+
+class InvalidParameters(InvalidRequest):
+    """Parameters do not match an action's schema; the message names the parameter."""
+
+    code = "INVALID_PARAMETERS"
+
+
+class PackError(InvalidRequest):
+    """A pack or action definition on disk (or in a request) is malformed."""
+
+    code = "INVALID_PACK"
+
+
+class Unauthorized(EngineError):
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class Forbidden(EngineError):
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class NotFound(EngineError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class Conflict(EngineError):
+    code = "CONFLICT"
+    http_status = 409
+
+
+class Unavailable(EngineError):
+    """A backing service (database, broker) does not answer."""
+
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503

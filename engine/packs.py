@@ -1,0 +1,192 @@
+"""Packs and actions in Attune's on-disk format, loaded into typed specs.
+
+A pack is a folder with ``pack.yaml`` (``ref, label, description, version``) and
+``actions/<name>.yaml``. An action's ``entry_point`` is resolved against the pack's ``actions/``
+folder (StackStorm's rule), falling back to the pack folder itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import PackError
+from engine.params import normalize_schema, secret_names
+
+RunnerType = Literal["shell", "python", "builtin"]
+ParameterDelivery = Literal["stdin", "file"]
+ParameterFormat = Literal["json", "dotenv", "yaml"]
+OutputFormat = Literal["text", "json", "yaml", "jsonl"]
+
+#: Names other tools use for our runners.
+RUNNER_ALIASES: dict[str, RunnerType] = {
+    "shell": "shell", "sh": "shell", "bash": "shell", "local-shell-script": "shell",
+    "core.shell": "shell", "python": "python", "python3": "python", "python-script": "python",
+    "core.python": "python", "builtin": "builtin",
+}
+
+BUILTIN_PACKS_DIR = Path(__file__).parent / "builtin"
+
+
+class ActionSpec(BaseModel):
+    """Everything the engine needs to validate parameters for and run one action."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    pack_ref: str
+    name: str
+    label: str = ""
+    description: str = ""
+    runner_type: RunnerType
+    entry_point: str | None = None
+    #: Inline script body (ad-hoc actions created over the API).
+    script: str | None = None
+    param_schema: dict[str, Any] = Field(default_factory=dict)
+    parameter_delivery: ParameterDelivery = "stdin"
+    parameter_format: ParameterFormat = "json"
+    output_format: OutputFormat = "text"
+    timeout_s: float | None = None
+    enabled: bool = True
+    #: Folder the entry point is resolved against.
+    base_dir: str | None = None
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return secret_names(self.param_schema)
+
+    def entry_path(self) -> Path | None:
+        """Absolute path of the script file, or None for inline and built-in actions."""
+        if self.script is not None or self.entry_point is None or self.runner_type == "builtin":
+            return None
+        path = Path(self.entry_point)
+        if not path.is_absolute() and self.base_dir:
+            base = Path(self.base_dir)
+            for candidate in (base / "actions" / path, base / path):
+                if candidate.exists():
+                    return candidate.resolve()
+            return (base / "actions" / path).resolve()
+        return path
+
+
+class PackSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    label: str = ""
+    description: str = ""
+    version: str = "0.0.0"
+    path: str | None = None
+    actions: tuple[ActionSpec, ...] = ()
+
+
+class _ActionFile(BaseModel):
+    """The YAML of one action as written by a pack author."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    ref: str | None = None
+    label: str | None = None
+    description: str = ""
+    runner_type: str = "shell"
+    entry_point: str | None = None
+    parameters: dict[str, Any] | None = None
+    parameter_delivery: ParameterDelivery = "stdin"
+    parameter_format: ParameterFormat = "json"
+    output_format: OutputFormat = "text"
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    enabled: bool = True
+
+    @field_validator("runner_type")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value not in RUNNER_ALIASES:
+            known = ", ".join(sorted({"shell", "python"}))
+            raise ValueError(f"unknown runner_type '{value}' (expected one of {known})")
+        return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PackError(f"{path}: cannot read YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PackError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+
+
+def action_from_dict(data: dict[str, Any], pack_ref: str, base_dir: str | None,
+                     source: str = "action") -> ActionSpec:
+    """Build an :class:`ActionSpec` from an action YAML mapping."""
+    try:
+        raw = _ActionFile.model_validate(data)
+    except ValidationError as exc:
+        raise PackError(f"{source}: {_first_error(exc)}") from exc
+    name = raw.name or (raw.ref.split(".", 1)[-1] if raw.ref else None)
+    if not name:
+        raise PackError(f"{source}: an action needs a 'name' or 'ref'")
+    if raw.ref and "." in raw.ref and raw.ref.split(".", 1)[0] != pack_ref:
+        raise PackError(f"{source}: ref '{raw.ref}' does not belong to pack '{pack_ref}'")
+    runner = RUNNER_ALIASES[raw.runner_type]
+    if runner != "builtin" and not raw.entry_point:
+        raise PackError(f"{source}: 'entry_point' is required for runner_type {raw.runner_type}")
+    try:
+        schema = normalize_schema(raw.parameters)
+    except PackError as exc:
+        raise PackError(f"{source}: {exc.message}") from exc
+    return ActionSpec(
+        ref=f"{pack_ref}.{name}", pack_ref=pack_ref, name=name, label=raw.label or name,
+        description=raw.description, runner_type=runner, entry_point=raw.entry_point,
+        param_schema=schema, parameter_delivery=raw.parameter_delivery,
+        parameter_format=raw.parameter_format, output_format=raw.output_format,
+        timeout_s=raw.timeout_seconds or raw.timeout, enabled=raw.enabled, base_dir=base_dir,
+    )
+
+
+def load_pack(path: Path) -> PackSpec:
+    """Load a pack folder; raise :class:`PackError` naming the file at fault."""
+    path = path.resolve()
+    manifest = path / "pack.yaml"
+    if not manifest.is_file():
+        raise PackError(f"{path}: no pack.yaml found")
+    meta = _read_yaml(manifest)
+    ref = meta.get("ref") or meta.get("name")
+    if not isinstance(ref, str) or not ref.replace("_", "").replace("-", "").isalnum():
+        raise PackError(f"{manifest}: 'ref' must be a name of letters, digits, '_' or '-'")
+    actions: list[ActionSpec] = []
+    actions_dir = path / "actions"
+    if actions_dir.is_dir():
+        for file in sorted([*actions_dir.glob("*.yaml"), *actions_dir.glob("*.yml")]):
+            actions.append(action_from_dict(_read_yaml(file), ref, str(path), source=str(file)))
+    seen: set[str] = set()
+    for action in actions:
+        if action.ref in seen:
+            raise PackError(f"{path}: action '{action.ref}' is defined twice")
+        seen.add(action.ref)
+    return PackSpec(
+        ref=ref, label=str(meta.get("label") or ref), description=str(meta.get("description") or ""),
+        version=str(meta.get("version") or "0.0.0"), path=str(path), actions=tuple(actions),
+    )
+
+
+def discover_packs(dirs: list[Path]) -> list[Path]:
+    """Pack folders under ``dirs``: each dir is a pack itself or holds packs one level down."""
+    found: list[Path] = [BUILTIN_PACKS_DIR / "core"]
+    for d in dirs:
+        if (d / "pack.yaml").is_file():
+            found.append(d)
+        elif d.is_dir():
+            found.extend(sorted(p for p in d.iterdir() if (p / "pack.yaml").is_file()))
+    return found

@@ -1,0 +1,167 @@
+"""Action parameter schemas: normalisation, validation with coercion, and redaction (pure).
+
+Packs declare parameters either flat, StackStorm style (``{name: {type, required, default, enum,
+secret}}``), or as a full JSON Schema object. Both are normalised to one JSON Schema with
+``additionalProperties: false``; ``secret: true`` on a property marks it for redaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import ValidationError as SchemaValidationError
+
+from engine.errors import InvalidParameters, PackError
+
+REDACTED = "********"
+
+_FLAT_KEYS = {"type", "required", "default", "enum", "secret", "description", "items",
+              "properties", "minimum", "maximum", "pattern", "format", "minLength", "maxLength",
+              "position", "immutable"}
+_JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
+
+
+def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn a flat or JSON-Schema parameter declaration into one JSON Schema object."""
+    if not spec:
+        return {"type": "object", "properties": {}, "additionalProperties": False}
+    if not isinstance(spec, Mapping):
+        raise PackError("parameters must be a mapping of name to definition")
+    if spec.get("type") == "object" and isinstance(spec.get("properties"), Mapping):
+        schema = copy.deepcopy(dict(spec))
+        schema.setdefault("additionalProperties", False)
+        schema.setdefault("required", [])
+    else:
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, definition in spec.items():
+            if not isinstance(definition, Mapping):
+                raise PackError(f"parameter '{name}' must be a mapping, e.g. {{type: string}}")
+            prop = {k: copy.deepcopy(v) for k, v in definition.items()
+                    if k not in {"required", "position", "immutable"}}
+            ptype = prop.get("type")
+            if ptype is not None and ptype not in _JSON_TYPES and not isinstance(ptype, list):
+                raise PackError(f"parameter '{name}' has unknown type '{ptype}'")
+            if definition.get("required"):
+                required.append(str(name))
+            properties[str(name)] = prop
+        schema = {"type": "object", "properties": properties, "required": required,
+                  "additionalProperties": False}
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise PackError(f"invalid parameter schema: {exc.message}") from exc
+    return schema
+
+
+def secret_names(schema: Mapping[str, Any]) -> frozenset[str]:
+    props = schema.get("properties") or {}
+    return frozenset(name for name, p in props.items() if isinstance(p, Mapping) and p.get("secret"))
+
+
+def _prop_types(prop: Mapping[str, Any]) -> list[str]:
+    t = prop.get("type")
+    if isinstance(t, str):
+        return [t]
+    if isinstance(t, list):
+        return [str(x) for x in t]
+    return []
+
+
+def coerce_value(value: Any, prop: Mapping[str, Any]) -> Any:
+    """Convert a string to the property's declared type when that is unambiguous.
+
+    Chat and the command line deliver every value as text; a value that cannot be converted is
+    returned unchanged, and validation then names the parameter and the expected type.
+    """
+    if not isinstance(value, str):
+        return value
+    types = _prop_types(prop)
+    if not types or "string" in types:
+        return value
+    text = value.strip()
+    for t in types:
+        try:
+            if t == "integer":
+                return int(text)
+            if t == "number":
+                number = float(text)
+                return int(number) if number.is_integer() and "." not in text else number
+            if t == "boolean":
+                lowered = text.lower()
+                if lowered in {"true", "yes", "on", "1"}:
+                    return True
+                if lowered in {"false", "no", "off", "0"}:
+                    return False
+            if t in {"array", "object"}:
+                parsed = json.loads(text)
+                if (t == "array") == isinstance(parsed, list) and isinstance(parsed, list | dict):
+                    return parsed
+            if t == "null" and text.lower() in {"", "null", "none"}:
+                return None
+        except ValueError:
+            continue
+    return value
+
+
+def _describe(error: SchemaValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    where = f"parameter '{path}'" if path else "parameters"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"missing required parameter '{missing}'"
+    if error.validator == "additionalProperties":
+        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        names = ", ".join(f"'{e}'" for e in extras)
+        return f"unknown parameter {names}" if len(extras) == 1 else f"unknown parameters {names}"
+    if error.validator == "type":
+        expected = error.validator_value
+        shown = json.dumps(error.instance, default=str)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return f"{where} must be {_plural_type(expected)}, got {shown}"
+    if error.validator == "enum":
+        options = ", ".join(json.dumps(v) for v in error.validator_value)
+        return f"{where} must be one of {options}"
+    return f"{where}: {error.message}"
+
+
+def _plural_type(expected: Any) -> str:
+    if isinstance(expected, list):
+        return " or ".join(_plural_type(e) for e in expected)
+    article = "an" if str(expected)[:1] in "aeiou" else "a"
+    return f"{article} {expected}"
+
+
+def validate_parameters(schema: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Coerce, apply defaults and validate; return the parameters the action will receive.
+
+    Raises :class:`InvalidParameters` naming every offending parameter.
+    """
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise InvalidParameters("parameters must be a JSON object")
+    props: Mapping[str, Any] = schema.get("properties") or {}
+    result: dict[str, Any] = {}
+    for name, value in params.items():
+        prop = props.get(name)
+        result[str(name)] = coerce_value(value, prop) if isinstance(prop, Mapping) else value
+    for name, prop in props.items():
+        if name not in result and isinstance(prop, Mapping) and "default" in prop:
+            result[name] = copy.deepcopy(prop["default"])
+    errors = sorted(Draft202012Validator(dict(schema)).iter_errors(result),
+                    key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)))
+    if errors:
+        raise InvalidParameters("; ".join(dict.fromkeys(_describe(e) for e in errors)))
+    return result
+
+
+def redact(params: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
+    """Copy of ``params`` with every secret value replaced by a fixed marker."""
+    return {k: (REDACTED if k in secrets else v) for k, v in params.items()}

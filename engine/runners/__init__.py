@@ -1,0 +1,55 @@
+"""Runners: how an action is actually run. The worker picks one by ``ActionSpec.runner_type``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from engine.packs import ActionSpec
+
+Outcome = Literal["completed", "failed", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    execution_id: int
+    action: ActionSpec
+    #: Validated parameters, secrets included (they reach the action, never the record).
+    parameters: dict[str, Any]
+    timeout_s: float
+    #: Set by the worker when the execution is cancelled while running.
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``as_record()`` is the execution's ``result`` field."""
+
+    outcome: Outcome
+    exit_code: int | None = None
+    duration_ms: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    data: Any = None
+    error: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == "completed"
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code, "duration_ms": self.duration_ms,
+            "succeeded": self.succeeded, "stdout": self.stdout, "stderr": self.stderr,
+            "data": self.data, "error": self.error, "stdout_truncated": self.stdout_truncated,
+            "stderr_truncated": self.stderr_truncated,
+        }
+
+
+class Runner(Protocol):
+    async def run(self, request: RunRequest) -> RunResult:
+        """Run to the end, the time limit or ``request.cancel``; never raise for the action's
+        own failures (they are a ``failed`` result with ``error`` set)."""

@@ -1,0 +1,115 @@
+"""The composition root: builds the engine's parts from settings and wires them together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from config import Settings
+from engine.auth import AuthService
+from engine.broker import Broker
+from engine.broker.memory import MemoryBroker
+from engine.catalog import Catalog
+from engine.crypto import SecretBox, load_or_create_secret_key
+from engine.errors import EngineError
+from engine.metrics import Metrics
+from engine.packs import discover_packs, load_pack
+from engine.runners import Runner
+from engine.runners.builtin import BuiltinRunner
+from engine.service import ExecutionService
+from engine.storage import Store, build_store
+from engine.worker import Worker, default_worker_id
+
+log = logging.getLogger(__name__)
+
+
+def build_broker(settings: Settings) -> Broker:
+    if settings.amqp_url:
+        from engine.broker.amqp import AmqpBroker
+
+        return AmqpBroker(settings.amqp_url, exchange=settings.amqp_exchange)
+    return MemoryBroker()
+
+
+def build_runners(settings: Settings) -> dict[str, Runner]:
+    from engine.runners.process import ProcessRunner
+
+    process = ProcessRunner(output_cap_bytes=settings.output_cap_bytes,
+                            kill_grace_s=settings.kill_grace_s,
+                            work_dir=settings.data_dir / "work")
+    return {"builtin": BuiltinRunner(), "shell": process, "python": process}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    broker: Broker
+    catalog: Catalog
+    service: ExecutionService
+    auth: AuthService
+    metrics: Metrics
+    worker: Worker | None = None
+    #: The first admin's password when this start generated it (to be printed once).
+    generated_admin_password: str | None = None
+    pack_errors: list[str] = field(default_factory=list)
+
+    async def sync_packs(self) -> list[str]:
+        """Register every pack found on disk; a broken pack is reported and skipped."""
+        loaded: list[str] = []
+        async with self.store.exclusive():
+            for path in discover_packs(self.settings.pack_dirs):
+                try:
+                    spec = load_pack(path)
+                    await self.catalog.register(spec, force=True)
+                    loaded.append(spec.ref)
+                except EngineError as exc:
+                    self.pack_errors.append(exc.message)
+                    log.error("pack not loaded: %s", exc.message)
+        return loaded
+
+    async def start_worker(self, worker_id: str | None = None) -> Worker:
+        s = self.settings
+        self.worker = Worker(self.service, self.catalog, self.broker, build_runners(s),
+                             worker_id=worker_id or default_worker_id(),
+                             concurrency=s.worker_concurrency,
+                             sweep_interval_s=s.sweep_interval_s,
+                             requeue_after_s=s.requeue_after_s)
+        await self.worker.start()
+        return self.worker
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+        await self.service.drain()
+        await self.broker.close()
+        await self.store.close()
+
+
+async def build_runtime(settings: Settings, *, migrate: bool = True, sync_packs: bool = True,
+                        ensure_admin: bool = True) -> Runtime:
+    """Connect storage and broker, migrate, load packs and make sure an admin exists."""
+    store = build_store(settings.database_url)
+    try:
+        if migrate:
+            await store.upgrade()
+        key = (settings.secret_key.get_secret_value() if settings.secret_key
+               else load_or_create_secret_key(settings.data_dir))
+        broker = build_broker(settings)
+        await broker.start()
+    except BaseException:
+        await store.close()
+        raise
+    metrics = Metrics()
+    catalog = Catalog(store)
+    service = ExecutionService(store, broker, catalog, SecretBox(key), metrics,
+                               default_timeout_s=settings.default_timeout_s)
+    auth = AuthService(store, token_ttl_s=settings.token_ttl_s)
+    runtime = Runtime(settings=settings, store=store, broker=broker, catalog=catalog,
+                      service=service, auth=auth, metrics=metrics)
+    if sync_packs:
+        await runtime.sync_packs()
+    if ensure_admin:
+        password = settings.admin_password.get_secret_value() if settings.admin_password else None
+        runtime.generated_admin_password = await auth.ensure_admin(settings.admin_login, password)
+    return runtime

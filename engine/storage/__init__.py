@@ -1,0 +1,8 @@
+"""Storage: SQLAlchemy 2 async on SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
+
+Only this package builds engines and connections; the rest of the engine calls :class:`Store`.
+"""
+
+from engine.storage.store import Store, build_store
+
+__all__ = ["Store", "build_store"]

@@ -1,0 +1,171 @@
+"""Table definitions (SQLAlchemy Core metadata). Alembic migrations mirror these exactly;
+``tests/engine/test_migrations.py`` checks that they agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(
+            UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonType: Any = JSON().with_variant(JSONB(), "postgresql")
+# SQLite needs INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets a 64-bit identity.
+IdType: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+packs = Table(
+    "packs", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(128), nullable=False, unique=True),
+    Column("label", String(256), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("version", String(64), nullable=False, default="0.0.0"),
+    Column("path", Text, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+
+actions = Table(
+    "actions", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("pack_id", IdType, ForeignKey("packs.id", ondelete="CASCADE"), nullable=False),
+    Column("pack_ref", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("label", String(256), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("runner_type", String(32), nullable=False),
+    Column("entry_point", Text, nullable=True),
+    Column("script", Text, nullable=True),
+    Column("param_schema", JsonType, nullable=False),
+    Column("parameter_delivery", String(16), nullable=False, default="stdin"),
+    Column("parameter_format", String(16), nullable=False, default="json"),
+    Column("output_format", String(16), nullable=False, default="text"),
+    Column("timeout_s", Float, nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("base_dir", Text, nullable=True),
+    #: True for actions created over the API (kept when their pack is re-registered from disk).
+    Column("adhoc", Boolean, nullable=False, default=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_actions_pack_ref", actions.c.pack_ref)
+
+executions = Table(
+    "executions", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("action_ref", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    #: Parameters as shown to people: secrets replaced by a marker.
+    Column("config", JsonType, nullable=False),
+    #: Secret parameter values, encrypted with the secret key (Fernet); null when none.
+    Column("secrets", Text, nullable=True),
+    Column("parent", BigInteger, nullable=True),
+    Column("enforcement", BigInteger, nullable=True),
+    Column("executor", JsonType, nullable=False),
+    Column("result", JsonType, nullable=True),
+    Column("timeout_s", Float, nullable=False),
+    Column("callback_url", Text, nullable=True),
+    #: Where chat results go (channel, message ts, response_url); set by the bot.
+    Column("chat", JsonType, nullable=True),
+    Column("worker", String(128), nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+Index("ix_executions_status_id", executions.c.status, executions.c.id)
+Index("ix_executions_action_ref_id", executions.c.action_ref, executions.c.id)
+Index("ix_executions_created", executions.c.created)
+
+#: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
+#: the same transaction as the status change it reports.
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("execution_id", BigInteger, ForeignKey("executions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("target", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+)
+Index("ix_deliveries_state_next", deliveries.c.state, deliveries.c.next_attempt_at)
+Index("ix_deliveries_execution_id", deliveries.c.execution_id)
+
+users = Table(
+    "users", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("login", String(128), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=True),
+    Column("display_name", String(256), nullable=True),
+    Column("role", String(32), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    #: SHA-256 of the token; the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", IdType, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+)
