@@ -36,7 +36,7 @@ def build_runners(settings: Settings) -> dict[str, Runner]:
 
     process = ProcessRunner(output_cap_bytes=settings.output_cap_bytes,
                             kill_grace_s=settings.kill_grace_s,
-                            work_dir=settings.data_dir / "work")
+                            work_dir=settings.data_dir.resolve() / "work")
     return {"builtin": BuiltinRunner(), "shell": process, "python": process}
 
 
