@@ -1,10 +1,10 @@
 """The ``attune`` command line: wires processes together from settings.
 
-    attune serve                     API, bot, worker and sweep in one process
-    attune worker                    a worker alone (PostgreSQL + RabbitMQ)
-    attune run pack.action k=v       run one action and print its result
-    attune db upgrade                apply database migrations
-    attune token create --name N     a long-lived API token
+attune serve                     API, bot, worker and sweep in one process
+attune worker                    a worker alone (PostgreSQL + RabbitMQ)
+attune run pack.action k=v       run one action and print its result
+attune db upgrade                apply database migrations
+attune token create --name N     a long-lived API token
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool,
-               as_json: bool) -> int:
+async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_json: bool) -> int:
     from engine.runtime import build_runtime
     from engine.service import Executor
 
@@ -48,7 +47,8 @@ async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool,
         import getpass
 
         record = await runtime.service.submit(
-            ref, _parse_params(pairs), Executor(identity=getpass.getuser(), source="cli"))
+            ref, _parse_params(pairs), Executor(identity=getpass.getuser(), source="cli")
+        )
         if not (wait or embedded):
             _print(record, as_json, queued=True)
             return 0
@@ -69,11 +69,14 @@ def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
         print(f"execution {record['id']} {record['action_ref']} queued")
         return
     result = record.get("result") or {}
-    print(f"execution {record['id']} {record['action_ref']}: {record['status']}"
-          f" in {result.get('duration_ms', 0)} ms")
+    print(
+        f"execution {record['id']} {record['action_ref']}: {record['status']}"
+        f" in {result.get('duration_ms', 0)} ms"
+    )
     if result.get("stdout"):
-        sys.stdout.write(result["stdout"] if result["stdout"].endswith("\n")
-                         else result["stdout"] + "\n")
+        sys.stdout.write(
+            result["stdout"] if result["stdout"].endswith("\n") else result["stdout"] + "\n"
+        )
     if result.get("stderr"):
         sys.stderr.write(result["stderr"])
     if result.get("error"):
@@ -92,15 +95,20 @@ async def _db_upgrade(settings: Settings) -> int:
     return 0
 
 
-async def _token_create(settings: Settings, login: str, name: str, role: str | None,
-                        ttl_days: float | None) -> int:
+async def _token_create(
+    settings: Settings, login: str, name: str, role: str | None, ttl_days: float | None
+) -> int:
     from engine.runtime import build_runtime
 
     runtime = await build_runtime(settings, sync_packs=False)
     try:
         ttl_s = int(ttl_days * 86400) if ttl_days else None
-        token = await runtime.auth.issue_token(login, name=name, role=role,  # type: ignore[arg-type]
-                                               ttl_s=ttl_s)
+        token = await runtime.auth.issue_token(
+            login,
+            name=name,
+            role=role,  # type: ignore[arg-type]
+            ttl_s=ttl_s,
+        )
     finally:
         await runtime.close()
     print(token)
@@ -115,15 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an action: attune run pack.action key=value ...")
     run.add_argument("action_ref")
     run.add_argument("params", nargs="*", metavar="key=value")
-    run.add_argument("--wait", action="store_true",
-                     help="wait for the result (always so on the embedded default)")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the result (always so on the embedded default)",
+    )
     run.add_argument("--json", action="store_true", help="print the execution record as JSON")
     db = sub.add_parser("db", help="database tasks")
     db.add_subparsers(dest="db_command", required=True).add_parser(
-        "upgrade", help="apply migrations")
+        "upgrade", help="apply migrations"
+    )
     token = sub.add_parser("token", help="API tokens")
     create = token.add_subparsers(dest="token_command", required=True).add_parser(
-        "create", help="create a long-lived token and print it")
+        "create", help="create a long-lived token and print it"
+    )
     create.add_argument("--login", default=None, help="the user it acts as (default: the admin)")
     create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
     create.add_argument("--role", choices=["admin", "operator", "viewer"], default=None)
@@ -151,8 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
         if args.command == "token":
-            return asyncio.run(_token_create(settings, args.login or settings.admin_login,
-                                             args.name, args.role, args.ttl_days))
+            return asyncio.run(
+                _token_create(
+                    settings,
+                    args.login or settings.admin_login,
+                    args.name,
+                    args.role,
+                    args.ttl_days,
+                )
+            )
     except EngineError as exc:
         print(f"attune: {exc.message}", file=sys.stderr)
         return 2

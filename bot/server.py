@@ -35,8 +35,11 @@ def announce(runtime: Runtime, url: str | None) -> None:
     print(f"  Database: {s.database_url}", file=out)
     print(f"  Broker:   {'RabbitMQ' if s.amqp_url else 'in-process'}", file=out)
     if runtime.generated_admin_password:
-        print(f"  Admin login: {s.admin_login}  password: {runtime.generated_admin_password}"
-              "  (shown once; set ATTUNE_ADMIN_PASSWORD to choose it)", file=out)
+        print(
+            f"  Admin login: {s.admin_login}  password: {runtime.generated_admin_password}"
+            "  (shown once; set ATTUNE_ADMIN_PASSWORD to choose it)",
+            file=out,
+        )
     for problem in runtime.pack_errors:
         print(f"  Pack not loaded: {problem}", file=out)
     out.flush()
@@ -54,8 +57,7 @@ async def serve(settings: Settings) -> None:
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
-        sockets = site._server.sockets if site._server else ()  # noqa: SLF001
-        port = sockets[0].getsockname()[1] if sockets else settings.http_port
+        port = runner.addresses[0][1] if runner.addresses else settings.http_port
         announce(runtime, f"http://{settings.http_host}:{port}")
         await stop.wait()
         log.info("stopping")
@@ -71,8 +73,10 @@ async def worker(settings: Settings) -> None:
     runtime = await build_runtime(settings, sync_packs=False, ensure_admin=False)
     try:
         w = await runtime.start_worker()
-        print(f"Attune worker {w.worker_id} running {settings.worker_concurrency} at a time",
-              flush=True)
+        print(
+            f"Attune worker {w.worker_id} running {settings.worker_concurrency} at a time",
+            flush=True,
+        )
         await stop.wait()
     finally:
         await runtime.close()

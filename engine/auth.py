@@ -23,7 +23,7 @@ from engine.storage.tables import now_utc, tokens, users
 
 Role = Literal["admin", "operator", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
-TOKEN_PREFIX = "att_"
+TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
 #: scrypt cost parameters (about 50 ms per hash on these machines).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -49,8 +49,9 @@ def verify_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
         return False
     _, salt_b64, digest_b64 = stored.split("$", 2)
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=_SCRYPT_N,
-                            r=_SCRYPT_R, p=_SCRYPT_P)
+    digest = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt_b64), n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
+    )
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
@@ -71,9 +72,15 @@ class AuthService:
             generated = None
             if not password:
                 password = generated = secrets.token_urlsafe(12)
-            await conn.execute(insert(users).values(
-                login=login, password_hash=hash_password(password), role="admin",
-                display_name="Administrator", created=now_utc()))
+            await conn.execute(
+                insert(users).values(
+                    login=login,
+                    password_hash=hash_password(password),
+                    role="admin",
+                    display_name="Administrator",
+                    created=now_utc(),
+                )
+            )
         return generated
 
     async def create_user(self, login: str, password: str, role: Role = "viewer") -> None:
@@ -82,8 +89,11 @@ class AuthService:
         async with self.store.write() as conn:
             if (await conn.execute(select(users.c.id).where(users.c.login == login))).first():
                 raise Conflict(f"user '{login}' already exists")
-            await conn.execute(insert(users).values(
-                login=login, password_hash=hash_password(password), role=role, created=now_utc()))
+            await conn.execute(
+                insert(users).values(
+                    login=login, password_hash=hash_password(password), role=role, created=now_utc()
+                )
+            )
 
     async def login(self, login: str, password: str) -> tuple[str, int]:
         """Check a password; return a new token and its lifetime in seconds."""
@@ -94,29 +104,42 @@ class AuthService:
         token = await self.issue_token(login, name="login", ttl_s=self.token_ttl_s)
         return token, self.token_ttl_s
 
-    async def issue_token(self, login: str, *, name: str, role: Role | None = None,
-                          ttl_s: int | None = None) -> str:
+    async def issue_token(
+        self, login: str, *, name: str, role: Role | None = None, ttl_s: int | None = None
+    ) -> str:
         """A new token for ``login`` (role at most the user's own); ``ttl_s=None`` never expires."""
         async with self.store.write() as conn:
             user = (await conn.execute(select(users).where(users.c.login == login))).first()
             if user is None:
                 raise NotFound(f"user '{login}' not found")
             if role is not None and ROLES.index(role) < ROLES.index(user.role):
-                raise InvalidRequest(f"user '{login}' is {user.role} and cannot hold a {role} token")
+                raise InvalidRequest(
+                    f"user '{login}' is {user.role} and cannot hold a {role} token"
+                )
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
             expires = now_utc() + timedelta(seconds=ttl_s) if ttl_s else None
-            await conn.execute(insert(tokens).values(
-                token_hash=token_hash(token), user_id=user.id, name=name,
-                role=role or user.role, expires_at=expires, created=now_utc()))
+            await conn.execute(
+                insert(tokens).values(
+                    token_hash=token_hash(token),
+                    user_id=user.id,
+                    name=name,
+                    role=role or user.role,
+                    expires_at=expires,
+                    created=now_utc(),
+                )
+            )
         return token
 
     async def authenticate(self, token: str) -> Principal:
         """The principal a bearer token stands for; Unauthorized if unknown or expired."""
         async with self.store.read() as conn:
-            row = (await conn.execute(
-                select(tokens.c.role, tokens.c.name, tokens.c.expires_at, users.c.login)
-                .join(users, users.c.id == tokens.c.user_id)
-                .where(tokens.c.token_hash == token_hash(token)))).first()
+            row = (
+                await conn.execute(
+                    select(tokens.c.role, tokens.c.name, tokens.c.expires_at, users.c.login)
+                    .join(users, users.c.id == tokens.c.user_id)
+                    .where(tokens.c.token_hash == token_hash(token))
+                )
+            ).first()
         if row is None:
             raise Unauthorized("invalid token")
         if row.expires_at is not None and row.expires_at <= now_utc():

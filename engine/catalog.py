@@ -16,22 +16,40 @@ from engine.storage.tables import actions, now_utc, packs
 def action_spec(row: Row[Any]) -> ActionSpec:
     m = row._mapping
     return ActionSpec(
-        ref=m["ref"], pack_ref=m["pack_ref"], name=m["name"], label=m["label"],
-        description=m["description"], runner_type=m["runner_type"], entry_point=m["entry_point"],
-        script=m["script"], param_schema=m["param_schema"],
-        parameter_delivery=m["parameter_delivery"], parameter_format=m["parameter_format"],
-        output_format=m["output_format"], timeout_s=m["timeout_s"], enabled=m["enabled"],
+        ref=m["ref"],
+        pack_ref=m["pack_ref"],
+        name=m["name"],
+        label=m["label"],
+        description=m["description"],
+        runner_type=m["runner_type"],
+        entry_point=m["entry_point"],
+        script=m["script"],
+        param_schema=m["param_schema"],
+        parameter_delivery=m["parameter_delivery"],
+        parameter_format=m["parameter_format"],
+        output_format=m["output_format"],
+        timeout_s=m["timeout_s"],
+        enabled=m["enabled"],
         base_dir=m["base_dir"],
     )
 
 
 def _action_values(spec: ActionSpec) -> dict[str, Any]:
     return {
-        "ref": spec.ref, "pack_ref": spec.pack_ref, "name": spec.name, "label": spec.label,
-        "description": spec.description, "runner_type": spec.runner_type,
-        "entry_point": spec.entry_point, "script": spec.script, "param_schema": spec.param_schema,
-        "parameter_delivery": spec.parameter_delivery, "parameter_format": spec.parameter_format,
-        "output_format": spec.output_format, "timeout_s": spec.timeout_s, "enabled": spec.enabled,
+        "ref": spec.ref,
+        "pack_ref": spec.pack_ref,
+        "name": spec.name,
+        "label": spec.label,
+        "description": spec.description,
+        "runner_type": spec.runner_type,
+        "entry_point": spec.entry_point,
+        "script": spec.script,
+        "param_schema": spec.param_schema,
+        "parameter_delivery": spec.parameter_delivery,
+        "parameter_format": spec.parameter_format,
+        "output_format": spec.output_format,
+        "timeout_s": spec.timeout_s,
+        "enabled": spec.enabled,
         "base_dir": spec.base_dir,
     }
 
@@ -46,21 +64,35 @@ class Catalog:
         now = now_utc()
         async with self.store.write() as conn:
             existing = (await conn.execute(select(packs).where(packs.c.ref == spec.ref))).first()
-            values = {"ref": spec.ref, "label": spec.label, "description": spec.description,
-                      "version": spec.version, "path": spec.path, "updated": now}
+            values = {
+                "ref": spec.ref,
+                "label": spec.label,
+                "description": spec.description,
+                "version": spec.version,
+                "path": spec.path,
+                "updated": now,
+            }
             if existing is None:
-                pack_id = (await conn.execute(
-                    insert(packs).values(**values, created=now).returning(packs.c.id))).scalar_one()
+                pack_id = (
+                    await conn.execute(
+                        insert(packs).values(**values, created=now).returning(packs.c.id)
+                    )
+                ).scalar_one()
             else:
                 if not force:
-                    raise Conflict(f"pack '{spec.ref}' is already registered; "
-                                   "pass force=true to replace it")
+                    raise Conflict(
+                        f"pack '{spec.ref}' is already registered; pass force=true to replace it"
+                    )
                 pack_id = existing.id
                 await conn.execute(update(packs).where(packs.c.id == pack_id).values(**values))
                 keep = [a.ref for a in spec.actions]
-                await conn.execute(delete(actions).where(
-                    actions.c.pack_id == pack_id, actions.c.adhoc.is_(False),
-                    actions.c.ref.not_in(keep)))
+                await conn.execute(
+                    delete(actions).where(
+                        actions.c.pack_id == pack_id,
+                        actions.c.adhoc.is_(False),
+                        actions.c.ref.not_in(keep),
+                    )
+                )
             for action in spec.actions:
                 await self._upsert_action(conn, pack_id, action, adhoc=False, now=now)
         return await self.get_pack(spec.ref)
@@ -79,17 +111,27 @@ class Catalog:
             loaded.append(spec.ref)
         return loaded
 
-    async def _upsert_action(self, conn: Any, pack_id: int, spec: ActionSpec, *, adhoc: bool,
-                             now: Any) -> None:
+    async def _upsert_action(
+        self, conn: Any, pack_id: int, spec: ActionSpec, *, adhoc: bool, now: Any
+    ) -> None:
         values = _action_values(spec) | {"pack_id": pack_id, "adhoc": adhoc, "updated": now}
-        result = await conn.execute(update(actions).where(actions.c.ref == spec.ref).values(**values))
+        result = await conn.execute(
+            update(actions).where(actions.c.ref == spec.ref).values(**values)
+        )
         if result.rowcount == 0:
             await conn.execute(insert(actions).values(**values, created=now))
 
     async def list_packs(self) -> list[dict[str, Any]]:
         async with self.store.read() as conn:
-            counts = dict((await conn.execute(
-                select(actions.c.pack_id, func.count()).group_by(actions.c.pack_id))).tuples().all())
+            counts: dict[int, int] = dict(
+                (
+                    await conn.execute(
+                        select(actions.c.pack_id, func.count()).group_by(actions.c.pack_id)
+                    )
+                )
+                .tuples()
+                .all()
+            )
             rows = (await conn.execute(select(packs).order_by(packs.c.ref))).all()
         return [_pack_record(r, counts.get(r.id, 0)) for r in rows]
 
@@ -98,8 +140,9 @@ class Catalog:
             row = (await conn.execute(select(packs).where(packs.c.ref == ref))).first()
             if row is None:
                 raise NotFound(f"pack '{ref}' not found")
-            count = (await conn.execute(
-                select(func.count()).where(actions.c.pack_id == row.id))).scalar_one()
+            count = (
+                await conn.execute(select(func.count()).where(actions.c.pack_id == row.id))
+            ).scalar_one()
         return _pack_record(row, count)
 
     async def list_actions(self, pack_ref: str | None = None) -> list[dict[str, Any]]:
@@ -125,23 +168,42 @@ class Catalog:
         async with self.store.write() as conn:
             pack = (await conn.execute(select(packs).where(packs.c.ref == spec.pack_ref))).first()
             if pack is None:
-                pack_id = (await conn.execute(insert(packs).values(
-                    ref=spec.pack_ref, label=spec.pack_ref, description="", version="0.0.0",
-                    path=None, created=now, updated=now).returning(packs.c.id))).scalar_one()
+                pack_id = (
+                    await conn.execute(
+                        insert(packs)
+                        .values(
+                            ref=spec.pack_ref,
+                            label=spec.pack_ref,
+                            description="",
+                            version="0.0.0",
+                            path=None,
+                            created=now,
+                            updated=now,
+                        )
+                        .returning(packs.c.id)
+                    )
+                ).scalar_one()
             else:
                 pack_id = pack.id
-            exists = (await conn.execute(
-                select(actions.c.id).where(actions.c.ref == spec.ref))).first()
+            exists = (
+                await conn.execute(select(actions.c.id).where(actions.c.ref == spec.ref))
+            ).first()
             if exists is not None:
                 raise Conflict(f"action '{spec.ref}' already exists")
-            await conn.execute(insert(actions).values(
-                **_action_values(spec), pack_id=pack_id, adhoc=True, created=now, updated=now))
+            await conn.execute(
+                insert(actions).values(
+                    **_action_values(spec), pack_id=pack_id, adhoc=True, created=now, updated=now
+                )
+            )
         return action_record(await self.get_action_row(spec.ref))
 
     async def update_action(self, ref: str, spec: ActionSpec) -> dict[str, Any]:
         async with self.store.write() as conn:
-            result = await conn.execute(update(actions).where(actions.c.ref == ref).values(
-                **_action_values(spec), updated=now_utc()))
+            result = await conn.execute(
+                update(actions)
+                .where(actions.c.ref == ref)
+                .values(**_action_values(spec), updated=now_utc())
+            )
             if result.rowcount == 0:
                 raise NotFound(f"action '{ref}' not found")
         return action_record(await self.get_action_row(ref))
@@ -155,21 +217,40 @@ class Catalog:
 
 def _pack_record(row: Row[Any], action_count: int) -> dict[str, Any]:
     m = row._mapping
-    return {"id": m["id"], "ref": m["ref"], "label": m["label"], "description": m["description"],
-            "version": m["version"], "path": m["path"], "action_count": action_count,
-            "created": m["created"], "updated": m["updated"]}
+    return {
+        "id": m["id"],
+        "ref": m["ref"],
+        "label": m["label"],
+        "description": m["description"],
+        "version": m["version"],
+        "path": m["path"],
+        "action_count": action_count,
+        "created": m["created"],
+        "updated": m["updated"],
+    }
 
 
 def action_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
     return {
-        "id": m["id"], "ref": m["ref"], "pack_ref": m["pack_ref"], "name": m["name"],
-        "label": m["label"], "description": m["description"], "runner_type": m["runner_type"],
-        "entry_point": m["entry_point"], "has_inline_script": m["script"] is not None,
-        "param_schema": m["param_schema"], "parameter_delivery": m["parameter_delivery"],
-        "parameter_format": m["parameter_format"], "output_format": m["output_format"],
-        "timeout_seconds": m["timeout_s"], "enabled": m["enabled"], "adhoc": m["adhoc"],
-        "created": m["created"], "updated": m["updated"],
+        "id": m["id"],
+        "ref": m["ref"],
+        "pack_ref": m["pack_ref"],
+        "name": m["name"],
+        "label": m["label"],
+        "description": m["description"],
+        "runner_type": m["runner_type"],
+        "entry_point": m["entry_point"],
+        "has_inline_script": m["script"] is not None,
+        "param_schema": m["param_schema"],
+        "parameter_delivery": m["parameter_delivery"],
+        "parameter_format": m["parameter_format"],
+        "output_format": m["output_format"],
+        "timeout_seconds": m["timeout_s"],
+        "enabled": m["enabled"],
+        "adhoc": m["adhoc"],
+        "created": m["created"],
+        "updated": m["updated"],
     }
 
 

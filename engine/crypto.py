@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from engine.errors import EngineError
 
-SECRET_KEY_FILE = "secret.key"
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name)
 
 
 def load_or_create_secret_key(data_dir: Path) -> str:
@@ -48,5 +48,7 @@ class SecretBox:
         try:
             data: dict[str, Any] = json.loads(self._fernet.decrypt(sealed.encode()))
         except InvalidToken as exc:
-            raise EngineError("secret parameters cannot be decrypted: wrong ATTUNE_SECRET_KEY?") from exc
+            raise EngineError(
+                "secret parameters cannot be decrypted: wrong ATTUNE_SECRET_KEY?"
+            ) from exc
         return data

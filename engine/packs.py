@@ -23,9 +23,16 @@ OutputFormat = Literal["text", "json", "yaml", "jsonl"]
 
 #: Names other tools use for our runners.
 RUNNER_ALIASES: dict[str, RunnerType] = {
-    "shell": "shell", "sh": "shell", "bash": "shell", "local-shell-script": "shell",
-    "core.shell": "shell", "python": "python", "python3": "python", "python-script": "python",
-    "core.python": "python", "builtin": "builtin",
+    "shell": "shell",
+    "sh": "shell",
+    "bash": "shell",
+    "local-shell-script": "shell",
+    "core.shell": "shell",
+    "python": "python",
+    "python3": "python",
+    "python-script": "python",
+    "core.python": "python",
+    "builtin": "builtin",
 }
 
 BUILTIN_PACKS_DIR = Path(__file__).parent / "builtin"
@@ -127,8 +134,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}" if loc else str(err["msg"])
 
 
-def action_from_dict(data: dict[str, Any], pack_ref: str, base_dir: str | None,
-                     source: str = "action") -> ActionSpec:
+def action_from_dict(
+    data: dict[str, Any], pack_ref: str, base_dir: str | None, source: str = "action"
+) -> ActionSpec:
     """Build an :class:`ActionSpec` from an action YAML mapping."""
     try:
         raw = _ActionFile.model_validate(data)
@@ -147,11 +155,20 @@ def action_from_dict(data: dict[str, Any], pack_ref: str, base_dir: str | None,
     except PackError as exc:
         raise PackError(f"{source}: {exc.message}") from exc
     return ActionSpec(
-        ref=f"{pack_ref}.{name}", pack_ref=pack_ref, name=name, label=raw.label or name,
-        description=raw.description, runner_type=runner, entry_point=raw.entry_point,
-        param_schema=schema, parameter_delivery=raw.parameter_delivery,
-        parameter_format=raw.parameter_format, output_format=raw.output_format,
-        timeout_s=raw.timeout_seconds or raw.timeout, enabled=raw.enabled, base_dir=base_dir,
+        ref=f"{pack_ref}.{name}",
+        pack_ref=pack_ref,
+        name=name,
+        label=raw.label or name,
+        description=raw.description,
+        runner_type=runner,
+        entry_point=raw.entry_point,
+        param_schema=schema,
+        parameter_delivery=raw.parameter_delivery,
+        parameter_format=raw.parameter_format,
+        output_format=raw.output_format,
+        timeout_s=raw.timeout_seconds or raw.timeout,
+        enabled=raw.enabled,
+        base_dir=base_dir,
     )
 
 
@@ -176,8 +193,12 @@ def load_pack(path: Path) -> PackSpec:
             raise PackError(f"{path}: action '{action.ref}' is defined twice")
         seen.add(action.ref)
     return PackSpec(
-        ref=ref, label=str(meta.get("label") or ref), description=str(meta.get("description") or ""),
-        version=str(meta.get("version") or "0.0.0"), path=str(path), actions=tuple(actions),
+        ref=ref,
+        label=str(meta.get("label") or ref),
+        description=str(meta.get("description") or ""),
+        version=str(meta.get("version") or "0.0.0"),
+        path=str(path),
+        actions=tuple(actions),
     )
 
 

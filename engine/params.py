@@ -20,9 +20,24 @@ from engine.errors import InvalidParameters, PackError
 
 REDACTED = "********"
 
-_FLAT_KEYS = {"type", "required", "default", "enum", "secret", "description", "items",
-              "properties", "minimum", "maximum", "pattern", "format", "minLength", "maxLength",
-              "position", "immutable"}
+_FLAT_KEYS = {
+    "type",
+    "required",
+    "default",
+    "enum",
+    "secret",
+    "description",
+    "items",
+    "properties",
+    "minimum",
+    "maximum",
+    "pattern",
+    "format",
+    "minLength",
+    "maxLength",
+    "position",
+    "immutable",
+}
 _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
@@ -42,16 +57,23 @@ def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
         for name, definition in spec.items():
             if not isinstance(definition, Mapping):
                 raise PackError(f"parameter '{name}' must be a mapping, e.g. {{type: string}}")
-            prop = {k: copy.deepcopy(v) for k, v in definition.items()
-                    if k not in {"required", "position", "immutable"}}
+            prop = {
+                k: copy.deepcopy(v)
+                for k, v in definition.items()
+                if k not in {"required", "position", "immutable"}
+            }
             ptype = prop.get("type")
             if ptype is not None and ptype not in _JSON_TYPES and not isinstance(ptype, list):
                 raise PackError(f"parameter '{name}' has unknown type '{ptype}'")
             if definition.get("required"):
                 required.append(str(name))
             properties[str(name)] = prop
-        schema = {"type": "object", "properties": properties, "required": required,
-                  "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        }
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -61,7 +83,9 @@ def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def secret_names(schema: Mapping[str, Any]) -> frozenset[str]:
     props = schema.get("properties") or {}
-    return frozenset(name for name, p in props.items() if isinstance(p, Mapping) and p.get("secret"))
+    return frozenset(
+        name for name, p in props.items() if isinstance(p, Mapping) and p.get("secret")
+    )
 
 
 def _prop_types(prop: Mapping[str, Any]) -> list[str]:
@@ -116,7 +140,9 @@ def _describe(error: SchemaValidationError) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"missing required parameter '{missing}'"
     if error.validator == "additionalProperties":
-        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        declared = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+        given: Any = error.instance
+        extras = sorted(set(given) - set(declared))
         names = ", ".join(f"'{e}'" for e in extras)
         return f"unknown parameter {names}" if len(extras) == 1 else f"unknown parameters {names}"
     if error.validator == "type":
@@ -126,7 +152,8 @@ def _describe(error: SchemaValidationError) -> str:
             shown = shown[:57] + "..."
         return f"{where} must be {_plural_type(expected)}, got {shown}"
     if error.validator == "enum":
-        options = ", ".join(json.dumps(v) for v in error.validator_value)
+        choices: Any = error.validator_value
+        options = ", ".join(json.dumps(v) for v in choices)
         return f"{where} must be one of {options}"
     return f"{where}: {error.message}"
 
@@ -138,7 +165,9 @@ def _plural_type(expected: Any) -> str:
     return f"{article} {expected}"
 
 
-def validate_parameters(schema: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
+def validate_parameters(
+    schema: Mapping[str, Any], params: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Coerce, apply defaults and validate; return the parameters the action will receive.
 
     Raises :class:`InvalidParameters` naming every offending parameter.
@@ -155,8 +184,10 @@ def validate_parameters(schema: Mapping[str, Any], params: Mapping[str, Any] | N
     for name, prop in props.items():
         if name not in result and isinstance(prop, Mapping) and "default" in prop:
             result[name] = copy.deepcopy(prop["default"])
-    errors = sorted(Draft202012Validator(dict(schema)).iter_errors(result),
-                    key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)))
+    errors = sorted(
+        Draft202012Validator(dict(schema)).iter_errors(result),
+        key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
+    )
     if errors:
         raise InvalidParameters("; ".join(dict.fromkeys(_describe(e) for e in errors)))
     return result

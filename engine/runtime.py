@@ -34,9 +34,11 @@ def build_broker(settings: Settings) -> Broker:
 def build_runners(settings: Settings) -> dict[str, Runner]:
     from engine.runners.process import ProcessRunner
 
-    process = ProcessRunner(output_cap_bytes=settings.output_cap_bytes,
-                            kill_grace_s=settings.kill_grace_s,
-                            work_dir=settings.data_dir.resolve() / "work")
+    process = ProcessRunner(
+        output_cap_bytes=settings.output_cap_bytes,
+        kill_grace_s=settings.kill_grace_s,
+        work_dir=settings.data_dir.resolve() / "work",
+    )
     return {"builtin": BuiltinRunner(), "shell": process, "python": process}
 
 
@@ -70,11 +72,16 @@ class Runtime:
 
     async def start_worker(self, worker_id: str | None = None) -> Worker:
         s = self.settings
-        self.worker = Worker(self.service, self.catalog, self.broker, build_runners(s),
-                             worker_id=worker_id or default_worker_id(),
-                             concurrency=s.worker_concurrency,
-                             sweep_interval_s=s.sweep_interval_s,
-                             requeue_after_s=s.requeue_after_s)
+        self.worker = Worker(
+            self.service,
+            self.catalog,
+            self.broker,
+            build_runners(s),
+            worker_id=worker_id or default_worker_id(),
+            concurrency=s.worker_concurrency,
+            sweep_interval_s=s.sweep_interval_s,
+            requeue_after_s=s.requeue_after_s,
+        )
         await self.worker.start()
         return self.worker
 
@@ -86,15 +93,19 @@ class Runtime:
         await self.store.close()
 
 
-async def build_runtime(settings: Settings, *, migrate: bool = True, sync_packs: bool = True,
-                        ensure_admin: bool = True) -> Runtime:
+async def build_runtime(
+    settings: Settings, *, migrate: bool = True, sync_packs: bool = True, ensure_admin: bool = True
+) -> Runtime:
     """Connect storage and broker, migrate, load packs and make sure an admin exists."""
     store = build_store(settings.database_url)
     try:
         if migrate:
             await store.upgrade()
-        key = (settings.secret_key.get_secret_value() if settings.secret_key
-               else load_or_create_secret_key(settings.data_dir))
+        key = (
+            settings.secret_key.get_secret_value()
+            if settings.secret_key
+            else load_or_create_secret_key(settings.data_dir)
+        )
         broker = build_broker(settings)
         await broker.start()
     except BaseException:
@@ -102,11 +113,24 @@ async def build_runtime(settings: Settings, *, migrate: bool = True, sync_packs:
         raise
     metrics = Metrics()
     catalog = Catalog(store)
-    service = ExecutionService(store, broker, catalog, SecretBox(key), metrics,
-                               default_timeout_s=settings.default_timeout_s)
+    service = ExecutionService(
+        store,
+        broker,
+        catalog,
+        SecretBox(key),
+        metrics,
+        default_timeout_s=settings.default_timeout_s,
+    )
     auth = AuthService(store, token_ttl_s=settings.token_ttl_s)
-    runtime = Runtime(settings=settings, store=store, broker=broker, catalog=catalog,
-                      service=service, auth=auth, metrics=metrics)
+    runtime = Runtime(
+        settings=settings,
+        store=store,
+        broker=broker,
+        catalog=catalog,
+        service=service,
+        auth=auth,
+        metrics=metrics,
+    )
     if sync_packs:
         await runtime.sync_packs()
     if ensure_admin:

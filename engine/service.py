@@ -10,12 +10,13 @@ transaction. Broker messages are doorbells published after commit; when one is l
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import broker as topics
@@ -48,8 +49,12 @@ class Executor:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"identity": self.identity, "source": self.source, "channel": self.channel,
-                **self.extra}
+        return {
+            "identity": self.identity,
+            "source": self.source,
+            "channel": self.channel,
+            **self.extra,
+        }
 
 
 @dataclass(frozen=True)
@@ -66,16 +71,32 @@ def execution_record(row: Row[Any]) -> dict[str, Any]:
     """The execution as the API and chat show it (secrets are already redacted in config)."""
     m = row._mapping
     return {
-        "id": m["id"], "action_ref": m["action_ref"], "status": m["status"],
-        "config": m["config"], "parent": m["parent"], "enforcement": m["enforcement"],
-        "executor": m["executor"], "result": m["result"], "created": m["created"],
-        "updated": m["updated"], "started_at": m["started_at"], "finished_at": m["finished_at"],
+        "id": m["id"],
+        "action_ref": m["action_ref"],
+        "status": m["status"],
+        "config": m["config"],
+        "parent": m["parent"],
+        "enforcement": m["enforcement"],
+        "executor": m["executor"],
+        "result": m["result"],
+        "created": m["created"],
+        "updated": m["updated"],
+        "started_at": m["started_at"],
+        "finished_at": m["finished_at"],
     }
 
 
 class ExecutionService:
-    def __init__(self, store: Store, broker: Broker, catalog: Catalog, secrets: SecretBox,
-                 metrics: Metrics, *, default_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        catalog: Catalog,
+        secrets: SecretBox,
+        metrics: Metrics,
+        *,
+        default_timeout_s: float,
+    ) -> None:
         self.store = store
         self.broker = broker
         self.catalog = catalog
@@ -86,11 +107,21 @@ class ExecutionService:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def submit(self, action_ref: str, parameters: dict[str, Any] | None, executor: Executor,
-                     *, callback_url: str | None = None, parent: int | None = None,
-                     enforcement: int | None = None,
-                     chat: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate, record as ``requested`` and ring the broker. Raises NotFound/InvalidParameters."""
+    async def submit(
+        self,
+        action_ref: str,
+        parameters: dict[str, Any] | None,
+        executor: Executor,
+        *,
+        callback_url: str | None = None,
+        parent: int | None = None,
+        enforcement: int | None = None,
+        chat: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Validate, record as ``requested`` and ring the broker.
+
+        Raises NotFound (unknown action) or InvalidParameters (naming the parameter).
+        """
         action = await self.catalog.get_action(action_ref)
         if not action.enabled:
             raise InvalidRequest(f"action '{action_ref}' is disabled")
@@ -99,15 +130,24 @@ class ExecutionService:
         sealed = self.secrets.seal({k: v for k, v in params.items() if k in secret_names})
         now = now_utc()
         values = {
-            "action_ref": action.ref, "status": ExecutionStatus.REQUESTED.value,
-            "config": redact(params, secret_names), "secrets": sealed, "parent": parent,
-            "enforcement": enforcement, "executor": executor.as_dict(), "result": None,
+            "action_ref": action.ref,
+            "status": ExecutionStatus.REQUESTED.value,
+            "config": redact(params, secret_names),
+            "secrets": sealed,
+            "parent": parent,
+            "enforcement": enforcement,
+            "executor": executor.as_dict(),
+            "result": None,
             "timeout_s": action.timeout_s or self.default_timeout_s,
-            "callback_url": callback_url, "chat": chat, "created": now, "updated": now,
+            "callback_url": callback_url,
+            "chat": chat,
+            "created": now,
+            "updated": now,
         }
         async with self.store.write() as conn:
-            row = (await conn.execute(insert(executions).values(**values)
-                                      .returning(*executions.c))).one()
+            row = (
+                await conn.execute(insert(executions).values(**values).returning(*executions.c))
+            ).one()
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
         return execution_record(row)
@@ -124,8 +164,13 @@ class ExecutionService:
             async with self.store.write() as conn:
                 if status in PENDING:
                     result = {"succeeded": False, "error": f"cancelled by {by} before it started"}
-                    row = await self._transition(conn, execution_id, ExecutionStatus.CANCELLED,
-                                                 result=result, finished_at=now_utc())
+                    row = await self._transition(
+                        conn,
+                        execution_id,
+                        ExecutionStatus.CANCELLED,
+                        result=result,
+                        finished_at=now_utc(),
+                    )
                 else:
                     row = await self._transition(conn, execution_id, ExecutionStatus.CANCELING)
             if row is None:
@@ -133,40 +178,62 @@ class ExecutionService:
             if row.status == ExecutionStatus.CANCELING:
                 self.publish_soon(topics.CANCEL, {"execution_id": execution_id})
             else:
-                self.publish_soon(topics.COMPLETED, {"execution_id": execution_id,
-                                                     "status": row.status})
+                self.publish_soon(
+                    topics.COMPLETED, {"execution_id": execution_id, "status": row.status}
+                )
             return execution_record(row)
         raise Conflict(f"execution {execution_id} is changing too fast to cancel; try again")
 
     async def get(self, execution_id: int) -> dict[str, Any]:
         return execution_record(await self._row(execution_id))
 
-    async def list(self, *, status: list[str] | None = None, action_ref: str | None = None,
-                   page: int = 1, per_page: int = 50) -> tuple[list[dict[str, Any]], int]:
+    async def list(
+        self,
+        *,
+        status: list[str] | None = None,
+        action_ref: str | None = None,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidRequest(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
-        where = []
+        where: builtins.list[ColumnElement[bool]] = []
         if status:
             valid = {s.value for s in ExecutionStatus}
             unknown = [s for s in status if s not in valid]
             if unknown:
-                raise InvalidRequest(f"unknown status '{unknown[0]}' (expected one of "
-                                     f"{', '.join(s.value for s in ExecutionStatus)})")
+                raise InvalidRequest(
+                    f"unknown status '{unknown[0]}' (expected one of "
+                    f"{', '.join(s.value for s in ExecutionStatus)})"
+                )
             where.append(executions.c.status.in_(status))
         if action_ref:
             where.append(executions.c.action_ref == action_ref)
-        query = (select(executions).where(*where).order_by(executions.c.id.desc())
-                 .limit(per_page).offset((page - 1) * per_page))
+        query = (
+            select(executions)
+            .where(*where)
+            .order_by(executions.c.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
-            total = (await conn.execute(
-                select(func.count()).select_from(executions).where(*where))).scalar_one()
+            total = (
+                await conn.execute(select(func.count()).select_from(executions).where(*where))
+            ).scalar_one()
         return [execution_record(r) for r in rows], int(total)
 
     async def count_by_status(self) -> dict[str, int]:
         async with self.store.read() as conn:
-            rows = (await conn.execute(select(executions.c.status, func.count())
-                                       .group_by(executions.c.status))).tuples().all()
+            rows = (
+                (
+                    await conn.execute(
+                        select(executions.c.status, func.count()).group_by(executions.c.status)
+                    )
+                )
+                .tuples()
+                .all()
+            )
         return {status: int(n) for status, n in rows}
 
     # -- worker side ------------------------------------------------------------------------
@@ -175,23 +242,32 @@ class ExecutionService:
         """Move to ``running`` for ``worker_id``; None when another delivery already did."""
         now = now_utc()
         async with self.store.write() as conn:
-            row = await self._transition(conn, execution_id, ExecutionStatus.RUNNING,
-                                         started_at=now, worker=worker_id, heartbeat_at=now)
+            row = await self._transition(
+                conn,
+                execution_id,
+                ExecutionStatus.RUNNING,
+                started_at=now,
+                worker=worker_id,
+                heartbeat_at=now,
+            )
         if row is None:
             return None
         params = dict(row.config)
         for name, value in self.secrets.open(row.secrets).items():
             if params.get(name) == REDACTED:
                 params[name] = value
-        return Claimed(id=row.id, action_ref=row.action_ref, parameters=params,
-                       timeout_s=row.timeout_s)
+        return Claimed(
+            id=row.id, action_ref=row.action_ref, parameters=params, timeout_s=row.timeout_s
+        )
 
-    async def finish(self, execution_id: int, status: ExecutionStatus,
-                     result: dict[str, Any]) -> dict[str, Any] | None:
+    async def finish(
+        self, execution_id: int, status: ExecutionStatus, result: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Record the end of a run; None if the execution had already ended."""
         async with self.store.write() as conn:
-            row = await self._transition(conn, execution_id, status, result=result,
-                                         finished_at=now_utc())
+            row = await self._transition(
+                conn, execution_id, status, result=result, finished_at=now_utc()
+            )
         if row is None:
             return None
         if row.started_at is not None and row.finished_at is not None:
@@ -203,43 +279,61 @@ class ExecutionService:
     async def status_of(self, execution_id: int) -> ExecutionStatus:
         return ExecutionStatus((await self._row(execution_id)).status)
 
-    async def requeue_stale(self, older_than_s: float) -> list[int]:
+    async def requeue_stale(self, older_than_s: float) -> builtins.list[int]:
         """Ring again for ``requested`` rows untouched for ``older_than_s`` (lost messages)."""
         cutoff = now_utc() - timedelta(seconds=older_than_s)
-        stale = (select(executions.c.id)
-                 .where(executions.c.status == ExecutionStatus.REQUESTED.value,
-                        executions.c.updated < cutoff)
-                 .order_by(executions.c.id).limit(SWEEP_BATCH).scalar_subquery())
+        stale = (
+            select(executions.c.id)
+            .where(
+                executions.c.status == ExecutionStatus.REQUESTED.value,
+                executions.c.updated < cutoff,
+            )
+            .order_by(executions.c.id)
+            .limit(SWEEP_BATCH)
+            .scalar_subquery()
+        )
         async with self.store.write() as conn:
-            rows = (await conn.execute(
-                update(executions).where(executions.c.id.in_(stale),
-                                         executions.c.status == ExecutionStatus.REQUESTED.value)
-                .values(updated=now_utc()).returning(executions.c.id, executions.c.action_ref)
-            )).all()
+            rows = (
+                await conn.execute(
+                    update(executions)
+                    .where(
+                        executions.c.id.in_(stale),
+                        executions.c.status == ExecutionStatus.REQUESTED.value,
+                    )
+                    .values(updated=now_utc())
+                    .returning(executions.c.id, executions.c.action_ref)
+                )
+            ).all()
         for row in rows:
-            await self.broker.publish(topics.REQUESTED,
-                                      {"execution_id": row.id, "action_ref": row.action_ref})
+            await self.broker.publish(
+                topics.REQUESTED, {"execution_id": row.id, "action_ref": row.action_ref}
+            )
         return [row.id for row in rows]
 
     # -- internals --------------------------------------------------------------------------
 
     async def _row(self, execution_id: int) -> Row[Any]:
         async with self.store.read() as conn:
-            row = (await conn.execute(
-                select(executions).where(executions.c.id == execution_id))).first()
+            row = (
+                await conn.execute(select(executions).where(executions.c.id == execution_id))
+            ).first()
         if row is None:
             raise NotFound(f"execution {execution_id} not found")
         return row
 
-    async def _transition(self, conn: AsyncConnection, execution_id: int,
-                          target: ExecutionStatus, **values: Any) -> Row[Any] | None:
+    async def _transition(
+        self, conn: AsyncConnection, execution_id: int, target: ExecutionStatus, **values: Any
+    ) -> Row[Any] | None:
         now = now_utc()
         sources = [s.value for s in allowed_sources(target)]
-        row = (await conn.execute(
-            update(executions)
-            .where(executions.c.id == execution_id, executions.c.status.in_(sources))
-            .values(status=target.value, updated=now, **values)
-            .returning(*executions.c))).first()
+        row = (
+            await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.status.in_(sources))
+                .values(status=target.value, updated=now, **values)
+                .returning(*executions.c)
+            )
+        ).first()
         if row is None:
             return None
         if target in TERMINAL:
@@ -248,17 +342,31 @@ class ExecutionService:
         return row
 
     async def _enqueue_deliveries(self, conn: AsyncConnection, row: Row[Any], now: Any) -> None:
-        targets = [t for t, wanted in (("chat", row.chat), ("callback", row.callback_url)) if wanted]
+        targets = [
+            t for t, wanted in (("chat", row.chat), ("callback", row.callback_url)) if wanted
+        ]
         for target in targets:
-            await conn.execute(insert(deliveries).values(
-                execution_id=row.id, target=target, event="completed", state="pending",
-                attempts=0, next_attempt_at=now, created=now))
+            await conn.execute(
+                insert(deliveries).values(
+                    execution_id=row.id,
+                    target=target,
+                    event="completed",
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created=now,
+                )
+            )
 
     def _note(self, execution_id: int, action_ref: str, status: ExecutionStatus) -> None:
         self.metrics.transitions.labels(status.value, action_ref).inc()
-        log.info("execution %s %s is now %s", execution_id, action_ref, status.value,
-                 extra={"execution_id": execution_id, "action_ref": action_ref,
-                        "status": status.value})
+        log.info(
+            "execution %s %s is now %s",
+            execution_id,
+            action_ref,
+            status.value,
+            extra={"execution_id": execution_id, "action_ref": action_ref, "status": status.value},
+        )
 
     def publish_soon(self, routing_key: str, payload: dict[str, Any]) -> None:
         """Publish in the background: callers wait on the database only, never on the broker."""

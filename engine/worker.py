@@ -29,9 +29,18 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, service: ExecutionService, catalog: Catalog, broker: Broker,
-                 runners: Mapping[str, Runner], *, worker_id: str, concurrency: int,
-                 sweep_interval_s: float, requeue_after_s: float) -> None:
+    def __init__(
+        self,
+        service: ExecutionService,
+        catalog: Catalog,
+        broker: Broker,
+        runners: Mapping[str, Runner],
+        *,
+        worker_id: str,
+        concurrency: int,
+        sweep_interval_s: float,
+        requeue_after_s: float,
+    ) -> None:
         self.service = service
         self.catalog = catalog
         self.broker = broker
@@ -50,8 +59,9 @@ class Worker:
         return sorted(self._running)
 
     async def start(self) -> None:
-        await self.broker.consume(REQUESTED_QUEUE, [topics.REQUESTED], self._on_requested,
-                                  prefetch=self.concurrency)
+        await self.broker.consume(
+            REQUESTED_QUEUE, [topics.REQUESTED], self._on_requested, prefetch=self.concurrency
+        )
         await self.broker.consume(None, [topics.CANCEL], self._on_cancel, prefetch=4)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="attune-sweep")
 
@@ -89,8 +99,9 @@ class Worker:
             claimed = await self.service.claim(execution_id, self.worker_id)
             if claimed is None:
                 return
-            result = await self._run(claimed.id, claimed.action_ref, claimed.parameters,
-                                     claimed.timeout_s, cancel)
+            result = await self._run(
+                claimed.id, claimed.action_ref, claimed.parameters, claimed.timeout_s, cancel
+            )
             await asyncio.shield(self._finish(execution_id, result))
         except asyncio.CancelledError:
             stopped = RunResult(outcome="failed", error="the worker stopped during the run")
@@ -103,8 +114,14 @@ class Worker:
             if not self._running:
                 self._idle.set()
 
-    async def _run(self, execution_id: int, action_ref: str, parameters: dict[str, object],
-                   timeout_s: float, cancel: asyncio.Event) -> RunResult:
+    async def _run(
+        self,
+        execution_id: int,
+        action_ref: str,
+        parameters: dict[str, object],
+        timeout_s: float,
+        cancel: asyncio.Event,
+    ) -> RunResult:
         try:
             action = await self.catalog.get_action(action_ref)
         except NotFound:
@@ -112,8 +129,13 @@ class Worker:
         runner = self.runners.get(action.runner_type)
         if runner is None:
             return RunResult(outcome="failed", error=f"no runner for '{action.runner_type}'")
-        request = RunRequest(execution_id=execution_id, action=action,
-                             parameters=dict(parameters), timeout_s=timeout_s, cancel=cancel)
+        request = RunRequest(
+            execution_id=execution_id,
+            action=action,
+            parameters=dict(parameters),
+            timeout_s=timeout_s,
+            cancel=cancel,
+        )
         try:
             return await runner.run(request)
         except asyncio.CancelledError:
@@ -122,13 +144,15 @@ class Worker:
             log.exception("runner %s crashed on execution %s", action.runner_type, execution_id)
             return RunResult(outcome="failed", error=f"internal error: {type(exc).__name__}")
 
-    async def _finish(self, execution_id: int, result: RunResult,
-                      status: ExecutionStatus | None = None) -> None:
+    async def _finish(
+        self, execution_id: int, result: RunResult, status: ExecutionStatus | None = None
+    ) -> None:
         target = status or ExecutionStatus(result.outcome)
         try:
             if await self.service.finish(execution_id, target, result.as_record()) is None:
-                log.warning("execution %s had already ended; result of this run dropped",
-                            execution_id)
+                log.warning(
+                    "execution %s had already ended; result of this run dropped", execution_id
+                )
         except EngineError as exc:
             log.error("could not record the end of execution %s: %s", execution_id, exc.message)
 

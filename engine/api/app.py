@@ -14,9 +14,15 @@ from engine.api.routes import ROUTES, VERSION
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
-_ERROR_TEXT = {400: "Invalid request", 401: "Missing, invalid or expired token",
-               403: "Not allowed for this role", 404: "Not found", 409: "Conflict",
-               413: "Body too large", 503: "Not ready"}
+_ERROR_TEXT = {
+    400: "Invalid request",
+    401: "Missing, invalid or expired token",
+    403: "Not allowed for this role",
+    404: "Not found",
+    409: "Conflict",
+    413: "Body too large",
+    503: "Not ready",
+}
 
 
 def _schema_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -42,23 +48,40 @@ def build_openapi(routes: list[RouteSpec]) -> dict[str, Any]:
     error_ref = _schema_ref(schemas.Error, components)
     paths: dict[str, Any] = {}
     for spec in routes:
-        op: dict[str, Any] = {"summary": spec.summary, "tags": list(spec.tags),
-                              "operationId": spec.handler.__name__}
-        params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer" if name == "id" else "string"}}
-                  for name in _path_params(spec.path)]
-        params += [{"name": q.name, "in": "query", "required": False,
-                    "description": q.description, "schema": {"type": q.type}}
-                   for q in spec.query]
+        op: dict[str, Any] = {
+            "summary": spec.summary,
+            "tags": list(spec.tags),
+            "operationId": spec.handler.__name__,
+        }
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if name == "id" else "string"},
+            }
+            for name in _path_params(spec.path)
+        ]
+        params += [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "description": q.description,
+                "schema": {"type": q.type},
+            }
+            for q in spec.query
+        ]
         if params:
             op["parameters"] = params
         if spec.body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _request_ref(spec.body, components)}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _request_ref(spec.body, components)}},
+            }
         ok: dict[str, Any] = {"description": "OK"}
         if spec.response is not None:
-            ok["content"] = {"application/json": {
-                "schema": _schema_ref(spec.response, components)}}
+            ok["content"] = {"application/json": {"schema": _schema_ref(spec.response, components)}}
         elif spec.path == "/metrics":
             ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(spec.status): ok}
@@ -66,22 +89,35 @@ def build_openapi(routes: list[RouteSpec]) -> dict[str, Any]:
         if spec.access != "public":
             codes.add(401)
         for code in sorted(codes):
-            responses[str(code)] = {"description": _ERROR_TEXT.get(code, "Error"),
-                                    "content": {"application/json": {"schema": error_ref}}}
+            responses[str(code)] = {
+                "description": _ERROR_TEXT.get(code, "Error"),
+                "content": {"application/json": {"schema": error_ref}},
+            }
         op["responses"] = responses
         if spec.access != "public":
             op["security"] = [{"bearer": []}]
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
-    paths["/api/v1/openapi.json"] = {"get": {
-        "summary": "This document", "operationId": "openapi", "tags": ["meta"],
-        "responses": {"200": {"description": "OK", "content": {
-            "application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/api/v1/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "tags": ["meta"],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Attune chat-ops API", "version": VERSION},
         "paths": paths,
-        "components": {"schemas": components, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -89,11 +125,13 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
-def build_app(runtime: Runtime, *, extra_routes: list[web.RouteDef] | None = None
-              ) -> web.Application:
+def build_app(
+    runtime: Runtime, *, extra_routes: list[web.RouteDef] | None = None
+) -> web.Application:
     """The whole HTTP surface of ``attune serve``; the bot adds its ``/slack/events`` route."""
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=runtime.settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=runtime.settings.max_body_bytes
+    )
     app[RUNTIME_KEY] = runtime
     for spec in ROUTES:
         app.router.add_route(spec.method, spec.path, make_handler(spec))

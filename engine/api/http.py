@@ -171,16 +171,20 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.http_status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         return error_response(exc.http_status, exc.message, exc.code)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body too large (limit {exc.max_size} bytes)",
-                              "PAYLOAD_TOO_LARGE")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[RUNTIME_KEY].settings.max_body_bytes
+        return error_response(
+            413, f"request body too large (limit {limit} bytes)", "PAYLOAD_TOO_LARGE"
+        )
     except web.HTTPNotFound:
-        return error_response(404, f"no such endpoint: {request.method} {request.path}",
-                              "NOT_FOUND")
+        return error_response(
+            404, f"no such endpoint: {request.method} {request.path}", "NOT_FOUND"
+        )
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))
-        return error_response(405, f"{request.method} is not allowed here (allowed: {allowed})",
-                              "METHOD_NOT_ALLOWED")
+        return error_response(
+            405, f"{request.method} is not allowed here (allowed: {allowed})", "METHOD_NOT_ALLOWED"
+        )
     except web.HTTPException as exc:
         return error_response(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
     except Exception:

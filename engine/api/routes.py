@@ -20,6 +20,7 @@ VERSION = "0.1.0"
 
 # -- health, auth, metrics --------------------------------------------------------------------
 
+
 async def health(call: Call) -> Any:
     return {"status": "ok", "version": VERSION}
 
@@ -31,9 +32,11 @@ async def live(call: Call) -> Any:
 async def ready(call: Call) -> Any:
     rt = call.runtime
     db_ok, broker_ok = await rt.store.ping(), await rt.broker.ping()
-    body = {"status": "ready" if db_ok and broker_ok else "not_ready",
-            "database": "ok" if db_ok else "unavailable",
-            "broker": "ok" if broker_ok else "unavailable"}
+    body = {
+        "status": "ready" if db_ok and broker_ok else "not_ready",
+        "database": "ok" if db_ok else "unavailable",
+        "broker": "ok" if broker_ok else "unavailable",
+    }
     return json_response(body, 200 if db_ok and broker_ok else 503)
 
 
@@ -52,16 +55,31 @@ async def register(call: Call) -> Any:
 async def metrics(call: Call) -> Any:
     rt = call.runtime
     counts = await rt.service.count_by_status()
-    for status in ("requested", "scheduling", "scheduled", "running", "completed", "failed",
-                   "canceling", "cancelled", "timeout", "abandoned"):
+    for status in (
+        "requested",
+        "scheduling",
+        "scheduled",
+        "running",
+        "completed",
+        "failed",
+        "canceling",
+        "cancelled",
+        "timeout",
+        "abandoned",
+    ):
         rt.metrics.executions.labels(status).set(counts.get(status, 0))
-    rt.metrics.queue_depth.set(sum(counts.get(k, 0) for k in ("requested", "scheduling",
-                                                               "scheduled")))
-    return web.Response(body=rt.metrics.render(), content_type="text/plain",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    rt.metrics.queue_depth.set(
+        sum(counts.get(k, 0) for k in ("requested", "scheduling", "scheduled"))
+    )
+    return web.Response(
+        body=rt.metrics.render(),
+        content_type="text/plain",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 # -- packs and actions ------------------------------------------------------------------------
+
 
 async def list_packs(call: Call) -> Any:
     items = await call.runtime.catalog.list_packs()
@@ -96,7 +114,9 @@ async def list_pack_actions(call: Call) -> Any:
 async def get_action(call: Call) -> Any:
     from engine.catalog import action_record
 
-    return {"data": action_record(await call.runtime.catalog.get_action_row(call.path_param("ref")))}
+    return {
+        "data": action_record(await call.runtime.catalog.get_action_row(call.path_param("ref")))
+    }
 
 
 async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
@@ -106,15 +126,24 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
     if body.param_schema is not None and body.parameters is not None:
         raise InvalidRequest("give either param_schema or parameters, not both")
     try:
-        schema = normalize_schema(body.param_schema if body.param_schema is not None
-                                  else body.parameters)
+        schema = normalize_schema(
+            body.param_schema if body.param_schema is not None else body.parameters
+        )
     except PackError as exc:
         raise InvalidRequest(exc.message) from None
     common: dict[str, Any] = dict(
-        ref=body.ref, pack_ref=pack_ref, name=name, label=body.label or name,
-        description=body.description, param_schema=schema,
-        parameter_delivery=body.parameter_delivery, parameter_format=body.parameter_format,
-        output_format=body.output_format, timeout_s=body.timeout_seconds, enabled=body.enabled)
+        ref=body.ref,
+        pack_ref=pack_ref,
+        name=name,
+        label=body.label or name,
+        description=body.description,
+        param_schema=schema,
+        parameter_delivery=body.parameter_delivery,
+        parameter_format=body.parameter_format,
+        output_format=body.output_format,
+        timeout_s=body.timeout_seconds,
+        enabled=body.enabled,
+    )
     if body.entrypoint is not None and body.runtime_ref is not None:
         if not call.caller.is_admin:
             raise Forbidden("creating an action with an inline script needs the admin role")
@@ -124,19 +153,24 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
         try:
             pack = await call.runtime.catalog.get_pack(pack_ref)
         except Exception:
-            raise InvalidRequest(f"pack '{pack_ref}' must be registered for a file entry_point") \
-                from None
+            raise InvalidRequest(
+                f"pack '{pack_ref}' must be registered for a file entry_point"
+            ) from None
         if not pack["path"]:
             raise InvalidRequest(f"pack '{pack_ref}' has no folder on the server")
         base = Path(pack["path"]).resolve()
         target = (base / "actions" / body.entry_point).resolve()
         if base not in target.parents or not target.is_file():
-            raise InvalidRequest(f"entry_point '{body.entry_point}' is not a file in the pack's "
-                                 "actions folder")
-        return ActionSpec(runner_type=body.runner_type, entry_point=body.entry_point,
-                          base_dir=str(base), **common)
-    raise InvalidRequest("an action needs either 'entrypoint' (inline script) with 'runtime_ref' "
-                         "(core.shell or core.python), or 'entry_point' with 'runner_type'")
+            raise InvalidRequest(
+                f"entry_point '{body.entry_point}' is not a file in the pack's actions folder"
+            )
+        return ActionSpec(
+            runner_type=body.runner_type, entry_point=body.entry_point, base_dir=str(base), **common
+        )
+    raise InvalidRequest(
+        "an action needs either 'entrypoint' (inline script) with 'runtime_ref' "
+        "(core.shell or core.python), or 'entry_point' with 'runner_type'"
+    )
 
 
 async def create_action(call: Call) -> Any:
@@ -162,13 +196,17 @@ async def delete_action(call: Call) -> Any:
 
 # -- executions -------------------------------------------------------------------------------
 
+
 async def execute(call: Call) -> Any:
     body: s.ExecuteRequest = call.body
     who = call.caller
     executor = Executor(identity=who.login, source="api", extra={"token": who.token_name})
     record = await call.runtime.service.submit(
-        body.action_ref, body.parameters, executor,
-        callback_url=str(body.callback_url) if body.callback_url else None)
+        body.action_ref,
+        body.parameters,
+        executor,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+    )
     return {"data": record}
 
 
@@ -178,7 +216,8 @@ async def list_executions(call: Call) -> Any:
     page = call.query_int("page", 1)
     per_page = call.query_int("per_page", 50, "page_size")
     items, total = await call.runtime.service.list(
-        status=statuses, action_ref=q.get("action_ref") or None, page=page, per_page=per_page)
+        status=statuses, action_ref=q.get("action_ref") or None, page=page, per_page=per_page
+    )
     return _page(items, page, per_page, total)
 
 
@@ -187,14 +226,19 @@ async def get_execution(call: Call) -> Any:
 
 
 async def cancel_execution(call: Call) -> Any:
-    return {"data": await call.runtime.service.cancel(call.int_path_param("id"),
-                                                      call.caller.login)}
+    return {"data": await call.runtime.service.cancel(call.int_path_param("id"), call.caller.login)}
 
 
 def _page(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
-    return {"data": items, "pagination": {
-        "page": page, "per_page": per_page, "total": total,
-        "total_pages": math.ceil(total / per_page) if per_page else 0}}
+    return {
+        "data": items,
+        "pagination": {
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "total_pages": math.ceil(total / per_page) if per_page else 0,
+        },
+    }
 
 
 _PAGING = (
@@ -203,52 +247,195 @@ _PAGING = (
 )
 
 ROUTES: list[RouteSpec] = [
-    RouteSpec("GET", "/health", health, "Liveness and version", "public", response=s.Health,
-              tags=("health",)),
-    RouteSpec("GET", "/health/live", live, "The process answers", "public", response=s.Health,
-              tags=("health",)),
-    RouteSpec("GET", "/health/ready", ready, "Database and broker answer", "public",
-              response=s.Health, errors=(503,), tags=("health",)),
-    RouteSpec("POST", "/auth/login", login, "Exchange a login and password for a bearer token",
-              "public", body=s.LoginRequest, response=s.Single[s.TokenData], errors=(400, 401),
-              tags=("auth",)),
-    RouteSpec("POST", "/auth/register", register, "Self-service registration (off by default)",
-              "public", body=s.RegisterUserRequest, response=s.Single[s.UserCreated], status=201,
-              errors=(400, 403, 409), tags=("auth",)),
-    RouteSpec("GET", "/metrics", metrics, "Prometheus metrics", "public", raw=True,
-              tags=("health",)),
-    RouteSpec("GET", "/api/v1/packs", list_packs, "List packs", response=s.Page[s.Pack],
-              errors=(401,), tags=("packs",)),
-    RouteSpec("POST", "/api/v1/packs/register", register_pack, "Register a pack folder",
-              "admin", body=s.RegisterPackRequest, response=s.Single[s.Pack], status=201,
-              errors=(400, 401, 403, 409), tags=("packs",)),
-    RouteSpec("GET", "/api/v1/packs/{ref}", get_pack, "Get a pack", response=s.Single[s.Pack],
-              errors=(401, 404), tags=("packs",)),
-    RouteSpec("GET", "/api/v1/packs/{ref}/actions", list_pack_actions, "A pack's actions",
-              response=s.Page[s.Action], errors=(401, 404), tags=("packs",)),
-    RouteSpec("GET", "/api/v1/actions", list_actions, "List actions", response=s.Page[s.Action],
-              query=(QueryParam("pack_ref", "string", "Only this pack's actions"),),
-              errors=(401,), tags=("actions",)),
-    RouteSpec("POST", "/api/v1/actions", create_action, "Create an action", "operator",
-              body=s.ActionWrite, response=s.Single[s.Action], status=201,
-              errors=(400, 401, 403, 409), tags=("actions",)),
-    RouteSpec("GET", "/api/v1/actions/{ref}", get_action, "Get an action",
-              response=s.Single[s.Action], errors=(401, 404), tags=("actions",)),
-    RouteSpec("PUT", "/api/v1/actions/{ref}", update_action, "Replace an action", "operator",
-              body=s.ActionWrite, response=s.Single[s.Action], errors=(400, 401, 403, 404),
-              tags=("actions",)),
-    RouteSpec("DELETE", "/api/v1/actions/{ref}", delete_action, "Delete an action", "operator",
-              status=204, raw=True, errors=(401, 403, 404), tags=("actions",)),
-    RouteSpec("POST", "/api/v1/executions/execute", execute, "Run an action", "operator",
-              body=s.ExecuteRequest, response=s.Single[s.Execution], status=201,
-              errors=(400, 401, 403, 404), tags=("executions",)),
-    RouteSpec("GET", "/api/v1/executions", list_executions, "List executions, newest first",
-              response=s.Page[s.Execution], errors=(400, 401), tags=("executions",),
-              query=(QueryParam("status", "string", "Comma-separated statuses"),
-                     QueryParam("action_ref", "string", "Only this action"), *_PAGING)),
-    RouteSpec("GET", "/api/v1/executions/{id}", get_execution, "Get an execution",
-              response=s.Single[s.Execution], errors=(400, 401, 404), tags=("executions",)),
-    RouteSpec("POST", "/api/v1/executions/{id}/cancel", cancel_execution, "Cancel an execution",
-              "operator", response=s.Single[s.Execution], errors=(400, 401, 403, 404, 409),
-              tags=("executions",)),
+    RouteSpec(
+        "GET",
+        "/health",
+        health,
+        "Liveness and version",
+        "public",
+        response=s.Health,
+        tags=("health",),
+    ),
+    RouteSpec(
+        "GET",
+        "/health/live",
+        live,
+        "The process answers",
+        "public",
+        response=s.Health,
+        tags=("health",),
+    ),
+    RouteSpec(
+        "GET",
+        "/health/ready",
+        ready,
+        "Database and broker answer",
+        "public",
+        response=s.Health,
+        errors=(503,),
+        tags=("health",),
+    ),
+    RouteSpec(
+        "POST",
+        "/auth/login",
+        login,
+        "Exchange a login and password for a bearer token",
+        "public",
+        body=s.LoginRequest,
+        response=s.Single[s.TokenData],
+        errors=(400, 401),
+        tags=("auth",),
+    ),
+    RouteSpec(
+        "POST",
+        "/auth/register",
+        register,
+        "Self-service registration (off by default)",
+        "public",
+        body=s.RegisterUserRequest,
+        response=s.Single[s.UserCreated],
+        status=201,
+        errors=(400, 403, 409),
+        tags=("auth",),
+    ),
+    RouteSpec(
+        "GET", "/metrics", metrics, "Prometheus metrics", "public", raw=True, tags=("health",)
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/packs",
+        list_packs,
+        "List packs",
+        response=s.Page[s.Pack],
+        errors=(401,),
+        tags=("packs",),
+    ),
+    RouteSpec(
+        "POST",
+        "/api/v1/packs/register",
+        register_pack,
+        "Register a pack folder",
+        "admin",
+        body=s.RegisterPackRequest,
+        response=s.Single[s.Pack],
+        status=201,
+        errors=(400, 401, 403, 409),
+        tags=("packs",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/packs/{ref}",
+        get_pack,
+        "Get a pack",
+        response=s.Single[s.Pack],
+        errors=(401, 404),
+        tags=("packs",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/packs/{ref}/actions",
+        list_pack_actions,
+        "A pack's actions",
+        response=s.Page[s.Action],
+        errors=(401, 404),
+        tags=("packs",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/actions",
+        list_actions,
+        "List actions",
+        response=s.Page[s.Action],
+        query=(QueryParam("pack_ref", "string", "Only this pack's actions"),),
+        errors=(401,),
+        tags=("actions",),
+    ),
+    RouteSpec(
+        "POST",
+        "/api/v1/actions",
+        create_action,
+        "Create an action",
+        "operator",
+        body=s.ActionWrite,
+        response=s.Single[s.Action],
+        status=201,
+        errors=(400, 401, 403, 409),
+        tags=("actions",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/actions/{ref}",
+        get_action,
+        "Get an action",
+        response=s.Single[s.Action],
+        errors=(401, 404),
+        tags=("actions",),
+    ),
+    RouteSpec(
+        "PUT",
+        "/api/v1/actions/{ref}",
+        update_action,
+        "Replace an action",
+        "operator",
+        body=s.ActionWrite,
+        response=s.Single[s.Action],
+        errors=(400, 401, 403, 404),
+        tags=("actions",),
+    ),
+    RouteSpec(
+        "DELETE",
+        "/api/v1/actions/{ref}",
+        delete_action,
+        "Delete an action",
+        "operator",
+        status=204,
+        raw=True,
+        errors=(401, 403, 404),
+        tags=("actions",),
+    ),
+    RouteSpec(
+        "POST",
+        "/api/v1/executions/execute",
+        execute,
+        "Run an action",
+        "operator",
+        body=s.ExecuteRequest,
+        response=s.Single[s.Execution],
+        status=201,
+        errors=(400, 401, 403, 404),
+        tags=("executions",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/executions",
+        list_executions,
+        "List executions, newest first",
+        response=s.Page[s.Execution],
+        errors=(400, 401),
+        tags=("executions",),
+        query=(
+            QueryParam("status", "string", "Comma-separated statuses"),
+            QueryParam("action_ref", "string", "Only this action"),
+            *_PAGING,
+        ),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/executions/{id}",
+        get_execution,
+        "Get an execution",
+        response=s.Single[s.Execution],
+        errors=(400, 401, 404),
+        tags=("executions",),
+    ),
+    RouteSpec(
+        "POST",
+        "/api/v1/executions/{id}/cancel",
+        cancel_execution,
+        "Cancel an execution",
+        "operator",
+        response=s.Single[s.Execution],
+        errors=(400, 401, 403, 404, 409),
+        tags=("executions",),
+    ),
 ]

@@ -9,8 +9,18 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
-StatusName = Literal["requested", "scheduling", "scheduled", "running", "completed", "failed",
-                     "canceling", "cancelled", "timeout", "abandoned"]
+StatusName = Literal[
+    "requested",
+    "scheduling",
+    "scheduled",
+    "running",
+    "completed",
+    "failed",
+    "canceling",
+    "cancelled",
+    "timeout",
+    "abandoned",
+]
 
 
 class Request(BaseModel):
@@ -70,7 +80,7 @@ class Error(BaseModel):
 
 class TokenData(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
 
 

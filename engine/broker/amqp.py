@@ -182,8 +182,12 @@ class AmqpBroker:
         try:
             envelope = Envelope.model_validate_json(message.body)
         except ValidationError:
-            log.error("dropping malformed message %s on %s: %.200r",
-                      message.message_id, message.routing_key, message.body)
+            log.error(
+                "dropping malformed message %s on %s: %.200r",
+                message.message_id,
+                message.routing_key,
+                message.body,
+            )
             await self._settle(message, ack=False)
             return
         try:
@@ -191,8 +195,9 @@ class AmqpBroker:
         except asyncio.CancelledError:
             raise  # close() or a lost connection: left unacked, RabbitMQ redelivers it
         except Exception:
-            log.exception("handler failed for %s %s; message dropped",
-                          envelope.message_type, envelope.payload)
+            log.exception(
+                "handler failed for %s %s; message dropped", envelope.message_type, envelope.payload
+            )
             await self._settle(message, ack=False)
         else:
             await self._settle(message, ack=True)
@@ -206,8 +211,9 @@ class AmqpBroker:
                 await message.reject(requeue=False)
         except _DRIVER_ERRORS as exc:
             # The channel went away: RabbitMQ will redeliver the message on reconnect.
-            log.warning("could not %s message %s: %s",
-                        "ack" if ack else "reject", message.message_id, exc)
+            log.warning(
+                "could not %s message %s: %s", "ack" if ack else "reject", message.message_id, exc
+            )
 
     async def close(self) -> None:
         connection = self._connection

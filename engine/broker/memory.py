@@ -73,5 +73,8 @@ class MemoryBroker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("handler failed for %s %s; message dropped",
-                              envelope.message_type, envelope.payload)
+                log.exception(
+                    "handler failed for %s %s; message dropped",
+                    envelope.message_type,
+                    envelope.payload,
+                )

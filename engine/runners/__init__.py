@@ -42,9 +42,14 @@ class RunResult:
 
     def as_record(self) -> dict[str, Any]:
         return {
-            "exit_code": self.exit_code, "duration_ms": self.duration_ms,
-            "succeeded": self.succeeded, "stdout": self.stdout, "stderr": self.stderr,
-            "data": self.data, "error": self.error, "stdout_truncated": self.stdout_truncated,
+            "exit_code": self.exit_code,
+            "duration_ms": self.duration_ms,
+            "succeeded": self.succeeded,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "data": self.data,
+            "error": self.error,
+            "stdout_truncated": self.stdout_truncated,
             "stderr_truncated": self.stderr_truncated,
         }
 

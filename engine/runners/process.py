@@ -130,8 +130,14 @@ def _signal_name(number: int) -> str:
 class ProcessRunner:
     """Runs ``shell`` and ``python`` actions; see the module docstring for the contract."""
 
-    def __init__(self, *, output_cap_bytes: int, kill_grace_s: float, work_dir: Path,
-                 pipe_grace_s: float = PIPE_GRACE_S) -> None:
+    def __init__(
+        self,
+        *,
+        output_cap_bytes: int,
+        kill_grace_s: float,
+        work_dir: Path,
+        pipe_grace_s: float = PIPE_GRACE_S,
+    ) -> None:
         self.output_cap_bytes = output_cap_bytes
         self.kill_grace_s = kill_grace_s
         self.work_dir = Path(work_dir).resolve()
@@ -176,13 +182,15 @@ class ProcessRunner:
     def _env(self, request: RunRequest) -> dict[str, str]:
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.setdefault("PATH", DEFAULT_PATH)
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            "ATTUNE_EXECUTION_ID": str(request.execution_id),
-            "ATTUNE_ACTION_REF": request.action.ref,
-            "ATTUNE_PARAMETER_DELIVERY": request.action.parameter_delivery,
-            "ATTUNE_PARAMETER_FORMAT": request.action.parameter_format,
-        })
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "ATTUNE_EXECUTION_ID": str(request.execution_id),
+                "ATTUNE_ACTION_REF": request.action.ref,
+                "ATTUNE_PARAMETER_DELIVERY": request.action.parameter_delivery,
+                "ATTUNE_PARAMETER_FORMAT": request.action.parameter_format,
+            }
+        )
         return env
 
     def _prepare(self, request: RunRequest, tmp: Path) -> _Launch | str:
@@ -226,10 +234,14 @@ class ProcessRunner:
         via_stdin = request.action.parameter_delivery == "stdin"
         try:
             transport, capture = await loop.subprocess_exec(
-                lambda: _Capture(self.output_cap_bytes, loop), *command,
+                lambda: _Capture(self.output_cap_bytes, loop),
+                *command,
                 stdin=subprocess.PIPE if via_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=launch.cwd, env=launch.env, start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=launch.cwd,
+                env=launch.env,
+                start_new_session=True,
             )
         except OSError as exc:
             return RunResult(outcome="failed", error=f"cannot start {command[0]}: {exc}")
@@ -266,23 +278,29 @@ class ProcessRunner:
         cancelled = asyncio.ensure_future(request.cancel.wait())
         waiting: set[asyncio.Future[Any]] = {capture.exited, cancelled}
         try:
-            done, _ = await asyncio.wait(waiting,
-                                         timeout=max(request.timeout_s, 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(request.timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             cancelled.cancel()
         if capture.exited in done:
             return None
         return "cancelled" if cancelled in done else "timeout"
 
-    def _result(self, request: RunRequest, reason: Outcome | None, returncode: int | None,
-                capture: _Capture) -> RunResult:
+    def _result(
+        self, request: RunRequest, reason: Outcome | None, returncode: int | None, capture: _Capture
+    ) -> RunResult:
         stdout, stderr = capture.text(1), capture.text(2)
         exit_code = returncode if returncode is not None and returncode >= 0 else None
         data, parse_error = parse_output(stdout, request.action.output_format)
         result = RunResult(
-            outcome="failed", exit_code=exit_code, stdout=stdout, stderr=stderr, data=data,
-            stdout_truncated=capture.truncated[1], stderr_truncated=capture.truncated[2],
+            outcome="failed",
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            data=data,
+            stdout_truncated=capture.truncated[1],
+            stderr_truncated=capture.truncated[2],
         )
         if reason == "timeout":
             result.outcome = "timeout"

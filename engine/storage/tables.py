@@ -45,8 +45,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(
-            UTC).replace(tzinfo=None)
+        return (
+            value.astimezone(UTC)
+            if dialect.name != "sqlite"
+            else value.astimezone(UTC).replace(tzinfo=None)
+        )
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -64,7 +67,8 @@ def now_utc() -> datetime:
 
 
 packs = Table(
-    "packs", metadata,
+    "packs",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("ref", String(128), nullable=False, unique=True),
     Column("label", String(256), nullable=False, default=""),
@@ -76,7 +80,8 @@ packs = Table(
 )
 
 actions = Table(
-    "actions", metadata,
+    "actions",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("ref", String(256), nullable=False, unique=True),
     Column("pack_id", IdType, ForeignKey("packs.id", ondelete="CASCADE"), nullable=False),
@@ -102,7 +107,8 @@ actions = Table(
 Index("ix_actions_pack_ref", actions.c.pack_ref)
 
 executions = Table(
-    "executions", metadata,
+    "executions",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("action_ref", String(256), nullable=False),
     Column("status", String(16), nullable=False),
@@ -132,10 +138,12 @@ Index("ix_executions_created", executions.c.created)
 #: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
 #: the same transaction as the status change it reports.
 deliveries = Table(
-    "deliveries", metadata,
+    "deliveries",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
-    Column("execution_id", BigInteger, ForeignKey("executions.id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "execution_id", BigInteger, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("target", String(32), nullable=False),
     Column("event", String(32), nullable=False),
     Column("state", String(16), nullable=False, default="pending"),
@@ -149,7 +157,8 @@ Index("ix_deliveries_state_next", deliveries.c.state, deliveries.c.next_attempt_
 Index("ix_deliveries_execution_id", deliveries.c.execution_id)
 
 users = Table(
-    "users", metadata,
+    "users",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("login", String(128), nullable=False, unique=True),
     Column("password_hash", Text, nullable=True),
@@ -159,7 +168,8 @@ users = Table(
 )
 
 tokens = Table(
-    "tokens", metadata,
+    "tokens",
+    metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     #: SHA-256 of the token; the token itself is shown once and never stored.
     Column("token_hash", String(64), nullable=False, unique=True),
