@@ -118,7 +118,10 @@ async def _token_create(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attune", description="Attune chat-ops")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="API, worker and sweep in one process")
+    serve = sub.add_parser("serve", help="API, worker and sweep in one process")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="API only (workers run as `attune worker`)"
+    )
     sub.add_parser("worker", help="run workers only (shared PostgreSQL and RabbitMQ)")
     run = sub.add_parser("run", help="run an action: attune run pack.action key=value ...")
     run.add_argument("action_ref")
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from bot.server import serve
 
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, with_worker=not args.no_worker))
             return 0
         if args.command == "worker":
             from bot.server import worker

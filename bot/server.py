@@ -45,13 +45,14 @@ def announce(runtime: Runtime, url: str | None) -> None:
     out.flush()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """API, worker and sweep in one process until SIGINT/SIGTERM."""
     stop = _stop_event()
     runtime = await build_runtime(settings)
     runner: web.AppRunner | None = None
     try:
-        await runtime.start_worker()
+        if with_worker:
+            await runtime.start_worker()
         app = build_app(runtime)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
