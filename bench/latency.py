@@ -1,7 +1,7 @@
 """Submit-to-completed latency and burst throughput of ``core.noop``.
 
     python -m bench.latency                      # embedded default: SQLite + in-process broker
-    python -m bench.latency --mode cluster       # PostgreSQL + RabbitMQ, 2 `attune worker` processes
+    python -m bench.latency --mode cluster       # PostgreSQL + RabbitMQ, 2 worker processes
     python -m bench.latency --quick              # small counts (CI smoke test; no assertions)
 
 Latency: one execution at a time, from the call to ``ExecutionService.submit`` to the
@@ -150,7 +150,7 @@ async def run(mode: str, count: int, burst: int, repeat: int, workers: int) -> d
             env = os.environ | env_extra
             for _ in range(workers):
                 procs.append(
-                    subprocess.Popen(
+                    subprocess.Popen(  # noqa: ASYNC220 (start-up only)
                         [sys.executable, "-m", "bot.cli", "worker"],
                         env=env,
                         stdout=subprocess.PIPE,
