@@ -1,0 +1,240 @@
+"""The chat command grammar (pure: text in, command out, or a :class:`UsageError`).
+
+    run pack.action key=value ...    values: bare, "double", 'single', JSON {...} / [...], key=
+    help [pack.action]
+    actions [pack]
+    status <id> | cancel <id> | rerun <id>
+
+Slack's smart quotes and non-breaking spaces are normalised first. Values stay text here except
+JSON objects and arrays; the action's schema coerces them later (``count=5`` -> 5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Characters Slack (and phones) substitute for ASCII ones.
+_NORMALISE = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u00a0": " ",
+        "\u2007": " ",
+        "\u202f": " ",
+        "\u2009": " ",
+        "\u200a": " ",
+        "\u3000": " ",
+        "\u200b": "",
+        "\ufeff": "",
+    }
+)
+_REF = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_PACK = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Deepest JSON nesting accepted in a value.
+MAX_JSON_DEPTH = 32
+
+USAGE = (
+    "Usage:\n"
+    "  run <pack.action> [key=value ...]   run an action\n"
+    "  help [pack.action]                  this help, or an action's parameters\n"
+    "  actions [pack]                      list actions\n"
+    "  status <id>                         show an execution\n"
+    "  cancel <id>                         cancel an execution\n"
+    "  rerun <id>                          run an execution again with the same parameters\n"
+    'Values: word, "two words", \'two words\', {"json": 1}, [1, 2] or empty (key=).'
+)
+
+
+class UsageError(Exception):
+    """A command that cannot be understood; ``message`` is shown to the user as is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Run:
+    action_ref: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Help:
+    action_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Actions:
+    pack: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    execution_id: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    execution_id: int
+
+
+@dataclass(frozen=True)
+class Rerun:
+    execution_id: int
+
+
+Command = Run | Help | Actions | Status | Cancel | Rerun
+
+
+def normalise(text: str) -> str:
+    return text.translate(_NORMALISE).strip()
+
+
+def parse(text: str) -> Command:
+    """Parse one command line; raise :class:`UsageError` with a message fit for the user."""
+    text = normalise(text)
+    if not text:
+        return Help()
+    verb, _, rest = text.partition(" ")
+    verb = verb.lower()
+    rest = rest.strip()
+    if verb == "run":
+        return _parse_run(rest)
+    if verb == "help":
+        if rest and not _REF.match(rest):
+            raise UsageError(f"`help` takes an action like `core.echo`, not `{_clip(rest)}`")
+        return Help(rest or None)
+    if verb == "actions":
+        if rest and not _PACK.match(rest):
+            raise UsageError(f"`actions` takes a pack name like `core`, not `{_clip(rest)}`")
+        return Actions(rest or None)
+    if verb in ("status", "cancel", "rerun"):
+        execution_id = _parse_id(verb, rest)
+        if verb == "status":
+            return Status(execution_id)
+        return Cancel(execution_id) if verb == "cancel" else Rerun(execution_id)
+    if _REF.match(verb):
+        raise UsageError(f"Did you mean `run {_clip(text)}`?\n{USAGE}")
+    raise UsageError(f"Unknown command `{_clip(verb)}`.\n{USAGE}")
+
+
+def _parse_id(verb: str, rest: str) -> int:
+    raw = rest.lstrip("#")
+    if not raw.isdigit() or len(raw) > 18:
+        raise UsageError(f"`{verb}` needs an execution number, e.g. `{verb} 42`")
+    return int(raw)
+
+
+def _parse_run(rest: str) -> Run:
+    if not rest:
+        raise UsageError("`run` needs an action, e.g. `run core.echo message=hello`")
+    ref, _, args = rest.partition(" ")
+    if not _REF.match(ref):
+        raise UsageError(f"`{_clip(ref)}` is not an action reference like `pack.action`")
+    params: dict[str, Any] = {}
+    for key, value in _tokenise(args):
+        if key in params:
+            raise UsageError(f"parameter `{key}` is given twice")
+        params[key] = value
+    return Run(ref, params)
+
+
+def _tokenise(text: str) -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        start = i
+        while i < n and text[i] != "=" and not text[i].isspace():
+            i += 1
+        key = text[start:i]
+        if i >= n or text[i] != "=":
+            raise UsageError(f"expected key=value, got `{_clip(key)}`")
+        if not _KEY.match(key):
+            raise UsageError(f"`{_clip(key)}` is not a parameter name")
+        i += 1  # past '='
+        value, i = _read_value(text, i, key)
+        pairs.append((key, value))
+    return pairs
+
+
+def _read_value(text: str, i: int, key: str) -> tuple[Any, int]:
+    n = len(text)
+    if i >= n or text[i].isspace():
+        return "", i
+    ch = text[i]
+    if ch in "\"'":
+        return _read_quoted(text, i, key)
+    if ch in "{[":
+        end = _json_end(text, i, key)
+        raw = text[i:end]
+        try:
+            return json.loads(raw), end
+        except (ValueError, RecursionError):
+            raise UsageError(f"parameter `{key}`: `{_clip(raw)}` is not valid JSON") from None
+    start = i
+    while i < n and not text[i].isspace():
+        i += 1
+    return text[start:i], i
+
+
+def _read_quoted(text: str, i: int, key: str) -> tuple[str, int]:
+    quote, i, out = text[i], i + 1, []
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and quote == '"' and i + 1 < n and text[i + 1] in '"\\':
+            out.append(text[i + 1])
+            i += 2
+            continue
+        if ch == quote:
+            if i + 1 < n and not text[i + 1].isspace():
+                raise UsageError(f"parameter `{key}`: put a space after the closing {quote}")
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    raise UsageError(f"parameter `{key}`: unbalanced {quote}: the value has no closing {quote}")
+
+
+def _json_end(text: str, i: int, key: str) -> int:
+    """Index just past the JSON value that starts at ``i`` (brackets balanced, strings skipped)."""
+    depth, n, in_string = 0, len(text), False
+    while i < n:
+        ch = text[i]
+        if in_string:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise UsageError(f"parameter `{key}`: JSON nested deeper than {MAX_JSON_DEPTH}")
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise UsageError(f"parameter `{key}`: unbalanced brackets in the JSON value")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
