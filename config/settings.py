@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0)
     #: A ``requested`` row older than this is published again by the sweep.
     requeue_after_s: float = Field(default=10.0, gt=0)
+    #: On SIGTERM, how long running executions get to finish before they are marked abandoned.
+    shutdown_grace_s: float = Field(default=8.0, ge=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

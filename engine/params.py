@@ -133,8 +133,19 @@ def coerce_value(value: Any, prop: Mapping[str, Any]) -> Any:
     return value
 
 
-def _describe(error: SchemaValidationError) -> str:
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _describe(error: SchemaValidationError, secrets: frozenset[str] = frozenset()) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
+    secret = bool(error.absolute_path) and str(error.absolute_path[0]) in secrets
     where = f"parameter '{path}'" if path else "parameters"
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -147,7 +158,7 @@ def _describe(error: SchemaValidationError) -> str:
         return f"unknown parameter {names}" if len(extras) == 1 else f"unknown parameters {names}"
     if error.validator == "type":
         expected = error.validator_value
-        shown = json.dumps(error.instance, default=str)
+        shown = "a secret value" if secret else json.dumps(error.instance, default=str)
         if len(shown) > 60:
             shown = shown[:57] + "..."
         return f"{where} must be {_plural_type(expected)}, got {shown}"
@@ -155,6 +166,8 @@ def _describe(error: SchemaValidationError) -> str:
         choices: Any = error.validator_value
         options = ", ".join(json.dumps(v) for v in choices)
         return f"{where} must be one of {options}"
+    if secret:
+        return f"{where} is not valid ({error.validator})"
     return f"{where}: {error.message}"
 
 
@@ -184,12 +197,18 @@ def validate_parameters(
     for name, prop in props.items():
         if name not in result and isinstance(prop, Mapping) and "default" in prop:
             result[name] = copy.deepcopy(prop["default"])
+    for name, value in result.items():
+        if _has_nul(value):
+            raise InvalidParameters(
+                f"parameter '{name}' contains a NUL character, which cannot be passed on"
+            )
+    secrets = secret_names(schema)
     errors = sorted(
         Draft202012Validator(dict(schema)).iter_errors(result),
         key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
     )
     if errors:
-        raise InvalidParameters("; ".join(dict.fromkeys(_describe(e) for e in errors)))
+        raise InvalidParameters("; ".join(dict.fromkeys(_describe(e, secrets) for e in errors)))
     return result
 
 

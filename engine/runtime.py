@@ -85,9 +85,9 @@ class Runtime:
         await self.worker.start()
         return self.worker
 
-    async def close(self, grace_s: float = 10.0) -> None:
+    async def close(self, grace_s: float | None = None) -> None:
         if self.worker is not None:
-            await self.worker.stop(grace_s)
+            await self.worker.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         await self.service.drain()
         await self.broker.close()
         await self.store.close()

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Mapping
 
 from engine import broker as topics
-from engine.broker import Broker, Envelope
+from engine.broker import Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.runners import Runner, RunRequest, RunResult
@@ -20,6 +20,8 @@ from engine.status import ExecutionStatus
 
 log = logging.getLogger(__name__)
 
+#: Tries to record the end of a run; later tries store a reduced result without the output.
+FINISH_ATTEMPTS = 6
 #: Name of the shared queue workers compete on.
 REQUESTED_QUEUE = "requested"
 
@@ -51,6 +53,8 @@ class Worker:
         self.requeue_after_s = requeue_after_s
         self._running: dict[int, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._intake: Subscription | None = None
+        self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -59,14 +63,21 @@ class Worker:
         return sorted(self._running)
 
     async def start(self) -> None:
-        await self.broker.consume(
+        self._intake = await self.broker.consume(
             REQUESTED_QUEUE, [topics.REQUESTED], self._on_requested, prefetch=self.concurrency
         )
         await self.broker.consume(None, [topics.CANCEL], self._on_cancel, prefetch=4)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="attune-sweep")
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop sweeping and give running executions ``grace_s`` to finish."""
+        """Stop taking work and sweeping; give running executions ``grace_s`` to finish.
+
+        Cancel messages are still received during the grace period.
+        """
+        self._accepting = False
+        if self._intake is not None:
+            await self._intake.cancel()
+            self._intake = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,7 +100,7 @@ class Worker:
 
     async def execute(self, execution_id: int) -> None:
         """Run one execution if this worker wins the claim."""
-        if execution_id in self._running:
+        if execution_id in self._running or not self._accepting:
             return
         cancel = asyncio.Event()
         # Registered before the claim: a cancel can only be published after the row is running.
@@ -148,13 +159,32 @@ class Worker:
         self, execution_id: int, result: RunResult, status: ExecutionStatus | None = None
     ) -> None:
         target = status or ExecutionStatus(result.outcome)
-        try:
-            if await self.service.finish(execution_id, target, result.as_record()) is None:
-                log.warning(
-                    "execution %s had already ended; result of this run dropped", execution_id
+        record = result.as_record()
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                if await self.service.finish(execution_id, target, record) is None:
+                    log.warning(
+                        "execution %s had already ended; result of this run dropped", execution_id
+                    )
+                return
+            except EngineError as exc:
+                log.error(
+                    "could not record the end of execution %s (attempt %d): %s",
+                    execution_id,
+                    attempt + 1,
+                    exc.message,
                 )
-        except EngineError as exc:
-            log.error("could not record the end of execution %s: %s", execution_id, exc.message)
+                # Keep the outcome but drop what may be unstorable, then retry after a pause.
+                record = {
+                    "succeeded": False,
+                    "exit_code": result.exit_code,
+                    "duration_ms": result.duration_ms,
+                    "error": f"{result.error or target.value}; the full result could not be "
+                    f"stored: {exc.message}",
+                }
+                if target is ExecutionStatus.COMPLETED:
+                    target = ExecutionStatus.FAILED
+                await asyncio.sleep(min(2**attempt * 0.1, 5.0))
 
     async def _sweep_loop(self) -> None:
         while True:

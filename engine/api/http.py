@@ -23,7 +23,10 @@ log = logging.getLogger("attune.api")
 
 Access = Literal["public", "viewer", "operator", "admin"]
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-PRINCIPAL = "attune.principal"
+#: Largest id a database column holds (signed 64 bits).
+MAX_ID = 2**63 - 1
+#: Largest page number accepted (keeps OFFSET within 64 bits for any per_page).
+MAX_PAGE = 10**9
 
 
 @dataclass(frozen=True)
@@ -46,20 +49,13 @@ class Call:
         return self.request.match_info[name]
 
     def int_path_param(self, name: str) -> int:
-        raw = self.request.match_info[name]
-        try:
-            return int(raw)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be an integer, got '{raw}'") from None
+        return _bounded_int(name, self.request.match_info[name], 1, MAX_ID)
 
     def query_int(self, name: str, default: int, *aliases: str) -> int:
         for key in (name, *aliases):
             raw = self.request.query.get(key)
             if raw is not None:
-                try:
-                    return int(raw)
-                except ValueError:
-                    raise InvalidRequest(f"query parameter '{key}' must be an integer") from None
+                return _bounded_int(f"query parameter '{key}'", raw, 1, MAX_PAGE)
         return default
 
     @property
@@ -70,6 +66,16 @@ class Call:
 
 
 Handler = Callable[[Call], Awaitable[Any]]
+
+
+def _bounded_int(what: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{what} must be an integer, got '{raw[:40]}'") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{what} must be between {low} and {high}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ class Envelope(BaseModel):
 Handler = Callable[[Envelope], Awaitable[None]]
 
 
+class Subscription(Protocol):
+    async def cancel(self) -> None:
+        """Stop taking new messages; handlers already running finish undisturbed."""
+
+
 class Broker(Protocol):
     async def start(self) -> None:
         """Connect and declare the exchange."""
@@ -47,7 +52,7 @@ class Broker(Protocol):
 
     async def consume(
         self, name: str | None, routing_keys: Sequence[str], handler: Handler, *, prefetch: int = 16
-    ) -> None:
+    ) -> Subscription:
         """Run ``handler`` for messages matching ``routing_keys``, up to ``prefetch`` at once.
 
         A handler that returns acknowledges the message; one that raises has it dropped (and

@@ -135,7 +135,7 @@ class AmqpBroker:
 
     async def consume(
         self, name: str | None, routing_keys: Sequence[str], handler: Handler, *, prefetch: int = 16
-    ) -> None:
+    ) -> _AmqpSubscription:
         connection = self._connection
         if connection is None:
             raise Unavailable("message broker unavailable: not connected")
@@ -162,6 +162,16 @@ class AmqpBroker:
                 raise _unavailable(exc) from exc
             raise
         self._consumers.append((queue, tag))
+        return _AmqpSubscription(self, queue, tag)
+
+    async def _cancel_consumer(self, queue: AbstractQueue, tag: str) -> None:
+        if (queue, tag) not in self._consumers:
+            return
+        self._consumers.remove((queue, tag))
+        try:
+            await queue.cancel(tag, timeout=self._close_timeout)
+        except _DRIVER_ERRORS as exc:
+            log.warning("could not cancel consumer %s: %s", tag, exc)
 
     def _callback(self, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         """aio-pika runs this as a task per delivery, so up to ``prefetch`` run at once."""
@@ -256,3 +266,13 @@ class AmqpBroker:
                 with contextlib.suppress(*_DRIVER_ERRORS):
                     await temporary.close()
         self._shared_queues.clear()
+
+
+class _AmqpSubscription:
+    """Cancels one consumer (basic.cancel); deliveries already handed out run to the end."""
+
+    def __init__(self, broker: AmqpBroker, queue: AbstractQueue, tag: str) -> None:
+        self._broker, self._queue, self._tag = broker, queue, tag
+
+    async def cancel(self) -> None:
+        await self._broker._cancel_consumer(self._queue, self._tag)

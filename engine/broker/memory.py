@@ -22,6 +22,20 @@ class _Queue:
     messages: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
 
 
+@dataclass
+class _Subscription:
+    """One consume() call: its pump tasks, and which of them wait for a message."""
+
+    pumps: set[asyncio.Task[None]] = field(default_factory=set)
+    waiting: set[asyncio.Task[None]] = field(default_factory=set)
+    stopped: bool = False
+
+    async def cancel(self) -> None:
+        self.stopped = True
+        for task in list(self.waiting):
+            task.cancel()
+
+
 class MemoryBroker:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
@@ -54,20 +68,35 @@ class MemoryBroker:
 
     async def consume(
         self, name: str | None, routing_keys: Sequence[str], handler: Handler, *, prefetch: int = 16
-    ) -> None:
+    ) -> _Subscription:
         qname = name or f"private.{uuid.uuid4().hex}"
         queue = self._queues.setdefault(qname, _Queue(keys=list(routing_keys)))
         for key in routing_keys:
             if key not in queue.keys:
                 queue.keys.append(key)
+        subscription = _Subscription()
         for _ in range(max(1, prefetch)):
-            task = asyncio.create_task(self._pump(queue, handler), name=f"memory-broker:{qname}")
+            task = asyncio.create_task(
+                self._pump(queue, handler, subscription), name=f"memory-broker:{qname}"
+            )
             self._tasks.add(task)
+            subscription.pumps.add(task)
             task.add_done_callback(self._tasks.discard)
+        return subscription
 
-    async def _pump(self, queue: _Queue, handler: Handler) -> None:
-        while True:
-            envelope = await queue.messages.get()
+    async def _pump(self, queue: _Queue, handler: Handler, subscription: _Subscription) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not subscription.stopped:
+            subscription.waiting.add(me)
+            try:
+                envelope = await queue.messages.get()
+            except asyncio.CancelledError:
+                if subscription.stopped:
+                    return
+                raise
+            finally:
+                subscription.waiting.discard(me)
             try:
                 await handler(envelope)
             except asyncio.CancelledError:

@@ -41,17 +41,33 @@ class RunResult:
         return self.outcome == "completed"
 
     def as_record(self) -> dict[str, Any]:
-        return {
-            "exit_code": self.exit_code,
-            "duration_ms": self.duration_ms,
-            "succeeded": self.succeeded,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "data": self.data,
-            "error": self.error,
-            "stdout_truncated": self.stdout_truncated,
-            "stderr_truncated": self.stderr_truncated,
-        }
+        """The result as stored: NUL characters (which PostgreSQL cannot store in JSON text)
+        are replaced by U+FFFD."""
+        record: dict[str, Any] = storable(
+            {
+                "exit_code": self.exit_code,
+                "duration_ms": self.duration_ms,
+                "succeeded": self.succeeded,
+                "stdout": self.stdout,
+                "stderr": self.stderr,
+                "data": self.data,
+                "error": self.error,
+                "stdout_truncated": self.stdout_truncated,
+                "stderr_truncated": self.stderr_truncated,
+            }
+        )
+        return record
+
+
+def storable(value: Any) -> Any:
+    """Copy of a JSON-like value with every NUL character replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 class Runner(Protocol):

@@ -1,0 +1,45 @@
+"""``attune run`` as a subprocess: embedded (its own fresh SQLite, in-process broker and worker)
+and, on PostgreSQL + RabbitMQ, against the running cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Server, engine_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_cli_run_embedded(tmp_path: Path) -> None:
+    env = engine_env(tmp_path)  # a fresh, unused SQLite database; no AMQP URL
+    code, out, err = await run_cli(["run", "core.echo", "message=hello"], env, tmp_path)
+    assert code == 0, err
+    assert "core.echo: completed" in out
+    assert "hello\n" in out
+
+    code, out, err = await run_cli(["run", "examples.fail"], env, tmp_path)
+    assert code != 0, out
+    assert "examples.fail: failed" in out
+    assert "something went wrong" in err
+
+    code, out, err = await run_cli(["run", "core.echo"], env, tmp_path)
+    assert code != 0, out
+    assert "message" in err  # names the missing parameter, no traceback
+    assert "Traceback" not in err
+
+
+async def test_cli_run_against_cluster(server: Server) -> None:
+    if server.worker is None:
+        pytest.skip("the embedded backend is covered by test_cli_run_embedded")
+    code, out, err = await run_cli(
+        ["run", "--wait", "core.echo", "message=hello cluster"], server.env, server.tmp
+    )
+    assert code == 0, err
+    assert "core.echo: completed" in out
+    assert "hello cluster\n" in out
+
+    code, out, err = await run_cli(["run", "--wait", "examples.fail"], server.env, server.tmp)
+    assert code != 0, out
+    assert "examples.fail: failed" in out
