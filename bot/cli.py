@@ -1,10 +1,12 @@
 """The ``attune`` command line: wires processes together from settings.
 
-attune serve                     API, bot, worker and sweep in one process
-attune worker                    a worker alone (PostgreSQL + RabbitMQ)
-attune run pack.action k=v       run one action and print its result
-attune db upgrade                apply database migrations
-attune token create --name N     a long-lived API token
+    attune serve                     API, bot, worker and sweep in one process
+    attune worker                    a worker alone (PostgreSQL + RabbitMQ)
+    attune run pack.action k=v       run one action and print its result
+    attune chat                      the chat in a terminal (no Slack needed)
+    attune callback-secret           the key that signs callback deliveries
+    attune db upgrade                apply database migrations
+    attune token create --name N     a long-lived API token
 """
 
 from __future__ import annotations
@@ -83,6 +85,17 @@ def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
         print(f"error: {result['error']}", file=sys.stderr)
 
 
+async def _callback_secret(settings: Settings) -> int:
+    from engine.runtime import build_runtime
+
+    runtime = await build_runtime(settings, sync_packs=False, ensure_admin=False)
+    try:
+        print(runtime.callback_secret().decode())
+    finally:
+        await runtime.close()
+    return 0
+
+
 async def _db_upgrade(settings: Settings) -> int:
     from engine.storage import build_store
 
@@ -132,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for the result (always so on the embedded default)",
     )
     run.add_argument("--json", action="store_true", help="print the execution record as JSON")
+    sub.add_parser("chat", help="the chat in this terminal: type `run core.echo message=hi`")
+    sub.add_parser("callback-secret", help="print the key that signs callback deliveries")
     db = sub.add_parser("db", help="database tasks")
     db.add_subparsers(dest="db_command", required=True).add_parser(
         "upgrade", help="apply migrations"
@@ -162,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(worker(settings))
             return 0
+        if args.command == "chat":
+            from bot.terminal import chat
+
+            return asyncio.run(chat(settings))
+        if args.command == "callback-secret":
+            return asyncio.run(_callback_secret(settings))
         if args.command == "run":
             return asyncio.run(_run(settings, args.action_ref, args.params, args.wait, args.json))
         if args.command == "db":

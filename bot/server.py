@@ -1,4 +1,5 @@
-"""Process roles: ``serve`` (API + worker in one process) and ``worker`` (workers alone)."""
+"""Process roles: ``serve`` (API, Slack app, callback listener and a worker in one process) and
+``worker`` (workers alone)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
+from bot.handler import CommandHandler
+from bot.slack_app import build_slack_app, build_web_client, slack_enabled, slack_routes
+from bot.slack_sink import SlackSink
 from config import Settings
 from engine.api.app import build_app
+from engine.broker import Envelope
+from engine.callbacks import CallbackSink
+from engine.outbox import OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
 
 log = logging.getLogger("attune")
@@ -26,7 +34,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def announce(runtime: Runtime, url: str | None) -> None:
+def announce(runtime: Runtime, url: str | None, slack_mode: str | None) -> None:
     s = runtime.settings
     out = sys.stdout
     if url:
@@ -34,6 +42,14 @@ def announce(runtime: Runtime, url: str | None) -> None:
         print(f"  API:     {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)", file=out)
     print(f"  Database: {s.database_url}", file=out)
     print(f"  Broker:   {'RabbitMQ' if s.amqp_url else 'in-process'}", file=out)
+    if slack_mode == "http":
+        print(f"  Slack:    HTTP mode, request URL {url}/slack/events", file=out)
+    elif slack_mode == "socket":
+        print("  Slack:    Socket Mode", file=out)
+    else:
+        print(
+            "  Slack:    off (set ATTUNE_SLACK_BOT_TOKEN and ATTUNE_SLACK_SIGNING_SECRET)", file=out
+        )
     if runtime.generated_admin_password:
         print(
             f"  Admin login: {s.admin_login}  password: {runtime.generated_admin_password}"
@@ -46,26 +62,66 @@ def announce(runtime: Runtime, url: str | None) -> None:
 
 
 async def serve(settings: Settings, *, with_worker: bool = True) -> None:
-    """API, worker and sweep in one process until SIGINT/SIGTERM."""
+    """Everything in one process until SIGINT/SIGTERM."""
     stop = _stop_event()
     runtime = await build_runtime(settings)
     runner: web.AppRunner | None = None
+    socket_handler: Any = None
+    callbacks = CallbackSink(runtime.callback_secret())
+    sinks: dict[str, Sink] = {"callback": callbacks}
+    slack_sink: SlackSink | None = None
+    drainer = OutboxDrainer(runtime.store, runtime.service, sinks)
     try:
         if with_worker:
             await runtime.start_worker()
-        app = build_app(runtime)
+        routes: list[web.RouteDef] = []
+        slack_mode = None
+        if slack_enabled(settings):
+            client = build_web_client(settings)
+            slack_app = build_slack_app(settings, CommandHandler(runtime), client)
+            slack_sink = SlackSink(client, runtime.service)
+            sinks["slack"] = slack_sink
+            if settings.slack_app_token is not None:
+                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+                socket_handler = AsyncSocketModeHandler(
+                    slack_app, settings.slack_app_token.get_secret_value()
+                )
+                await socket_handler.connect_async()
+                slack_mode = "socket"
+            if settings.slack_signing_secret is not None:
+                routes = slack_routes(slack_app)
+                slack_mode = slack_mode or "http"
+
+        async def wake(_envelope: Envelope) -> None:
+            drainer.wake()
+
+        await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
+        drainer.start()
+        app = build_app(runtime, extra_routes=routes)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
-        announce(runtime, f"http://{settings.http_host}:{port}")
+        announce(runtime, f"http://{settings.http_host}:{port}", slack_mode)
         await stop.wait()
         log.info("stopping")
     finally:
+        if socket_handler is not None:
+            with contextlib.suppress(Exception):
+                await socket_handler.close_async()
         if runner is not None:
             await runner.cleanup()
+        if runtime.worker is not None:
+            await runtime.worker.stop(settings.shutdown_grace_s)
+        with contextlib.suppress(Exception):  # a last round for what just finished
+            await asyncio.wait_for(drainer.drain_once(), 5)
+        await drainer.stop()
         await runtime.close()
+        await callbacks.close()
+        if slack_sink is not None:
+            await slack_sink.close()
 
 
 async def worker(settings: Settings) -> None:

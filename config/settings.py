@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     admin_login: str = "admin"
     admin_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    #: Signs callback deliveries; by default derived from the secret key
+    #: (``attune callback-secret`` prints it).
+    callback_secret: SecretStr | None = None
     allow_registration: bool = False
     #: Lifetime of tokens issued by ``POST /auth/login``.
     token_ttl_s: int = Field(default=8 * 3600, gt=0)

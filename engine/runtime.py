@@ -51,6 +51,8 @@ class Runtime:
     service: ExecutionService
     auth: AuthService
     metrics: Metrics
+    #: The key that encrypts secrets; callbacks are signed with a key derived from it.
+    secret_key: str = ""
     worker: Worker | None = None
     #: The first admin's password when this start generated it (to be printed once).
     generated_admin_password: str | None = None
@@ -84,6 +86,14 @@ class Runtime:
         )
         await self.worker.start()
         return self.worker
+
+    def callback_secret(self) -> bytes:
+        """Key of the ``X-Attune-Signature`` HMAC on callback deliveries."""
+        from engine.callbacks import callback_secret
+
+        if self.settings.callback_secret is not None:
+            return self.settings.callback_secret.get_secret_value().encode()
+        return callback_secret(self.secret_key)
 
     async def close(self, grace_s: float | None = None) -> None:
         if self.worker is not None:
@@ -130,6 +140,7 @@ async def build_runtime(
         service=service,
         auth=auth,
         metrics=metrics,
+        secret_key=key,
     )
     if sync_packs:
         await runtime.sync_packs()

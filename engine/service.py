@@ -67,6 +67,29 @@ class Claimed:
     timeout_s: float
 
 
+def delivery_target(chat: dict[str, Any]) -> str:
+    """The outbox target of an execution's chat route: ``slack`` or ``terminal:<session>``."""
+    if chat.get("sink") == "terminal":
+        return f"terminal:{chat.get('session')}"
+    return "slack"
+
+
+def delivery_record(row: Row[Any]) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "execution_id": m["execution_id"],
+        "target": m["target"],
+        "event": m["event"],
+        "state": m["state"],
+        "attempts": m["attempts"],
+        "last_error": m["last_error"],
+        "created": m["created"],
+        "next_attempt_at": m["next_attempt_at"],
+        "delivered_at": m["delivered_at"],
+    }
+
+
 def execution_record(row: Row[Any]) -> dict[str, Any]:
     """The execution as the API and chat show it (secrets are already redacted in config)."""
     m = row._mapping
@@ -148,6 +171,8 @@ class ExecutionService:
             row = (
                 await conn.execute(insert(executions).values(**values).returning(*executions.c))
             ).one()
+            if chat:
+                await self._enqueue(conn, row, "created", now, chat_only=True)
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
         return execution_record(row)
@@ -250,8 +275,12 @@ class ExecutionService:
                 worker=worker_id,
                 heartbeat_at=now,
             )
+            if row is not None and row.chat:
+                await self._enqueue(conn, row, "started", now, chat_only=True)
         if row is None:
             return None
+        if row.chat:
+            self.publish_soon(topics.STARTED, {"execution_id": row.id})
         params = dict(row.config)
         for name, value in self.secrets.open(row.secrets).items():
             if params.get(name) == REDACTED:
@@ -275,6 +304,41 @@ class ExecutionService:
             self.metrics.run_duration.labels(row.action_ref, row.status).observe(seconds)
         self.publish_soon(topics.COMPLETED, {"execution_id": execution_id, "status": row.status})
         return execution_record(row)
+
+    async def rerun(
+        self, execution_id: int, executor: Executor, *, chat: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Submit the same action with the same parameters (secrets included) again."""
+        row = await self._row(execution_id)
+        params = dict(row.config)
+        for name, value in self.secrets.open(row.secrets).items():
+            if params.get(name) == REDACTED:
+                params[name] = value
+        return await self.submit(row.action_ref, params, executor, chat=chat, parent=row.parent)
+
+    async def get_with_route(self, execution_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record plus where its news goes (chat route, callback URL): for the listener."""
+        row = await self._row(execution_id)
+        return execution_record(row), {"chat": row.chat, "callback_url": row.callback_url}
+
+    async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
+        """Store the chat route (e.g. the card's message ts once it is posted)."""
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(executions).where(executions.c.id == execution_id).values(chat=chat)
+            )
+
+    async def deliveries(self, execution_id: int) -> builtins.list[dict[str, Any]]:
+        await self._row(execution_id)
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(deliveries)
+                    .where(deliveries.c.execution_id == execution_id)
+                    .order_by(deliveries.c.id)
+                )
+            ).all()
+        return [delivery_record(r) for r in rows]
 
     async def status_of(self, execution_id: int) -> ExecutionStatus:
         return ExecutionStatus((await self._row(execution_id)).status)
@@ -337,20 +401,25 @@ class ExecutionService:
         if row is None:
             return None
         if target in TERMINAL:
-            await self._enqueue_deliveries(conn, row, now)
+            await self._enqueue(conn, row, "completed", now, chat_only=False)
         self._note(execution_id, row.action_ref, target)
         return row
 
-    async def _enqueue_deliveries(self, conn: AsyncConnection, row: Row[Any], now: Any) -> None:
-        targets = [
-            t for t, wanted in (("chat", row.chat), ("callback", row.callback_url)) if wanted
-        ]
+    async def _enqueue(
+        self, conn: AsyncConnection, row: Row[Any], event: str, now: Any, *, chat_only: bool
+    ) -> None:
+        """Outbox rows for ``event``, in the caller's transaction (so news is never lost)."""
+        targets = []
+        if row.chat:
+            targets.append(delivery_target(row.chat))
+        if row.callback_url and not chat_only:
+            targets.append("callback")
         for target in targets:
             await conn.execute(
                 insert(deliveries).values(
                     execution_id=row.id,
                     target=target,
-                    event="completed",
+                    event=event,
                     state="pending",
                     attempts=0,
                     next_attempt_at=now,

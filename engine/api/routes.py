@@ -229,6 +229,11 @@ async def cancel_execution(call: Call) -> Any:
     return {"data": await call.runtime.service.cancel(call.int_path_param("id"), call.caller.login)}
 
 
+async def list_deliveries(call: Call) -> Any:
+    items = await call.runtime.service.deliveries(call.int_path_param("id"))
+    return _page(items, 1, max(len(items), 1), len(items))
+
+
 def _page(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
     return {
         "data": items,
@@ -425,6 +430,15 @@ ROUTES: list[RouteSpec] = [
         get_execution,
         "Get an execution",
         response=s.Single[s.Execution],
+        errors=(400, 401, 404),
+        tags=("executions",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/executions/{id}/deliveries",
+        list_deliveries,
+        "Where the execution's news went: chat card, callback URL (state, attempts, last error)",
+        response=s.Page[s.Delivery],
         errors=(400, 401, 404),
         tags=("executions",),
     ),

@@ -170,6 +170,19 @@ class Action(BaseModel):
     updated: datetime
 
 
+class Delivery(BaseModel):
+    id: int
+    execution_id: int
+    target: str
+    event: Literal["created", "started", "completed"]
+    state: Literal["pending", "sending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None
+    created: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="allow")
 

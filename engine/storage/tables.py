@@ -152,6 +152,8 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    #: While ``sending``: when another listener may take the delivery over.
+    Column("lease_until", UTCDateTime, nullable=True),
 )
 Index("ix_deliveries_state_next", deliveries.c.state, deliveries.c.next_attempt_at)
 Index("ix_deliveries_execution_id", deliveries.c.execution_id)

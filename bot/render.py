@@ -1,0 +1,209 @@
+"""Message rendering (pure): Block Kit for Slack and plain text for the terminal.
+
+Slack limits honoured here: section text at most 3,000 characters, at most 50 blocks a message.
+Output longer than :data:`INLINE_OUTPUT_CHARS` is cut with a marker naming how much was left
+out; the callback listener then uploads the whole output as a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.params import REDACTED
+
+#: Slack's limit on a section block's text.
+SECTION_TEXT_LIMIT = 3000
+#: Slack's limit on blocks per message.
+MAX_BLOCKS = 50
+#: Output shown inline in a thread reply; beyond it the full output is uploaded as a file.
+INLINE_OUTPUT_CHARS = 2800
+#: Parameters shown on a card before "…".
+CARD_PARAMS_CHARS = 400
+
+EMOJI = {
+    "requested": ":hourglass_flowing_sand:",
+    "scheduling": ":hourglass_flowing_sand:",
+    "scheduled": ":hourglass_flowing_sand:",
+    "running": ":gear:",
+    "completed": ":white_check_mark:",
+    "failed": ":x:",
+    "canceling": ":octagonal_sign:",
+    "cancelled": ":no_entry_sign:",
+    "timeout": ":alarm_clock:",
+    "abandoned": ":skull:",
+}
+#: Replaces a code fence inside output, so it cannot end the code block early.
+_BROKEN_FENCE = "\u02cb\u02cb\u02cb"
+WORDS = {"requested": "queued", "scheduling": "queued", "scheduled": "queued"}
+
+
+def _duration(record: dict[str, Any]) -> str:
+    ms = (record.get("result") or {}).get("duration_ms")
+    if ms is None:
+        return ""
+    return f" in {ms} ms" if ms < 1000 else f" in {ms / 1000:.1f} s"
+
+
+def params_text(config: dict[str, Any], limit: int = CARD_PARAMS_CHARS) -> str:
+    parts = []
+    for key, value in config.items():
+        shown = value if isinstance(value, str) else _json(value)
+        if shown != REDACTED and isinstance(value, str) and (" " in value or not value):
+            shown = f'"{value}"'
+        parts.append(f"{key}={shown}")
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def status_line(record: dict[str, Any]) -> str:
+    status = record["status"]
+    word = WORDS.get(status, status)
+    return f"#{record['id']} {record['action_ref']}: {word}{_duration(record)}"
+
+
+def who(record: dict[str, Any]) -> str:
+    executor = record.get("executor") or {}
+    user_id = executor.get("user_id")
+    return f"<@{user_id}>" if user_id else str(executor.get("identity", "someone"))
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The status card: fallback text and blocks."""
+    status = record["status"]
+    emoji = EMOJI.get(status, ":grey_question:")
+    headline = (
+        f"{emoji} *#{record['id']}* `{record['action_ref']}` "
+        f"{WORDS.get(status, status)}{_duration(record)}"
+    )
+    context = [f"by {who(record)}"]
+    params = params_text(record.get("config") or {})
+    if params:
+        context.append(f"`{escape(params)}`")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]},
+    ]
+    error = (record.get("result") or {}).get("error")
+    if error and status != "completed":
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip(f"*Error:* {escape(error)}", SECTION_TEXT_LIMIT),
+                },
+            }
+        )
+    return status_line(record), blocks
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _code_section(title: str, body: str, limit: int) -> dict[str, Any]:
+    budget = limit - len(title) - 10
+    fenced = escape(body).replace("```", _BROKEN_FENCE)
+    if len(fenced) > budget:
+        fenced = fenced[:budget]
+        amp = fenced.rfind("&", max(0, budget - 5))
+        if amp != -1 and ";" not in fenced[amp:]:
+            fenced = fenced[:amp]  # do not leave half an entity such as "&am"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n```{fenced}```"}}
+
+
+def needs_upload(record: dict[str, Any]) -> bool:
+    result = record.get("result") or {}
+    return (
+        len(result.get("stdout") or "") > INLINE_OUTPUT_CHARS
+        or len(result.get("stderr") or "") > INLINE_OUTPUT_CHARS
+    )
+
+
+def output(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread reply with the output, or None when there is none to show."""
+    result = record.get("result") or {}
+    blocks: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for name in ("stdout", "stderr"):
+        text = result.get(name) or ""
+        if not text.strip():
+            continue
+        shown = text[:INLINE_OUTPUT_CHARS]
+        blocks.append(_code_section(name, shown, SECTION_TEXT_LIMIT))
+        if len(text) > INLINE_OUTPUT_CHARS:
+            notes.append(
+                f"{name} cut after {INLINE_OUTPUT_CHARS:,} of {len(text):,} characters;"
+                " the full output is attached as a file"
+            )
+        if result.get(f"{name}_truncated"):
+            notes.append(f"{name} was capped by the worker")
+    if not blocks:
+        return None
+    if notes:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "✂️ " + "; ".join(notes)}]}
+        )
+    return f"Output of #{record['id']}", blocks[:MAX_BLOCKS]
+
+
+def plain_output(record: dict[str, Any]) -> str:
+    """The terminal's rendering of a finished execution's output and error."""
+    result = record.get("result") or {}
+    lines = []
+    for name in ("stdout", "stderr"):
+        text = (result.get(name) or "").rstrip("\n")
+        if text:
+            lines.append(text if name == "stdout" else f"[stderr] {text}")
+        if result.get(f"{name}_truncated"):
+            lines.append(f"[{name} was capped by the worker]")
+    if result.get("error") and record["status"] != "completed":
+        lines.append(f"error: {result['error']}")
+    return "\n".join(lines)
+
+
+def action_help(action: dict[str, Any], command: str = "/attune run") -> str:
+    schema = action.get("param_schema") or {}
+    props: dict[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    lines = [f"*{action['ref']}*: {action.get('description') or action.get('label', '')}"]
+    if not props:
+        lines.append("No parameters.")
+    for name, prop in props.items():
+        ptype = prop.get("type", "any")
+        ptype = "|".join(ptype) if isinstance(ptype, list) else ptype
+        bits = [f"`{name}` ({ptype}{', required' if name in required else ''})"]
+        if "default" in prop:
+            bits.append(f"default {_json(prop['default'])}")
+        if "enum" in prop:
+            bits.append("one of " + ", ".join(_json(v) for v in prop["enum"]))
+        if prop.get("secret"):
+            bits.append("secret")
+        if prop.get("description"):
+            bits.append(f"— {prop['description']}")
+        lines.append("• " + " ".join(bits))
+    example = " ".join(f"{n}=…" for n in props if n in required)
+    lines.append(f"Run it: `{command} {action['ref']}{' ' + example if example else ''}`")
+    return "\n".join(lines)
+
+
+def actions_list(actions: list[dict[str, Any]], pack: str | None) -> str:
+    if not actions:
+        return f"No actions in pack `{pack}`." if pack else "No actions registered."
+    lines = [f"*Actions{' in ' + pack if pack else ''}* ({len(actions)}):"]
+    for a in actions[:100]:
+        lines.append(f"• `{a['ref']}` — {a.get('description') or a.get('label', '')}")
+    if len(actions) > 100:
+        lines.append(f"… and {len(actions) - 100} more: `/attune actions <pack>`")
+    return _clip("\n".join(lines), SECTION_TEXT_LIMIT)

@@ -1,0 +1,114 @@
+"""``attune chat``: the chat without Slack. Commands typed at a prompt go through the same
+command handler; results come back through the same outbox as Slack's, printed here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import re
+import sys
+import uuid
+from typing import Any, TextIO
+
+from bot import render
+from bot.handler import ChatContext, CommandHandler
+from config import Settings
+from engine.broker import Envelope
+from engine.outbox import Delivery, OutboxDrainer
+from engine.runtime import build_runtime
+from engine.status import TERMINAL
+
+PROMPT = "attune> "
+#: After end of input, how long to wait for the results of this session's executions.
+DRAIN_AT_EOF_S = 600.0
+_MRKDWN = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+
+
+def plain(text: str) -> str:
+    """Slack mrkdwn to terminal text: drop bold markers and code backticks."""
+    return _MRKDWN.sub(r"\1", text).replace("`", "")
+
+
+class TerminalSink:
+    """Prints an execution's news in the terminal that started it."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.finished: set[int] = set()
+        self.changed = asyncio.Event()
+
+    async def deliver(
+        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
+    ) -> None:
+        if delivery.event == "created":
+            return  # the acknowledgement already said it is queued
+        if delivery.event == "started":
+            self._print(render.status_line(execution | {"status": "running", "result": None}))
+            return
+        self._print(render.status_line(execution))
+        body = render.plain_output(execution)
+        if body:
+            self._print(body)
+        if execution["status"] in TERMINAL:
+            self.finished.add(execution["id"])
+            self.changed.set()
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    runtime = await build_runtime(settings, ensure_admin=False)
+    session = uuid.uuid4().hex
+    sink = TerminalSink(out)
+    drainer = OutboxDrainer(
+        runtime.store, runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5
+    )
+    handler = CommandHandler(runtime)
+    user = getpass.getuser()
+    ctx = ChatContext(
+        source="chat",
+        sink="terminal",
+        user_id=user,
+        user_name=user,
+        channel_id="terminal",
+        session=session,
+    )
+    submitted: set[int] = set()
+    interactive = stdin.isatty()
+
+    async def wake(_envelope: Envelope) -> None:
+        drainer.wake()
+
+    try:
+        if not settings.amqp_url:
+            await runtime.start_worker()  # nobody else shares our in-process broker
+        await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
+        drainer.start()
+        if interactive:
+            out.write("Attune chat: type `help`, Ctrl-D to leave.\n")
+        while True:
+            if interactive:
+                out.write(PROMPT)
+                out.flush()
+            line = await asyncio.to_thread(stdin.readline)
+            if not line:
+                break
+            if not line.strip():
+                continue
+            reply = await handler.handle(line, ctx)
+            out.write(plain(reply.text) + "\n")
+            out.flush()
+            if reply.execution_id is not None and line.split()[0].lower() in ("run", "rerun"):
+                submitted.add(reply.execution_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_AT_EOF_S):
+                while not submitted <= sink.finished:
+                    sink.changed.clear()
+                    await sink.changed.wait()
+        return 0
+    finally:
+        await drainer.stop()
+        await runtime.close()

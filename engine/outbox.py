@@ -1,0 +1,241 @@
+"""The outbox drainer: delivers ``deliveries`` rows (chat cards, callback URLs) exactly once
+each, in order per execution and target, surviving restarts and outages of the receiver.
+
+A row is claimed with a conditional UPDATE (``pending`` -> ``sending`` with a lease), so
+several listener processes can drain one database without posting anything twice. A failed
+attempt goes back to ``pending`` with a backoff; a permanent failure, or running out of
+attempts, ends in ``failed`` with the last error, which the API shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import aliased
+
+from engine.errors import EngineError
+from engine.service import ExecutionService
+from engine.storage import Store
+from engine.storage.tables import deliveries, now_utc
+
+log = logging.getLogger("attune.outbox")
+
+#: A claimed delivery not finished within this time is handed to another listener.
+LEASE_S = 120.0
+#: Rows claimed per round.
+BATCH = 50
+#: Backoff after failed attempts: base * 2**attempts, capped.
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 300.0
+
+
+class DeliveryFailed(Exception):
+    """A sink could not deliver: ``permanent`` stops retries, ``retry_after_s`` sets the delay."""
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    execution_id: int
+    target: str
+    event: str
+    attempts: int
+
+
+class Sink(Protocol):
+    async def deliver(
+        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
+    ) -> None:
+        """Deliver or raise :class:`DeliveryFailed`. ``route`` holds ``chat`` and
+        ``callback_url``."""
+
+
+def backoff_s(attempts: int) -> float:
+    return float(min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_MAX_S))
+
+
+class OutboxDrainer:
+    """Drains deliveries whose target is a key of ``sinks``: ``"slack"`` and ``"callback"`` in
+    the server, ``"terminal:<session>"`` in one terminal chat."""
+
+    def __init__(
+        self,
+        store: Store,
+        service: ExecutionService,
+        sinks: dict[str, Sink],
+        *,
+        poll_interval_s: float = 1.0,
+        max_attempts: int = 12,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.sinks = sinks
+        self.poll_interval_s = poll_interval_s
+        self.max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="attune-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                delivered = await self.drain_once()
+            except EngineError as exc:
+                log.warning("outbox: %s", exc.message)
+                delivered = 0
+            except Exception:
+                log.exception("outbox round failed")
+                delivered = 0
+            if delivered:
+                continue  # there may be more due right away (the next event of the same run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            self._wake.clear()
+
+    async def drain_once(self) -> int:
+        """Claim what is due and deliver it; return how many deliveries were attempted."""
+        batch = await self._claim(list(self.sinks))
+        if not batch:
+            return 0
+        by_stream: dict[tuple[int, str], list[Delivery]] = {}
+        for d in batch:
+            by_stream.setdefault((d.execution_id, d.target), []).append(d)
+        await asyncio.gather(*(self._deliver_stream(s) for s in by_stream.values()))
+        return len(batch)
+
+    async def _deliver_stream(self, stream: Sequence[Delivery]) -> None:
+        for index, delivery in enumerate(sorted(stream, key=lambda d: d.id)):
+            if not await self._deliver(delivery):
+                # Keep order: later events of this execution wait for the failed one.
+                await self._release([d.id for d in stream[index + 1 :]])
+                return
+
+    async def _deliver(self, delivery: Delivery) -> bool:
+        sink = self.sinks[delivery.target]
+        attempts = delivery.attempts + 1
+        try:
+            execution, route = await self.service.get_with_route(delivery.execution_id)
+            await sink.deliver(delivery, execution, route)
+        except DeliveryFailed as exc:
+            final = exc.permanent or attempts >= self.max_attempts
+            delay = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempts)
+            log.warning(
+                "delivery %s (%s %s of #%s) failed, attempt %d%s: %s",
+                delivery.id,
+                delivery.target,
+                delivery.event,
+                delivery.execution_id,
+                attempts,
+                " (giving up)" if final else f", next in {delay:.1f} s",
+                exc.message,
+            )
+            await self._settle(
+                delivery.id, attempts, "failed" if final else "pending", exc.message, delay
+            )
+            return False
+        except Exception as exc:
+            log.exception("delivery %s crashed", delivery.id)
+            await self._settle(
+                delivery.id, attempts, "pending", f"internal error: {exc!r}", backoff_s(attempts)
+            )
+            return False
+        await self._settle(delivery.id, attempts, "delivered", None, 0)
+        return True
+
+    async def _claim(self, sink_names: list[str]) -> list[Delivery]:
+        now = now_utc()
+        earlier = aliased(deliveries)
+        blocked = exists().where(
+            earlier.c.execution_id == deliveries.c.execution_id,
+            earlier.c.target == deliveries.c.target,
+            earlier.c.id < deliveries.c.id,
+            earlier.c.state.in_(("pending", "sending")),
+        )
+        due = and_(
+            deliveries.c.target.in_(sink_names),
+            or_(
+                and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),
+                and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
+            ),
+        )
+        candidates = (
+            select(deliveries.c.id)
+            .where(due, ~blocked)
+            .order_by(deliveries.c.id)
+            .limit(BATCH)
+            .scalar_subquery()
+        )
+        async with self.store.write() as conn:
+            rows = (
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(candidates), due)
+                    .values(state="sending", lease_until=now + timedelta(seconds=LEASE_S))
+                    .returning(
+                        deliveries.c.id,
+                        deliveries.c.execution_id,
+                        deliveries.c.target,
+                        deliveries.c.event,
+                        deliveries.c.attempts,
+                    )
+                )
+            ).all()
+        return [Delivery(r.id, r.execution_id, r.target, r.event, r.attempts) for r in rows]
+
+    async def _settle(
+        self, delivery_id: int, attempts: int, state: str, error: str | None, delay_s: float
+    ) -> None:
+        now = now_utc()
+        values: dict[str, Any] = {
+            "state": state,
+            "attempts": attempts,
+            "lease_until": None,
+            "last_error": error,
+        }
+        if state == "delivered":
+            values["delivered_at"] = now
+        else:
+            values["next_attempt_at"] = now + timedelta(seconds=delay_s)
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, deliveries.c.state == "sending")
+                .values(**values)
+            )
+
+    async def _release(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids), deliveries.c.state == "sending")
+                .values(state="pending", lease_until=None)
+            )
