@@ -193,6 +193,7 @@ class ExecutionService:
                         conn,
                         execution_id,
                         ExecutionStatus.CANCELLED,
+                        only_from=PENDING,  # if a worker claimed it meanwhile: look again
                         result=result,
                         finished_at=now_utc(),
                     )
@@ -386,10 +387,19 @@ class ExecutionService:
         return row
 
     async def _transition(
-        self, conn: AsyncConnection, execution_id: int, target: ExecutionStatus, **values: Any
+        self,
+        conn: AsyncConnection,
+        execution_id: int,
+        target: ExecutionStatus,
+        *,
+        only_from: frozenset[ExecutionStatus] | None = None,
+        **values: Any,
     ) -> Row[Any] | None:
+        """Conditional UPDATE to ``target`` from its allowed sources (narrowed by
+        ``only_from``); None when the row was not in one of them."""
         now = now_utc()
-        sources = [s.value for s in allowed_sources(target)]
+        allowed = allowed_sources(target) & (only_from or allowed_sources(target))
+        sources = [s.value for s in allowed]
         row = (
             await conn.execute(
                 update(executions)

@@ -1,0 +1,151 @@
+"""The command handler against a real runtime (SQLite, in-process broker, a worker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.handler import ChatContext, CommandHandler
+from config import Settings
+from engine.runtime import Runtime, build_runtime
+from engine.storage.tables import deliveries
+
+ROOT = Path(__file__).resolve().parents[2]
+SLACK = ChatContext(
+    source="slack",
+    sink="slack",
+    user_id="U1",
+    user_name="ana",
+    channel_id="C1",
+    team_id="T1",
+    response_url="http://127.0.0.1:9/r",
+)
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    rt = await build_runtime(
+        Settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db",
+            data_dir=tmp_path,
+            packs_path=str(ROOT / "packs"),
+            admin_password="x" * 12,
+            kill_grace_s=0.5,
+        )
+    )
+    await rt.start_worker()
+    yield rt
+    await rt.close()
+
+
+async def until_status(rt: Runtime, execution_id: int, *statuses: str) -> dict[str, object]:
+    async with asyncio.timeout(10):
+        while True:
+            record = await rt.service.get(execution_id)
+            if record["status"] in statuses:
+                return record
+            await asyncio.sleep(0.02)
+
+
+async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Runtime) -> None:
+    reply = await CommandHandler(runtime).handle('run core.echo message="hi there"', SLACK)
+    assert reply.ok
+    assert reply.execution_id is not None
+    assert f"#{reply.execution_id} queued" in reply.text
+    record = await until_status(runtime, reply.execution_id, "completed")
+    assert record["executor"] == {
+        "identity": "ana",
+        "source": "slack",
+        "channel": "C1",
+        "user_id": "U1",
+        "team_id": "T1",
+    }
+    assert record["config"] == {"message": "hi there"}
+    _, route = await runtime.service.get_with_route(reply.execution_id)
+    assert route["chat"]["channel"] == "C1"
+    assert route["chat"]["response_url"] == "http://127.0.0.1:9/r"
+    async with runtime.store.read() as conn:
+        events = (
+            await conn.execute(
+                select(deliveries.c.event, deliveries.c.target)
+                .where(deliveries.c.execution_id == reply.execution_id)
+                .order_by(deliveries.c.id)
+            )
+        ).all()
+    assert [tuple(e) for e in events] == [
+        ("created", "slack"),
+        ("started", "slack"),
+        ("completed", "slack"),
+    ]
+
+
+async def test_values_are_coerced_by_the_schema(runtime: Runtime) -> None:
+    reply = await CommandHandler(runtime).handle("run examples.wait seconds=0", SLACK)
+    assert reply.execution_id is not None
+    record = await until_status(runtime, reply.execution_id, "completed")
+    assert record["config"] == {"seconds": 0}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("run nope.nothing", "action 'nope.nothing' not found"),
+        ("run core.echo", "missing required parameter 'message'"),
+        ("run examples.wait seconds=soon", "parameter 'seconds' must be an integer"),
+        ("run core.echo message=hi extra=1", "unknown parameter 'extra'"),
+        ("status 999999", "Execution 999999 not found"),
+        ("help nope.nothing", "not found"),
+        ("actions nopack", "pack 'nopack' not found"),
+    ],
+)
+async def test_bad_commands_get_a_clear_reply(runtime: Runtime, text: str, says: str) -> None:
+    reply = await CommandHandler(runtime).handle(text, SLACK)
+    assert not reply.ok
+    assert says.lower() in reply.text.lower()
+    assert "Traceback" not in reply.text
+
+
+async def test_status_cancel_and_rerun(runtime: Runtime) -> None:
+    handler = CommandHandler(runtime)
+    run = await handler.handle("run core.sleep seconds=30", SLACK)
+    assert run.execution_id is not None
+    await until_status(runtime, run.execution_id, "running")
+    status = await handler.handle(f"status {run.execution_id}", SLACK)
+    assert f"#{run.execution_id} core.sleep: running" in status.text
+    cancel = await handler.handle(f"cancel {run.execution_id}", SLACK)
+    assert "cancel" in cancel.text
+    await until_status(runtime, run.execution_id, "cancelled")
+    again = await handler.handle(f"cancel {run.execution_id}", SLACK)
+    assert "already cancelled" in again.text
+    rerun = await handler.handle(f"rerun {run.execution_id}", SLACK)
+    assert rerun.execution_id not in (None, run.execution_id)
+    assert f"re-run of #{run.execution_id}" in rerun.text
+    record = await runtime.service.get(rerun.execution_id)  # type: ignore[arg-type]
+    assert record["config"] == {"seconds": 30}
+    await runtime.service.cancel(rerun.execution_id, "test")  # type: ignore[arg-type]
+
+
+async def test_help_and_actions(runtime: Runtime) -> None:
+    handler = CommandHandler(runtime)
+    assert "run <pack.action>" in (await handler.handle("help", SLACK)).text
+    assert "`message` (string, required)" in (await handler.handle("help core.echo", SLACK)).text
+    listing = (await handler.handle("actions core", SLACK)).text
+    assert "core.echo" in listing
+    assert "examples.greet" not in listing
+
+
+async def test_unexpected_errors_are_reported_without_a_trace(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("boom at line 12")
+
+    monkeypatch.setattr(runtime.service, "submit", broken)
+    reply = await CommandHandler(runtime).handle("run core.echo message=x", SLACK)
+    assert not reply.ok
+    assert "Something went wrong" in reply.text
+    assert "boom" not in reply.text

@@ -1,0 +1,53 @@
+"""`attune chat` in a terminal: the same handler and the same outbox, printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_attune_chat_prints_acks_and_results(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ATTUNE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/c.db",
+        "ATTUNE_DATA_DIR": str(tmp_path),
+        "ATTUNE_PACKS_PATH": str(ROOT / "packs"),
+        "ATTUNE_AMQP_URL": "",
+    }
+    env.pop("ATTUNE_AMQP_URL")
+    commands = "\n".join(
+        [
+            'run core.echo message="hello from the terminal"',
+            "run examples.fail",
+            "run core.echo",
+            "bogus",
+            'run core.echo message="unbalanced',
+            "",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "chat"],
+        input=commands,
+        text=True,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "Execution #1 queued: core.echo" in out
+    assert "Execution #2 queued: examples.fail" in out
+    assert "#1 core.echo: completed" in out
+    assert "hello from the terminal" in out
+    assert "#2 examples.fail: failed" in out
+    assert "something went wrong (exit 3)" in out
+    assert "missing required parameter 'message'" in out
+    assert "Unknown command bogus" in out
+    assert "unbalanced" in out
+    assert "Traceback" not in out + done.stderr
