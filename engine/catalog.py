@@ -100,17 +100,6 @@ class Catalog:
     async def register_path(self, path: Path, *, force: bool = False) -> dict[str, Any]:
         return await self.register(load_pack(path), force=force)
 
-    async def sync_from_disk(self, pack_dirs: list[Path]) -> list[str]:
-        """At start: (re)load every pack found on disk; a broken pack is reported, not fatal."""
-        from engine.packs import discover_packs
-
-        loaded: list[str] = []
-        for path in discover_packs(pack_dirs):
-            spec = load_pack(path)
-            await self.register(spec, force=True)
-            loaded.append(spec.ref)
-        return loaded
-
     async def _upsert_action(
         self, conn: Any, pack_id: int, spec: ActionSpec, *, adhoc: bool, now: Any
     ) -> None:

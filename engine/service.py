@@ -341,9 +341,6 @@ class ExecutionService:
             ).all()
         return [delivery_record(r) for r in rows]
 
-    async def status_of(self, execution_id: int) -> ExecutionStatus:
-        return ExecutionStatus((await self._row(execution_id)).status)
-
     async def requeue_stale(self, older_than_s: float) -> builtins.list[int]:
         """Ring again for ``requested`` rows untouched for ``older_than_s`` (lost messages)."""
         cutoff = now_utc() - timedelta(seconds=older_than_s)
