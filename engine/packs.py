@@ -183,15 +183,16 @@ def load_pack(path: Path) -> PackSpec:
     if not isinstance(ref, str) or not ref.replace("_", "").replace("-", "").isalnum():
         raise PackError(f"{manifest}: 'ref' must be a name of letters, digits, '_' or '-'")
     actions: list[ActionSpec] = []
+    defined_in: dict[str, Path] = {}
     actions_dir = path / "actions"
     if actions_dir.is_dir():
         for file in sorted([*actions_dir.glob("*.yaml"), *actions_dir.glob("*.yml")]):
-            actions.append(action_from_dict(_read_yaml(file), ref, str(path), source=str(file)))
-    seen: set[str] = set()
-    for action in actions:
-        if action.ref in seen:
-            raise PackError(f"{path}: action '{action.ref}' is defined twice")
-        seen.add(action.ref)
+            action = action_from_dict(_read_yaml(file), ref, str(path), source=str(file))
+            if action.ref in defined_in:
+                raise PackError(f"{file}: action '{action.ref}' is already defined in "
+                                f"{defined_in[action.ref].name}")
+            defined_in[action.ref] = file
+            actions.append(action)
     return PackSpec(
         ref=ref,
         label=str(meta.get("label") or ref),

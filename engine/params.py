@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,6 +116,8 @@ def coerce_value(value: Any, prop: Mapping[str, Any]) -> Any:
                 return int(text)
             if t == "number":
                 number = float(text)
+                if not math.isfinite(number):
+                    continue  # nan/inf are not JSON numbers: left as text, refused by validation
                 return int(number) if number.is_integer() and "." not in text else number
             if t == "boolean":
                 lowered = text.lower()
@@ -128,7 +131,7 @@ def coerce_value(value: Any, prop: Mapping[str, Any]) -> Any:
                     return parsed
             if t == "null" and text.lower() in {"", "null", "none"}:
                 return None
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return value
 
