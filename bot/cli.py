@@ -1,12 +1,12 @@
 """The ``attune`` command line: wires processes together from settings.
 
-    attune serve                     API, bot, worker and sweep in one process
-    attune worker                    a worker alone (PostgreSQL + RabbitMQ)
-    attune run pack.action k=v       run one action and print its result
-    attune chat                      the chat in a terminal (no Slack needed)
-    attune callback-secret           the key that signs callback deliveries
-    attune db upgrade                apply database migrations
-    attune token create --name N     a long-lived API token
+attune serve                     API, bot, worker and sweep in one process
+attune worker                    a worker alone (PostgreSQL + RabbitMQ)
+attune run pack.action k=v       run one action and print its result
+attune chat                      the chat in a terminal (no Slack needed)
+attune callback-secret           the key that signs callback deliveries
+attune db upgrade                apply database migrations
+attune token create --name N     a long-lived API token
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from engine.params import REDACTED
 SECTION_TEXT_LIMIT = 3000
 #: Slack's limit on blocks per message.
 MAX_BLOCKS = 50
-#: Output shown inline in a thread reply; beyond it the full output is uploaded as a file.
-INLINE_OUTPUT_CHARS = 2800
+#: Escaped output shown inline in a thread reply (under SECTION_TEXT_LIMIT with the fence and
+#: title); beyond it the full output is uploaded as a file.
+INLINE_OUTPUT_CHARS = 2900
 #: Parameters shown on a card before "…".
 CARD_PARAMS_CHARS = 400
 
@@ -112,41 +113,60 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _code_section(title: str, body: str, limit: int) -> dict[str, Any]:
-    budget = limit - len(title) - 10
-    fenced = escape(body).replace("```", _BROKEN_FENCE)
-    if len(fenced) > budget:
-        fenced = fenced[:budget]
-        amp = fenced.rfind("&", max(0, budget - 5))
-        if amp != -1 and ";" not in fenced[amp:]:
-            fenced = fenced[:amp]  # do not leave half an entity such as "&am"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": f"*{title}*\n```{fenced}```"}}
+def _fenced(text: str) -> tuple[str, int]:
+    """Escaped output for a code block, cut to fit a section; also how many raw characters fit."""
+    fenced = escape(text).replace("```", _BROKEN_FENCE)
+    if len(fenced) <= INLINE_OUTPUT_CHARS:
+        return fenced, len(text)
+    fenced = fenced[:INLINE_OUTPUT_CHARS]
+    amp = fenced.rfind("&", max(0, INLINE_OUTPUT_CHARS - 5))
+    if amp != -1 and ";" not in fenced[amp:]:
+        fenced = fenced[:amp]  # do not leave half an entity such as "&am"
+    shown = fenced.replace(_BROKEN_FENCE, "```")
+    raw = shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return fenced, len(raw)
+
+
+def cut_streams(record: dict[str, Any]) -> list[str]:
+    """The streams (stdout, stderr) too long to show whole in a message."""
+    result = record.get("result") or {}
+    return [
+        name
+        for name in ("stdout", "stderr")
+        if (text := result.get(name) or "") and _fenced(text)[1] < len(text)
+    ]
 
 
 def needs_upload(record: dict[str, Any]) -> bool:
-    result = record.get("result") or {}
-    return (
-        len(result.get("stdout") or "") > INLINE_OUTPUT_CHARS
-        or len(result.get("stderr") or "") > INLINE_OUTPUT_CHARS
-    )
+    return bool(cut_streams(record))
 
 
-def output(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
-    """The thread reply with the output, or None when there is none to show."""
+def output(
+    record: dict[str, Any], *, attached: bool = True
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread reply with the output, or None when there is none to show.
+
+    ``attached`` says whether the full output of a cut stream is uploaded as a file; when it
+    cannot be (the bot is not in the channel), the note points to the API instead.
+    """
     result = record.get("result") or {}
     blocks: list[dict[str, Any]] = []
     notes: list[str] = []
+    where = (
+        "the full output is attached as a file"
+        if attached
+        else f"the full output is at GET /api/v1/executions/{record['id']}"
+    )
     for name in ("stdout", "stderr"):
         text = result.get(name) or ""
         if not text.strip():
             continue
-        shown = text[:INLINE_OUTPUT_CHARS]
-        blocks.append(_code_section(name, shown, SECTION_TEXT_LIMIT))
-        if len(text) > INLINE_OUTPUT_CHARS:
-            notes.append(
-                f"{name} cut after {INLINE_OUTPUT_CHARS:,} of {len(text):,} characters;"
-                " the full output is attached as a file"
-            )
+        fenced, shown = _fenced(text)
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{name}*\n```{fenced}```"}}
+        )
+        if shown < len(text):
+            notes.append(f"{name} cut after {shown:,} of {len(text):,} characters; {where}")
         if result.get(f"{name}_truncated"):
             notes.append(f"{name} was capped by the worker")
     if not blocks:

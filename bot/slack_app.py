@@ -31,6 +31,11 @@ SLASH_COMMAND = "/attune"
 SLACK_TIMEOUT_S = 10
 
 
+def unescape(text: str) -> str:
+    """Undo Slack's escaping of ``&``, ``<`` and ``>`` in command text (``&amp;`` last)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def slack_enabled(settings: Settings) -> bool:
     return settings.slack_bot_token is not None and (
         settings.slack_signing_secret is not None or settings.slack_app_token is not None
@@ -80,7 +85,7 @@ def build_slack_app(
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        reply = await handler.handle(str(command.get("text", "")), ctx)
+        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
         await ack(response_type="ephemeral", text=reply.text)
 
     @app.error

@@ -79,7 +79,8 @@ class SlackSink:
                 await self._update_card(execution, chat)
                 await self._post_output(execution, chat)
         except SlackApiError as exc:
-            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            data = exc.response.data if exc.response is not None else None
+            error = str(data.get("error", "")) if isinstance(data, dict) else ""
             if error in NOT_IN_CHANNEL:
                 chat["mode"] = "response_url"
                 await self.service.update_chat(execution["id"], chat)
@@ -127,18 +128,15 @@ class SlackSink:
             await self.client.chat_postMessage(
                 channel=chat["channel"], thread_ts=chat["ts"], text=text, blocks=blocks
             )
-        if render.needs_upload(execution):
-            result = execution.get("result") or {}
-            for name in ("stdout", "stderr"):
-                content = result.get(name) or ""
-                if len(content) > render.INLINE_OUTPUT_CHARS:
-                    await self.client.files_upload_v2(
-                        channel=chat["channel"],
-                        thread_ts=chat["ts"],
-                        content=content,
-                        filename=f"execution-{execution['id']}-{name}.txt",
-                        title=f"#{execution['id']} {execution['action_ref']} {name}",
-                    )
+        result = execution.get("result") or {}
+        for name in render.cut_streams(execution):
+            await self.client.files_upload_v2(
+                channel=chat["channel"],
+                thread_ts=chat["ts"],
+                content=result[name],
+                filename=f"execution-{execution['id']}-{name}.txt",
+                title=f"#{execution['id']} {execution['action_ref']} {name}",
+            )
         chat["output_posted"] = True
         await self.service.update_chat(execution["id"], chat)
 
@@ -161,7 +159,7 @@ class SlackSink:
             )
         text, blocks = render.card(execution)
         if delivery.event == "completed":
-            reply = render.output(execution)
+            reply = render.output(execution, attached=False)
             if reply is not None:
                 blocks = (blocks + reply[1])[: render.MAX_BLOCKS]
         if hint:

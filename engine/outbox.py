@@ -89,6 +89,9 @@ class OutboxDrainer:
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        #: Deliveries this process has claimed and not yet settled.
+        self._claimed: set[int] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,15 +99,25 @@ class OutboxDrainer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="attune-outbox")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, grace_s: float = 3.0) -> None:
+        """Let the round in progress finish for ``grace_s``, then cancel it and hand what it
+        had claimed back to ``pending``, so the next process need not wait out the lease."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        await asyncio.wait({task}, timeout=grace_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self._claimed:
+            with contextlib.suppress(EngineError):
+                await self._release(sorted(self._claimed))
+                log.info("outbox: handed %d unfinished deliveries back", len(self._claimed))
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 delivered = await self.drain_once()
             except EngineError as exc:
@@ -113,7 +126,7 @@ class OutboxDrainer:
             except Exception:
                 log.exception("outbox round failed")
                 delivered = 0
-            if delivered:
+            if delivered and not self._stopping:
                 continue  # there may be more due right away (the next event of the same run)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
@@ -124,6 +137,7 @@ class OutboxDrainer:
         batch = await self._claim(list(self.sinks))
         if not batch:
             return 0
+        self._claimed.update(d.id for d in batch)
         by_stream: dict[tuple[int, str], list[Delivery]] = {}
         for d in batch:
             by_stream.setdefault((d.execution_id, d.target), []).append(d)
@@ -229,6 +243,7 @@ class OutboxDrainer:
                 .where(deliveries.c.id == delivery_id, deliveries.c.state == "sending")
                 .values(**values)
             )
+        self._claimed.discard(delivery_id)
 
     async def _release(self, ids: list[int]) -> None:
         if not ids:
@@ -239,3 +254,4 @@ class OutboxDrainer:
                 .where(deliveries.c.id.in_(ids), deliveries.c.state == "sending")
                 .values(state="pending", lease_until=None)
             )
+        self._claimed.difference_update(ids)

@@ -189,8 +189,10 @@ def load_pack(path: Path) -> PackSpec:
         for file in sorted([*actions_dir.glob("*.yaml"), *actions_dir.glob("*.yml")]):
             action = action_from_dict(_read_yaml(file), ref, str(path), source=str(file))
             if action.ref in defined_in:
-                raise PackError(f"{file}: action '{action.ref}' is already defined in "
-                                f"{defined_in[action.ref].name}")
+                raise PackError(
+                    f"{file}: action '{action.ref}' is already defined in "
+                    f"{defined_in[action.ref].name}"
+                )
             defined_in[action.ref] = file
             actions.append(action)
     return PackSpec(

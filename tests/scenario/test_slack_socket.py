@@ -1,0 +1,174 @@
+"""Socket Mode: the server opens a WebSocket to the stand-in (``apps.connections.open``), gets
+slash commands as envelopes over it, acks each with the reply as the envelope's payload, and
+posts the card and results through the Web API as in HTTP mode."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.scenario.harness import (
+    SLACK_ACK_BUDGET_S,
+    admin_api,
+    new_channel,
+    new_user,
+    running_server,
+    scenario_env,
+    settle,
+    wait_for,
+)
+from tests.scenario.slack_signing import slash_fields
+from tests.scenario.slack_standin import SlackStandIn
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def standin() -> AsyncIterator[SlackStandIn]:
+    stand_in = await SlackStandIn().start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.close()
+
+
+@pytest.fixture(scope="module")
+async def server(
+    standin: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    tmp = tmp_path_factory.mktemp("scenario-socket")
+    env = scenario_env(
+        tmp,
+        standin,
+        ATTUNE_SLACK_APP_TOKEN="xapp-test",
+        ATTUNE_SLACK_SIGNING_SECRET="",  # Socket Mode needs no signing secret
+    )
+    async with running_server("serve-socket", env, tmp) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def api(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
+    async with admin_api(server.base_url) as session:
+        yield session
+
+
+def envelope(text: str, channel: str, user: str, standin: SlackStandIn) -> dict[str, Any]:
+    return {
+        "envelope_id": str(uuid.uuid4()),
+        "type": "slash_commands",
+        "accepts_response_payload": True,
+        "payload": slash_fields(
+            text,
+            channel_id=channel,
+            user_id=user,
+            response_url=standin.response_url(uuid.uuid4().hex),
+        ),
+    }
+
+
+async def send_command(
+    standin: SlackStandIn, text: str
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Send a slash command envelope; return (envelope, the ack, seconds until the ack)."""
+    env = envelope(text, new_channel(), new_user(), standin)
+    started = time.monotonic()
+    await standin.send_envelope(env)
+    acks = await wait_for(
+        lambda: standin.acks(env["envelope_id"]), f"the ack of {env['envelope_id']}", 10
+    )
+    ack_at = next(at for at, m in standin.ws_received if m.get("envelope_id") == env["envelope_id"])
+    assert len(acks) == 1, acks
+    return env, acks[0], ack_at - started
+
+
+async def test_server_connects_with_the_app_token(server: Server, standin: SlackStandIn) -> None:
+    assert "Socket Mode" in server.serve.stdout()
+    opened = standin.find("apps.connections.open", ok=True)
+    assert opened, "the server never asked for a WebSocket URL"
+    assert opened[0].headers.get("Authorization") == "Bearer xapp-test"
+    await wait_for(lambda: [ws for ws in standin.sockets if not ws.closed], "a WebSocket", 10)
+    # HTTP mode is off without a signing secret: /slack/events is not served.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.base_url}/slack/events", data=b"x=1") as resp,
+    ):
+        assert resp.status in {404, 405}, resp.status
+
+
+async def test_slash_command_is_acked_over_the_socket_and_results_posted(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    env, ack, ack_s = await send_command(standin, 'run core.echo message="over the socket"')
+    assert ack_s < SLACK_ACK_BUDGET_S, f"ack took {ack_s:.2f} s"
+    text = ack["payload"]["text"]
+    assert "core.echo" in text
+    match = re.search(r"#(\d+)", text)
+    assert match, text
+    execution_id = int(match.group(1))
+
+    record, rows = await settle(api, execution_id)
+    assert record["status"] == "completed"
+    assert all(r["state"] == "delivered" for r in rows), rows
+    channel = env["payload"]["channel_id"]
+    user = env["payload"]["user_id"]
+    assert record["executor"]["user_id"] == user
+
+    posts = standin.find(
+        "chat.postMessage", target=channel, ok=True, where=lambda c: "thread_ts" not in c.params
+    )
+    assert len(posts) == 1, posts
+    card = posts[0]
+    ts = card.response["ts"]  # type: ignore[index]
+    assert f"#{execution_id}" in card.all_text()
+    assert f"<@{user}>" in card.all_text()
+    ups = standin.find("chat.update", target=channel, ok=True)
+    assert ups
+    assert all(u.params["ts"] == ts for u in ups)
+    assert "completed" in ups[-1].all_text()
+    thread = standin.find(
+        "chat.postMessage", target=channel, ok=True, where=lambda c: c.params.get("thread_ts") == ts
+    )
+    assert len(thread) == 1, thread
+    assert "over the socket" in thread[0].all_text()
+    assert card.at < ups[-1].at < thread[0].at
+
+
+async def test_bad_command_over_the_socket_gets_an_ephemeral_ack(
+    server: Server, standin: SlackStandIn
+) -> None:
+    env, ack, _ = await send_command(standin, "run core.echo")
+    assert ack["payload"]["response_type"] == "ephemeral"
+    assert "message" in ack["payload"]["text"]
+    assert not standin.find("chat.postMessage", target=env["payload"]["channel_id"])
+
+
+async def test_reconnects_when_slack_asks_and_keeps_answering(
+    server: Server, standin: SlackStandIn
+) -> None:
+    """Slack sends ``disconnect`` before it recycles a connection: the app opens a new one
+    (a fresh ``apps.connections.open``) and commands keep working over it."""
+    opened_before = len(standin.find("apps.connections.open", ok=True))
+    old = [ws for ws in standin.sockets if not ws.closed]
+    assert old
+    await standin.send_envelope(
+        {"type": "disconnect", "reason": "refresh_requested", "debug_info": {"host": "x"}}
+    )
+    await wait_for(
+        lambda: (
+            len(standin.find("apps.connections.open", ok=True)) > opened_before
+            and all(ws.closed for ws in old)
+            and [ws for ws in standin.sockets if not ws.closed]
+        ),
+        "a new Socket Mode connection",
+        15,
+    )
+    _env, ack, _ = await send_command(standin, "help core.echo")
+    assert "`message`" in ack["payload"]["text"]
