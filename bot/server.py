@@ -122,6 +122,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         await callbacks.close()
         if slack_sink is not None:
             await slack_sink.close()
+            if slack_sink.client.session is not None:
+                await slack_sink.client.session.close()
 
 
 async def worker(settings: Settings) -> None:

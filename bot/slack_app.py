@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
@@ -43,7 +44,10 @@ def slack_enabled(settings: Settings) -> bool:
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:
-    """Web API client; 429s wait for Retry-After, 5xx and connection errors retry once."""
+    """Web API client; 429s wait for Retry-After, 5xx and connection errors retry once.
+
+    It keeps one aiohttp session (connections reused); call from the running loop and close
+    ``client.session`` at shutdown."""
     assert settings.slack_bot_token is not None
     base_url = (
         settings.slack_api_url
@@ -51,6 +55,7 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
         else (settings.slack_api_url + "/")
     )
     return AsyncWebClient(
+        session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_S)),
         token=settings.slack_bot_token.get_secret_value(),
         base_url=base_url,
         timeout=SLACK_TIMEOUT_S,
