@@ -727,3 +727,31 @@ async def test_not_in_channel_with_long_output_does_not_promise_a_missing_file(
     )
     if "attached as a file" in last:
         assert uploads, "the reply says the output is attached as a file, but none was uploaded"
+
+
+async def test_a_slow_slack_does_not_slow_the_ack(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    """The ack waits on the database write only: with Slack's API hanging, commands are still
+    answered at once, and the card follows when Slack answers again."""
+    channel = new_channel()
+    fault = standin.always("chat.postMessage", Canned.held(30), target=channel)
+    try:
+        results = [
+            await slash(server.base_url, standin, f"run core.echo message=slow{i}", channel=channel)
+            for i in range(3)
+        ]
+        for res in results:
+            assert res.status == 200, res.body
+            assert res.elapsed_s < 1.0, f"ack took {res.elapsed_s:.2f} s while Slack hangs"
+            assert f"#{res.execution_id}" in res.text
+        await wait_for(
+            lambda: standin.find("chat.postMessage", target=channel), "the held card post"
+        )
+    finally:
+        standin.remove(fault)
+        standin.release_held()
+    for res in results:
+        record, rows = await settle(api, res.execution_id)
+        assert record["status"] == "completed"
+        assert all(r["state"] == "delivered" for r in rows), rows
