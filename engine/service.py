@@ -74,39 +74,45 @@ def delivery_target(chat: dict[str, Any]) -> str:
     return "slack"
 
 
+#: Fields of a delivery as the API shows it.
+DELIVERY_FIELDS = (
+    "id",
+    "execution_id",
+    "target",
+    "event",
+    "state",
+    "attempts",
+    "last_error",
+    "created",
+    "next_attempt_at",
+    "delivered_at",
+)
+#: Fields of an execution as the API and chat show it (``config`` has secrets redacted).
+EXECUTION_FIELDS = (
+    "id",
+    "action_ref",
+    "status",
+    "config",
+    "parent",
+    "enforcement",
+    "executor",
+    "result",
+    "created",
+    "updated",
+    "started_at",
+    "finished_at",
+)
+
+
 def delivery_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
-    return {
-        "id": m["id"],
-        "execution_id": m["execution_id"],
-        "target": m["target"],
-        "event": m["event"],
-        "state": m["state"],
-        "attempts": m["attempts"],
-        "last_error": m["last_error"],
-        "created": m["created"],
-        "next_attempt_at": m["next_attempt_at"],
-        "delivered_at": m["delivered_at"],
-    }
+    return {name: m[name] for name in DELIVERY_FIELDS}
 
 
 def execution_record(row: Row[Any]) -> dict[str, Any]:
     """The execution as the API and chat show it (secrets are already redacted in config)."""
     m = row._mapping
-    return {
-        "id": m["id"],
-        "action_ref": m["action_ref"],
-        "status": m["status"],
-        "config": m["config"],
-        "parent": m["parent"],
-        "enforcement": m["enforcement"],
-        "executor": m["executor"],
-        "result": m["result"],
-        "created": m["created"],
-        "updated": m["updated"],
-        "started_at": m["started_at"],
-        "finished_at": m["finished_at"],
-    }
+    return {name: m[name] for name in EXECUTION_FIELDS}
 
 
 class ExecutionService:

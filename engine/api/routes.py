@@ -14,6 +14,7 @@ from engine.errors import Forbidden, InvalidRequest, PackError
 from engine.packs import ActionSpec
 from engine.params import normalize_schema
 from engine.service import Executor
+from engine.status import PENDING, ExecutionStatus
 
 VERSION = "0.1.0"
 
@@ -55,22 +56,9 @@ async def register(call: Call) -> Any:
 async def metrics(call: Call) -> Any:
     rt = call.runtime
     counts = await rt.service.count_by_status()
-    for status in (
-        "requested",
-        "scheduling",
-        "scheduled",
-        "running",
-        "completed",
-        "failed",
-        "canceling",
-        "cancelled",
-        "timeout",
-        "abandoned",
-    ):
-        rt.metrics.executions.labels(status).set(counts.get(status, 0))
-    rt.metrics.queue_depth.set(
-        sum(counts.get(k, 0) for k in ("requested", "scheduling", "scheduled"))
-    )
+    for status in ExecutionStatus:
+        rt.metrics.executions.labels(status.value).set(counts.get(status.value, 0))
+    rt.metrics.queue_depth.set(sum(counts.get(status.value, 0) for status in PENDING))
     return web.Response(
         body=rt.metrics.render(),
         content_type="text/plain",
