@@ -422,3 +422,16 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout_s: float 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(POLL_S)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cluster_only`` (separate worker processes) do not exist on SQLite."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        embedded = callspec is not None and callspec.params.get("server") == "sqlite"
+        (dropped if embedded and item.get_closest_marker("cluster_only") else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

@@ -524,12 +524,11 @@ async def test_metrics(anon: aiohttp.ClientSession, api: aiohttp.ClientSession) 
 # -- cluster ----------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster_only
 async def test_separate_worker_takes_work(
     api: aiohttp.ClientSession, server: Server, wait_for_status: WaitForStatus
 ) -> None:
     """On RabbitMQ the separate ``attune worker`` competes for executions with serve's own."""
-    if server.worker is None:
-        pytest.skip("the embedded backend has no separate worker process")
     worker = server.worker
     for _ in range(10):
         done = await _echo_many(api, wait_for_status, 4)
@@ -548,12 +547,11 @@ def _claimed(text: str) -> set[int]:
     return {e["execution_id"] for e in _json_lines(text) if e.get("status") == "running"}
 
 
+@pytest.mark.cluster_only
 async def test_worker_stops_taking_work_on_sigterm(
     api: aiohttp.ClientSession, server: Server, wait_for_status: WaitForStatus
 ) -> None:
     """DESIGN: "on SIGTERM a worker stops taking work and finishes or hands back what it runs"."""
-    if server.worker is None:
-        pytest.skip("the embedded backend has no separate worker process")
     extra = spawn(f"worker-extra-{uuid.uuid4().hex[:6]}", ["worker"], server.env, server.tmp)
     signalled = False
     try:

@@ -30,9 +30,8 @@ async def test_cli_run_embedded(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.cluster_only
 async def test_cli_run_against_cluster(server: Server) -> None:
-    if server.worker is None:
-        pytest.skip("the embedded backend is covered by test_cli_run_embedded")
     code, out, err = await run_cli(
         ["run", "--wait", "core.echo", "message=hello cluster"], server.env, server.tmp
     )
