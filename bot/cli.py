@@ -45,7 +45,7 @@ async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_js
     runtime = await build_runtime(settings, ensure_admin=False)
     try:
         if embedded:  # nobody else shares our in-process broker: run it here
-            await runtime.start_worker()
+            await runtime.start_worker(housekeeping=False)
         import getpass
 
         record = await runtime.service.submit(

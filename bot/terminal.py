@@ -84,7 +84,8 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
 
     try:
         if not settings.amqp_url:
-            await runtime.start_worker()  # nobody else shares our in-process broker
+            # Nobody else shares our in-process broker: run this session's commands here.
+            await runtime.start_worker(housekeeping=False)
         await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
         drainer.start()
         if interactive:

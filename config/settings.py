@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     default_timeout_s: float = Field(default=600.0, gt=0)
     #: How often the sweep looks for executions whose broker message was lost.
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    #: How often a worker marks its running executions alive.
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    #: A running execution whose worker has not marked it for this long ends ``abandoned``.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    #: While the broker is down, how often workers claim work straight from the database.
+    db_poll_interval_s: float = Field(default=1.0, gt=0)
     #: A ``requested`` row older than this is published again by the sweep.
     requeue_after_s: float = Field(default=10.0, gt=0)
     #: On SIGTERM, how long running executions get to finish before they are marked abandoned.

@@ -72,7 +72,11 @@ class Runtime:
                     log.error("pack not loaded: %s", exc.message)
         return loaded
 
-    async def start_worker(self, worker_id: str | None = None) -> Worker:
+    async def start_worker(
+        self, worker_id: str | None = None, *, housekeeping: bool = True
+    ) -> Worker:
+        """Start a worker; ``housekeeping=False`` for one that only runs this process's own
+        submissions (no sweep, no reaping, no crash recovery, no database polling)."""
         s = self.settings
         self.worker = Worker(
             self.service,
@@ -83,6 +87,11 @@ class Runtime:
             concurrency=s.worker_concurrency,
             sweep_interval_s=s.sweep_interval_s,
             requeue_after_s=s.requeue_after_s,
+            heartbeat_interval_s=s.heartbeat_interval_s,
+            heartbeat_timeout_s=s.heartbeat_timeout_s,
+            db_poll_interval_s=s.db_poll_interval_s,
+            requeue_on_start=not s.amqp_url,
+            housekeeping=housekeeping,
         )
         await self.worker.start()
         return self.worker

@@ -288,6 +288,52 @@ class ExecutionService:
             return None
         if row.chat:
             self.publish_soon(topics.STARTED, {"execution_id": row.id})
+        return self._claimed(row)
+
+    async def claim_pending(self, worker_id: str, limit: int) -> builtins.list[Claimed]:
+        """Claim up to ``limit`` waiting executions straight from the database (used while the
+        broker is down). PostgreSQL skips rows other workers are claiming (SKIP LOCKED)."""
+        if limit <= 0:
+            return []
+        now = now_utc()
+        pick = (
+            select(executions.c.id)
+            .where(executions.c.status == ExecutionStatus.REQUESTED.value)
+            .order_by(executions.c.id)
+            .limit(limit)
+        )
+        if not self.store.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        async with self.store.write() as conn:
+            rows = (
+                await conn.execute(
+                    update(executions)
+                    .where(
+                        executions.c.id.in_(pick.scalar_subquery()),
+                        executions.c.status == ExecutionStatus.REQUESTED.value,
+                    )
+                    .values(
+                        status=ExecutionStatus.RUNNING.value,
+                        updated=now,
+                        started_at=now,
+                        worker=worker_id,
+                        heartbeat_at=now,
+                    )
+                    .returning(*executions.c)
+                )
+            ).all()
+            for row in rows:
+                if row.chat:
+                    await self._enqueue(conn, row, "started", now, chat_only=True)
+        claimed = []
+        for row in rows:
+            self._note(row.id, row.action_ref, ExecutionStatus.RUNNING)
+            if row.chat:
+                self.publish_soon(topics.STARTED, {"execution_id": row.id})
+            claimed.append(self._claimed(row))
+        return claimed
+
+    def _claimed(self, row: Row[Any]) -> Claimed:
         params = dict(row.config)
         for name, value in self.secrets.open(row.secrets).items():
             if params.get(name) == REDACTED:
@@ -295,6 +341,87 @@ class ExecutionService:
         return Claimed(
             id=row.id, action_ref=row.action_ref, parameters=params, timeout_s=row.timeout_s
         )
+
+    async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id)
+                .values(pid=pid, pid_start=pid_start)
+            )
+
+    async def heartbeat(self, worker_id: str) -> builtins.list[int]:
+        """Mark this worker's runs alive; return those meanwhile asked to cancel."""
+        async with self.store.write() as conn:
+            rows = (
+                await conn.execute(
+                    update(executions)
+                    .where(
+                        executions.c.worker == worker_id,
+                        executions.c.status.in_(
+                            (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
+                        ),
+                    )
+                    .values(heartbeat_at=now_utc())
+                    .returning(executions.c.id, executions.c.status)
+                )
+            ).all()
+        return [r.id for r in rows if r.status == ExecutionStatus.CANCELING.value]
+
+    async def abandon(
+        self, *, stale_for_s: float | None = None, workers: builtins.list[str] | None = None
+    ) -> builtins.list[Row[Any]]:
+        """End ``abandoned`` the runs whose worker is gone: silent for ``stale_for_s``, or one
+        of ``workers`` (known dead). Returns the rows (with ``pid``) that were moved."""
+        where: builtins.list[ColumnElement[bool]] = [
+            executions.c.status.in_(
+                (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
+            )
+        ]
+        if stale_for_s is not None:
+            where.append(executions.c.heartbeat_at < now_utc() - timedelta(seconds=stale_for_s))
+        if workers is not None:
+            where.append(executions.c.worker.in_(workers))
+        async with self.store.read() as conn:
+            candidates = (
+                await conn.execute(select(executions.c.id, executions.c.worker).where(*where))
+            ).all()
+        moved = []
+        for candidate in candidates:
+            why = (
+                f"no heartbeat from worker {candidate.worker} for {stale_for_s:g} s"
+                if stale_for_s is not None
+                else f"worker {candidate.worker} died"
+            )
+            async with self.store.write() as conn:
+                row = await self._transition(
+                    conn,
+                    candidate.id,
+                    ExecutionStatus.ABANDONED,
+                    only_from=frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
+                    result={"succeeded": False, "error": f"abandoned: {why}"},
+                    finished_at=now_utc(),
+                )
+            if row is not None:
+                moved.append(row)
+                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+        return moved
+
+    async def workers_with_runs(self) -> builtins.list[str]:
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(executions.c.worker)
+                    .distinct()
+                    .where(
+                        executions.c.status.in_(
+                            (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
+                        ),
+                        executions.c.worker.is_not(None),
+                    )
+                )
+            ).all()
+        return [r.worker for r in rows]
 
     async def finish(
         self, execution_id: int, status: ExecutionStatus, result: dict[str, Any]

@@ -1,5 +1,12 @@
 """The worker: takes ``execution.requested`` messages, claims the row, runs the action, records
-the end. A duplicate message finds the row already claimed and does nothing."""
+the end. A duplicate message finds the row already claimed and does nothing.
+
+Around that, it keeps promises under faults: it marks its runs alive (heartbeat) and picks up
+cancels it missed; its sweep republishes lost ``requested`` messages and ends ``abandoned``
+the runs of workers that went silent; at start it abandons the runs of a dead predecessor on
+this host and kills the process groups they left; while the broker is down it claims work
+straight from the database.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,15 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 from engine import broker as topics
+from engine import procs
 from engine.broker import Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.runners import Runner, RunRequest, RunResult
-from engine.service import ExecutionService
+from engine.service import Claimed, ExecutionService
 from engine.status import ExecutionStatus
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,11 @@ class Worker:
         concurrency: int,
         sweep_interval_s: float,
         requeue_after_s: float,
+        heartbeat_interval_s: float = 5.0,
+        heartbeat_timeout_s: float = 30.0,
+        db_poll_interval_s: float = 1.0,
+        requeue_on_start: bool = False,
+        housekeeping: bool = True,
     ) -> None:
         self.service = service
         self.catalog = catalog
@@ -51,8 +65,17 @@ class Worker:
         self.concurrency = concurrency
         self.sweep_interval_s = sweep_interval_s
         self.requeue_after_s = requeue_after_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.db_poll_interval_s = db_poll_interval_s
+        #: Publish every waiting execution at start (the in-process broker lost its messages).
+        self.requeue_on_start = requeue_on_start and housekeeping
+        #: Sweep, reaping, crash recovery and database polling: off for a worker that only
+        #: runs its own process's submissions (``attune run``, ``attune chat``).
+        self.housekeeping = housekeeping
         self._running: dict[int, asyncio.Event] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._direct: set[asyncio.Task[None]] = set()
         self._intake: Subscription | None = None
         self._accepting = True
         self._idle = asyncio.Event()
@@ -63,28 +86,43 @@ class Worker:
         return sorted(self._running)
 
     async def start(self) -> None:
+        if self.housekeeping:
+            await self.recover_local()
         self._intake = await self.broker.consume(
             REQUESTED_QUEUE, [topics.REQUESTED], self._on_requested, prefetch=self.concurrency
         )
         await self.broker.consume(None, [topics.CANCEL], self._on_cancel, prefetch=4)
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="attune-sweep")
+        if self.requeue_on_start:
+            await self.service.requeue_stale(0)
+        loops = [(self._heartbeat_loop, "heartbeat")]
+        if self.housekeeping:
+            loops += [(self._sweep_loop, "sweep"), (self._db_poll_loop, "db-poll")]
+        for loop, name in loops:
+            self._loops.append(asyncio.create_task(loop(), name=f"attune-{name}"))
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking work and sweeping; give running executions ``grace_s`` to finish.
 
-        Cancel messages are still received during the grace period.
+        Cancel messages are still received, and heartbeats sent, during the grace period.
         """
         self._accepting = False
         if self._intake is not None:
             await self._intake.cancel()
             self._intake = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        loops, self._loops = self._loops, []
+        for task in loops:
+            if task.get_name() != "attune-heartbeat":
+                task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for task in list(self._direct):
+            task.cancel()
+        await asyncio.gather(*self._direct, return_exceptions=True)
+
+    # -- taking work ------------------------------------------------------------------------
 
     async def _on_requested(self, envelope: Envelope) -> None:
         execution_id = envelope.payload.get("execution_id")
@@ -102,58 +140,70 @@ class Worker:
         """Run one execution if this worker wins the claim."""
         if execution_id in self._running or not self._accepting:
             return
-        cancel = asyncio.Event()
         # Registered before the claim: a cancel can only be published after the row is running.
-        self._running[execution_id] = cancel
-        self._idle.clear()
+        cancel = self._register(execution_id)
         try:
             claimed = await self.service.claim(execution_id, self.worker_id)
-            if claimed is None:
-                return
-            result = await self._run(
-                claimed.id, claimed.action_ref, claimed.parameters, claimed.timeout_s, cancel
-            )
-            await asyncio.shield(self._finish(execution_id, result))
-        except asyncio.CancelledError:
-            stopped = RunResult(outcome="failed", error="the worker stopped during the run")
-            await asyncio.shield(self._finish(execution_id, stopped, ExecutionStatus.ABANDONED))
-            raise
+            if claimed is not None:
+                await self._run_claimed(claimed, cancel)
         except EngineError as exc:
             log.error("execution %s: %s", execution_id, exc.message)
         finally:
-            self._running.pop(execution_id, None)
-            if not self._running:
-                self._idle.set()
+            self._unregister(execution_id)
 
-    async def _run(
-        self,
-        execution_id: int,
-        action_ref: str,
-        parameters: dict[str, object],
-        timeout_s: float,
-        cancel: asyncio.Event,
-    ) -> RunResult:
+    def _register(self, execution_id: int) -> asyncio.Event:
+        cancel = asyncio.Event()
+        self._running[execution_id] = cancel
+        self._idle.clear()
+        return cancel
+
+    def _unregister(self, execution_id: int) -> None:
+        self._running.pop(execution_id, None)
+        if not self._running:
+            self._idle.set()
+
+    async def _run_claimed(self, claimed: Claimed, cancel: asyncio.Event) -> None:
         try:
-            action = await self.catalog.get_action(action_ref)
+            result = await self._run(claimed, cancel)
+            await asyncio.shield(self._finish(claimed.id, result))
+        except asyncio.CancelledError:
+            stopped = RunResult(outcome="failed", error="the worker stopped during the run")
+            await asyncio.shield(self._finish(claimed.id, stopped, ExecutionStatus.ABANDONED))
+            raise
+
+    async def _run(self, claimed: Claimed, cancel: asyncio.Event) -> RunResult:
+        try:
+            action = await self.catalog.get_action(claimed.action_ref)
         except NotFound:
-            return RunResult(outcome="failed", error=f"action '{action_ref}' no longer exists")
+            return RunResult(
+                outcome="failed", error=f"action '{claimed.action_ref}' no longer exists"
+            )
         runner = self.runners.get(action.runner_type)
         if runner is None:
             return RunResult(outcome="failed", error=f"no runner for '{action.runner_type}'")
         request = RunRequest(
-            execution_id=execution_id,
+            execution_id=claimed.id,
             action=action,
-            parameters=dict(parameters),
-            timeout_s=timeout_s,
+            parameters=dict(claimed.parameters),
+            timeout_s=claimed.timeout_s,
             cancel=cancel,
+            on_spawn=lambda pid: self._spawn_noted(claimed.id, pid),
         )
         try:
             return await runner.run(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("runner %s crashed on execution %s", action.runner_type, execution_id)
+            log.exception("runner %s crashed on execution %s", action.runner_type, claimed.id)
             return RunResult(outcome="failed", error=f"internal error: {type(exc).__name__}")
+
+    def _spawn_noted(self, execution_id: int, pid: int) -> None:
+        """Remember the process group on the row, for whoever cleans up after a crash."""
+        task = asyncio.get_running_loop().create_task(
+            self.service.record_process(execution_id, pid, procs.start_ticks(pid))
+        )
+        self._direct.add(task)
+        task.add_done_callback(self._direct.discard)
 
     async def _finish(
         self, execution_id: int, result: RunResult, status: ExecutionStatus | None = None
@@ -186,12 +236,87 @@ class Worker:
                     target = ExecutionStatus.FAILED
                 await asyncio.sleep(min(2**attempt * 0.1, 5.0))
 
+    # -- keeping promises under faults ------------------------------------------------------
+
+    async def recover_local(self) -> list[int]:
+        """Abandon the runs of dead workers on this host and kill the processes they left."""
+        host = procs.this_host()
+        dead = []
+        for worker in await self.service.workers_with_runs():
+            host_pid = procs.worker_host_pid(worker)
+            if (
+                host_pid
+                and host_pid[0] == host
+                and worker != self.worker_id
+                and not procs.is_alive(host_pid[1])
+            ):
+                dead.append(worker)
+        if not dead:
+            return []
+        rows = await self.service.abandon(workers=dead)
+        self._kill_leftovers(rows)
+        if rows:
+            log.warning("abandoned %d runs of dead workers %s", len(rows), ", ".join(dead))
+        return [r.id for r in rows]
+
+    def _kill_leftovers(self, rows: list[Any]) -> None:
+        host = procs.this_host()
+        for row in rows:
+            host_pid = procs.worker_host_pid(row.worker or "")
+            if (
+                row.pid
+                and host_pid
+                and host_pid[0] == host
+                and procs.kill_group_if_same(row.pid, row.pid_start)
+            ):
+                log.warning("killed process group %s left by execution %s", row.pid, row.id)
+
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_interval_s)
             try:
-                ids = await self.service.requeue_stale(self.requeue_after_s)
-                if ids:
-                    log.info("sweep: published %d stale requested executions again", len(ids))
+                if await self.broker.ping():
+                    ids = await self.service.requeue_stale(self.requeue_after_s)
+                    if ids:
+                        log.info("sweep: published %d stale requested executions again", len(ids))
+                rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)
+                self._kill_leftovers(rows)
+                await self.recover_local()
             except Exception as exc:
                 log.warning("sweep failed: %s", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            if not self._running:
+                continue
+            try:
+                for execution_id in await self.service.heartbeat(self.worker_id):
+                    event = self._running.get(execution_id)
+                    if event is not None and not event.is_set():
+                        log.info("execution %s: cancel found in the database", execution_id)
+                        event.set()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _db_poll_loop(self) -> None:
+        """While the broker is down, claim waiting executions from the database."""
+        while True:
+            await asyncio.sleep(self.db_poll_interval_s)
+            try:
+                if not self._accepting or await self.broker.ping():
+                    continue
+                free = self.concurrency - len(self._running)
+                for claimed in await self.service.claim_pending(self.worker_id, free):
+                    cancel = self._register(claimed.id)
+                    task = asyncio.create_task(self._direct_run(claimed, cancel))
+                    self._direct.add(task)
+                    task.add_done_callback(self._direct.discard)
+            except Exception as exc:
+                log.warning("database poll failed: %s", exc)
+
+    async def _direct_run(self, claimed: Claimed, cancel: asyncio.Event) -> None:
+        try:
+            await self._run_claimed(claimed, cancel)
+        finally:
+            self._unregister(claimed.id)

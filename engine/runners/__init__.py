@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -20,6 +21,8 @@ class RunRequest:
     timeout_s: float
     #: Set by the worker when the execution is cancelled while running.
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Called with the process group id once a process runner has started the action.
+    on_spawn: Callable[[int], None] | None = None
 
 
 @dataclass

@@ -246,6 +246,8 @@ class ProcessRunner:
         except OSError as exc:
             return RunResult(outcome="failed", error=f"cannot start {command[0]}: {exc}")
         pgid = transport.get_pid()
+        if request.on_spawn is not None:
+            request.on_spawn(pgid)
         try:
             if via_stdin:
                 stdin = transport.get_pipe_transport(0)

@@ -126,6 +126,12 @@ executions = Table(
     Column("chat", JsonType, nullable=True),
     Column("worker", String(128), nullable=True),
     Column("heartbeat_at", UTCDateTime, nullable=True),
+    #: Process group of a running process action and its start time (clock ticks after boot,
+    #: from /proc), so a restarted worker on the same host can kill what a dead one left.
+    Column("pid", Integer, nullable=True),
+    Column("pid_start", BigInteger, nullable=True),
+    #: ``<login>:<Idempotency-Key header>``: a retried request returns the first execution.
+    Column("idempotency_key", String(512), nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
@@ -134,6 +140,8 @@ executions = Table(
 Index("ix_executions_status_id", executions.c.status, executions.c.id)
 Index("ix_executions_action_ref_id", executions.c.action_ref, executions.c.id)
 Index("ix_executions_created", executions.c.created)
+Index("ix_executions_idempotency_key", executions.c.idempotency_key, unique=True)
+Index("ix_executions_worker", executions.c.worker)
 
 #: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
 #: the same transaction as the status change it reports.
