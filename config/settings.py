@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     #: (``attune callback-secret`` prints it).
     callback_secret: SecretStr | None = None
     allow_registration: bool = False
+    #: Role of each Slack user id (``U...``) or user group id (``S...``), e.g.
+    #: ``ATTUNE_SLACK_ROLES='{"U0123": "admin", "S0456": "operator"}'``.
+    slack_roles: dict[str, Literal["admin", "operator", "viewer"]] = Field(default_factory=dict)
+    #: Role of Slack users not named in ``slack_roles``.
+    slack_default_role: Literal["admin", "operator", "viewer"] = "operator"
+    #: Per role, which actions (shell-style patterns) it may run, cancel and view; roles not
+    #: named keep the defaults (see engine/policy.py).
+    permissions: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    #: How long a Confirm button of a ``confirm: true`` action stays valid.
+    confirm_ttl_s: float = Field(default=300.0, gt=0)
+    #: Failed logins per login (and per client address) before ``/auth/login`` answers 429.
+    login_max_failures: int = Field(default=5, ge=1)
+    #: Window in which failed logins are counted, and the longest lock-out.
+    login_window_s: float = Field(default=300.0, gt=0)
     #: Lifetime of tokens issued by ``POST /auth/login``.
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
 

@@ -7,17 +7,20 @@ SHA-256 is stored, so a database leak yields no usable token. Login tokens expir
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
 from sqlalchemy import insert, select
 
-from engine.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from engine.errors import Conflict, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from engine.storage import Store
 from engine.storage.tables import now_utc, tokens, users
 
@@ -55,14 +58,64 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
+#: Checked against when the login is unknown, so a wrong login costs as long as a wrong password.
+_DUMMY_HASH = "scrypt$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 86 + "=="
+
+
+class LoginThrottle:
+    """Counts failed logins per key (login, client address) in a sliding window; past
+    ``max_failures`` the key is locked out until its oldest failure leaves the window."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def check(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            failures = self._recent(key, now)
+            if len(failures) >= self.max_failures:
+                wait_s = failures[0] + self.window_s - now
+                raise TooManyRequests(
+                    f"too many failed logins; try again in {max(1, round(wait_s))} s", wait_s
+                )
+
+    def failed(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 10_000:  # forget idle keys so memory stays bounded
+            for key in [k for k, v in self._failures.items() if not self._recent(k, now)]:
+                del self._failures[key]
+
+    def succeeded(self, keys: list[str]) -> None:
+        for key in keys:
+            self._failures.pop(key, None)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class AuthService:
-    def __init__(self, store: Store, *, token_ttl_s: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token_ttl_s: int,
+        login_max_failures: int = 5,
+        login_window_s: float = 300.0,
+    ) -> None:
         self.store = store
         self.token_ttl_s = token_ttl_s
+        self.throttle = LoginThrottle(login_max_failures, login_window_s)
 
     async def ensure_admin(self, login: str, password: str | None) -> str | None:
         """Create the first administrator if there are no users; return a generated password."""
@@ -95,12 +148,20 @@ class AuthService:
                 )
             )
 
-    async def login(self, login: str, password: str) -> tuple[str, int]:
-        """Check a password; return a new token and its lifetime in seconds."""
+    async def login(self, login: str, password: str, client: str = "") -> tuple[str, int]:
+        """Check a password; return a new token and its lifetime in seconds.
+
+        Failures are counted per login and per client address (TooManyRequests past the
+        limit); scrypt runs in a thread so a login does not stall other requests."""
+        keys = [f"login:{login}", f"client:{client}"]
+        self.throttle.check(keys)
         async with self.store.read() as conn:
             user = (await conn.execute(select(users).where(users.c.login == login))).first()
-        if not verify_password(password, user.password_hash if user else None) or user is None:
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        if not await asyncio.to_thread(verify_password, password, stored) or user is None:
+            self.throttle.failed(keys)
             raise Unauthorized("invalid login or password")
+        self.throttle.succeeded(keys[:1])
         token = await self.issue_token(login, name="login", ttl_s=self.token_ttl_s)
         return token, self.token_ttl_s
 

@@ -30,6 +30,7 @@ def action_spec(row: Row[Any]) -> ActionSpec:
         output_format=m["output_format"],
         timeout_s=m["timeout_s"],
         enabled=m["enabled"],
+        confirm=m["confirm"],
         base_dir=m["base_dir"],
     )
 
@@ -50,6 +51,7 @@ def _action_values(spec: ActionSpec) -> dict[str, Any]:
         "output_format": spec.output_format,
         "timeout_s": spec.timeout_s,
         "enabled": spec.enabled,
+        "confirm": spec.confirm,
         "base_dir": spec.base_dir,
     }
 
@@ -237,6 +239,7 @@ def action_record(row: Row[Any]) -> dict[str, Any]:
         "output_format": m["output_format"],
         "timeout_seconds": m["timeout_s"],
         "enabled": m["enabled"],
+        "confirm": m["confirm"],
         "adhoc": m["adhoc"],
         "created": m["created"],
         "updated": m["updated"],

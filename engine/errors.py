@@ -54,6 +54,15 @@ class Conflict(EngineError):
     http_status = 409
 
 
+class TooManyRequests(EngineError):
+    code = "TOO_MANY_REQUESTS"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(EngineError):
     """A backing service (database, broker) does not answer."""
 

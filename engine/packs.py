@@ -58,6 +58,8 @@ class ActionSpec(BaseModel):
     output_format: OutputFormat = "text"
     timeout_s: float | None = None
     enabled: bool = True
+    #: Chat asks the requester to confirm (buttons in Slack) before it runs.
+    confirm: bool = False
     #: Folder the entry point is resolved against.
     base_dir: str | None = None
 
@@ -108,6 +110,7 @@ class _ActionFile(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     enabled: bool = True
+    confirm: bool = False
 
     @field_validator("runner_type")
     @classmethod
@@ -168,6 +171,7 @@ def action_from_dict(
         output_format=raw.output_format,
         timeout_s=raw.timeout_seconds or raw.timeout,
         enabled=raw.enabled,
+        confirm=raw.confirm,
         base_dir=base_dir,
     )
 

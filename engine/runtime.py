@@ -6,14 +6,17 @@ import logging
 from dataclasses import dataclass, field
 
 from config import Settings
+from engine.audit import AuditLog
 from engine.auth import AuthService
 from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError
+from engine.gate import Gate
 from engine.metrics import Metrics
 from engine.packs import discover_packs, load_pack
+from engine.policy import Policy
 from engine.runners import Runner
 from engine.runners.builtin import BuiltinRunner
 from engine.service import ExecutionService
@@ -51,6 +54,9 @@ class Runtime:
     service: ExecutionService
     auth: AuthService
     metrics: Metrics
+    #: Permission checks, confirmations, idempotency and audit around the service.
+    gate: Gate
+    audit: AuditLog
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
@@ -132,15 +138,31 @@ async def build_runtime(
         raise
     metrics = Metrics()
     catalog = Catalog(store)
+    box = SecretBox(key)
     service = ExecutionService(
         store,
         broker,
         catalog,
-        SecretBox(key),
+        box,
         metrics,
         default_timeout_s=settings.default_timeout_s,
     )
-    auth = AuthService(store, token_ttl_s=settings.token_ttl_s)
+    auth = AuthService(
+        store,
+        token_ttl_s=settings.token_ttl_s,
+        login_max_failures=settings.login_max_failures,
+        login_window_s=settings.login_window_s,
+    )
+    audit = AuditLog(store)
+    gate = Gate(
+        store,
+        service,
+        catalog,
+        Policy(settings.permissions),
+        audit,
+        box,
+        confirm_ttl_s=settings.confirm_ttl_s,
+    )
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -149,6 +171,8 @@ async def build_runtime(
         service=service,
         auth=auth,
         metrics=metrics,
+        gate=gate,
+        audit=audit,
         secret_key=key,
     )
     if sync_packs:

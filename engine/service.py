@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -20,15 +20,17 @@ from sqlalchemy import ColumnElement, Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import broker as topics
+from engine.audit import AuditEntry
 from engine.broker import Broker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
+from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Store
-from engine.storage.tables import deliveries, executions, now_utc
+from engine.storage.tables import audit, deliveries, executions, now_utc
 
 log = logging.getLogger("attune.execution")
 
@@ -146,12 +148,18 @@ class ExecutionService:
         parent: int | None = None,
         enforcement: int | None = None,
         chat: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        audit_entry: AuditEntry | None = None,
+        action: ActionSpec | None = None,
     ) -> dict[str, Any]:
-        """Validate, record as ``requested`` and ring the broker.
+        """Validate, record as ``requested`` (with its audit entry and first outbox row, in one
+        transaction) and ring the broker.
 
-        Raises NotFound (unknown action) or InvalidParameters (naming the parameter).
+        Raises NotFound (unknown action), InvalidParameters (naming the parameter), or
+        Conflict when ``idempotency_key`` is taken.
         """
-        action = await self.catalog.get_action(action_ref)
+        if action is None or action.ref != action_ref:
+            action = await self.catalog.get_action(action_ref)
         if not action.enabled:
             raise InvalidRequest(f"action '{action_ref}' is disabled")
         params = validate_parameters(action.param_schema, parameters)
@@ -170,6 +178,7 @@ class ExecutionService:
             "timeout_s": action.timeout_s or self.default_timeout_s,
             "callback_url": callback_url,
             "chat": chat,
+            "idempotency_key": idempotency_key,
             "created": now,
             "updated": now,
         }
@@ -179,6 +188,12 @@ class ExecutionService:
             ).one()
             if chat:
                 await self._enqueue(conn, row, "created", now, chat_only=True)
+            if audit_entry is not None:
+                await conn.execute(
+                    insert(audit).values(
+                        **replace(audit_entry, parameters=row.config, execution_id=row.id).values()
+                    )
+                )
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
         return execution_record(row)
@@ -438,6 +453,22 @@ class ExecutionService:
             self.metrics.run_duration.labels(row.action_ref, row.status).observe(seconds)
         self.publish_soon(topics.COMPLETED, {"execution_id": execution_id, "status": row.status})
         return execution_record(row)
+
+    async def find_idempotent(self, key: str) -> dict[str, Any] | None:
+        async with self.store.read() as conn:
+            row = (
+                await conn.execute(select(executions).where(executions.c.idempotency_key == key))
+            ).first()
+        return execution_record(row) if row is not None else None
+
+    async def parameters_of(self, execution_id: int) -> tuple[str, dict[str, Any]]:
+        """An execution's action and its parameters with secrets decrypted (for a re-run)."""
+        row = await self._row(execution_id)
+        params = dict(row.config)
+        for name, value in self.secrets.open(row.secrets).items():
+            if params.get(name) == REDACTED:
+                params[name] = value
+        return row.action_ref, params
 
     async def rerun(
         self, execution_id: int, executor: Executor, *, chat: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ _ERROR_TEXT = {
     403: "Not allowed for this role",
     404: "Not found",
     409: "Conflict",
+    429: "Too many requests (see Retry-After)",
     413: "Body too large",
     503: "Not ready",
 }
@@ -65,7 +66,7 @@ def build_openapi(routes: list[RouteSpec]) -> dict[str, Any]:
         params += [
             {
                 "name": q.name,
-                "in": "query",
+                "in": q.location,
                 "required": False,
                 "description": q.description,
                 "schema": {"type": q.type},

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from engine.auth import ROLES, Principal
-from engine.errors import EngineError, Forbidden, InvalidRequest, Unauthorized
+from engine.errors import EngineError, Forbidden, InvalidRequest, TooManyRequests, Unauthorized
 from engine.runtime import Runtime
 
 log = logging.getLogger("attune.api")
@@ -34,6 +34,7 @@ class QueryParam:
     name: str
     type: Literal["string", "integer"]
     description: str
+    location: Literal["query", "header"] = "query"
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,12 @@ class RouteSpec:
     raw: bool = False
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 def error_response(status: int, message: str, code: str) -> web.Response:
@@ -176,7 +181,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except EngineError as exc:
         if exc.http_status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
-        return error_response(exc.http_status, exc.message, exc.code)
+        response = error_response(exc.http_status, exc.message, exc.code)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[RUNTIME_KEY].settings.max_body_bytes
         return error_response(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,16 @@ from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, json_response
-from engine.errors import Forbidden, InvalidRequest, PackError
+from engine.audit import AuditEntry
+from engine.errors import Forbidden, InvalidRequest, PackError, TooManyRequests, Unauthorized
+from engine.gate import Requester, Submitted
 from engine.packs import ActionSpec
 from engine.params import normalize_schema
-from engine.service import Executor
 from engine.status import PENDING, ExecutionStatus
 
 VERSION = "0.1.0"
+#: Longest accepted Idempotency-Key header.
+MAX_IDEMPOTENCY_KEY = 200
 
 
 # -- health, auth, metrics --------------------------------------------------------------------
@@ -42,7 +46,21 @@ async def ready(call: Call) -> Any:
 
 
 async def login(call: Call) -> Any:
-    token, ttl_s = await call.runtime.auth.login(call.body.login, call.body.password)
+    client = call.request.remote or ""
+    try:
+        token, ttl_s = await call.runtime.auth.login(call.body.login, call.body.password, client)
+    except (Unauthorized, TooManyRequests) as exc:
+        await call.runtime.audit.record(
+            AuditEntry(
+                actor=call.body.login[:256],
+                source="api",
+                verb="login",
+                outcome="denied",
+                channel=client,
+                detail=exc.message,
+            )
+        )
+        raise
     return {"data": {"access_token": token, "token_type": "Bearer", "expires_in": ttl_s}}
 
 
@@ -131,6 +149,7 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
         output_format=body.output_format,
         timeout_s=body.timeout_seconds,
         enabled=body.enabled,
+        confirm=body.confirm,
     )
     if body.entrypoint is not None and body.runtime_ref is not None:
         if not call.caller.is_admin:
@@ -185,17 +204,28 @@ async def delete_action(call: Call) -> Any:
 # -- executions -------------------------------------------------------------------------------
 
 
+def requester(call: Call) -> Requester:
+    who = call.caller
+    return Requester(
+        identity=who.login, role=who.role, source="api", extra={"token": who.token_name}
+    )
+
+
 async def execute(call: Call) -> Any:
     body: s.ExecuteRequest = call.body
-    who = call.caller
-    executor = Executor(identity=who.login, source="api", extra={"token": who.token_name})
-    record = await call.runtime.service.submit(
+    key = call.request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    outcome = await call.runtime.gate.run(
+        requester(call),
         body.action_ref,
         body.parameters,
-        executor,
         callback_url=str(body.callback_url) if body.callback_url else None,
+        idempotency_key=f"api:{call.caller.login}:{key}" if key else None,
     )
-    return {"data": record}
+    assert isinstance(outcome, Submitted)  # the API never asks for confirmation
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return json_response({"data": outcome.record}, 201, headers=headers)
 
 
 async def list_executions(call: Call) -> Any:
@@ -206,15 +236,43 @@ async def list_executions(call: Call) -> Any:
     items, total = await call.runtime.service.list(
         status=statuses, action_ref=q.get("action_ref") or None, page=page, per_page=per_page
     )
+    policy, role = call.runtime.gate.policy, call.caller.role
+    if not policy.sees_everything(role):  # a narrowed view: filter the page it asked for
+        items = [i for i in items if policy.allows(role, "view", i["action_ref"])]
     return _page(items, page, per_page, total)
 
 
 async def get_execution(call: Call) -> Any:
-    return {"data": await call.runtime.service.get(call.int_path_param("id"))}
+    return {"data": await call.runtime.gate.view(requester(call), call.int_path_param("id"))}
 
 
 async def cancel_execution(call: Call) -> Any:
-    return {"data": await call.runtime.service.cancel(call.int_path_param("id"), call.caller.login)}
+    return {"data": await call.runtime.gate.cancel(requester(call), call.int_path_param("id"))}
+
+
+async def list_audit(call: Call) -> Any:
+    q = call.request.query
+    since = None
+    if q.get("since"):
+        try:
+            since = datetime.fromisoformat(q["since"])
+        except ValueError:
+            raise InvalidRequest(
+                "since must be an ISO 8601 time, e.g. 2026-11-26T10:00:00Z"
+            ) from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    page = call.query_int("page", 1)
+    per_page = call.query_int("per_page", 50, "page_size")
+    items, total = await call.runtime.audit.list(
+        actor=q.get("actor") or None,
+        verb=q.get("verb") or None,
+        outcome=q.get("outcome") or None,
+        since=since,
+        page=page,
+        per_page=per_page,
+    )
+    return _page(items, page, per_page, total)
 
 
 async def list_deliveries(call: Call) -> Any:
@@ -276,7 +334,7 @@ ROUTES: list[RouteSpec] = [
         "public",
         body=s.LoginRequest,
         response=s.Single[s.TokenData],
-        errors=(400, 401),
+        errors=(400, 401, 429),
         tags=("auth",),
     ),
     RouteSpec(
@@ -395,6 +453,14 @@ ROUTES: list[RouteSpec] = [
         body=s.ExecuteRequest,
         response=s.Single[s.Execution],
         status=201,
+        query=(
+            QueryParam(
+                "Idempotency-Key",
+                "string",
+                "A retried request with the same key returns the first execution",
+                "header",
+            ),
+        ),
         errors=(400, 401, 403, 404),
         tags=("executions",),
     ),
@@ -418,7 +484,7 @@ ROUTES: list[RouteSpec] = [
         get_execution,
         "Get an execution",
         response=s.Single[s.Execution],
-        errors=(400, 401, 404),
+        errors=(400, 401, 403, 404),
         tags=("executions",),
     ),
     RouteSpec(
@@ -429,6 +495,23 @@ ROUTES: list[RouteSpec] = [
         response=s.Page[s.Delivery],
         errors=(400, 401, 404),
         tags=("executions",),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/audit",
+        list_audit,
+        "The audit log, newest first: who asked for what, from where, and what came of it",
+        "admin",
+        response=s.Page[s.AuditEntry],
+        query=(
+            QueryParam("actor", "string", "Only this login or Slack user"),
+            QueryParam("verb", "string", "run, rerun, cancel, confirm, abort, login"),
+            QueryParam("outcome", "string", "accepted, denied, refused, ..."),
+            QueryParam("since", "string", "ISO 8601 time"),
+            *_PAGING,
+        ),
+        errors=(400, 401, 403),
+        tags=("audit",),
     ),
     RouteSpec(
         "POST",

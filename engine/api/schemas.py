@@ -71,6 +71,8 @@ class ActionWrite(Request):
     output_format: Literal["text", "json", "yaml", "jsonl"] = "text"
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     enabled: bool = True
+    #: Chat asks the requester to confirm before it runs.
+    confirm: bool = False
 
 
 class Error(BaseModel):
@@ -165,6 +167,7 @@ class Action(BaseModel):
     output_format: str
     timeout_seconds: float | None
     enabled: bool
+    confirm: bool
     adhoc: bool
     created: datetime
     updated: datetime
@@ -181,6 +184,21 @@ class Delivery(BaseModel):
     created: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str | None
+    source: str
+    channel: str | None
+    verb: str
+    target: str | None
+    parameters: dict[str, Any] | None
+    outcome: str
+    detail: str | None
+    execution_id: int | None
 
 
 class Health(BaseModel):

@@ -18,10 +18,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from engine.errors import EngineError, Unavailable
+from engine.errors import Conflict, EngineError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class Store:
                     yield conn
         except EngineError:
             raise
+        except IntegrityError as exc:
+            raise Conflict("that already exists (a unique value is taken)") from exc
         except (SQLAlchemyError, OSError) as exc:
             log.warning("database write failed: %s", exc)
             raise Unavailable(f"database error: {type(exc).__name__}") from exc

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import false
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -98,6 +99,8 @@ actions = Table(
     Column("output_format", String(16), nullable=False, default="text"),
     Column("timeout_s", Float, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
+    #: Chat asks the requester to confirm before it runs.
+    Column("confirm", Boolean, nullable=False, default=False, server_default=false()),
     Column("base_dir", Text, nullable=True),
     #: True for actions created over the API (kept when their pack is re-registered from disk).
     Column("adhoc", Boolean, nullable=False, default=False),
@@ -188,4 +191,43 @@ tokens = Table(
     Column("role", String(32), nullable=False),
     Column("expires_at", UTCDateTime, nullable=True),
     Column("created", UTCDateTime, nullable=False),
+)
+
+#: Who asked for what, from where, with what parameters (secrets redacted), and what came of it.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("role", String(32), nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("channel", String(128), nullable=True),
+    Column("verb", String(32), nullable=False),
+    Column("target", String(256), nullable=True),
+    Column("parameters", JsonType, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("execution_id", BigInteger, nullable=True),
+)
+Index("ix_audit_at", audit.c.at)
+Index("ix_audit_actor_at", audit.c.actor, audit.c.at)
+
+#: Chat requests of ``confirm: true`` actions waiting for the requester's Confirm (or Abort).
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("code", String(32), nullable=False, unique=True),
+    Column("action_ref", String(256), nullable=False),
+    #: Every parameter, sealed with the secret key (secrets included); ``config`` is for display.
+    Column("sealed", Text, nullable=False),
+    Column("config", JsonType, nullable=False),
+    Column("requester", String(256), nullable=False),
+    Column("executor", JsonType, nullable=False),
+    Column("chat", JsonType, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("execution_id", BigInteger, nullable=True),
 )

@@ -1,0 +1,102 @@
+"""The audit log: who asked for what, from where (Slack user and channel, API token, chat,
+rule), with what parameters (secrets redacted), and what came of it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.errors import InvalidRequest
+from engine.storage import Store
+from engine.storage.tables import audit, now_utc
+
+#: Largest page of ``GET /api/v1/audit``.
+MAX_PER_PAGE = 200
+FIELDS = (
+    "id",
+    "at",
+    "actor",
+    "role",
+    "source",
+    "channel",
+    "verb",
+    "target",
+    "parameters",
+    "outcome",
+    "detail",
+    "execution_id",
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    source: str
+    verb: str
+    outcome: str
+    role: str | None = None
+    channel: str | None = None
+    target: str | None = None
+    parameters: dict[str, Any] | None = None
+    detail: str | None = None
+    execution_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        if self.detail is not None:
+            data["detail"] = self.detail[:2000]
+        return data | {"at": now_utc()}
+
+
+class AuditLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def record(self, entry: AuditEntry, conn: AsyncConnection | None = None) -> None:
+        """Write an entry, in ``conn``'s transaction when given (so it commits with the act)."""
+        if conn is not None:
+            await conn.execute(insert(audit).values(**entry.values()))
+            return
+        async with self.store.write() as own:
+            await own.execute(insert(audit).values(**entry.values()))
+
+    async def list(
+        self,
+        *,
+        actor: str | None = None,
+        verb: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+            raise InvalidRequest(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
+        where = []
+        if actor:
+            where.append(audit.c.actor == actor)
+        if verb:
+            where.append(audit.c.verb == verb)
+        if outcome:
+            where.append(audit.c.outcome == outcome)
+        if since is not None:
+            where.append(audit.c.at >= since)
+        query = (
+            select(audit)
+            .where(*where)
+            .order_by(audit.c.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+            total = (
+                await conn.execute(select(func.count()).select_from(audit).where(*where))
+            ).scalar_one()
+        return [{k: r._mapping[k] for k in FIELDS} for r in rows], int(total)

@@ -1,0 +1,339 @@
+"""The gate: every request to run, re-run, cancel or view an execution from a person or an
+integration passes here. It checks the requester's permission (engine/policy.py), asks for
+confirmation where an action wants it, de-duplicates retried requests, and writes the audit
+log; then it hands over to :class:`ExecutionService`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from engine.audit import AuditEntry, AuditLog
+from engine.catalog import Catalog
+from engine.crypto import SecretBox
+from engine.errors import Conflict, EngineError, Forbidden, NotFound
+from engine.params import redact, validate_parameters
+from engine.policy import Policy, Verb
+from engine.service import ExecutionService, Executor, Source
+from engine.storage import Store
+from engine.storage.tables import confirmations, now_utc
+
+
+@dataclass(frozen=True)
+class Requester:
+    """A person or integration asking, with the role that decides what they may do."""
+
+    identity: str
+    role: str
+    source: Source
+    channel: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def executor(self) -> Executor:
+        return Executor(
+            identity=self.identity, source=self.source, channel=self.channel, extra=self.extra
+        )
+
+    def entry(self, verb: str, outcome: str, **more: Any) -> AuditEntry:
+        return AuditEntry(
+            actor=self.identity,
+            role=self.role,
+            source=self.source,
+            channel=self.channel,
+            verb=verb,
+            outcome=outcome,
+            **more,
+        )
+
+
+@dataclass(frozen=True)
+class NeedsConfirmation:
+    """The action asks for confirmation: nothing runs until ``code`` is confirmed."""
+
+    code: str
+    action_ref: str
+    config: dict[str, Any]
+    expires_in_s: float
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: dict[str, Any]
+    #: True when an idempotency key matched an earlier request: nothing new was created.
+    replayed: bool = False
+
+
+class Gate:
+    def __init__(
+        self,
+        store: Store,
+        service: ExecutionService,
+        catalog: Catalog,
+        policy: Policy,
+        audit: AuditLog,
+        secrets_box: SecretBox,
+        *,
+        confirm_ttl_s: float,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.catalog = catalog
+        self.policy = policy
+        self.audit = audit
+        self.secrets = secrets_box
+        self.confirm_ttl_s = confirm_ttl_s
+
+    async def _deny(
+        self,
+        who: Requester,
+        verb: Verb,
+        action_ref: str,
+        *,
+        audit_verb: str | None = None,
+        execution_id: int | None = None,
+    ) -> None:
+        if self.policy.allows(who.role, verb, action_ref):
+            return
+        error = Forbidden(f"{who.identity}: {self.policy_message(who.role, verb, action_ref)}")
+        await self.audit.record(
+            who.entry(
+                audit_verb or verb,
+                "denied",
+                target=action_ref,
+                detail=error.message,
+                execution_id=execution_id,
+            )
+        )
+        raise error
+
+    @staticmethod
+    def policy_message(role: str, verb: str, action_ref: str) -> str:
+        return f"the {role} role lacks the '{verb}' permission on {action_ref}"
+
+    async def run(
+        self,
+        who: Requester,
+        action_ref: str,
+        parameters: dict[str, Any] | None,
+        *,
+        chat: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        confirmed: bool = False,
+        verb: str = "run",
+        parent: int | None = None,
+    ) -> Submitted | NeedsConfirmation:
+        """Run an action for ``who``; a chat request of a ``confirm: true`` action first
+        returns :class:`NeedsConfirmation`."""
+        if idempotency_key is not None:
+            earlier = await self.service.find_idempotent(idempotency_key)
+            if earlier is not None:
+                return Submitted(earlier, replayed=True)
+        await self._deny(who, "run", action_ref, audit_verb=verb)
+        try:
+            action = await self.catalog.get_action(action_ref)
+            if action.confirm and who.source in ("slack", "chat") and not confirmed:
+                return await self._ask(who, action_ref, action.param_schema, parameters, chat)
+            record = await self.service.submit(
+                action_ref,
+                parameters,
+                who.executor(),
+                chat=chat,
+                callback_url=callback_url,
+                idempotency_key=idempotency_key,
+                parent=parent,
+                action=action,
+                audit_entry=who.entry(verb, "accepted", target=action_ref),
+            )
+        except Conflict:
+            if idempotency_key is not None:
+                earlier = await self.service.find_idempotent(idempotency_key)
+                if earlier is not None:
+                    return Submitted(earlier, replayed=True)
+            raise
+        except EngineError as exc:
+            await self.audit.record(
+                who.entry(
+                    verb,
+                    "refused",
+                    target=action_ref,
+                    parameters=_shown(parameters),
+                    detail=exc.message,
+                )
+            )
+            raise
+        return Submitted(record)
+
+    async def rerun(
+        self,
+        who: Requester,
+        execution_id: int,
+        *,
+        chat: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submitted | NeedsConfirmation:
+        action_ref, params = await self.service.parameters_of(execution_id)
+        await self._deny(who, "view", action_ref, audit_verb="rerun", execution_id=execution_id)
+        return await self.run(
+            who, action_ref, params, chat=chat, verb="rerun", idempotency_key=idempotency_key
+        )
+
+    async def cancel(self, who: Requester, execution_id: int) -> dict[str, Any]:
+        record = await self.service.get(execution_id)
+        await self._deny(who, "cancel", record["action_ref"], execution_id=execution_id)
+        try:
+            record = await self.service.cancel(execution_id, who.identity)
+        except EngineError as exc:
+            await self.audit.record(
+                who.entry(
+                    "cancel",
+                    "refused",
+                    target=record["action_ref"],
+                    detail=exc.message,
+                    execution_id=execution_id,
+                )
+            )
+            raise
+        await self.audit.record(
+            who.entry("cancel", "accepted", target=record["action_ref"], execution_id=execution_id)
+        )
+        return record
+
+    async def view(self, who: Requester, execution_id: int) -> dict[str, Any]:
+        record = await self.service.get(execution_id)
+        await self._deny(who, "view", record["action_ref"], execution_id=execution_id)
+        return record
+
+    # -- confirmations ----------------------------------------------------------------------
+
+    async def _ask(
+        self,
+        who: Requester,
+        action_ref: str,
+        schema: dict[str, Any],
+        parameters: dict[str, Any] | None,
+        chat: dict[str, Any] | None,
+    ) -> NeedsConfirmation:
+        from engine.params import secret_names
+
+        params = validate_parameters(schema, parameters)  # refuse bad input before asking
+        config = redact(params, secret_names(schema))
+        code = secrets.token_hex(4)
+        now = now_utc()
+        async with self.store.write() as conn:
+            await conn.execute(
+                insert(confirmations).values(
+                    code=code,
+                    action_ref=action_ref,
+                    sealed=self.secrets.seal(params) or "",
+                    config=config,
+                    requester=who.identity,
+                    executor={"role": who.role, **who.executor().as_dict()},
+                    chat=chat,
+                    state="pending",
+                    expires_at=now + timedelta(seconds=self.confirm_ttl_s),
+                    created=now,
+                )
+            )
+            await self.audit.record(
+                who.entry(
+                    "run",
+                    "confirmation_requested",
+                    target=action_ref,
+                    parameters=config,
+                    detail=f"code {code}",
+                ),
+                conn,
+            )
+        return NeedsConfirmation(code, action_ref, config, self.confirm_ttl_s)
+
+    async def confirm(self, who: Requester, code: str) -> Submitted:
+        """Run a confirmed request. Only its requester, or an admin, may confirm it."""
+        row = await self._settle(who, code, "confirmed")
+        executor = dict(row.executor)
+        original = Requester(
+            identity=row.requester,
+            role=str(executor.pop("role", who.role)),
+            source=executor.pop("source", who.source),
+            channel=executor.pop("channel", None),
+            extra={k: v for k, v in executor.items() if k != "identity"},
+        )
+        params = self.secrets.open(row.sealed) if row.sealed else {}
+        result = await self.run(
+            original,
+            row.action_ref,
+            params,
+            chat=row.chat,
+            confirmed=True,
+            idempotency_key=f"confirm:{code}",
+        )
+        assert isinstance(result, Submitted)
+        async with self.store.write() as conn:
+            await conn.execute(
+                update(confirmations)
+                .where(confirmations.c.code == code)
+                .values(execution_id=result.record["id"])
+            )
+        return result
+
+    async def abort(self, who: Requester, code: str) -> str:
+        row = await self._settle(who, code, "aborted")
+        return str(row.action_ref)
+
+    async def _settle(self, who: Requester, code: str, state: str) -> Any:
+        async with self.store.read() as conn:
+            row = (
+                await conn.execute(select(confirmations).where(confirmations.c.code == code))
+            ).first()
+        if row is None:
+            raise NotFound(f"no request waits for confirmation under code {code}")
+        verb = "confirm" if state == "confirmed" else "abort"
+        if who.identity != row.requester and who.role != "admin":
+            await self.audit.record(
+                who.entry(
+                    verb,
+                    "denied",
+                    target=row.action_ref,
+                    detail=f"code {code} belongs to {row.requester}",
+                )
+            )
+            raise Forbidden(f"only {row.requester} (or an admin) can {verb} this request")
+        if row.state != "pending":
+            raise Conflict(f"this request was already {row.state}")
+        if row.expires_at <= now_utc():
+            await self._move(code, "expired")
+            raise Conflict("this request expired; run the command again")
+        if not await self._move(code, state):
+            raise Conflict("this request was just settled by someone else")
+        await self.audit.record(
+            who.entry(
+                verb,
+                "accepted",
+                target=row.action_ref,
+                parameters=row.config,
+                detail=f"code {code}",
+            )
+        )
+        return row
+
+    async def _move(self, code: str, state: str) -> bool:
+        async with self.store.write() as conn:
+            result = await conn.execute(
+                update(confirmations)
+                .where(confirmations.c.code == code, confirmations.c.state == "pending")
+                .values(state=state)
+            )
+        return bool(result.rowcount)
+
+
+def _shown(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Parameters of a refused request, for the audit: names only. The values were not
+    validated, so which of them are secrets is not known; they are not written."""
+    if not parameters:
+        return None
+    return {str(k)[:64]: "…" for k in list(parameters)[:50]}
