@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import sys
 from typing import Any
@@ -63,9 +64,14 @@ async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_js
         await runtime.close()
 
 
+def _iso(value: Any) -> str:
+    """JSON for what json cannot encode: datetimes in ISO 8601, as the API writes them."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
     if as_json:
-        print(json.dumps(record, default=str, indent=2))
+        print(json.dumps(record, default=_iso, indent=2))
         return
     if queued:
         print(f"execution {record['id']} {record['action_ref']} queued")
@@ -128,6 +134,16 @@ async def _token_create(
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attune", description="Attune chat-ops")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,14 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--login", default=None, help="the user it acts as (default: the admin)")
     create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
     create.add_argument("--role", choices=["admin", "operator", "viewer"], default=None)
-    create.add_argument("--ttl-days", type=float, default=None, help="expiry (default: never)")
+    create.add_argument(
+        "--ttl-days", type=_positive, default=None, help="expiry in days (default: never)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    level = settings.log_level
+    if args.command in ("chat", "run", "callback-secret", "token", "db") and (
+        "ATTUNE_LOG_LEVEL" not in os.environ
+    ):
+        level = "WARNING"  # interactive commands: the state-change lines would bury the answer
+    configure_logging(settings.log_format, level)
     try:
         if args.command == "serve":
             from bot.server import serve

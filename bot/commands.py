@@ -4,6 +4,7 @@
     help [pack.action]
     actions [pack]
     status <id> | cancel <id> | rerun <id>
+    confirm <code> | abort <code>
 
 Slack's smart quotes and non-breaking spaces are normalised first. Values stay text here except
 JSON objects and arrays; the action's schema coerces them later (``count=5`` -> 5).
@@ -42,6 +43,7 @@ _NORMALISE = str.maketrans(
 _REF = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _PACK = re.compile(r"^[A-Za-z0-9_-]+$")
+_CODE = re.compile(r"^[0-9a-f]{8}$")
 #: Deepest JSON nesting accepted in a value.
 MAX_JSON_DEPTH = 32
 
@@ -53,6 +55,7 @@ USAGE = (
     "  status <id>                         show an execution\n"
     "  cancel <id>                         cancel an execution\n"
     "  rerun <id>                          run an execution again with the same parameters\n"
+    "  confirm <code> | abort <code>       answer a request that asks for confirmation\n"
     'Values: word, "two words", \'two words\', {"json": 1}, [1, 2] or empty (key=).'
 )
 
@@ -96,7 +99,17 @@ class Rerun:
     execution_id: int
 
 
-Command = Run | Help | Actions | Status | Cancel | Rerun
+@dataclass(frozen=True)
+class Confirm:
+    code: str
+
+
+@dataclass(frozen=True)
+class Abort:
+    code: str
+
+
+Command = Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort
 
 
 def normalise(text: str) -> str:
@@ -126,6 +139,10 @@ def parse(text: str) -> Command:
         if verb == "status":
             return Status(execution_id)
         return Cancel(execution_id) if verb == "cancel" else Rerun(execution_id)
+    if verb in ("confirm", "abort"):
+        if not _CODE.match(rest):
+            raise UsageError(f"`{verb}` needs the code of a request, e.g. `{verb} 1a2b3c4d`")
+        return Confirm(rest) if verb == "confirm" else Abort(rest)
     if _REF.match(verb):
         raise UsageError(f"Did you mean `run {_clip(text)}`?\n{USAGE}")
     raise UsageError(f"Unknown command `{_clip(verb)}`.\n{USAGE}")

@@ -1,7 +1,9 @@
 """The command handler shared by Slack and the terminal chat: text in, a reply out.
 
-It never raises: a bad command, an unknown action or a bad parameter becomes a clear reply
-meant for the requester only; an unexpected error is logged and reported without a trace.
+Everything goes through the engine's gate (permissions, confirmations, audit). It never
+raises: a bad command, an unknown action, a bad parameter or a missing permission becomes a
+clear reply meant for the requester only; an unexpected error is logged and reported without
+a trace.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import commands, render
-from bot.commands import Actions, Cancel, Help, Rerun, Run, Status, UsageError
+from bot.commands import Abort, Actions, Cancel, Confirm, Help, Rerun, Run, Status, UsageError
+from engine.catalog import action_record
 from engine.errors import EngineError
+from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.runtime import Runtime
-from engine.service import Executor
 
 log = logging.getLogger("attune.bot")
 
@@ -25,24 +28,29 @@ Sink = Literal["slack", "terminal"]
 
 @dataclass(frozen=True)
 class ChatContext:
-    """Who typed the command and where results should go."""
+    """Who typed the command, with which role, and where results should go."""
 
     source: Literal["slack", "chat"]
     sink: Sink
     user_id: str
     user_name: str
+    role: str = "operator"
     channel_id: str | None = None
     team_id: str | None = None
     response_url: str | None = None
     #: Terminal chat session whose listener prints this execution's news.
     session: str | None = None
 
-    def executor(self) -> Executor:
+    def requester(self) -> Requester:
         extra: dict[str, Any] = {"user_id": self.user_id} if self.source == "slack" else {}
         if self.team_id:
             extra["team_id"] = self.team_id
-        return Executor(
-            identity=self.user_name, source=self.source, channel=self.channel_id, extra=extra
+        return Requester(
+            identity=self.user_name,
+            role=self.role,
+            source=self.source,
+            channel=self.channel_id,
+            extra=extra,
         )
 
     def chat_route(self) -> dict[str, Any]:
@@ -73,40 +81,63 @@ class CommandHandler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, text: str, ctx: ChatContext) -> Reply:
+    async def handle(
+        self, text: str, ctx: ChatContext, idempotency_key: str | None = None
+    ) -> Reply:
         try:
             command = commands.parse(text)
-            return await self._dispatch(command, ctx)
         except UsageError as exc:
             return Reply(exc.message, ok=False)
+        return await self.run(command, ctx, idempotency_key, what=text)
+
+    async def run(
+        self,
+        command: commands.Command,
+        ctx: ChatContext,
+        idempotency_key: str | None = None,
+        what: str = "",
+    ) -> Reply:
+        """Carry out a parsed command (typed, or a button's); never raises."""
+        try:
+            return await self.dispatch(command, ctx, idempotency_key)
         except EngineError as exc:
             return Reply(_user_message(exc), ok=False)
         except Exception:
             ref = uuid.uuid4().hex[:8]
-            log.exception("command failed (ref %s): %r", ref, text[:200])
+            log.exception("command failed (ref %s): %r", ref, what[:200] or command)
             return Reply(
                 f"Something went wrong on our side (error ref {ref}); it is logged.", ok=False
             )
 
-    async def _dispatch(self, command: commands.Command, ctx: ChatContext) -> Reply:
-        service, catalog = self.runtime.service, self.runtime.catalog
+    async def dispatch(
+        self, command: commands.Command, ctx: ChatContext, idempotency_key: str | None = None
+    ) -> Reply:
+        gate, catalog = self.runtime.gate, self.runtime.catalog
+        who = ctx.requester()
         match command:
             case Run(action_ref, parameters):
-                record = await service.submit(
-                    action_ref, parameters, ctx.executor(), chat=ctx.chat_route()
+                outcome = await gate.run(
+                    who,
+                    action_ref,
+                    parameters,
+                    chat=ctx.chat_route(),
+                    idempotency_key=idempotency_key,
                 )
-                params = render.params_text(record["config"])
-                return Reply(
-                    f"Execution #{record['id']} queued: `{action_ref}`"
-                    + (f" `{params}`" if params else ""),
-                    execution_id=record["id"],
+                return self._submitted(outcome, ctx)
+            case Rerun(execution_id):
+                outcome = await gate.rerun(
+                    who, execution_id, chat=ctx.chat_route(), idempotency_key=idempotency_key
                 )
+                return self._submitted(outcome, ctx, rerun_of=execution_id)
+            case Confirm(code):
+                return self._submitted(await gate.confirm(who, code), ctx)
+            case Abort(code):
+                action_ref = await gate.abort(who, code)
+                return Reply(f"Aborted: `{action_ref}` will not run.")
             case Help(None):
                 return Reply(commands.USAGE)
             case Help(action_ref) if action_ref is not None:
                 row = await catalog.get_action_row(action_ref)
-                from engine.catalog import action_record
-
                 prefix = "/attune run" if ctx.source == "slack" else "run"
                 return Reply(render.action_help(action_record(row), prefix))
             case Actions(pack):
@@ -114,24 +145,39 @@ class CommandHandler:
                     await catalog.get_pack(pack)
                 return Reply(render.actions_list(await catalog.list_actions(pack), pack))
             case Status(execution_id):
-                record = await service.get(execution_id)
+                record = await gate.view(who, execution_id)
                 lines = [render.status_line(record)]
                 error = (record.get("result") or {}).get("error")
                 if error and record["status"] != "completed":
                     lines.append(f"error: {error}")
                 return Reply("\n".join(lines), execution_id=execution_id)
             case Cancel(execution_id):
-                record = await service.cancel(execution_id, ctx.user_name)
+                record = await gate.cancel(who, execution_id)
                 word = "cancelled" if record["status"] == "cancelled" else "being cancelled"
                 return Reply(f"Execution #{execution_id} is {word}.", execution_id=execution_id)
-            case Rerun(execution_id):
-                record = await service.rerun(execution_id, ctx.executor(), chat=ctx.chat_route())
-                return Reply(
-                    f"Execution #{record['id']} queued: `{record['action_ref']}` "
-                    f"(re-run of #{execution_id})",
-                    execution_id=record["id"],
-                )
         return Reply(commands.USAGE, ok=False)
+
+    @staticmethod
+    def _submitted(
+        outcome: Submitted | NeedsConfirmation, ctx: ChatContext, rerun_of: int | None = None
+    ) -> Reply:
+        if isinstance(outcome, NeedsConfirmation):
+            text, blocks = render.confirmation(
+                outcome.code,
+                outcome.action_ref,
+                outcome.config,
+                outcome.expires_in_s,
+                buttons=ctx.sink == "slack",
+            )
+            return Reply(text, blocks, extra={"confirm_code": outcome.code})
+        record = outcome.record
+        params = render.params_text(record["config"])
+        text = f"Execution #{record['id']} queued: `{record['action_ref']}`"
+        if params:
+            text += f" `{params}`"
+        if rerun_of is not None:
+            text += f" (re-run of #{rerun_of})"
+        return Reply(text, execution_id=record["id"])
 
 
 def _user_message(exc: EngineError) -> str:
@@ -139,4 +185,6 @@ def _user_message(exc: EngineError) -> str:
         return f"{exc.message[:1].upper()}{exc.message[1:]}. Try `actions` to list them."
     if exc.code == "INVALID_PARAMETERS":
         return f"Invalid parameters: {exc.message}. Try `help <action>`."
+    if exc.code == "FORBIDDEN":
+        return f"Not allowed: {exc.message}."
     return exc.message[:1].upper() + exc.message[1:]

@@ -33,6 +33,12 @@ EMOJI = {
     "timeout": ":alarm_clock:",
     "abandoned": ":skull:",
 }
+#: action_id of the buttons (the Slack app listens for them).
+CANCEL_ACTION = "attune_cancel"
+RERUN_ACTION = "attune_rerun"
+CONFIRM_ACTION = "attune_confirm"
+ABORT_ACTION = "attune_abort"
+TERMINAL_WORDS = frozenset({"completed", "failed", "cancelled", "timeout", "abandoned"})
 #: Replaces a code fence inside output, so it cannot end the code block early.
 _BROKEN_FENCE = "\u02cb\u02cb\u02cb"
 WORDS = {"requested": "queued", "scheduling": "queued", "scheduled": "queued"}
@@ -79,8 +85,50 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def confirmation(
+    code: str, action_ref: str, config: dict[str, Any], expires_in_s: float, *, buttons: bool
+) -> tuple[str, list[dict[str, Any]] | None]:
+    """The question asked before a ``confirm: true`` action runs."""
+    params = params_text(config)
+    minutes = max(1, round(expires_in_s / 60))
+    text = (
+        f"`{action_ref}`{' `' + escape(params) + '`' if params else ''} asks for "
+        f"confirmation. Confirm within {minutes} min: `confirm {code}` (or `abort {code}`)."
+    )
+    if not buttons:
+        return text, None
+    question = (
+        f":warning: Run `{action_ref}`{' `' + escape(params) + '`' if params else ''}?"
+        f" This expires in {minutes} min."
+    )
+    return text, [
+        {"type": "section", "text": {"type": "mrkdwn", "text": question}},
+        {
+            "type": "actions",
+            "block_id": f"confirm-{code}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": CONFIRM_ACTION,
+                    "style": "primary",
+                    "value": code,
+                    "text": {"type": "plain_text", "text": "Confirm"},
+                },
+                {
+                    "type": "button",
+                    "action_id": ABORT_ACTION,
+                    "style": "danger",
+                    "value": code,
+                    "text": {"type": "plain_text", "text": "Abort"},
+                },
+            ],
+        },
+    ]
+
+
 def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The status card: fallback text and blocks."""
+    """The status card: fallback text and blocks, with Cancel while it may still be stopped
+    and Re-run once it has ended."""
     status = record["status"]
     emoji = EMOJI.get(status, ":grey_question:")
     headline = (
@@ -95,6 +143,13 @@ def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]},
     ]
+    button = (
+        (CANCEL_ACTION, "Cancel")
+        if status in ("requested", "scheduling", "scheduled", "running")
+        else (RERUN_ACTION, "Re-run")
+        if status in TERMINAL_WORDS
+        else None
+    )
     error = (record.get("result") or {}).get("error")
     if error and status != "completed":
         blocks.append(
@@ -104,6 +159,22 @@ def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                     "type": "mrkdwn",
                     "text": _clip(f"*Error:* {escape(error)}", SECTION_TEXT_LIMIT),
                 },
+            }
+        )
+    if button is not None:
+        action_id, label = button
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"card-{record['id']}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": action_id,
+                        "value": str(record["id"]),
+                        "text": {"type": "plain_text", "text": label},
+                    }
+                ],
             }
         )
     return status_line(record), blocks

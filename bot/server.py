@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot.handler import CommandHandler
 from bot.slack_app import build_slack_app, build_web_client, slack_enabled, slack_routes
+from bot.slack_roles import SlackRoles
 from bot.slack_sink import SlackSink
 from config import Settings
 from engine.api.app import build_app
@@ -70,6 +71,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     callbacks = CallbackSink(runtime.callback_secret())
     sinks: dict[str, Sink] = {"callback": callbacks}
     slack_sink: SlackSink | None = None
+    roles: SlackRoles | None = None
     drainer = OutboxDrainer(runtime.store, runtime.service, sinks)
     try:
         if with_worker:
@@ -78,7 +80,9 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         slack_mode = None
         if slack_enabled(settings):
             client = build_web_client(settings)
-            slack_app = build_slack_app(settings, CommandHandler(runtime), client)
+            roles = SlackRoles(settings.slack_roles, settings.slack_default_role)
+            roles.start(client)
+            slack_app = build_slack_app(settings, CommandHandler(runtime), client, roles)
             slack_sink = SlackSink(client, runtime.service)
             sinks["slack"] = slack_sink
             if settings.slack_app_token is not None:
@@ -120,6 +124,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         await drainer.stop()
         await runtime.close()
         await callbacks.close()
+        if roles is not None:
+            await roles.stop()
         if slack_sink is not None:
             await slack_sink.close()
             if slack_sink.client.session is not None:

@@ -8,13 +8,17 @@ verified by Bolt (forged, or older than 5 minutes: 401).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -22,7 +26,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
+from bot.slack_roles import SlackRoles
 from config import Settings
 
 log = logging.getLogger("attune.slack")
@@ -67,12 +73,62 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+class RecentKeys:
+    """Keys seen in the last ``ttl_s`` seconds: a retried interactive payload acts once."""
+
+    def __init__(self, ttl_s: float = 600.0) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, float] = {}
+
+    def add(self, key: str) -> bool:
+        """True the first time ``key`` is seen (within the TTL)."""
+        now = time.monotonic()
+        if len(self._seen) > 10_000:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < self.ttl_s}
+        seen = self._seen.get(key)
+        if seen is not None and now - seen < self.ttl_s:
+            return False
+        self._seen[key] = now
+        return True
+
+
+def _button_command(action_id: str, value: str) -> commands.Command | None:
+    try:
+        if action_id == render.CANCEL_ACTION:
+            return commands.Cancel(int(value))
+        if action_id == render.RERUN_ACTION:
+            return commands.Rerun(int(value))
+    except ValueError:
+        return None
+    if action_id == render.CONFIRM_ACTION:
+        return commands.Confirm(value)
+    if action_id == render.ABORT_ACTION:
+        return commands.Abort(value)
+    return None
+
+
 def build_slack_app(
-    settings: Settings, handler: CommandHandler, client: AsyncWebClient
+    settings: Settings,
+    handler: CommandHandler,
+    client: AsyncWebClient,
+    roles: SlackRoles | None = None,
 ) -> AsyncApp:
+    """The Bolt app: ``/attune``, and the buttons of cards and confirmations."""
+    roles = roles or SlackRoles(settings.slack_roles, settings.slack_default_role)
+    recent = RecentKeys()
+    background: set[asyncio.Task[None]] = set()
     secret = settings.slack_signing_secret
+    token = client.token or ""
+
+    async def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        # One workspace, one bot token: no auth.test call on the path of the ack.
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
+
     app = AsyncApp(
         client=client,
+        authorize=authorize,
         signing_secret=secret.get_secret_value() if secret else None,
         # The listener returns within the ack: no 10 ms ack polling, no lazy thread.
         process_before_response=True,
@@ -86,12 +142,57 @@ def build_slack_app(
             sink="slack",
             user_id=str(command.get("user_id", "")),
             user_name=str(command.get("user_name") or command.get("user_id") or "unknown"),
+            role=roles.role_for(str(command.get("user_id", ""))),
             channel_id=command.get("channel_id"),
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
         reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
-        await ack(response_type="ephemeral", text=reply.text)
+        await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
+
+    action_ids = re.compile(
+        "^("
+        + "|".join(
+            (render.CANCEL_ACTION, render.RERUN_ACTION, render.CONFIRM_ACTION, render.ABORT_ACTION)
+        )
+        + ")$"
+    )
+
+    @app.action(action_ids)
+    async def on_button(
+        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()  # first: the work below must not hold Slack's 3 s budget
+        user = body.get("user") or {}
+        user_id = str(user.get("id", ""))
+        key = f"{user_id}:{action.get('action_ts')}:{action.get('action_id')}"
+        if not recent.add(key):
+            return  # Slack retried a click that was already acted on
+        command = _button_command(str(action.get("action_id")), str(action.get("value", "")))
+        if command is None:
+            return
+        ctx = ChatContext(
+            source="slack",
+            sink="slack",
+            user_id=user_id,
+            user_name=str(user.get("username") or user.get("name") or user_id),
+            role=roles.role_for(user_id),
+            channel_id=(body.get("channel") or {}).get("id"),
+            team_id=(body.get("team") or {}).get("id"),
+            response_url=body.get("response_url"),
+        )
+        in_place = isinstance(command, commands.Confirm | commands.Abort)
+
+        async def act() -> None:
+            reply = await handler.run(command, ctx, idempotency_key=f"slack:{key}")
+            try:
+                await respond(text=reply.text, response_type="ephemeral", replace_original=in_place)
+            except Exception as exc:
+                log.warning("could not answer a button click: %s", exc)
+
+        task = asyncio.create_task(act())
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

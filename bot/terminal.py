@@ -59,6 +59,15 @@ class TerminalSink:
         self.out.flush()
 
 
+async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
+    """Lines of ``stdin`` read by the event loop itself: cancellable, so Ctrl-C and shutdown
+    never wait for a blocked read (a thread reading stdin would hold the exit)."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    return reader
+
+
 async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
@@ -68,11 +77,13 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
     )
     handler = CommandHandler(runtime)
     user = getpass.getuser()
+    # Whoever can start `attune chat` can read the database and the secret key: admin.
     ctx = ChatContext(
         source="chat",
         sink="terminal",
         user_id=user,
         user_name=user,
+        role="admin",
         channel_id="terminal",
         session=session,
     )
@@ -88,15 +99,17 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
             await runtime.start_worker(housekeeping=False)
         await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
         drainer.start()
+        reader = await _line_reader(stdin)
         if interactive:
-            out.write("Attune chat: type `help`, Ctrl-D to leave.\n")
+            out.write("Attune chat: type `help`; Ctrl-D to leave, Ctrl-C to stop at once.\n")
         while True:
             if interactive:
                 out.write(PROMPT)
                 out.flush()
-            line = await asyncio.to_thread(stdin.readline)
-            if not line:
+            raw = await reader.readline()
+            if not raw:
                 break
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             reply = await handler.handle(line, ctx)
@@ -104,6 +117,13 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
             out.flush()
             if reply.execution_id is not None and line.split()[0].lower() in ("run", "rerun"):
                 submitted.add(reply.execution_id)
+        pending = sorted(submitted - sink.finished)
+        if pending:
+            out.write(
+                f"waiting for {', '.join(f'#{i}' for i in pending)} to finish "
+                "(Ctrl-C to stop waiting; running ones end abandoned)\n"
+            )
+            out.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_AT_EOF_S):
                 while not submitted <= sink.finished:
@@ -112,4 +132,4 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         return 0
     finally:
         await drainer.stop()
-        await runtime.close()
+        await runtime.close(grace_s=0 if submitted - sink.finished else None)

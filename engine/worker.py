@@ -78,6 +78,7 @@ class Worker:
         self._direct: set[asyncio.Task[None]] = set()
         self._intake: Subscription | None = None
         self._accepting = True
+        self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -104,7 +105,11 @@ class Worker:
         """Stop taking work and sweeping; give running executions ``grace_s`` to finish.
 
         Cancel messages are still received, and heartbeats sent, during the grace period.
+        A second call returns at once.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         self._accepting = False
         if self._intake is not None:
             await self._intake.cancel()

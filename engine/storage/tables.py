@@ -155,7 +155,8 @@ deliveries = Table(
     Column(
         "execution_id", BigInteger, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
     ),
-    Column("target", String(32), nullable=False),
+    #: ``slack``, ``callback`` or ``terminal:<session>``.
+    Column("target", String(128), nullable=False),
     Column("event", String(32), nullable=False),
     Column("state", String(16), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
