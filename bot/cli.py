@@ -91,6 +91,43 @@ def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
         print(f"error: {result['error']}", file=sys.stderr)
 
 
+async def _audit(
+    settings: Settings,
+    actor: str | None,
+    verb: str | None,
+    outcome: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    from engine.runtime import build_runtime
+
+    runtime = await build_runtime(settings, sync_packs=False, ensure_admin=False)
+    try:
+        entries, total = await runtime.audit.list(
+            actor=actor, verb=verb, outcome=outcome, per_page=limit
+        )
+    finally:
+        await runtime.close()
+    if as_json:
+        print(json.dumps(entries, default=_iso, indent=2))
+        return 0
+    for e in reversed(entries):
+        where = e["source"] + (f"/{e['channel']}" if e["channel"] else "")
+        line = (
+            f"{e['at']:%Y-%m-%d %H:%M:%S} {e['actor']} ({e['role'] or '-'}, {where}) "
+            f"{e['verb']} {e['target'] or ''} -> {e['outcome']}"
+        )
+        if e["execution_id"]:
+            line += f" #{e['execution_id']}"
+        if e["parameters"]:
+            line += " " + json.dumps(e["parameters"], default=str)
+        if e["detail"]:
+            line += f" ({e['detail']})"
+        print(line)
+    print(f"{len(entries)} of {total} entries")
+    return 0
+
+
 async def _callback_secret(settings: Settings) -> int:
     from engine.runtime import build_runtime
 
@@ -163,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the execution record as JSON")
     sub.add_parser("chat", help="the chat in this terminal: type `run core.echo message=hi`")
     sub.add_parser("callback-secret", help="print the key that signs callback deliveries")
+    audit = sub.add_parser("audit", help="who asked for what, from where, and what came of it")
+    audit.add_argument("--actor", help="only this login or Slack user")
+    audit.add_argument("--verb", help="run, rerun, cancel, confirm, abort, login")
+    audit.add_argument("--outcome", help="accepted, denied, refused, ...")
+    audit.add_argument("--limit", type=int, default=50, choices=range(1, 201), metavar="1-200")
+    audit.add_argument("--json", action="store_true")
     db = sub.add_parser("db", help="database tasks")
     db.add_subparsers(dest="db_command", required=True).add_parser(
         "upgrade", help="apply migrations"
@@ -184,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     level = settings.log_level
-    if args.command in ("chat", "run", "callback-secret", "token", "db") and (
+    if args.command in ("chat", "run", "callback-secret", "token", "db", "audit") and (
         "ATTUNE_LOG_LEVEL" not in os.environ
     ):
         level = "WARNING"  # interactive commands: the state-change lines would bury the answer
@@ -204,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             from bot.terminal import chat
 
             return asyncio.run(chat(settings))
+        if args.command == "audit":
+            return asyncio.run(
+                _audit(settings, args.actor, args.verb, args.outcome, args.limit, args.json)
+            )
         if args.command == "callback-secret":
             return asyncio.run(_callback_secret(settings))
         if args.command == "run":
