@@ -5,6 +5,7 @@ attune worker                    a worker alone (PostgreSQL + RabbitMQ)
 attune run pack.action k=v       run one action and print its result
 attune chat                      the chat in a terminal (no Slack needed)
 attune callback-secret           the key that signs callback deliveries
+attune audit [--actor A]         the audit log
 attune db upgrade                apply database migrations
 attune token create --name N     a long-lived API token
 """
