@@ -12,7 +12,7 @@ from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
-from engine.errors import EngineError
+from engine.errors import EngineError, Unavailable
 from engine.gate import Gate
 from engine.metrics import Metrics
 from engine.packs import discover_packs, load_pack
@@ -132,7 +132,17 @@ async def build_runtime(
             else load_or_create_secret_key(settings.data_dir)
         )
         broker = build_broker(settings)
-        await broker.start()
+        try:
+            await broker.start()
+        except Unavailable as exc:
+            from engine.broker.amqp import AmqpBroker
+
+            if not isinstance(broker, AmqpBroker):
+                raise
+            # Come up anyway: executions are recorded, workers claim from the database, and
+            # the broker is connected (and its consumers started) as soon as it answers.
+            log.warning("%s; starting without it and connecting in the background", exc.message)
+            broker.start_in_background()
     except BaseException:
         await store.close()
         raise

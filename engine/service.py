@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -37,6 +38,8 @@ log = logging.getLogger("attune.execution")
 Source = Literal["slack", "api", "rule", "chat", "cli"]
 #: Largest page of a list request.
 MAX_PER_PAGE = 100
+#: During a broker outage, at most one warning about failed publishes this often.
+PUBLISH_WARNING_EVERY_S = 10.0
 #: Executions republished per sweep at most.
 SWEEP_BATCH = 500
 
@@ -135,6 +138,8 @@ class ExecutionService:
         self.metrics = metrics
         self.default_timeout_s = default_timeout_s
         self._background: set[asyncio.Task[None]] = set()
+        self._failed_publishes = 0
+        self._last_publish_warning = -PUBLISH_WARNING_EVERY_S
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -618,7 +623,19 @@ class ExecutionService:
         try:
             await self.broker.publish(routing_key, payload)
         except Exception as exc:  # the sweep recovers a lost "requested"; others are advisory
-            log.warning("could not publish %s %s: %s", routing_key, payload, exc)
+            self._failed_publishes += 1
+            now = time.monotonic()
+            if now - self._last_publish_warning >= PUBLISH_WARNING_EVERY_S:
+                log.warning(
+                    "could not publish %s %s: %s (%d failed publishes since the last "
+                    "warning; the sweep recovers them)",
+                    routing_key,
+                    payload,
+                    exc,
+                    self._failed_publishes,
+                )
+                self._failed_publishes = 0
+                self._last_publish_warning = now
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for background publishes (at shutdown)."""

@@ -89,6 +89,8 @@ class AmqpBroker:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
         self._shared_queues: set[str] = set()
+        self._connector: asyncio.Task[None] | None = None
+        self._pending: list[tuple[str | None, list[str], Handler, int, _AmqpSubscription]] = []
 
     async def start(self) -> None:
         if self._connection is not None:
@@ -137,6 +139,11 @@ class AmqpBroker:
         self, name: str | None, routing_keys: Sequence[str], handler: Handler, *, prefetch: int = 16
     ) -> _AmqpSubscription:
         connection = self._connection
+        if connection is None and self._connector is not None:
+            # Not connected yet: the consumer starts as soon as the connection is made.
+            pending = _AmqpSubscription(self, None, "")
+            self._pending.append((name, list(routing_keys), handler, prefetch, pending))
+            return pending
         if connection is None:
             raise Unavailable("message broker unavailable: not connected")
         shared = name is not None
@@ -163,6 +170,33 @@ class AmqpBroker:
             raise
         self._consumers.append((queue, tag))
         return _AmqpSubscription(self, queue, tag)
+
+    def start_in_background(self, retry_s: float = 2.0) -> None:
+        """Keep trying to connect (every ``retry_s``) without blocking the caller; consumers
+        asked for meanwhile start once connected. For processes that must come up while
+        RabbitMQ is down (workers then claim work from the database)."""
+        if self._connector is None:
+            self._connector = asyncio.create_task(self._connect_loop(retry_s), name="amqp-connect")
+
+    async def _connect_loop(self, retry_s: float) -> None:
+        while self._connection is None:
+            try:
+                await self.start()
+            except Unavailable as exc:
+                log.info("still no broker (%s); next try in %.0f s", exc.message, retry_s)
+                await asyncio.sleep(retry_s)
+        pending, self._pending = self._pending, []
+        for name, keys, handler, prefetch, subscription in pending:
+            if subscription.cancelled:
+                continue
+            try:
+                real = await self.consume(name, keys, handler, prefetch=prefetch)
+            except Unavailable as exc:
+                log.error("could not start a consumer after connecting: %s", exc.message)
+                continue
+            subscription.attach(real)
+        log.info("connected to the broker")
+        self._connector = None
 
     async def _cancel_consumer(self, queue: AbstractQueue, tag: str) -> None:
         if (queue, tag) not in self._consumers:
@@ -226,6 +260,11 @@ class AmqpBroker:
             )
 
     async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+            self._connector = None
         connection = self._connection
         if connection is None:
             return
@@ -269,10 +308,17 @@ class AmqpBroker:
 
 
 class _AmqpSubscription:
-    """Cancels one consumer (basic.cancel); deliveries already handed out run to the end."""
+    """Cancels one consumer (basic.cancel); deliveries already handed out run to the end.
+    A subscription made before the connection is attached to its consumer later."""
 
-    def __init__(self, broker: AmqpBroker, queue: AbstractQueue, tag: str) -> None:
+    def __init__(self, broker: AmqpBroker, queue: AbstractQueue | None, tag: str) -> None:
         self._broker, self._queue, self._tag = broker, queue, tag
+        self.cancelled = False
+
+    def attach(self, real: _AmqpSubscription) -> None:
+        self._queue, self._tag = real._queue, real._tag
 
     async def cancel(self) -> None:
-        await self._broker._cancel_consumer(self._queue, self._tag)
+        self.cancelled = True
+        if self._queue is not None:
+            await self._broker._cancel_consumer(self._queue, self._tag)
