@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "fuzz-admin-password"
@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def token(server: str) -> str:
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 (our own local server)
         f"{server}/auth/login",
         data=json.dumps({"login": "admin", "password": PASSWORD}).encode(),
         headers={"Content-Type": "application/json"},
