@@ -42,15 +42,21 @@ class ChatContext:
     session: str | None = None
 
     def requester(self) -> Requester:
-        extra: dict[str, Any] = {"user_id": self.user_id} if self.source == "slack" else {}
-        if self.team_id:
-            extra["team_id"] = self.team_id
+        """Slack users are known by their stable user id (user names can change and are not
+        unique across time); the name is kept beside it for people to read."""
+        if self.source == "slack":
+            extra: dict[str, Any] = {"user_id": self.user_id, "user_name": self.user_name}
+            if self.team_id:
+                extra["team_id"] = self.team_id
+            return Requester(
+                identity=self.user_id,
+                role=self.role,
+                source="slack",
+                channel=self.channel_id,
+                extra=extra,
+            )
         return Requester(
-            identity=self.user_name,
-            role=self.role,
-            source=self.source,
-            channel=self.channel_id,
-            extra=extra,
+            identity=self.user_name, role=self.role, source=self.source, channel=self.channel_id
         )
 
     def chat_route(self) -> dict[str, Any]:

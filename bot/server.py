@@ -76,6 +76,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     try:
         if with_worker:
             await runtime.start_worker()
+        else:
+            runtime.start_housekeeper()
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):

@@ -115,7 +115,11 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
             reply = await handler.handle(line, ctx)
             out.write(plain(reply.text) + "\n")
             out.flush()
-            if reply.execution_id is not None and line.split()[0].lower() in ("run", "rerun"):
+            if reply.execution_id is not None and line.split()[0].lower() in (
+                "run",
+                "rerun",
+                "confirm",
+            ):
                 submitted.add(reply.execution_id)
         pending = sorted(submitted - sink.finished)
         if pending:

@@ -66,9 +66,11 @@ class LoginThrottle:
     """Counts failed logins per key (login, client address) in a sliding window; past
     ``max_failures`` the key is locked out until its oldest failure leaves the window."""
 
-    def __init__(self, max_failures: int, window_s: float) -> None:
+    def __init__(self, max_failures: int, window_s: float, address_factor: int = 10) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
+        #: Many people may share an address (an office, a proxy): a looser limit per address.
+        self.address_factor = address_factor
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, key: str, now: float) -> deque[float]:
@@ -81,7 +83,8 @@ class LoginThrottle:
         now = time.monotonic()
         for key in keys:
             failures = self._recent(key, now)
-            if len(failures) >= self.max_failures:
+            limit = self.max_failures * (self.address_factor if key.startswith("client:") else 1)
+            if len(failures) >= limit:
                 wait_s = failures[0] + self.window_s - now
                 raise TooManyRequests(
                     f"too many failed logins; try again in {max(1, round(wait_s))} s", wait_s

@@ -40,11 +40,12 @@ class Requester:
         )
 
     def entry(self, verb: str, outcome: str, **more: Any) -> AuditEntry:
+        token = self.extra.get("token")
         return AuditEntry(
             actor=self.identity,
             role=self.role,
             source=self.source,
-            channel=self.channel,
+            channel=self.channel or (f"token:{token}" if token else None),
             verb=verb,
             outcome=outcome,
             **more,
@@ -133,7 +134,7 @@ class Gate:
         if idempotency_key is not None:
             earlier = await self.service.find_idempotent(idempotency_key)
             if earlier is not None:
-                return Submitted(earlier, replayed=True)
+                return await self._replay(who, earlier, action_ref, parameters)
         await self._deny(who, "run", action_ref, audit_verb=verb)
         try:
             action = await self.catalog.get_action(action_ref)
@@ -154,7 +155,7 @@ class Gate:
             if idempotency_key is not None:
                 earlier = await self.service.find_idempotent(idempotency_key)
                 if earlier is not None:
-                    return Submitted(earlier, replayed=True)
+                    return await self._replay(who, earlier, action_ref, parameters)
             raise
         except EngineError as exc:
             await self.audit.record(
@@ -168,6 +169,31 @@ class Gate:
             )
             raise
         return Submitted(record)
+
+    async def _replay(
+        self,
+        who: Requester,
+        earlier: dict[str, Any],
+        action_ref: str,
+        parameters: dict[str, Any] | None,
+    ) -> Submitted:
+        """The first execution for a retried key, if the retry asks for the same thing."""
+        await self._deny(who, "run", earlier["action_ref"])
+        same = earlier["action_ref"] == action_ref
+        if same:
+            action = await self.catalog.get_action(action_ref)
+            try:
+                params = validate_parameters(action.param_schema, parameters)
+            except EngineError:
+                same = False
+            else:
+                same = redact(params, action.secrets) == earlier["config"]
+        if not same:
+            raise Conflict(
+                f"this Idempotency-Key was used for a different request (execution "
+                f"{earlier['id']} of {earlier['action_ref']}); use a new key"
+            )
+        return Submitted(earlier, replayed=True)
 
     async def rerun(
         self,
@@ -302,7 +328,9 @@ class Gate:
                     detail=f"code {code} belongs to {row.requester}",
                 )
             )
-            raise Forbidden(f"only {row.requester} (or an admin) can {verb} this request")
+            user_id = (row.executor or {}).get("user_id")
+            owner = f"<@{user_id}>" if user_id else row.requester  # a Slack mention if Slack
+            raise Forbidden(f"only {owner} (or an admin) can {verb} this request")
         if row.state != "pending":
             raise Conflict(f"this request was already {row.state}")
         if row.expires_at <= now_utc():

@@ -72,6 +72,18 @@ class Policy:
     def sees_everything(self, role: str) -> bool:
         return "*" in self.rules.get(role, {}).get("view", [])
 
+    def like_patterns(self, role: str, verb: Verb) -> list[str]:
+        """The role's patterns for ``verb`` as SQL LIKE patterns (escaped with a backslash):
+        ``*`` and ``?`` translate; a pattern with ``[...]`` cannot and is left out (so a
+        listing may show less than the role may view, never more)."""
+        out = []
+        for pattern in self.rules.get(role, {}).get(verb, []):
+            if "[" in pattern:
+                continue
+            escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            out.append(escaped.replace("*", "%").replace("?", "_"))
+        return out
+
 
 def slack_role(
     user_id: str, groups: Sequence[str], mapping: Mapping[str, str], default: str

@@ -14,6 +14,7 @@ from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, Unavailable
 from engine.gate import Gate
+from engine.housekeeping import Housekeeper
 from engine.metrics import Metrics
 from engine.packs import discover_packs, load_pack
 from engine.policy import Policy
@@ -60,6 +61,7 @@ class Runtime:
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
+    housekeeper: Housekeeper | None = None
     #: The first admin's password when this start generated it (to be printed once).
     generated_admin_password: str | None = None
     pack_errors: list[str] = field(default_factory=list)
@@ -110,7 +112,24 @@ class Runtime:
             return self.settings.callback_secret.get_secret_value().encode()
         return callback_secret(self.secret_key)
 
+    def start_housekeeper(self) -> Housekeeper:
+        """Housekeeping without a worker (``attune serve --no-worker``): a cluster whose last
+        worker died still ends that worker's runs ``abandoned``."""
+        s = self.settings
+        self.housekeeper = Housekeeper(
+            self.service,
+            self.broker,
+            own_worker_id=None,
+            sweep_interval_s=s.sweep_interval_s,
+            requeue_after_s=s.requeue_after_s,
+            heartbeat_timeout_s=s.heartbeat_timeout_s,
+        )
+        self.housekeeper.start()
+        return self.housekeeper
+
     async def close(self, grace_s: float | None = None) -> None:
+        if self.housekeeper is not None:
+            await self.housekeeper.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         await self.service.drain()

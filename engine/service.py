@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Row, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, false, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine import broker as topics
@@ -244,6 +244,7 @@ class ExecutionService:
         *,
         status: list[str] | None = None,
         action_ref: str | None = None,
+        action_like: list[str] | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
@@ -261,6 +262,10 @@ class ExecutionService:
             where.append(executions.c.status.in_(status))
         if action_ref:
             where.append(executions.c.action_ref == action_ref)
+        if action_like is not None:  # only actions matching one of these LIKE patterns
+            where.append(
+                or_(false(), *(executions.c.action_ref.like(p, escape="\\") for p in action_like))
+            )
         query = (
             select(executions)
             .where(*where)

@@ -1,11 +1,11 @@
 """The worker: takes ``execution.requested`` messages, claims the row, runs the action, records
 the end. A duplicate message finds the row already claimed and does nothing.
 
+A message's handler only waits for a free slot and claims the row; the run itself is a task
+the worker owns, so a dropped broker connection (which cancels handlers) never stops a run.
 Around that, it keeps promises under faults: it marks its runs alive (heartbeat) and picks up
-cancels it missed; its sweep republishes lost ``requested`` messages and ends ``abandoned``
-the runs of workers that went silent; at start it abandons the runs of a dead predecessor on
-this host and kills the process groups they left; while the broker is down it claims work
-straight from the database.
+cancels it missed, runs the housekeeping (engine/housekeeping.py), and while the broker is
+down it claims work straight from the database.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from engine import procs
 from engine.broker import Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
+from engine.housekeeping import Housekeeper
 from engine.runners import Runner, RunRequest, RunResult
 from engine.service import Claimed, ExecutionService
 from engine.status import ExecutionStatus
@@ -73,7 +74,16 @@ class Worker:
         #: Sweep, reaping, crash recovery and database polling: off for a worker that only
         #: runs its own process's submissions (``attune run``, ``attune chat``).
         self.housekeeping = housekeeping
+        self.housekeeper = Housekeeper(
+            service,
+            broker,
+            own_worker_id=worker_id,
+            sweep_interval_s=sweep_interval_s,
+            requeue_after_s=requeue_after_s,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+        )
         self._running: dict[int, asyncio.Event] = {}
+        self._slots = asyncio.Semaphore(concurrency)
         self._loops: list[asyncio.Task[None]] = []
         self._direct: set[asyncio.Task[None]] = set()
         self._intake: Subscription | None = None
@@ -88,7 +98,7 @@ class Worker:
 
     async def start(self) -> None:
         if self.housekeeping:
-            await self.recover_local()
+            await self.housekeeper.recover_local()
         self._intake = await self.broker.consume(
             REQUESTED_QUEUE, [topics.REQUESTED], self._on_requested, prefetch=self.concurrency
         )
@@ -97,7 +107,8 @@ class Worker:
             await self.service.requeue_stale(0)
         loops = [(self._heartbeat_loop, "heartbeat")]
         if self.housekeeping:
-            loops += [(self._sweep_loop, "sweep"), (self._db_poll_loop, "db-poll")]
+            self.housekeeper.start()
+            loops.append((self._db_poll_loop, "db-poll"))
         for loop, name in loops:
             self._loops.append(asyncio.create_task(loop(), name=f"attune-{name}"))
 
@@ -114,6 +125,7 @@ class Worker:
         if self._intake is not None:
             await self._intake.cancel()
             self._intake = None
+        await self.housekeeper.stop()
         loops, self._loops = self._loops, []
         for task in loops:
             if task.get_name() != "attune-heartbeat":
@@ -134,7 +146,7 @@ class Worker:
         if not isinstance(execution_id, int):
             log.warning("ignoring %s without an execution id", envelope.message_type)
             return
-        await self.execute(execution_id)
+        await self.take(execution_id)
 
     async def _on_cancel(self, envelope: Envelope) -> None:
         event = self._running.get(envelope.payload.get("execution_id", -1))
@@ -142,19 +154,50 @@ class Worker:
             event.set()
 
     async def execute(self, execution_id: int) -> None:
-        """Run one execution if this worker wins the claim."""
+        """Run one execution if this worker wins the claim, and wait for its end."""
+        task = await self.take(execution_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def take(self, execution_id: int) -> asyncio.Task[None] | None:
+        """Wait for a free slot, claim, and start the run as a task of this worker; None
+        when another delivery or worker has it, or the worker is stopping."""
         if execution_id in self._running or not self._accepting:
-            return
+            return None
+        await self._slots.acquire()
+        if execution_id in self._running or not self._accepting:
+            self._slots.release()
+            return None
         # Registered before the claim: a cancel can only be published after the row is running.
         cancel = self._register(execution_id)
         try:
             claimed = await self.service.claim(execution_id, self.worker_id)
-            if claimed is not None:
-                await self._run_claimed(claimed, cancel)
-        except EngineError as exc:
-            log.error("execution %s: %s", execution_id, exc.message)
+        except BaseException as exc:
+            self._release(execution_id)
+            if isinstance(exc, EngineError):
+                log.error("execution %s: %s", execution_id, exc.message)
+                return None
+            raise
+        if claimed is None:
+            self._release(execution_id)
+            return None
+        return self._own(self._run_then_release(claimed, cancel))
+
+    def _own(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._direct.add(task)
+        task.add_done_callback(self._direct.discard)
+        return task
+
+    async def _run_then_release(self, claimed: Claimed, cancel: asyncio.Event) -> None:
+        try:
+            await self._run_claimed(claimed, cancel)
         finally:
-            self._unregister(execution_id)
+            self._release(claimed.id)
+
+    def _release(self, execution_id: int) -> None:
+        self._unregister(execution_id)
+        self._slots.release()
 
     def _register(self, execution_id: int) -> asyncio.Event:
         cancel = asyncio.Event()
@@ -204,11 +247,7 @@ class Worker:
 
     def _spawn_noted(self, execution_id: int, pid: int) -> None:
         """Remember the process group on the row, for whoever cleans up after a crash."""
-        task = asyncio.get_running_loop().create_task(
-            self.service.record_process(execution_id, pid, procs.start_ticks(pid))
-        )
-        self._direct.add(task)
-        task.add_done_callback(self._direct.discard)
+        self._own(self.service.record_process(execution_id, pid, procs.start_ticks(pid)))
 
     async def _finish(
         self, execution_id: int, result: RunResult, status: ExecutionStatus | None = None
@@ -243,53 +282,6 @@ class Worker:
 
     # -- keeping promises under faults ------------------------------------------------------
 
-    async def recover_local(self) -> list[int]:
-        """Abandon the runs of dead workers on this host and kill the processes they left."""
-        host = procs.this_host()
-        dead = []
-        for worker in await self.service.workers_with_runs():
-            host_pid = procs.worker_host_pid(worker)
-            if (
-                host_pid
-                and host_pid[0] == host
-                and worker != self.worker_id
-                and not procs.is_alive(host_pid[1])
-            ):
-                dead.append(worker)
-        if not dead:
-            return []
-        rows = await self.service.abandon(workers=dead)
-        self._kill_leftovers(rows)
-        if rows:
-            log.warning("abandoned %d runs of dead workers %s", len(rows), ", ".join(dead))
-        return [r.id for r in rows]
-
-    def _kill_leftovers(self, rows: list[Any]) -> None:
-        host = procs.this_host()
-        for row in rows:
-            host_pid = procs.worker_host_pid(row.worker or "")
-            if (
-                row.pid
-                and host_pid
-                and host_pid[0] == host
-                and procs.kill_group_if_same(row.pid, row.pid_start)
-            ):
-                log.warning("killed process group %s left by execution %s", row.pid, row.id)
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            try:
-                if await self.broker.ping():
-                    ids = await self.service.requeue_stale(self.requeue_after_s)
-                    if ids:
-                        log.info("sweep: published %d stale requested executions again", len(ids))
-                rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)
-                self._kill_leftovers(rows)
-                await self.recover_local()
-            except Exception as exc:
-                log.warning("sweep failed: %s", exc)
-
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
@@ -311,17 +303,17 @@ class Worker:
             try:
                 if not self._accepting or await self.broker.ping():
                     continue
-                free = self.concurrency - len(self._running)
-                for claimed in await self.service.claim_pending(self.worker_id, free):
-                    cancel = self._register(claimed.id)
-                    task = asyncio.create_task(self._direct_run(claimed, cancel))
-                    self._direct.add(task)
-                    task.add_done_callback(self._direct.discard)
+                free = 0
+                while not self._slots.locked():
+                    await self._slots.acquire()
+                    free += 1
+                claimed = []
+                try:
+                    claimed = await self.service.claim_pending(self.worker_id, free)
+                finally:
+                    for _ in range(free - len(claimed)):  # the slots nothing was claimed for
+                        self._slots.release()
+                for item in claimed:
+                    self._own(self._run_then_release(item, self._register(item.id)))
             except Exception as exc:
                 log.warning("database poll failed: %s", exc)
-
-    async def _direct_run(self, claimed: Claimed, cancel: asyncio.Event) -> None:
-        try:
-            await self._run_claimed(claimed, cancel)
-        finally:
-            self._unregister(claimed.id)

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from engine.audit import AuditEntry
 from engine.auth import ROLES, Principal
 from engine.errors import EngineError, Forbidden, InvalidRequest, TooManyRequests, Unauthorized
 from engine.runtime import Runtime
@@ -163,7 +164,23 @@ def make_handler(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.Strea
         principal = None
         if spec.access != "public" or request.headers.get("Authorization"):
             principal = await authenticate(request, runtime)
-        require(principal, spec.access)
+        try:
+            require(principal, spec.access)
+        except Forbidden as exc:
+            assert principal is not None
+            await runtime.audit.record(
+                AuditEntry(
+                    actor=principal.login,
+                    role=principal.role,
+                    source="api",
+                    verb=spec.handler.__name__,
+                    outcome="denied",
+                    target=request.path[:256],
+                    detail=exc.message,
+                    channel=f"token:{principal.token_name}",
+                )
+            )
+            raise
         body = await parse_body(request, spec.body) if spec.body is not None else None
         result = await spec.handler(Call(request, runtime, principal, body))
         if isinstance(result, web.StreamResponse):

@@ -27,7 +27,7 @@ def texts(blocks: list[dict[str, Any]]) -> list[str]:
         if "text" in b:
             out.append(b["text"]["text"])
         for e in b.get("elements", []):
-            out.append(e["text"])
+            out.append(e["text"]["text"] if isinstance(e["text"], dict) else e["text"])
     return out
 
 
@@ -104,3 +104,26 @@ def test_action_help_lists_parameters() -> None:
 def test_plain_strips_mrkdwn() -> None:
     assert plain("*Actions* in `core`: *bold*") == "Actions in core: bold"
     assert plain("2*3*4") == "2*3*4"
+
+
+def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["action_id"], e["value"]) for b in blocks if b["type"] == "actions"
+            for e in b["elements"]]
+
+
+def test_card_offers_cancel_while_running_and_rerun_after() -> None:
+    assert buttons(render.card(record("running"))[1]) == [(render.CANCEL_ACTION, "12")]
+    assert buttons(render.card(record("requested"))[1]) == [(render.CANCEL_ACTION, "12")]
+    assert buttons(render.card(record("failed", error="x"))[1]) == [(render.RERUN_ACTION, "12")]
+    assert buttons(render.card(record("canceling"))[1]) == []
+
+
+def test_confirmation_has_confirm_and_abort_buttons_in_slack_only() -> None:
+    text, blocks = render.confirmation("1a2b3c4d", "ops.restart", {"host": "web1"}, 300,
+                                       buttons=True)
+    assert "confirm 1a2b3c4d" in text
+    assert blocks is not None
+    assert buttons(blocks) == [(render.CONFIRM_ACTION, "1a2b3c4d"),
+                               (render.ABORT_ACTION, "1a2b3c4d")]
+    assert "host=web1" in blocks[0]["text"]["text"]
+    assert render.confirmation("1a2b3c4d", "ops.restart", {}, 300, buttons=False)[1] is None

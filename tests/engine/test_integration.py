@@ -128,20 +128,21 @@ def transitions(rt: Runtime, status: str, action_ref: str) -> float:
 
 
 def spy_on_execute(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """Count, per execution id, the calls of ``rt.worker.execute`` that returned (broker
-    deliveries go through it too), so a test can wait until duplicates have been handled."""
+    """Count, per execution id, the calls of ``rt.worker.take`` that returned (broker
+    deliveries and ``execute`` go through it), so a test can wait until duplicates have been
+    handled."""
     worker = rt.worker
     assert worker is not None
     handled: Counter[int] = Counter()
-    original = worker.execute
+    original = worker.take
 
-    async def execute(execution_id: int) -> None:
+    async def take(execution_id: int) -> asyncio.Task[None] | None:
         try:
-            await original(execution_id)
+            return await original(execution_id)
         finally:
             handled[execution_id] += 1
 
-    monkeypatch.setattr(worker, "execute", execute)
+    monkeypatch.setattr(worker, "take", take)
     return handled
 
 

@@ -1,0 +1,104 @@
+"""Housekeeping that keeps the engine's promises when processes or messages are lost.
+
+Every ``sweep_interval_s``: publish again the ``requested`` executions whose message was lost
+(while the broker answers), end ``abandoned`` the runs whose worker has been silent for
+``heartbeat_timeout_s``, and abandon at once the runs of dead workers on this host, killing the
+process groups they left behind. Workers run it, and so does ``attune serve --no-worker``, so a
+cluster whose last worker died still ends that worker's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from engine import procs
+from engine.broker import Broker
+from engine.service import ExecutionService
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeper:
+    def __init__(
+        self,
+        service: ExecutionService,
+        broker: Broker,
+        *,
+        own_worker_id: str | None,
+        sweep_interval_s: float,
+        requeue_after_s: float,
+        heartbeat_timeout_s: float,
+    ) -> None:
+        self.service = service
+        self.broker = broker
+        #: The worker of this process (never judged dead by it), if any.
+        self.own_worker_id = own_worker_id
+        self.sweep_interval_s = sweep_interval_s
+        self.requeue_after_s = requeue_after_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="attune-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep(self) -> None:
+        if await self.broker.ping():
+            ids = await self.service.requeue_stale(self.requeue_after_s)
+            if ids:
+                log.info("sweep: published %d stale requested executions again", len(ids))
+        rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)
+        kill_leftovers(rows)
+        await self.recover_local()
+
+    async def recover_local(self) -> list[int]:
+        """Abandon the runs of dead workers on this host and kill the processes they left."""
+        host = procs.this_host()
+        dead = []
+        for worker in await self.service.workers_with_runs():
+            host_pid = procs.worker_host_pid(worker)
+            if (
+                host_pid
+                and host_pid[0] == host
+                and worker != self.own_worker_id
+                and not procs.is_alive(host_pid[1])
+            ):
+                dead.append(worker)
+        if not dead:
+            return []
+        rows = await self.service.abandon(workers=dead)
+        kill_leftovers(rows)
+        if rows:
+            log.warning("abandoned %d runs of dead workers %s", len(rows), ", ".join(dead))
+        return [r.id for r in rows]
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("sweep failed: %s", exc)
+
+
+def kill_leftovers(rows: list[Any]) -> None:
+    """Kill the process groups that abandoned runs on this host left behind."""
+    host = procs.this_host()
+    for row in rows:
+        host_pid = procs.worker_host_pid(row.worker or "")
+        if (
+            row.pid
+            and host_pid
+            and host_pid[0] == host
+            and procs.kill_group_if_same(row.pid, row.pid_start)
+        ):
+            log.warning("killed process group %s left by execution %s", row.pid, row.id)
