@@ -20,6 +20,8 @@ from jsonschema.exceptions import ValidationError as SchemaValidationError
 from engine.errors import InvalidParameters, PackError
 
 REDACTED = "********"
+#: Deepest nesting of a parameter value (JSON objects and arrays).
+MAX_DEPTH = 64
 
 _FLAT_KEYS = {
     "type",
@@ -136,14 +138,25 @@ def coerce_value(value: Any, prop: Mapping[str, Any]) -> Any:
     return value
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _check_value(name: str, value: Any) -> None:
+    """Refuse what cannot be passed on: NUL characters (PostgreSQL cannot store them in JSON
+    text) and nesting deeper than :data:`MAX_DEPTH`. Iterative, so no input can exhaust the
+    stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidParameters(f"parameter '{name}' is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidParameters(
+                    f"parameter '{name}' contains a NUL character, which cannot be passed on"
+                )
+        elif isinstance(item, Mapping):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _describe(error: SchemaValidationError, secrets: frozenset[str] = frozenset()) -> str:
@@ -201,10 +214,7 @@ def validate_parameters(
         if name not in result and isinstance(prop, Mapping) and "default" in prop:
             result[name] = copy.deepcopy(prop["default"])
     for name, value in result.items():
-        if _has_nul(value):
-            raise InvalidParameters(
-                f"parameter '{name}' contains a NUL character, which cannot be passed on"
-            )
+        _check_value(str(name), value)
     secrets = secret_names(schema)
     errors = sorted(
         Draft202012Validator(dict(schema)).iter_errors(result),

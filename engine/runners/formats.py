@@ -21,6 +21,9 @@ import yaml
 
 from engine.errors import InvalidParameters
 
+#: Deepest nesting of parsed output kept as the result's data.
+MAX_DATA_DEPTH = 64
+
 #: Names a dotenv line may assign: what a POSIX shell accepts as a variable name.
 DOTENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -102,11 +105,13 @@ def parse_output(stdout: str, fmt: str) -> tuple[Any, str | None]:
         return ([] if fmt == "jsonl" else None), None
     try:
         if fmt == "json":
-            return json.loads(stdout), None
+            return _shallow(json.loads(stdout), fmt)
         if fmt == "yaml":
-            return yaml.safe_load(stdout), None
+            return _shallow(yaml.safe_load(stdout), fmt)
     except (ValueError, yaml.YAMLError) as exc:
         return None, f"could not parse stdout as {fmt}: {_short(exc)}"
+    except RecursionError:
+        return None, f"could not parse stdout as {fmt}: nested too deeply"
     items: list[Any] = []
     for number, line in enumerate(stdout.splitlines(), start=1):
         if not line.strip():
@@ -115,4 +120,21 @@ def parse_output(stdout: str, fmt: str) -> tuple[Any, str | None]:
             items.append(json.loads(line))
         except ValueError as exc:
             return None, f"could not parse stdout as jsonl: line {number}: {_short(exc)}"
-    return items, None
+        except RecursionError:
+            return None, f"could not parse stdout as jsonl: line {number}: nested too deeply"
+    return _shallow(items, fmt)
+
+
+def _shallow(data: Any, fmt: str) -> tuple[Any, str | None]:
+    """``data`` if it nests at most :data:`MAX_DATA_DEPTH` levels (so storing and showing it
+    can never exhaust the stack), else a parse error."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DATA_DEPTH:
+            return None, f"could not parse stdout as {fmt}: nested deeper than {MAX_DATA_DEPTH}"
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return data, None

@@ -581,3 +581,26 @@ def test_toml_file_named_by_attune_config(clean_env: pytest.MonkeyPatch, tmp_pat
     assert s.http_port == 9191, "the environment beats the file"
     assert s.worker_concurrency == 4
     assert Settings(http_port=1).http_port == 1, "keyword arguments beat both"
+
+
+def test_deeply_nested_parameter_values_are_refused_not_crashing() -> None:
+    schema = normalize_schema({"data": {"type": "array"}})
+    deep: list[object] = []
+    node = deep
+    for _ in range(5000):  # deeper than Python's recursion limit
+        child: list[object] = []
+        node.append(child)
+        node = child
+    with pytest.raises(InvalidParameters, match="'data' is nested deeper than 64"):
+        validate_parameters(schema, {"data": deep})
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", "jsonl"])
+def test_deeply_nested_output_is_a_parse_error_not_a_crash(fmt: str) -> None:
+    from engine.runners.formats import parse_output
+
+    for depth in (100, 100_000):  # past the depth kept, and past Python's recursion limit
+        data, error = parse_output("[" * depth + "]" * depth + "\n", fmt)
+        assert data is None
+        assert error is not None
+        assert error.startswith(f"could not parse stdout as {fmt}")
