@@ -126,7 +126,7 @@ def confirmation(
     ]
 
 
-def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[dict[str, Any]]]:
     """The status card: fallback text and blocks, with Cancel while it may still be stopped
     and Re-run once it has ended."""
     status = record["status"]
@@ -161,6 +161,14 @@ def card(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 },
             }
         )
+    if status in TERMINAL_WORDS and cut_streams(record):
+        where = (
+            "attached as a file in the thread"
+            if attached
+            else f"at GET /api/v1/executions/{record['id']}"
+        )
+        note = f":paperclip: the output is long: the full text is {where}"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
     if button is not None:
         action_id, label = button
         blocks.append(

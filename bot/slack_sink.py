@@ -157,7 +157,7 @@ class SlackSink:
                 "not in channel and the response_url has expired; invite the bot to the channel",
                 permanent=True,
             )
-        text, blocks = render.card(execution)
+        text, blocks = render.card(execution, attached=False)
         if delivery.event == "completed":
             reply = render.output(execution, attached=False)
             if reply is not None:
