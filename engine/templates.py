@@ -1,0 +1,179 @@
+"""Rule templates and conditions (pure): a sandboxed Jinja2 environment over the event.
+
+Templates see ``event.payload``, ``event.id``, ``event.trigger`` and ``rule.ref``. A value that
+is only a template (``"{{ event.payload.count }}"``) keeps its JSON type; a template inside
+other text renders as text. Unknown names fail (StrictUndefined), so a typo is a failed
+enforcement with the reason, not a silent empty string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2.nativetypes import NativeCodeGenerator, native_concat
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.errors import EngineError
+
+#: Longest regular expression a ``matches`` condition may use, and longest text it scans.
+MAX_PATTERN_CHARS = 1000
+MAX_MATCH_TEXT_CHARS = 100_000
+OPERATORS = ("equals", "not_equals", "contains", "greater_than", "less_than", "matches",
+             "exists")
+
+
+class TemplateProblem(EngineError):
+    """A template or condition that cannot be used; 422 on the API."""
+
+    code = "UNPROCESSABLE_ENTITY"
+    http_status = 422
+
+
+class _NativeSandbox(ImmutableSandboxedEnvironment):
+    """Sandboxed (no attribute tricks, nothing mutable) and native (keeps JSON types)."""
+
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(native_concat)  # type: ignore[assignment]
+
+
+_ENV = _NativeSandbox(undefined=StrictUndefined, autoescape=False)
+
+
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+def check_templates(value: Any, where: str = "action_params") -> None:
+    """Raise :class:`TemplateProblem` naming the first template that does not parse."""
+    for path, text in _strings(value, where):
+        if _is_template(text):
+            try:
+                _ENV.parse(text)
+            except TemplateError as exc:
+                raise TemplateProblem(f"{path}: {exc}") from None
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            out.append((where, item))
+        elif isinstance(item, Mapping):
+            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return out
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template inside ``value`` (dicts and lists walked); raise TemplateProblem."""
+    if isinstance(value, str):
+        if not _is_template(value):
+            return value
+        try:
+            result = _ENV.from_string(value).render(context)
+            if isinstance(result, Undefined):
+                str(result)  # a lone undefined name: StrictUndefined raises here
+            return result
+        except TemplateError as exc:
+            raise TemplateProblem(f"template {value!r} failed: {exc}") from None
+        except Exception as exc:  # errors raised inside template expressions
+            raise TemplateProblem(f"template {value!r} failed: {type(exc).__name__}: {exc}") \
+                from None
+    if isinstance(value, Mapping):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def check_conditions(conditions: Any) -> None:
+    """Validate a rule's conditions when it is saved (422 with the reason)."""
+    if conditions in (None, [], {}):
+        return
+    if isinstance(conditions, Mapping):
+        expression = conditions.get("expression")
+        if set(conditions) != {"expression"} or not isinstance(expression, str):
+            raise TemplateProblem('conditions must be a list or {"expression": "{{ ... }}"}')
+        check_templates(expression, "conditions.expression")
+        return
+    if not isinstance(conditions, list):
+        raise TemplateProblem("conditions must be a list of {field, operator, value}")
+    for i, cond in enumerate(conditions):
+        if not isinstance(cond, Mapping) or not isinstance(cond.get("field"), str):
+            raise TemplateProblem(f"conditions[{i}] needs a 'field' (e.g. payload.severity)")
+        op = cond.get("operator", "equals")
+        if op not in OPERATORS:
+            raise TemplateProblem(f"conditions[{i}]: unknown operator '{op}' (expected one of "
+                                  f"{', '.join(OPERATORS)})")
+        if op == "matches":
+            pattern = cond.get("value")
+            if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+                raise TemplateProblem(f"conditions[{i}]: 'matches' needs a regular expression "
+                                      f"of at most {MAX_PATTERN_CHARS} characters")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise TemplateProblem(f"conditions[{i}]: bad regular expression: {exc}") \
+                    from None
+
+
+_MISSING = object()
+
+
+def lookup(context: Mapping[str, Any], field: str) -> Any:
+    """``payload.a.b`` (or ``event.payload.a.b``) in the event context; _MISSING if absent."""
+    parts = field.split(".")
+    if parts[0] != "event" and "event" in context:
+        node: Any = context["event"]
+    else:
+        node = context
+    for part in parts:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def matches(conditions: Any, context: Mapping[str, Any]) -> bool:
+    """True when the conditions hold for the event (raises TemplateProblem for a failing
+    expression)."""
+    if conditions in (None, [], {}):
+        return True
+    if isinstance(conditions, Mapping):
+        return bool(render(conditions["expression"], context))
+    return all(_holds(cond, context) for cond in conditions)
+
+
+def _holds(cond: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+    op = cond.get("operator", "equals")
+    actual = lookup(context, str(cond["field"]))
+    expected = cond.get("value")
+    if op == "exists":
+        return bool((actual is not _MISSING) == (expected is not False))
+    if actual is _MISSING:
+        return op == "not_equals"
+    try:
+        if op == "equals":
+            return bool(actual == expected)
+        if op == "not_equals":
+            return bool(actual != expected)
+        if op == "contains":
+            return expected in actual if isinstance(actual, str | list | dict) else False
+        if op == "greater_than":
+            return bool(actual > expected)
+        if op == "less_than":
+            return bool(actual < expected)
+        if op == "matches":
+            return re.search(str(expected), str(actual)[:MAX_MATCH_TEXT_CHARS]) is not None
+    except TypeError:
+        return False  # comparing a number with text: the condition does not hold
+    return False
