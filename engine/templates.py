@@ -160,7 +160,7 @@ def _holds(cond: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
     if op == "exists":
         return bool((actual is not _MISSING) == (expected is not False))
     if actual is _MISSING:
-        return op == "not_equals"
+        return bool(op == "not_equals")
     try:
         if op == "equals":
             return bool(actual == expected)
