@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.expression import false
@@ -232,3 +233,84 @@ confirmations = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("execution_id", BigInteger, nullable=True),
 )
+
+#: Triggers: ``webhook`` (events from POST /api/v1/webhooks/{key}, or any source) and the
+#: built-in timers ``interval``, ``cron`` and ``date``.
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("pack_ref", String(128), nullable=False),
+    Column("label", String(256), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("type", String(16), nullable=False),
+    #: Timer settings: ``{"seconds": N}``, ``{"expression": "*/5 * * * *"}``, ``{"at": iso}``.
+    Column("parameters", JsonType, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("webhook_enabled", Boolean, nullable=False, default=False),
+    Column("webhook_key", String(64), nullable=True, unique=True),
+    #: HMAC key webhook callers sign bodies with, sealed with the secret key; null: unsigned.
+    Column("webhook_secret", Text, nullable=True),
+    #: Next firing of a timer; the process that moves it on fires the tick (once).
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("from_pack", Boolean, nullable=False, default=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_triggers_next_fire_at", triggers.c.next_fire_at)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("trigger_ref", String(256), nullable=False),
+    Column("payload", JsonType, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    #: Set once every rule of the trigger has been considered (the sweep finishes the rest).
+    Column("processed_at", UTCDateTime, nullable=True),
+)
+Index("ix_events_trigger_ref_id", events.c.trigger_ref, events.c.id)
+Index("ix_events_received_at", events.c.received_at)
+Index("ix_events_processed_at", events.c.processed_at)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("pack_ref", String(128), nullable=False),
+    Column("label", String(256), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("trigger_ref", String(256), nullable=False),
+    Column("action_ref", String(256), nullable=False),
+    Column("conditions", JsonType, nullable=True),
+    Column("action_params", JsonType, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    #: Where results go: a Slack channel id and/or a callback URL.
+    Column("chat_channel", String(64), nullable=True),
+    Column("callback_url", Text, nullable=True),
+    Column("from_pack", Boolean, nullable=False, default=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_rules_trigger_ref", rules.c.trigger_ref)
+
+#: One per (rule, event) that matched: the execution it created, or why it failed.
+enforcements = Table(
+    "enforcements",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("rule_ref", String(256), nullable=False),
+    Column("trigger_ref", String(256), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("config", JsonType, nullable=True),
+    Column("execution_id", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    UniqueConstraint("rule_ref", "event_id", name="uq_enforcements_rule_ref_event_id"),
+)
+Index("ix_enforcements_event_id", enforcements.c.event_id)
+Index("ix_enforcements_created", enforcements.c.created)
