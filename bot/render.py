@@ -76,6 +76,8 @@ def status_line(record: dict[str, Any]) -> str:
 
 def who(record: dict[str, Any]) -> str:
     executor = record.get("executor") or {}
+    if executor.get("source") == "rule":
+        return f"rule `{executor.get('rule')}` on event #{executor.get('event')}"
     user_id = executor.get("user_id")
     return f"<@{user_id}>" if user_id else str(executor.get("identity", "someone"))
 

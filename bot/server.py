@@ -78,6 +78,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             await runtime.start_worker()
         else:
             runtime.start_housekeeper()
+        runtime.start_automation()
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     requeue_after_s: float = Field(default=10.0, gt=0)
     #: On SIGTERM, how long running executions get to finish before they are marked abandoned.
     shutdown_grace_s: float = Field(default=8.0, ge=0)
+    #: Largest webhook body, and webhook calls per second per key (with bursts of 2x).
+    webhook_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_rate_per_s: float = Field(default=10.0, gt=0)
+    #: How often due timers are looked for.
+    timer_poll_s: float = Field(default=0.25, gt=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from config import Settings
@@ -13,6 +16,7 @@ from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, Unavailable
+from engine.events import Automation
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.metrics import Metrics
@@ -58,10 +62,12 @@ class Runtime:
     #: Permission checks, confirmations, idempotency and audit around the service.
     gate: Gate
     audit: AuditLog
+    automation: Automation
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
     housekeeper: Housekeeper | None = None
+    _automation_task: asyncio.Task[None] | None = None
     #: The first admin's password when this start generated it (to be printed once).
     generated_admin_password: str | None = None
     pack_errors: list[str] = field(default_factory=list)
@@ -127,7 +133,30 @@ class Runtime:
         self.housekeeper.start()
         return self.housekeeper
 
+    def start_automation(self) -> None:
+        """Fire due timers every ``timer_poll_s`` (each tick once across processes) and
+        finish events whose rule processing was interrupted."""
+        self._automation_task = asyncio.create_task(self._automation_loop(), name="timers")
+
+    async def _automation_loop(self) -> None:
+        s = self.settings
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(s.timer_poll_s)
+            try:
+                await self.automation.fire_due_timers()
+                if time.monotonic() - last_sweep >= s.sweep_interval_s:
+                    last_sweep = time.monotonic()
+                    await self.automation.finish_unprocessed(s.requeue_after_s)
+            except Exception as exc:
+                log.warning("timers or event sweep failed: %s", exc)
+
     async def close(self, grace_s: float | None = None) -> None:
+        if self._automation_task is not None:
+            self._automation_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._automation_task
+        await self.automation.drain()
         if self.housekeeper is not None:
             await self.housekeeper.stop()
         if self.worker is not None:
@@ -202,6 +231,15 @@ async def build_runtime(
         metrics=metrics,
         gate=gate,
         audit=audit,
+        automation=Automation(
+            store,
+            service,
+            catalog,
+            box,
+            audit,
+            webhook_rate_per_s=settings.webhook_rate_per_s,
+            webhook_burst=max(1, int(2 * settings.webhook_rate_per_s)),
+        ),
         secret_key=key,
     )
     if sync_packs:

@@ -21,8 +21,7 @@ from engine.errors import EngineError
 #: Longest regular expression a ``matches`` condition may use, and longest text it scans.
 MAX_PATTERN_CHARS = 1000
 MAX_MATCH_TEXT_CHARS = 100_000
-OPERATORS = ("equals", "not_equals", "contains", "greater_than", "less_than", "matches",
-             "exists")
+OPERATORS = ("equals", "not_equals", "contains", "greater_than", "less_than", "matches", "exists")
 
 
 class TemplateProblem(EngineError):
@@ -83,8 +82,9 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         except TemplateError as exc:
             raise TemplateProblem(f"template {value!r} failed: {exc}") from None
         except Exception as exc:  # errors raised inside template expressions
-            raise TemplateProblem(f"template {value!r} failed: {type(exc).__name__}: {exc}") \
-                from None
+            raise TemplateProblem(
+                f"template {value!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
     if isinstance(value, Mapping):
         return {k: render(v, context) for k, v in value.items()}
     if isinstance(value, list):
@@ -109,18 +109,20 @@ def check_conditions(conditions: Any) -> None:
             raise TemplateProblem(f"conditions[{i}] needs a 'field' (e.g. payload.severity)")
         op = cond.get("operator", "equals")
         if op not in OPERATORS:
-            raise TemplateProblem(f"conditions[{i}]: unknown operator '{op}' (expected one of "
-                                  f"{', '.join(OPERATORS)})")
+            raise TemplateProblem(
+                f"conditions[{i}]: unknown operator '{op}' (expected one of {', '.join(OPERATORS)})"
+            )
         if op == "matches":
             pattern = cond.get("value")
             if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
-                raise TemplateProblem(f"conditions[{i}]: 'matches' needs a regular expression "
-                                      f"of at most {MAX_PATTERN_CHARS} characters")
+                raise TemplateProblem(
+                    f"conditions[{i}]: 'matches' needs a regular expression "
+                    f"of at most {MAX_PATTERN_CHARS} characters"
+                )
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise TemplateProblem(f"conditions[{i}]: bad regular expression: {exc}") \
-                    from None
+                raise TemplateProblem(f"conditions[{i}]: bad regular expression: {exc}") from None
 
 
 _MISSING = object()

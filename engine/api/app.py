@@ -9,17 +9,20 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engine.api import schemas
+from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
 from engine.api.routes import ROUTES, VERSION
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
+ALL_ROUTES = [*ROUTES, *AUTOMATION_ROUTES]
 _ERROR_TEXT = {
     400: "Invalid request",
     401: "Missing, invalid or expired token",
     403: "Not allowed for this role",
     404: "Not found",
     409: "Conflict",
+    422: "The template or condition cannot be used",
     429: "Too many requests (see Retry-After)",
     413: "Body too large",
     503: "Not ready",
@@ -134,9 +137,9 @@ def build_app(
         middlewares=[error_middleware], client_max_size=runtime.settings.max_body_bytes
     )
     app[RUNTIME_KEY] = runtime
-    for spec in ROUTES:
+    for spec in ALL_ROUTES:
         app.router.add_route(spec.method, spec.path, make_handler(spec))
-    document = build_openapi(ROUTES)
+    document = build_openapi(ALL_ROUTES)
 
     async def openapi(_request: web.Request) -> web.Response:
         return json_response(document)

@@ -201,6 +201,71 @@ class AuditEntry(BaseModel):
     execution_id: int | None
 
 
+class Trigger(BaseModel):
+    id: int
+    ref: str
+    pack_ref: str
+    label: str
+    description: str
+    type: Literal["webhook", "interval", "cron", "date"]
+    parameters: dict[str, Any]
+    enabled: bool
+    webhook_enabled: bool
+    webhook_key: str | None
+    has_webhook_secret: bool
+    next_fire_at: datetime | None
+    created: datetime
+    updated: datetime
+
+
+class Rule(BaseModel):
+    id: int
+    ref: str
+    pack_ref: str
+    label: str
+    description: str
+    trigger_ref: str
+    action_ref: str
+    conditions: list[dict[str, Any]] | dict[str, Any] | None
+    action_params: dict[str, Any]
+    enabled: bool
+    chat_channel: str | None
+    callback_url: str | None
+    created: datetime
+    updated: datetime
+
+
+class Event(BaseModel):
+    id: int
+    trigger_ref: str
+    payload: Any
+    source: str
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class Enforcement(BaseModel):
+    id: int
+    rule_ref: str
+    trigger_ref: str
+    event_id: int
+    status: Literal["creating", "scheduled", "failed"]
+    config: dict[str, Any] | None
+    execution_id: int | None
+    error: str | None
+    created: datetime
+
+
+class WebhookBody(Request):
+    payload: Any = None
+
+
+class WebhookAccepted(BaseModel):
+    event_id: int
+    trigger_ref: str
+    received_at: datetime
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="allow")
 
