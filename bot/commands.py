@@ -5,6 +5,7 @@
     actions [pack]
     status <id> | cancel <id> | rerun <id>
     confirm <code> | abort <code>
+    rules | rule enable|disable <pack.rule>
 
 Slack's smart quotes and non-breaking spaces are normalised first. Values stay text here except
 JSON objects and arrays; the action's schema coerces them later (``count=5`` -> 5).
@@ -56,6 +57,8 @@ USAGE = (
     "  cancel <id>                         cancel an execution\n"
     "  rerun <id>                          run an execution again with the same parameters\n"
     "  confirm <code> | abort <code>       answer a request that asks for confirmation\n"
+    "  rules                               list rules\n"
+    "  rule enable|disable <pack.rule>     switch a rule on or off\n"
     'Values: word, "two words", \'two words\', {"json": 1}, [1, 2] or empty (key=).'
 )
 
@@ -100,6 +103,17 @@ class Rerun:
 
 
 @dataclass(frozen=True)
+class Rules:
+    pass
+
+
+@dataclass(frozen=True)
+class RuleSwitch:
+    rule_ref: str
+    enable: bool
+
+
+@dataclass(frozen=True)
 class Confirm:
     code: str
 
@@ -109,7 +123,7 @@ class Abort:
     code: str
 
 
-Command = Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort
+Command = Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
 
 
 def normalise(text: str) -> str:
@@ -139,6 +153,16 @@ def parse(text: str) -> Command:
         if verb == "status":
             return Status(execution_id)
         return Cancel(execution_id) if verb == "cancel" else Rerun(execution_id)
+    if verb == "rules":
+        if rest:
+            raise UsageError("`rules` takes nothing; `rule enable <ref>` switches one")
+        return Rules()
+    if verb == "rule":
+        how, _, ref = rest.partition(" ")
+        ref = ref.strip()
+        if how.lower() not in ("enable", "disable") or not _REF.match(ref):
+            raise UsageError("usage: `rule enable <pack.rule>` or `rule disable <pack.rule>`")
+        return RuleSwitch(ref, how.lower() == "enable")
     if verb in ("confirm", "abort"):
         if not _CODE.match(rest):
             raise UsageError(f"`{verb}` needs the code of a request, e.g. `{verb} 1a2b3c4d`")

@@ -15,9 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import commands, render
-from bot.commands import Abort, Actions, Cancel, Confirm, Help, Rerun, Run, Status, UsageError
+from bot.commands import (
+    Abort,
+    Actions,
+    Cancel,
+    Confirm,
+    Help,
+    Rerun,
+    Rules,
+    RuleSwitch,
+    Run,
+    Status,
+    UsageError,
+)
 from engine.catalog import action_record
-from engine.errors import EngineError
+from engine.errors import EngineError, Forbidden
 from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.runtime import Runtime
 
@@ -140,6 +152,10 @@ class CommandHandler:
             case Abort(code):
                 action_ref = await gate.abort(who, code)
                 return Reply(f"Aborted: `{action_ref}` will not run.")
+            case Rules():
+                return Reply(render.rules_list(await self.runtime.automation.list_rules()))
+            case RuleSwitch(rule_ref, enable):
+                return await self._switch_rule(who, rule_ref, enable)
             case Help(None):
                 return Reply(commands.USAGE)
             case Help(action_ref) if action_ref is not None:
@@ -162,6 +178,20 @@ class CommandHandler:
                 word = "cancelled" if record["status"] == "cancelled" else "being cancelled"
                 return Reply(f"Execution #{execution_id} is {word}.", execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
+
+    async def _switch_rule(self, who: Requester, rule_ref: str, enable: bool) -> Reply:
+        automation, policy = self.runtime.automation, self.runtime.gate.policy
+        rule = await automation.get_rule(rule_ref)
+        verb = "rule enable" if enable else "rule disable"
+        allowed = who.role in ("admin", "operator") and (
+            not enable or policy.allows(who.role, "run", rule["action_ref"])
+        )
+        if not allowed:
+            await self.runtime.audit.record(who.entry(verb, "denied", target=rule_ref))
+            raise Forbidden(f"the {who.role} role may not {verb.split()[1]} rule {rule_ref}")
+        await automation.set_rule_enabled(rule_ref, enable)
+        await self.runtime.audit.record(who.entry(verb, "accepted", target=rule_ref))
+        return Reply(f"Rule `{rule_ref}` is {'enabled' if enable else 'disabled'}.")
 
     @staticmethod
     def _submitted(

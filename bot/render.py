@@ -308,3 +308,16 @@ def actions_list(actions: list[dict[str, Any]], pack: str | None) -> str:
     if len(actions) > 100:
         lines.append(f"… and {len(actions) - 100} more: `/attune actions <pack>`")
     return _clip("\n".join(lines), SECTION_TEXT_LIMIT)
+
+
+def rules_list(rules: list[dict[str, Any]]) -> str:
+    if not rules:
+        return "No rules."
+    lines = [f"*Rules* ({len(rules)}):"]
+    for r in rules[:100]:
+        state = "on" if r["enabled"] else "off"
+        where = f" → <#{r['chat_channel']}>" if r.get("chat_channel") else ""
+        lines.append(f"• `{r['ref']}` ({state}): `{r['trigger_ref']}` → `{r['action_ref']}`{where}")
+    if len(rules) > 100:
+        lines.append(f"… and {len(rules) - 100} more (GET /api/v1/rules)")
+    return _clip("\n".join(lines), SECTION_TEXT_LIMIT)

@@ -10,6 +10,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Row, delete, func, insert, select, update
 
 from engine.audit import AuditEntry, AuditLog
@@ -19,6 +20,7 @@ from engine.automation import (
     TriggerSpec,
     _enforcement_record,
     _event_record,
+    _first_error,
     _rule_record,
     _trigger_record,
     next_fire,
@@ -26,6 +28,7 @@ from engine.automation import (
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
+from engine.packs import PackSpec
 from engine.service import ExecutionService, Executor
 from engine.storage import Store
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
@@ -57,6 +60,54 @@ class Automation:
         self.audit = audit
         self.limiter = RateLimiter(webhook_rate_per_s, webhook_burst)
         self._background: set[asyncio.Task[Any]] = set()
+
+    # -- packs ------------------------------------------------------------------------------
+
+    async def register_pack(self, pack: PackSpec) -> list[str]:
+        """Create or update a pack's triggers and rules; an operator's enable/disable and a
+        trigger's webhook key survive. Returns the problems (one per file at fault)."""
+        problems: list[str] = []
+        for kind, items in (("trigger", pack.triggers), ("rule", pack.rules)):
+            for raw in items:
+                data = dict(raw)
+                source = data.pop("_source", pack.ref)
+                webhook = bool(data.pop("webhook", False))
+                if kind == "rule":
+                    action = data.pop("action", None)
+                    if isinstance(action, dict):  # StackStorm style: action: {ref, parameters}
+                        data.setdefault("action_ref", action.get("ref"))
+                        data.setdefault("action_params", action.get("parameters") or {})
+                    trigger = data.pop("trigger", None)
+                    if isinstance(trigger, dict):
+                        data.setdefault("trigger_ref", trigger.get("ref") or trigger.get("type"))
+                try:
+                    if kind == "trigger":
+                        await self._upsert_trigger(TriggerSpec.model_validate(data), webhook)
+                    else:
+                        await self._upsert_rule(RuleSpec.model_validate(data))
+                except ValidationError as exc:
+                    problems.append(f"{source}: {_first_error(exc)}")
+                except EngineError as exc:
+                    problems.append(f"{source}: {exc.message}")
+        return problems
+
+    async def _upsert_trigger(self, spec: TriggerSpec, webhook: bool) -> None:
+        try:
+            current = await self.get_trigger(spec.ref)
+        except NotFound:
+            await self.create_trigger(spec, from_pack=True)
+            if webhook:
+                await self.webhook(spec.ref, "enable")
+            return
+        await self.update_trigger(spec.ref, spec.model_copy(update={"enabled": current["enabled"]}))
+
+    async def _upsert_rule(self, spec: RuleSpec) -> None:
+        try:
+            current = await self.get_rule(spec.ref)
+        except NotFound:
+            await self.create_rule(spec, from_pack=True)
+            return
+        await self.update_rule(spec.ref, spec.model_copy(update={"enabled": current["enabled"]}))
 
     # -- triggers ---------------------------------------------------------------------------
 

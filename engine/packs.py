@@ -90,6 +90,9 @@ class PackSpec(BaseModel):
     version: str = "0.0.0"
     path: str | None = None
     actions: tuple[ActionSpec, ...] = ()
+    #: ``triggers/*.yaml`` and ``rules/*.yaml`` as written (checked when they are registered).
+    triggers: tuple[dict[str, Any], ...] = ()
+    rules: tuple[dict[str, Any], ...] = ()
 
 
 class _ActionFile(BaseModel):
@@ -199,7 +202,21 @@ def load_pack(path: Path) -> PackSpec:
                 )
             defined_in[action.ref] = file
             actions.append(action)
+    extras: dict[str, list[dict[str, Any]]] = {"triggers": [], "rules": []}
+    for kind, items in extras.items():
+        folder = path / kind
+        if folder.is_dir():
+            for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+                item = _read_yaml(file)
+                name = item.pop("name", None) or str(item.get("ref", "")).split(".", 1)[-1]
+                if not name:
+                    raise PackError(f"{file}: needs a 'name' or 'ref'")
+                item["ref"] = f"{ref}.{name}"
+                item["_source"] = str(file)
+                items.append(item)
     return PackSpec(
+        triggers=tuple(extras["triggers"]),
+        rules=tuple(extras["rules"]),
         ref=ref,
         label=str(meta.get("label") or ref),
         description=str(meta.get("description") or ""),

@@ -20,7 +20,7 @@ from engine.events import Automation
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.metrics import Metrics
-from engine.packs import discover_packs, load_pack
+from engine.packs import PackSpec, discover_packs, load_pack
 from engine.policy import Policy
 from engine.runners import Runner
 from engine.runners.builtin import BuiltinRunner
@@ -73,18 +73,24 @@ class Runtime:
     pack_errors: list[str] = field(default_factory=list)
 
     async def sync_packs(self) -> list[str]:
-        """Register every pack found on disk; a broken pack is reported and skipped."""
-        loaded: list[str] = []
+        """Register every pack found on disk, actions first, then every pack's triggers and
+        rules (so a rule may use another pack's action); a broken pack is reported and
+        skipped."""
+        loaded: list[PackSpec] = []
         async with self.store.exclusive():
             for path in discover_packs(self.settings.pack_dirs):
                 try:
                     spec = load_pack(path)
                     await self.catalog.register(spec, force=True)
-                    loaded.append(spec.ref)
+                    loaded.append(spec)
                 except EngineError as exc:
                     self.pack_errors.append(exc.message)
                     log.error("pack not loaded: %s", exc.message)
-        return loaded
+            for spec in loaded:
+                for problem in await self.automation.register_pack(spec):
+                    self.pack_errors.append(problem)
+                    log.error("pack %s: %s", spec.ref, problem)
+        return [spec.ref for spec in loaded]
 
     async def start_worker(
         self, worker_id: str | None = None, *, housekeeping: bool = True
