@@ -25,7 +25,8 @@ def test_a_lone_template_keeps_its_json_type() -> None:
 
 
 def test_templates_see_event_and_rule() -> None:
-    assert render("{{ rule.ref }}/{{ event.trigger }}#{{ event.id }}", CTX) == "ops.page/ops.alert#7"
+    rendered = render("{{ rule.ref }}/{{ event.trigger }}#{{ event.id }}", CTX)
+    assert rendered == "ops.page/ops.alert#7"
 
 
 def test_missing_keys_fail_with_the_reason() -> None:
@@ -41,7 +42,7 @@ def test_the_sandbox_refuses_escapes_and_mutation(template: str) -> None:
 
 
 def test_syntax_is_checked_when_the_rule_is_saved() -> None:
-    with pytest.raises(TemplateProblem, match="action_params.message"):
+    with pytest.raises(TemplateProblem, match=r"action_params\.message"):
         check_templates({"message": "{{ event.payload.message "})
     check_templates({"message": "{{ event.payload.message }}", "n": [1, "{{ 2 }}"]})
 
