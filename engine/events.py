@@ -39,6 +39,12 @@ log = logging.getLogger("attune.rules")
 #: Webhook keys: a prefix and 32 random bytes.
 WEBHOOK_PREFIX = "wh_"
 MAX_PER_PAGE = 100
+#: An enforcement still ``creating`` after this long was interrupted; a later pass finishes it.
+ENFORCEMENT_STALE_S = 30.0
+
+
+class _Busy(Exception):
+    """Another pass is creating this enforcement right now."""
 
 
 class Automation:
@@ -274,11 +280,18 @@ class Automation:
                 )
             ).all()
         done = []
+        busy = False
         if trigger is not None and trigger.enabled:
             for rule in candidates:
-                enforcement = await self._enforce(rule, event)
+                try:
+                    enforcement = await self._enforce(rule, event)
+                except _Busy:
+                    busy = True
+                    continue
                 if enforcement is not None:
                     done.append(enforcement)
+        if busy:
+            return done  # not finished here: the sweep looks at this event again
         async with self.store.write() as conn:
             await conn.execute(
                 update(events).where(events.c.id == event_id).values(processed_at=now_utc())
@@ -300,6 +313,8 @@ class Automation:
             ).first()
         if existing is not None and existing.status != "creating":
             return _enforcement_record(existing)  # done on an earlier pass
+        if existing is not None and not await self._take_over(existing):
+            raise _Busy  # another pass is creating it right now
         try:
             if not matches(rule.conditions, context):
                 return None
@@ -371,6 +386,25 @@ class Automation:
         return await self._settle_enforcement(
             rule, event, existing, "scheduled", record["id"], None, config=record["config"]
         )
+
+    async def _take_over(self, enforcement: Row[Any]) -> bool:
+        """Continue an enforcement left ``creating`` by an interrupted pass, if it is old
+        enough to be abandoned; the conditional UPDATE lets exactly one pass win."""
+        if enforcement.created > now_utc() - timedelta(seconds=ENFORCEMENT_STALE_S):
+            return False
+        async with self.store.write() as conn:
+            won = (
+                await conn.execute(
+                    update(enforcements)
+                    .where(
+                        enforcements.c.id == enforcement.id,
+                        enforcements.c.status == "creating",
+                        enforcements.c.created == enforcement.created,
+                    )
+                    .values(created=now_utc())
+                )
+            ).rowcount
+        return bool(won)
 
     async def _settle_enforcement(
         self,

@@ -1,0 +1,91 @@
+"""Timers fire each tick once, however many processes look for due timers at the same time;
+rules fire once per event even when an event is processed twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from config import Settings
+from engine.automation import RuleSpec, TriggerSpec
+from engine.runtime import Runtime, build_runtime
+from engine.storage.tables import enforcements, events, executions, now_utc, triggers
+from tests.e2e.conftest import _fresh_postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/t.db"
+        return
+    async with _fresh_postgres_database() as url:
+        yield url
+
+
+async def _runtime(url: str, tmp_path: Path) -> Runtime:
+    return await build_runtime(
+        Settings(
+            database_url=url, data_dir=tmp_path, packs_path=str(tmp_path), admin_password="x" * 12
+        )
+    )
+
+
+async def test_a_due_tick_fires_once_across_processes(database_url: str, tmp_path: Path) -> None:
+    runtimes = [await _runtime(database_url, tmp_path) for _ in range(3)]
+    try:
+        await runtimes[0].automation.create_trigger(
+            TriggerSpec(ref="ops.tick", type="interval", parameters={"seconds": 60})
+        )
+        for _round in range(5):  # make the tick due, then let three "processes" race for it
+            async with runtimes[0].store.write() as conn:
+                await conn.execute(
+                    update(triggers)
+                    .where(triggers.c.ref == "ops.tick")
+                    .values(next_fire_at=now_utc())
+                )
+            fired = await asyncio.gather(*(rt.automation.fire_due_timers() for rt in runtimes))
+            assert sum(fired) == 1
+        async with runtimes[0].store.read() as conn:
+            count = (await conn.execute(select(func.count()).select_from(events))).scalar_one()
+        assert count == 5
+    finally:
+        for rt in runtimes:
+            await rt.close()
+
+
+async def test_an_event_processed_twice_fires_each_rule_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    rt = await _runtime(database_url, tmp_path)
+    try:
+        await rt.automation.create_trigger(TriggerSpec(ref="ops.alert"))
+        for name in ("one", "two"):
+            await rt.automation.create_rule(
+                RuleSpec(
+                    ref=f"ops.{name}",
+                    trigger_ref="ops.alert",
+                    action_ref="core.echo",
+                    action_params={"message": "{{ event.payload.m }}"},
+                )
+            )
+        event = await rt.automation.record_event("ops.alert", {"m": "hi"}, "api")
+        await asyncio.gather(*(rt.automation.process_event(event["id"]) for _ in range(4)))
+        async with rt.store.read() as conn:
+            enforced = (
+                await conn.execute(select(func.count()).select_from(enforcements))
+            ).scalar_one()
+            runs = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(executions)
+                    .where(executions.c.enforcement.is_not(None))
+                )
+            ).scalar_one()
+        assert enforced == 2
+        assert runs == 2
+    finally:
+        await rt.close()
