@@ -9,11 +9,12 @@ enforcement with the reason, not a silent empty string.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from itertools import chain, islice
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
-from jinja2.nativetypes import NativeCodeGenerator, native_concat
+from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import EngineError
@@ -31,11 +32,23 @@ class TemplateProblem(EngineError):
     http_status = 422
 
 
+def _concat(values: Iterable[Any]) -> Any:
+    """One rendered node keeps its own value and type; several are joined as text. (Jinja's
+    ``native_concat`` would re-parse a lone string as a Python literal: "1.10" -> 1.1.)"""
+    it = iter(values)
+    head = list(islice(it, 2))
+    if not head:
+        return None
+    if len(head) == 1:
+        return head[0]
+    return "".join(str(v) for v in chain(head, it))
+
+
 class _NativeSandbox(ImmutableSandboxedEnvironment):
     """Sandboxed (no attribute tricks, nothing mutable) and native (keeps JSON types)."""
 
     code_generator_class = NativeCodeGenerator
-    concat = staticmethod(native_concat)  # type: ignore[assignment]
+    concat = staticmethod(_concat)
 
 
 _ENV = _NativeSandbox(undefined=StrictUndefined, autoescape=False)

@@ -107,3 +107,10 @@ def test_webhook_rate_limit_per_key() -> None:
         limiter.take("a")
     assert caught.value.retry_after_s > 0
     limiter.take("b")  # another key has its own bucket
+
+
+@pytest.mark.parametrize("text", ["1.10", "42", "None", "True", "[1, 2]", "'hi'"])
+def test_a_lone_template_keeps_a_string_a_string(text: str) -> None:
+    context = {"event": {"payload": {"m": text}}}
+    assert render("{{ event.payload.m }}", context) == text
+    assert render("{{ event.payload.m }}{{ event.payload.m }}", context) == text + text
