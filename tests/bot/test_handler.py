@@ -145,3 +145,37 @@ async def test_unexpected_errors_are_reported_without_a_trace(
     assert not reply.ok
     assert "Something went wrong" in reply.text
     assert "boom" not in reply.text
+
+
+async def test_rules_and_switching_them(runtime: Runtime) -> None:
+    handler = CommandHandler(runtime)
+    listing = await handler.handle("rules", SLACK)
+    assert "examples.greet_on_alert" in listing.text  # shipped by the example pack
+    assert "(on)" in listing.text
+    off = await handler.handle("rule disable examples.greet_on_alert", SLACK)
+    assert off.ok, off.text
+    assert (await runtime.automation.get_rule("examples.greet_on_alert"))["enabled"] is False
+    viewer = ChatContext(source="slack", sink="slack", user_id="U9", user_name="vic",
+                         role="viewer", channel_id="C1")
+    refused = await handler.handle("rule enable examples.greet_on_alert", viewer)
+    assert not refused.ok
+    assert "may not enable" in refused.text
+    assert (await runtime.automation.get_rule("examples.greet_on_alert"))["enabled"] is False
+    on = await handler.handle("rule enable examples.greet_on_alert", SLACK)
+    assert on.ok, on.text
+    entries, _ = await runtime.audit.list(verb="rule enable")
+    assert [e["outcome"] for e in entries] == ["accepted", "denied"]
+
+
+async def test_a_pack_ships_its_triggers_and_rules(runtime: Runtime) -> None:
+    trigger = await runtime.automation.get_trigger("examples.alert")
+    assert trigger["type"] == "webhook"
+    assert trigger["webhook_enabled"] is True
+    assert trigger["webhook_key"].startswith("wh_")
+    rule = await runtime.automation.get_rule("examples.greet_on_alert")
+    assert rule["action_ref"] == "examples.greet"
+    assert rule["action_params"] == {"name": "{{ event.payload.who }}"}
+    # Loading the packs again keeps the webhook key (integrations keep working).
+    await runtime.sync_packs()
+    assert (await runtime.automation.get_trigger("examples.alert"))["webhook_key"] == \
+        trigger["webhook_key"]
