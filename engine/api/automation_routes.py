@@ -3,14 +3,13 @@ enforcements, and the public ``POST /api/v1/webhooks/{key}``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec
+from engine.api.http import Call, QueryParam, RouteSpec, everything, paged
 from engine.automation import RuleSpec, TriggerSpec
 from engine.errors import EngineError, InvalidRequest
 
@@ -20,34 +19,11 @@ class PayloadTooLarge(EngineError):
     http_status = 413
 
 
-def _since(call: Call, name: str) -> datetime | None:
-    raw = call.request.query.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _page(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
-    pages = -(-total // per_page) if per_page else 0
-    return {
-        "data": items,
-        "pagination": {"page": page, "per_page": per_page, "total": total, "total_pages": pages},
-    }
-
-
-def _all(items: list[Any]) -> dict[str, Any]:
-    return _page(items, 1, max(len(items), 1), len(items))
-
-
 # -- triggers -------------------------------------------------------------------------------
 
 
 async def list_triggers(call: Call) -> Any:
-    return _all(await call.runtime.automation.list_triggers())
+    return everything(await call.runtime.automation.list_triggers())
 
 
 async def create_trigger(call: Call) -> Any:
@@ -113,7 +89,9 @@ def _may_run(call: Call, action_ref: str) -> None:
 
 
 async def list_rules(call: Call) -> Any:
-    return _all(await call.runtime.automation.list_rules(call.request.query.get("trigger_ref")))
+    return everything(
+        await call.runtime.automation.list_rules(call.request.query.get("trigger_ref"))
+    )
 
 
 async def create_rule(call: Call) -> Any:
@@ -152,12 +130,12 @@ async def list_events(call: Call) -> Any:
     page, per_page = call.query_int("page", 1), call.query_int("per_page", 50, "page_size")
     items, total = await call.runtime.automation.list_events(
         trigger_ref=call.request.query.get("trigger_ref") or None,
-        since=_since(call, "since"),
-        until=_since(call, "until"),
+        since=call.query_time("since"),
+        until=call.query_time("until"),
         page=page,
         per_page=per_page,
     )
-    return _page(items, page, per_page, total)
+    return paged(items, page, per_page, total)
 
 
 async def get_event(call: Call) -> Any:
@@ -172,11 +150,11 @@ async def list_enforcements(call: Call) -> Any:
         rule_ref=q.get("rule_ref") or None,
         trigger_ref=q.get("trigger_ref") or None,
         event_id=event_id,
-        since=_since(call, "since"),
+        since=call.query_time("since"),
         page=page,
         per_page=per_page,
     )
-    return _page(items, page, per_page, total)
+    return paged(items, page, per_page, total)
 
 
 async def get_enforcement(call: Call) -> Any:

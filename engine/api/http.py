@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -60,6 +61,19 @@ class Call:
                 return _bounded_int(f"query parameter '{key}'", raw, 1, MAX_PAGE)
         return default
 
+    def query_time(self, name: str) -> datetime | None:
+        """An ISO 8601 query parameter (UTC when it names no zone), or None."""
+        raw = self.request.query.get(name)
+        if not raw:
+            return None
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidRequest(
+                f"{name} must be an ISO 8601 time, e.g. 2026-11-26T10:00:00Z"
+            ) from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
     @property
     def caller(self) -> Principal:
         if self.principal is None:
@@ -94,6 +108,20 @@ class RouteSpec:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default=())
     raw: bool = False
+
+
+def paged(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
+    """A list in Attune's shape: ``{"data": [...], "pagination": {...}}``."""
+    pages = -(-total // per_page) if per_page else 0
+    return {
+        "data": items,
+        "pagination": {"page": page, "per_page": per_page, "total": total, "total_pages": pages},
+    }
+
+
+def everything(items: list[Any]) -> dict[str, Any]:
+    """An unpaged list (one page holding every item)."""
+    return paged(items, 1, max(len(items), 1), len(items))
 
 
 def json_response(

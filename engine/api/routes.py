@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, json_response
+from engine.api.http import Call, QueryParam, RouteSpec, everything, json_response, paged
 from engine.audit import AuditEntry
 from engine.errors import Forbidden, InvalidRequest, PackError, TooManyRequests, Unauthorized
 from engine.gate import Requester, Submitted
@@ -89,7 +87,7 @@ async def metrics(call: Call) -> Any:
 
 async def list_packs(call: Call) -> Any:
     items = await call.runtime.catalog.list_packs()
-    return _page(items, 1, max(len(items), 1), len(items))
+    return everything(items)
 
 
 async def get_pack(call: Call) -> Any:
@@ -107,14 +105,14 @@ async def register_pack(call: Call) -> Any:
 
 async def list_actions(call: Call) -> Any:
     items = await call.runtime.catalog.list_actions(call.request.query.get("pack_ref"))
-    return _page(items, 1, max(len(items), 1), len(items))
+    return everything(items)
 
 
 async def list_pack_actions(call: Call) -> Any:
     ref = call.path_param("ref")
     await call.runtime.catalog.get_pack(ref)
     items = await call.runtime.catalog.list_actions(ref)
-    return _page(items, 1, max(len(items), 1), len(items))
+    return everything(items)
 
 
 async def get_action(call: Call) -> Any:
@@ -242,7 +240,7 @@ async def list_executions(call: Call) -> Any:
         page=page,
         per_page=per_page,
     )
-    return _page(items, page, per_page, total)
+    return paged(items, page, per_page, total)
 
 
 async def get_execution(call: Call) -> Any:
@@ -255,16 +253,7 @@ async def cancel_execution(call: Call) -> Any:
 
 async def list_audit(call: Call) -> Any:
     q = call.request.query
-    since = None
-    if q.get("since"):
-        try:
-            since = datetime.fromisoformat(q["since"])
-        except ValueError:
-            raise InvalidRequest(
-                "since must be an ISO 8601 time, e.g. 2026-11-26T10:00:00Z"
-            ) from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+    since = call.query_time("since")
     page = call.query_int("page", 1)
     per_page = call.query_int("per_page", 50, "page_size")
     items, total = await call.runtime.audit.list(
@@ -275,24 +264,12 @@ async def list_audit(call: Call) -> Any:
         page=page,
         per_page=per_page,
     )
-    return _page(items, page, per_page, total)
+    return paged(items, page, per_page, total)
 
 
 async def list_deliveries(call: Call) -> Any:
     items = await call.runtime.service.deliveries(call.int_path_param("id"))
-    return _page(items, 1, max(len(items), 1), len(items))
-
-
-def _page(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
-    return {
-        "data": items,
-        "pagination": {
-            "page": page,
-            "per_page": per_page,
-            "total": total,
-            "total_pages": math.ceil(total / per_page) if per_page else 0,
-        },
-    }
+    return everything(items)
 
 
 _PAGING = (
