@@ -20,10 +20,24 @@ from config import Settings
 from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
-from engine.outbox import OutboxDrainer, Sink
+from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
 
 log = logging.getLogger("attune")
+
+
+class SlackOff:
+    """Stands in for Slack while it is not configured: its deliveries fail at once, visibly
+    (``GET /api/v1/executions/{id}/deliveries``), instead of waiting forever."""
+
+    async def deliver(
+        self, delivery: Any, execution: dict[str, Any], route: dict[str, Any]
+    ) -> None:
+        raise DeliveryFailed(
+            "Slack is not configured on this server (set "
+            "ATTUNE_SLACK_BOT_TOKEN and a signing secret or app token)",
+            permanent=True,
+        )
 
 
 def _stop_event() -> asyncio.Event:
@@ -69,7 +83,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     runner: web.AppRunner | None = None
     socket_handler: Any = None
     callbacks = CallbackSink(runtime.callback_secret())
-    sinks: dict[str, Sink] = {"callback": callbacks}
+    sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
     slack_sink: SlackSink | None = None
     roles: SlackRoles | None = None
     drainer = OutboxDrainer(runtime.store, runtime.service, sinks)

@@ -18,7 +18,7 @@ from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound
 from engine.params import redact, validate_parameters
-from engine.policy import Policy, Verb
+from engine.policy import Denied, Policy, Verb
 from engine.service import ExecutionService, Executor, Source
 from engine.storage import Store
 from engine.storage.tables import confirmations, now_utc
@@ -97,10 +97,11 @@ class Gate:
         *,
         audit_verb: str | None = None,
         execution_id: int | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> None:
         if self.policy.allows(who.role, verb, action_ref):
             return
-        error = Forbidden(f"{who.identity}: {self.policy_message(who.role, verb, action_ref)}")
+        error = Forbidden(Denied(who.role, verb, action_ref).message)
         await self.audit.record(
             who.entry(
                 audit_verb or verb,
@@ -108,13 +109,23 @@ class Gate:
                 target=action_ref,
                 detail=error.message,
                 execution_id=execution_id,
+                parameters=await self._redacted(action_ref, parameters),
             )
         )
         raise error
 
-    @staticmethod
-    def policy_message(role: str, verb: str, action_ref: str) -> str:
-        return f"the {role} role lacks the '{verb}' permission on {action_ref}"
+    async def _redacted(
+        self, action_ref: str, parameters: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Parameters as asked for, for the audit: the action's secrets masked; names only
+        when the action is unknown (which values are secret cannot be told)."""
+        if not parameters:
+            return None
+        try:
+            secrets_of = (await self.catalog.get_action(action_ref)).secrets
+        except EngineError:
+            return _shown(parameters)
+        return redact({str(k)[:64]: v for k, v in list(parameters.items())[:50]}, secrets_of)
 
     async def run(
         self,
@@ -135,7 +146,7 @@ class Gate:
             earlier = await self.service.find_idempotent(idempotency_key)
             if earlier is not None:
                 return await self._replay(who, earlier, action_ref, parameters)
-        await self._deny(who, "run", action_ref, audit_verb=verb)
+        await self._deny(who, "run", action_ref, audit_verb=verb, parameters=parameters)
         try:
             action = await self.catalog.get_action(action_ref)
             if action.confirm and who.source in ("slack", "chat") and not confirmed:

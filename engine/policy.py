@@ -39,10 +39,7 @@ class Denied:
 
     @property
     def message(self) -> str:
-        return (
-            f"not allowed: the {self.role} role lacks the '{self.verb}' permission on "
-            f"{self.action_ref}"
-        )
+        return f"the {self.role} role lacks the '{self.verb}' permission on {self.action_ref}"
 
 
 class Policy:
