@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     webhook_rate_per_s: float = Field(default=10.0, gt=0)
     #: How often due timers are looked for.
     timer_poll_s: float = Field(default=0.25, gt=0)
+    #: How long a process trusts its cached copy of an action (changes made by other
+    #: processes are seen after at most this long).
+    action_cache_s: float = Field(default=2.0, ge=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,23 @@ def _action_values(spec: ActionSpec) -> dict[str, Any]:
 
 
 class Catalog:
-    def __init__(self, store: Store) -> None:
+    """Packs and actions. Action specs are cached for ``cache_s`` (every submission and run
+    needs one): a change made by this process is seen at once, one made by another process
+    within ``cache_s``."""
+
+    def __init__(self, store: Store, *, cache_s: float = 2.0) -> None:
         self.store = store
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, ActionSpec]] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     async def register(self, spec: PackSpec, *, force: bool = False) -> dict[str, Any]:
         """Store a pack and its actions. An existing pack needs ``force`` to be replaced; its
         actions created over the API are kept."""
         now = now_utc()
+        self.forget()
         async with self.store.write() as conn:
             existing = (await conn.execute(select(packs).where(packs.c.ref == spec.ref))).first()
             values = {
@@ -152,10 +163,19 @@ class Catalog:
         return row
 
     async def get_action(self, ref: str) -> ActionSpec:
-        return action_spec(await self.get_action_row(ref))
+        now = time.monotonic()
+        cached = self._cache.get(ref)
+        if cached is not None and now - cached[0] < self.cache_s:
+            return cached[1]
+        spec = action_spec(await self.get_action_row(ref))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[ref] = (now, spec)
+        return spec
 
     async def create_action(self, spec: ActionSpec) -> dict[str, Any]:
         now = now_utc()
+        self.forget()
         async with self.store.write() as conn:
             pack = (await conn.execute(select(packs).where(packs.c.ref == spec.pack_ref))).first()
             if pack is None:
@@ -189,6 +209,7 @@ class Catalog:
         return action_record(await self.get_action_row(spec.ref))
 
     async def update_action(self, ref: str, spec: ActionSpec) -> dict[str, Any]:
+        self.forget()
         async with self.store.write() as conn:
             result = await conn.execute(
                 update(actions)
@@ -200,6 +221,7 @@ class Catalog:
         return action_record(await self.get_action_row(ref))
 
     async def delete_action(self, ref: str) -> None:
+        self.forget()
         async with self.store.write() as conn:
             result = await conn.execute(delete(actions).where(actions.c.ref == ref))
         if result.rowcount == 0:

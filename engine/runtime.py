@@ -201,7 +201,7 @@ async def build_runtime(
         await store.close()
         raise
     metrics = Metrics()
-    catalog = Catalog(store)
+    catalog = Catalog(store, cache_s=settings.action_cache_s)
     box = SecretBox(key)
     service = ExecutionService(
         store,
