@@ -418,23 +418,20 @@ class Automation:
     ) -> dict[str, Any]:
         values = {"status": status, "execution_id": execution_id, "error": error, "config": config}
         async with self.store.write() as conn:
-            if existing is None:
-                try:
-                    row = (
-                        await conn.execute(
-                            insert(enforcements)
-                            .values(
-                                rule_ref=rule.ref,
-                                trigger_ref=event.trigger_ref,
-                                event_id=event.id,
-                                created=now_utc(),
-                                **values,
-                            )
-                            .returning(*enforcements.c)
+            if existing is None:  # a unique (rule, event) key: a racing pass gets Conflict
+                row = (
+                    await conn.execute(
+                        insert(enforcements)
+                        .values(
+                            rule_ref=rule.ref,
+                            trigger_ref=event.trigger_ref,
+                            event_id=event.id,
+                            created=now_utc(),
+                            **values,
                         )
-                    ).one()
-                except Conflict:
-                    raise
+                        .returning(*enforcements.c)
+                    )
+                ).one()
             else:
                 row = (
                     await conn.execute(
