@@ -6,6 +6,7 @@ attune run pack.action k=v       run one action and print its result
 attune chat                      the chat in a terminal (no Slack needed)
 attune callback-secret           the key that signs callback deliveries
 attune audit [--actor A]         the audit log
+attune purge --older-than DAYS   keep the tables bounded
 attune db upgrade                apply database migrations
 attune token create --name N     a long-lived API token
 """
@@ -132,6 +133,23 @@ async def _audit(
     return 0
 
 
+async def _purge(settings: Settings, days: float, include_audit: bool) -> int:
+    from engine.purge import purge
+    from engine.storage import build_store
+
+    store = build_store(settings.database_url)
+    try:
+        await store.upgrade()
+        counts = await purge(store, days, include_audit=include_audit)
+    finally:
+        await store.close()
+    print(
+        ", ".join(f"{n} {table}" for table, n in counts.items()) + f" older than {days:g} days "
+        "deleted"
+    )
+    return 0
+
+
 async def _callback_secret(settings: Settings) -> int:
     from engine.runtime import build_runtime
 
@@ -210,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--outcome", help="accepted, denied, refused, ...")
     audit.add_argument("--limit", type=int, default=50, choices=range(1, 201), metavar="1-200")
     audit.add_argument("--json", action="store_true")
+    purge = sub.add_parser("purge", help="delete ended executions and processed events")
+    purge.add_argument(
+        "--older-than",
+        type=_positive,
+        required=True,
+        metavar="DAYS",
+        help="what ended more than this many days ago",
+    )
+    purge.add_argument("--audit", action="store_true", help="the audit log too")
     db = sub.add_parser("db", help="database tasks")
     db.add_subparsers(dest="db_command", required=True).add_parser(
         "upgrade", help="apply migrations"
@@ -231,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     level = settings.log_level
-    if args.command in ("chat", "run", "callback-secret", "token", "db", "audit") and (
+    if args.command in ("chat", "run", "callback-secret", "token", "db", "audit", "purge") and (
         "ATTUNE_LOG_LEVEL" not in os.environ
     ):
         level = "WARNING"  # interactive commands: the state-change lines would bury the answer
@@ -251,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.terminal import chat
 
             return asyncio.run(chat(settings))
+        if args.command == "purge":
+            return asyncio.run(_purge(settings, args.older_than, args.audit))
         if args.command == "audit":
             return asyncio.run(
                 _audit(settings, args.actor, args.verb, args.outcome, args.limit, args.json)
