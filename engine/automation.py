@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Row
 
 from engine.errors import TooManyRequests
@@ -78,12 +78,6 @@ class RuleSpec(BaseModel):
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
-
-
 def next_fire(kind: str, parameters: dict[str, Any], after: datetime) -> datetime | None:
     """When a timer fires next after ``after`` (None: a date timer that has fired)."""
     if kind == "interval":
@@ -99,7 +93,7 @@ def next_fire(kind: str, parameters: dict[str, Any], after: datetime) -> datetim
     return None
 
 
-def _trigger_record(row: Row[Any]) -> dict[str, Any]:
+def trigger_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
     return {
         "id": m["id"],
@@ -119,7 +113,7 @@ def _trigger_record(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _rule_record(row: Row[Any]) -> dict[str, Any]:
+def rule_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
     return {
         k: m[k]
@@ -142,14 +136,14 @@ def _rule_record(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _event_record(row: Row[Any]) -> dict[str, Any]:
+def event_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
     return {
         k: m[k] for k in ("id", "trigger_ref", "payload", "source", "received_at", "processed_at")
     }
 
 
-def _enforcement_record(row: Row[Any]) -> dict[str, Any]:
+def enforcement_record(row: Row[Any]) -> dict[str, Any]:
     m = row._mapping
     return {
         k: m[k]

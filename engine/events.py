@@ -18,17 +18,16 @@ from engine.automation import (
     RateLimiter,
     RuleSpec,
     TriggerSpec,
-    _enforcement_record,
-    _event_record,
-    _first_error,
-    _rule_record,
-    _trigger_record,
+    enforcement_record,
+    event_record,
     next_fire,
+    rule_record,
+    trigger_record,
 )
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
-from engine.packs import PackSpec
+from engine.packs import PackSpec, first_error
 from engine.service import ExecutionService, Executor
 from engine.storage import Store
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
@@ -92,7 +91,7 @@ class Automation:
                     else:
                         await self._upsert_rule(RuleSpec.model_validate(data))
                 except ValidationError as exc:
-                    problems.append(f"{source}: {_first_error(exc)}")
+                    problems.append(f"{source}: {first_error(exc)}")
                 except EngineError as exc:
                     problems.append(f"{source}: {exc.message}")
         return problems
@@ -175,12 +174,12 @@ class Automation:
         return row
 
     async def get_trigger(self, ref: str) -> dict[str, Any]:
-        return _trigger_record(await self._trigger_row(ref))
+        return trigger_record(await self._trigger_row(ref))
 
     async def list_triggers(self) -> list[dict[str, Any]]:
         async with self.store.read() as conn:
             rows = (await conn.execute(select(triggers).order_by(triggers.c.ref))).all()
-        return [_trigger_record(r) for r in rows]
+        return [trigger_record(r) for r in rows]
 
     async def set_trigger(self, ref: str, **values: Any) -> dict[str, Any]:
         async with self.store.write() as conn:
@@ -248,7 +247,7 @@ class Automation:
                     .returning(*events.c)
                 )
             ).one()
-        return _event_record(row)
+        return event_record(row)
 
     def process_soon(self, event_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._process_logged(event_id))
@@ -312,7 +311,7 @@ class Automation:
                 )
             ).first()
         if existing is not None and existing.status != "creating":
-            return _enforcement_record(existing)  # done on an earlier pass
+            return enforcement_record(existing)  # done on an earlier pass
         if existing is not None and not await self._take_over(existing):
             raise _Busy  # another pass is creating it right now
         try:
@@ -443,7 +442,7 @@ class Automation:
                 ).one()
         if error:
             log.warning("rule %s on event %s failed: %s", rule.ref, event.id, error)
-        return _enforcement_record(row)
+        return enforcement_record(row)
 
     async def finish_unprocessed(self, older_than_s: float) -> int:
         """Sweep: process events whose processing was interrupted."""
@@ -566,7 +565,7 @@ class Automation:
             row = (await conn.execute(select(rules).where(rules.c.ref == ref))).first()
         if row is None:
             raise NotFound(f"rule '{ref}' not found")
-        return _rule_record(row)
+        return rule_record(row)
 
     async def list_rules(self, trigger_ref: str | None = None) -> list[dict[str, Any]]:
         query = select(rules).order_by(rules.c.ref)
@@ -574,7 +573,7 @@ class Automation:
             query = query.where(rules.c.trigger_ref == trigger_ref)
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_rule_record(r) for r in rows]
+        return [rule_record(r) for r in rows]
 
     async def set_rule_enabled(self, ref: str, enabled: bool) -> dict[str, Any]:
         async with self.store.write() as conn:
@@ -603,14 +602,14 @@ class Automation:
             where.append(events.c.received_at >= since)
         if until is not None:
             where.append(events.c.received_at < until)
-        return await self._page(events, where, events.c.id, _event_record, page, per_page)
+        return await self._page(events, where, events.c.id, event_record, page, per_page)
 
     async def get_event(self, event_id: int) -> dict[str, Any]:
         async with self.store.read() as conn:
             row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
         if row is None:
             raise NotFound(f"event {event_id} not found")
-        return _event_record(row)
+        return event_record(row)
 
     async def list_enforcements(
         self,
@@ -632,7 +631,7 @@ class Automation:
         if since is not None:
             where.append(enforcements.c.created >= since)
         return await self._page(
-            enforcements, where, enforcements.c.id, _enforcement_record, page, per_page
+            enforcements, where, enforcements.c.id, enforcement_record, page, per_page
         )
 
     async def get_enforcement(self, enforcement_id: int) -> dict[str, Any]:
@@ -642,7 +641,7 @@ class Automation:
             ).first()
         if row is None:
             raise NotFound(f"enforcement {enforcement_id} not found")
-        return _enforcement_record(row)
+        return enforcement_record(row)
 
     async def _page(
         self, table: Any, where: list[Any], order: Any, shape: Any, page: int, per_page: int

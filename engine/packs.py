@@ -134,7 +134,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, as ``field: message``."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     return f"{loc}: {err['msg']}" if loc else str(err["msg"])
@@ -147,7 +148,7 @@ def action_from_dict(
     try:
         raw = _ActionFile.model_validate(data)
     except ValidationError as exc:
-        raise PackError(f"{source}: {_first_error(exc)}") from exc
+        raise PackError(f"{source}: {first_error(exc)}") from exc
     name = raw.name or (raw.ref.split(".", 1)[-1] if raw.ref else None)
     if not name:
         raise PackError(f"{source}: an action needs a 'name' or 'ref'")

@@ -38,6 +38,8 @@ log = logging.getLogger("attune.execution")
 Source = Literal["slack", "api", "rule", "chat", "cli"]
 #: Largest page of a list request.
 MAX_PER_PAGE = 100
+#: Statuses of a run a worker holds (kept alive by its heartbeat).
+LIVE = (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
 #: During a broker outage, at most one warning about failed publishes this often.
 PUBLISH_WARNING_EVERY_S = 10.0
 #: Executions republished per sweep at most.
@@ -358,13 +360,20 @@ class ExecutionService:
             claimed.append(self._claimed(row))
         return claimed
 
-    def _claimed(self, row: Row[Any]) -> Claimed:
+    def _parameters(self, row: Row[Any]) -> dict[str, Any]:
+        """The parameters an execution was asked with, secrets decrypted."""
         params = dict(row.config)
         for name, value in self.secrets.open(row.secrets).items():
             if params.get(name) == REDACTED:
                 params[name] = value
+        return params
+
+    def _claimed(self, row: Row[Any]) -> Claimed:
         return Claimed(
-            id=row.id, action_ref=row.action_ref, parameters=params, timeout_s=row.timeout_s
+            id=row.id,
+            action_ref=row.action_ref,
+            parameters=self._parameters(row),
+            timeout_s=row.timeout_s,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
@@ -383,9 +392,7 @@ class ExecutionService:
                     update(executions)
                     .where(
                         executions.c.worker == worker_id,
-                        executions.c.status.in_(
-                            (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
-                        ),
+                        executions.c.status.in_(LIVE),
                     )
                     .values(heartbeat_at=now_utc())
                     .returning(executions.c.id, executions.c.status)
@@ -398,11 +405,7 @@ class ExecutionService:
     ) -> builtins.list[Row[Any]]:
         """End ``abandoned`` the runs whose worker is gone: silent for ``stale_for_s``, or one
         of ``workers`` (known dead). Returns the rows (with ``pid``) that were moved."""
-        where: builtins.list[ColumnElement[bool]] = [
-            executions.c.status.in_(
-                (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
-            )
-        ]
+        where: builtins.list[ColumnElement[bool]] = [executions.c.status.in_(LIVE)]
         if stale_for_s is not None:
             where.append(executions.c.heartbeat_at < now_utc() - timedelta(seconds=stale_for_s))
         if workers is not None:
@@ -439,9 +442,7 @@ class ExecutionService:
                     select(executions.c.worker)
                     .distinct()
                     .where(
-                        executions.c.status.in_(
-                            (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
-                        ),
+                        executions.c.status.in_(LIVE),
                         executions.c.worker.is_not(None),
                     )
                 )
@@ -474,22 +475,7 @@ class ExecutionService:
     async def parameters_of(self, execution_id: int) -> tuple[str, dict[str, Any]]:
         """An execution's action and its parameters with secrets decrypted (for a re-run)."""
         row = await self._row(execution_id)
-        params = dict(row.config)
-        for name, value in self.secrets.open(row.secrets).items():
-            if params.get(name) == REDACTED:
-                params[name] = value
-        return row.action_ref, params
-
-    async def rerun(
-        self, execution_id: int, executor: Executor, *, chat: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Submit the same action with the same parameters (secrets included) again."""
-        row = await self._row(execution_id)
-        params = dict(row.config)
-        for name, value in self.secrets.open(row.secrets).items():
-            if params.get(name) == REDACTED:
-                params[name] = value
-        return await self.submit(row.action_ref, params, executor, chat=chat, parent=row.parent)
+        return row.action_ref, self._parameters(row)
 
     async def get_with_route(self, execution_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The record plus where its news goes (chat route, callback URL): for the listener."""

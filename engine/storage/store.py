@@ -89,7 +89,8 @@ class Store:
 
     @asynccontextmanager
     async def exclusive(self, key: int = _MIGRATION_LOCK_KEY) -> AsyncIterator[None]:
-        """Hold a cluster-wide lock (PostgreSQL advisory lock; the write lock on SQLite)."""
+        """Hold a cluster-wide lock (a PostgreSQL advisory lock; nothing on SQLite, whose
+        writers are serialised by the database itself)."""
         if self.dialect != "postgresql":
             yield
             return
