@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,24 @@ def amqp_exchange() -> str:
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="module")
+async def standin() -> AsyncIterator[Any]:
+    """A local stand-in of Slack's Web API (tests/scenario/slack_standin.py), one per module."""
+    from tests.scenario.slack_standin import SlackStandIn
+
+    stand_in = await SlackStandIn().start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.close()
+
+
+@pytest.fixture
+async def api(server: Any) -> AsyncIterator[Any]:
+    """An HTTP session logged in as the admin of the module's ``server``."""
+    from tests.scenario.harness import admin_api
+
+    async with admin_api(server.base_url) as session:
+        yield session

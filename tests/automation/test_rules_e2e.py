@@ -45,15 +45,6 @@ TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
 
 
 @pytest.fixture(scope="module")
-async def standin() -> AsyncIterator[SlackStandIn]:
-    stand_in = await SlackStandIn().start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.close()
-
-
-@pytest.fixture(scope="module")
 async def server(
     standin: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Server]:

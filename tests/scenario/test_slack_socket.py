@@ -16,7 +16,6 @@ import pytest
 from tests.e2e.conftest import Server
 from tests.scenario.harness import (
     SLACK_ACK_BUDGET_S,
-    admin_api,
     new_channel,
     new_user,
     running_server,
@@ -28,15 +27,6 @@ from tests.scenario.slack_signing import slash_fields
 from tests.scenario.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def standin() -> AsyncIterator[SlackStandIn]:
-    stand_in = await SlackStandIn().start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.close()
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +42,6 @@ async def server(
     )
     async with running_server("serve-socket", env, tmp) as srv:
         yield srv
-
-
-@pytest.fixture
-async def api(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with admin_api(server.base_url) as session:
-        yield session
 
 
 def envelope(text: str, channel: str, user: str, standin: SlackStandIn) -> dict[str, Any]:

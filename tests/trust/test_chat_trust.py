@@ -68,27 +68,12 @@ def slack_env(tmp: Path, standin: SlackStandIn, **overrides: str) -> dict[str, s
 
 
 @pytest.fixture(scope="module")
-async def standin() -> AsyncIterator[SlackStandIn]:
-    stand_in = await SlackStandIn().start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.close()
-
-
-@pytest.fixture(scope="module")
 async def server(
     standin: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Server]:
     tmp = tmp_path_factory.mktemp("trust-slack")
     async with running_server("serve", slack_env(tmp, standin), tmp) as srv:
         yield srv
-
-
-@pytest.fixture
-async def api(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with admin_api(server.base_url) as session:
-        yield session
 
 
 async def confirm_action(api: aiohttp.ClientSession) -> str:
