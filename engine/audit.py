@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from engine.storage import Conn
 
 from engine.errors import InvalidRequest
 from engine.storage import Store
@@ -58,7 +58,7 @@ class AuditLog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def record(self, entry: AuditEntry, conn: AsyncConnection | None = None) -> None:
+    async def record(self, entry: AuditEntry, conn: Conn | None = None) -> None:
         """Write an entry, in ``conn``'s transaction when given (so it commits with the act)."""
         if conn is not None:
             await conn.execute(insert(audit).values(**entry.values()))
@@ -94,7 +94,7 @@ class AuditLog:
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
-        async with self.store.read() as conn:
+        async with self.store.read(offload=True) as conn:
             rows = (await conn.execute(query)).all()
             total = (
                 await conn.execute(select(func.count()).select_from(audit).where(*where))

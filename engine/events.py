@@ -648,7 +648,7 @@ class Automation:
     ) -> tuple[list[dict[str, Any]], int]:
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidRequest(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
-        async with self.store.read() as conn:
+        async with self.store.read(offload=True) as conn:
             rows = (
                 await conn.execute(
                     select(table)

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Row, false, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from engine.storage import Conn
 
 from engine import broker as topics
 from engine.audit import AuditEntry
@@ -275,7 +275,7 @@ class ExecutionService:
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
-        async with self.store.read() as conn:
+        async with self.store.read(offload=True) as conn:
             rows = (await conn.execute(query)).all()
             total = (
                 await conn.execute(select(func.count()).select_from(executions).where(*where))
@@ -283,7 +283,7 @@ class ExecutionService:
         return [execution_record(r) for r in rows], int(total)
 
     async def count_by_status(self) -> dict[str, int]:
-        async with self.store.read() as conn:
+        async with self.store.read(offload=True) as conn:
             rows = (
                 (
                     await conn.execute(
@@ -545,7 +545,7 @@ class ExecutionService:
 
     async def _transition(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         execution_id: int,
         target: ExecutionStatus,
         *,
@@ -573,7 +573,7 @@ class ExecutionService:
         return row
 
     async def _enqueue(
-        self, conn: AsyncConnection, row: Row[Any], event: str, now: Any, *, chat_only: bool
+        self, conn: Conn, row: Row[Any], event: str, now: Any, *, chat_only: bool
     ) -> None:
         """Outbox rows for ``event``, in the caller's transaction (so news is never lost)."""
         targets = []

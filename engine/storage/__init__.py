@@ -3,6 +3,6 @@
 Only this package builds engines and connections; the rest of the engine calls :class:`Store`.
 """
 
-from engine.storage.store import Store, build_store
+from engine.storage.store import Conn, Store, build_store
 
-__all__ = ["Store", "build_store"]
+__all__ = ["Conn", "Store", "build_store"]
