@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,37 +26,33 @@ from typing import Any
 
 import aiohttp
 
+from bench.harness import (
+    LISTENING,
+    PASSWORD,
+    RESULTS,
+    ROOT,
+    SECRET,
+    BenchError,
+    Proc,
+    WatchedStandIn,
+    clean_env,
+    pct,
+    spawn_cli,
+)
 from tests.scenario.slack_signing import signed_request, slash_fields
-from tests.scenario.slack_standin import SlackStandIn
 
-SECRET = "bench-signing-secret"
-ROOT = Path(__file__).resolve().parents[1]
-_URL = re.compile(r"listening on (http://\S+)")
+#: Bound on one command's result reaching the stand-in.
+RESULT_TIMEOUT_S = 30.0
 
 
-def _start(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if match := _URL.search(line):
-            return proc, match.group(1).rstrip("/")
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"{cmd} did not start")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def bare_bolt(standin: WatchedStandIn, log_dir: Path) -> Proc:
+    """The baseline: ``bench/bare_bolt.py`` (this checkout), a Bolt app that only acks."""
+    env = clean_env() | {"BENCH_SLACK_API_URL": standin.api_url, "BENCH_SIGNING_SECRET": SECRET}
+    return Proc("bare-bolt", [sys.executable, "-m", "bench.bare_bolt"], env, ROOT, log_dir)
 
 
 async def _ack(
-    session: aiohttp.ClientSession, url: str, standin: SlackStandIn, text: str, channel: str
+    session: aiohttp.ClientSession, url: str, standin: WatchedStandIn, text: str, channel: str
 ) -> float:
     body, headers = signed_request(
         SECRET,
@@ -70,13 +63,15 @@ async def _ack(
     started = time.perf_counter()
     async with session.post(f"{url}/slack/events", data=body, headers=headers) as resp:
         await resp.read()
-        assert resp.status == 200, resp.status
+        if resp.status != 200:
+            raise BenchError(f"slash command answered {resp.status}")
     return (time.perf_counter() - started) * 1000
 
 
 async def ack_latency(
-    session: aiohttp.ClientSession, url: str, standin: SlackStandIn, count: int, concurrency: int
+    session: aiohttp.ClientSession, url: str, standin: WatchedStandIn, count: int, concurrency: int
 ) -> dict[str, float]:
+    """``count`` commands one at a time, then ``2 * count`` with ``concurrency`` in flight."""
     serial = [await _ack(session, url, standin, "run core.noop", "CSERIAL") for _ in range(count)]
     sem = asyncio.Semaphore(concurrency)
 
@@ -87,76 +82,68 @@ async def ack_latency(
     concurrent = await asyncio.gather(*(one() for _ in range(count * 2)))
     return {
         "serial_p50_ms": statistics.median(serial),
-        "serial_p99_ms": _pct(serial, 0.99),
+        "serial_p99_ms": pct(serial, 0.99),
         "concurrent_p50_ms": statistics.median(concurrent),
-        "concurrent_p99_ms": _pct(list(concurrent), 0.99),
+        "concurrent_p99_ms": pct(concurrent, 0.99),
     }
 
 
-async def settled(standin: SlackStandIn, quiet_s: float = 0.5, limit_s: float = 120) -> None:
-    """Wait until the stand-in has had no call for ``quiet_s`` (earlier work delivered)."""
-    async with asyncio.timeout(limit_s):
-        while True:
-            seen = len(standin.calls)
-            await asyncio.sleep(quiet_s)
-            if len(standin.calls) == seen:
-                return
-
-
 async def command_to_result(
-    session: aiohttp.ClientSession, url: str, standin: SlackStandIn, count: int
+    session: aiohttp.ClientSession, url: str, standin: WatchedStandIn, count: int
 ) -> list[float]:
-    """One command at a time on an idle server: send, then poll for the thread reply."""
-    await settled(standin)
+    """One command at a time on an idle server: from sending to the thread reply with the
+    output arriving at the stand-in (ms)."""
+    await standin.settled()
     times = []
     for i in range(count):
         channel = f"CRESULT{i}"
         marker = f"result-{i}-{time.monotonic_ns()}"
+
+        def is_reply(c: Any, channel: str = channel, marker: str = marker) -> bool:
+            return bool(
+                c.method == "chat.postMessage"
+                and c.target == channel
+                and c.params.get("thread_ts")
+                and marker in c.all_text()
+            )
+
         started = time.perf_counter()
+        arrival = asyncio.ensure_future(standin.wait_for(is_reply, RESULT_TIMEOUT_S))
         await _ack(session, url, standin, f"run core.echo message={marker}", channel)
-        async with asyncio.timeout(30):
-            while not any(  # noqa: ASYNC110 (polls the stand-in's record)
-                marker in c.all_text() and c.params.get("thread_ts")
-                for c in standin.find("chat.postMessage", target=channel)
-            ):
-                await asyncio.sleep(0.001)
-        times.append((time.perf_counter() - started) * 1000)
+        times.append((await arrival - started) * 1000)
     return times
 
 
 async def run(count: int, concurrency: int, results: int) -> dict[str, Any]:
-    standin = await SlackStandIn().start()
+    standin = WatchedStandIn()
+    await standin.start()
     tmp = Path(tempfile.mkdtemp(prefix="attune-bench-slack-"))
-    env = {
-        **os.environ,
+    env = clean_env() | {
         "ATTUNE_HTTP_PORT": "0",
         "ATTUNE_DATA_DIR": str(tmp),
         "ATTUNE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/bench.db",
         "ATTUNE_PACKS_PATH": str(ROOT / "packs"),
-        "ATTUNE_ADMIN_PASSWORD": "bench-password",
+        "ATTUNE_ADMIN_PASSWORD": PASSWORD,
         "ATTUNE_SLACK_BOT_TOKEN": "xoxb-bench",
         "ATTUNE_SLACK_SIGNING_SECRET": SECRET,
         "ATTUNE_SLACK_API_URL": standin.api_url,
         "ATTUNE_LOG_LEVEL": "WARNING",
-        "BENCH_SLACK_API_URL": standin.api_url,
-        "BENCH_SIGNING_SECRET": SECRET,
     }
-    env.pop("ATTUNE_AMQP_URL", None)
-    serve, serve_url = _start([sys.executable, "-m", "bot.cli", "serve"], env, tmp)
-    bare, bare_url = _start([sys.executable, "-m", "bench.bare_bolt"], env, ROOT)
+    serve = spawn_cli("serve", ROOT, ["serve"], env, tmp)
+    bare = bare_bolt(standin, tmp)
     try:
+        serve_url = (await serve.wait_line(LISTENING)).group(1).rstrip("/")
+        bare_url = (await bare.wait_line(LISTENING)).group(1).rstrip("/")
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in (serve_url, bare_url):  # warm up both (Bolt's first auth.test, pools)
                 await ack_latency(session, url, standin, 10, concurrency)
-            await settled(standin)
+            await standin.settled()
             attune = await ack_latency(session, serve_url, standin, count, concurrency)
             baseline = await ack_latency(session, bare_url, standin, count, concurrency)
             c2r = await command_to_result(session, serve_url, standin, results)
     finally:
-        for proc in (serve, bare):
-            proc.terminate()
-            proc.wait(timeout=30)
+        await asyncio.gather(serve.stop(), bare.stop())
         await standin.close()
     return {
         "count": count,
@@ -165,7 +152,7 @@ async def run(count: int, concurrency: int, results: int) -> dict[str, Any]:
         "bare_bolt": baseline,
         "concurrent_p99_ratio": attune["concurrent_p99_ms"] / baseline["concurrent_p99_ms"],
         "command_to_result_p50_ms": statistics.median(c2r),
-        "command_to_result_p90_ms": _pct(c2r, 0.9),
+        "command_to_result_p90_ms": pct(c2r, 0.9),
     }
 
 
@@ -195,7 +182,7 @@ def main() -> None:
         f"{'command to result p50 / p90 (ms)':<34} {r['command_to_result_p50_ms']:>9.1f} "
         f"{r['command_to_result_p90_ms']:>10.1f}"
     )
-    out = ROOT / "bench" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"slack-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(r, indent=2))
