@@ -25,14 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.harness import AMQP_URL, RESULTS, pg_admin
 from config import Settings
 from engine import broker as topics
 from engine.broker import Envelope
 from engine.runtime import Runtime, build_runtime
 from engine.service import Executor
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: Bound on every wait for a completion.
 WAIT_S = 60.0
 
@@ -90,25 +89,9 @@ async def measure(rt: Runtime, done: Completions, count: int, burst: int) -> dic
 
 
 async def _create_pg_db() -> str:
-    import asyncpg
-
     name = f"attune_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await pg_admin(f'CREATE DATABASE "{name}"')
     return name
-
-
-async def _drop_pg_db(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def run(mode: str, count: int, burst: int, repeat: int, workers: int) -> dict[str, Any]:
@@ -174,7 +157,7 @@ async def run(mode: str, count: int, burst: int, repeat: int, workers: int) -> d
             await rt.broker.delete_topology()
         await rt.close()
         if db_name:
-            await _drop_pg_db(db_name)
+            await pg_admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     keys = ("latency_median_ms", "latency_p90_ms", "burst_per_s")
     summary = {k: statistics.median(r[k] for r in rounds) for k in keys}
     return {
@@ -211,7 +194,7 @@ def main() -> None:
             f"{r['mode']:<10} {r['latency_median_ms']:>15.2f} {r['latency_p90_ms']:>15.2f} "
             f"{r['burst_per_s']:>10.0f}"
         )
-    out = Path("bench/results")
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))

@@ -18,143 +18,60 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
+from bench.harness import (
+    LISTENING,
+    PASSWORD,
+    RESULTS,
+    ROOT,
+    SECRET,
+    WORKER_READY,
+    Backend,
+    Proc,
+    Receiver,
+    spawn_cli,
+)
 from tests.scenario.slack_signing import signed_request, slash_fields
 from tests.scenario.slack_standin import SlackStandIn
 
-ROOT = Path(__file__).resolve().parents[1]
-SECRET = "load-signing-secret"
-PASSWORD = "load-admin-password"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-_URL = re.compile(r"listening on (http://\S+)")
 #: Requests in flight at once from this client.
 IN_FLIGHT = 100
 
 
-class Receiver:
-    """Counts callback deliveries per execution id."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter[int] = collections.Counter()
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        async def hook(request: web.Request) -> web.Response:
-            body = await request.json()
-            self.counts[int(body["id"])] += 1
-            return web.Response(status=204)
-
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
-
-
-def _spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_line(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> re.Match[str]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if match := pattern.search(line):
-            return match
-        if not line and proc.poll() is not None:
-            break
-    raise RuntimeError(f"{proc.args} did not start")
-
-
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def run(mode: str, api_count: int, slash_count: int, timeout_s: float) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="attune-load-"))
-    ledger = tmp / "ran.txt"
+    backend = await Backend.create(mode, "load")
+    ledger = backend.tmp / "ran.txt"
     standin = await SlackStandIn().start()
-    receiver = Receiver()
-    await receiver.start()
-    env = {
-        **os.environ,
-        "ATTUNE_HTTP_PORT": "0",
-        "ATTUNE_DATA_DIR": str(tmp),
-        "ATTUNE_PACKS_PATH": str(ROOT / "packs"),
-        "ATTUNE_ADMIN_PASSWORD": PASSWORD,
-        "ATTUNE_SLACK_BOT_TOKEN": "xoxb-load",
-        "ATTUNE_SLACK_SIGNING_SECRET": SECRET,
-        "ATTUNE_SLACK_API_URL": standin.api_url,
-        "ATTUNE_LOG_LEVEL": "WARNING",
-        "ATTUNE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/load.db",
-    }
-    env.pop("ATTUNE_AMQP_URL", None)
-    db_name = exchange = None
-    if mode == "cluster":
-        db_name = f"attune_load_{uuid.uuid4().hex[:8]}"
-        exchange = f"attune.load.{uuid.uuid4().hex[:8]}"
-        await _pg(f'CREATE DATABASE "{db_name}"')
-        env |= {
-            "ATTUNE_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}",
-            "ATTUNE_AMQP_URL": AMQP_URL,
-            "ATTUNE_AMQP_EXCHANGE": exchange,
-        }
-    procs = [_spawn(["serve", "--no-worker"] if mode == "cluster" else ["serve"], env, tmp)]
+    receiver = await Receiver().start()
+    env = backend.env(
+        ATTUNE_PACKS_PATH=str(ROOT / "packs"),
+        ATTUNE_SLACK_BOT_TOKEN="xoxb-load",
+        ATTUNE_SLACK_SIGNING_SECRET=SECRET,
+        ATTUNE_SLACK_API_URL=standin.api_url,
+    )
+    cluster = mode == "cluster"
+    serve_args = ["serve", "--no-worker"] if cluster else ["serve"]
+    procs: list[Proc] = [spawn_cli("serve", ROOT, serve_args, env, backend.tmp)]
     try:
-        url = _wait_line(procs[0], _URL).group(1).rstrip("/")
-        if mode == "cluster":
-            for _ in range(2):
-                procs.append(_spawn(["worker"], env, tmp))
-                _wait_line(procs[-1], re.compile(r"Attune worker"))
+        url = (await procs[0].wait_line(LISTENING)).group(1).rstrip("/")
+        if cluster:
+            for i in range(2):
+                procs.append(spawn_cli(f"worker{i}", ROOT, ["worker"], env, backend.tmp))
+                await procs[-1].wait_line(WORKER_READY)
         return await _drive(url, standin, receiver, ledger, api_count, slash_count, timeout_s, mode)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
+        await asyncio.gather(*(p.stop() for p in procs))
         await standin.close()
-        if receiver.runner is not None:
-            await receiver.runner.cleanup()
-        if db_name:
-            await _pg(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        if exchange:
-            import aio_pika
-
-            conn = await aio_pika.connect(AMQP_URL)
-            async with conn.channel() as channel:
-                await channel.queue_delete(f"{exchange}.requested")
-                await channel.exchange_delete(exchange)
-            await conn.close()
+        await receiver.close()
+        await backend.destroy()
 
 
 async def _drive(
@@ -279,7 +196,7 @@ def main() -> None:
     print(f"{'':<22}" + "".join(f"{r['mode']:>12}" for r in results))
     for key in keys:
         print(f"{key:<22}" + "".join(f"{r[key]:>12}" for r in results))
-    out = ROOT / "bench" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results))
     bad = any(
