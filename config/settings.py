@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     #: How long a process trusts its cached copy of an action (changes made by other
     #: processes are seen after at most this long).
     action_cache_s: float = Field(default=2.0, ge=0)
+    #: How long a process trusts a bearer token it has looked up (tokens are never changed
+    #: in place; expiry is checked on every request).
+    token_cache_s: float = Field(default=60.0, ge=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

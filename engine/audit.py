@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from engine.storage import Conn
 
 from engine.errors import InvalidRequest
-from engine.storage import Store
+from engine.storage import Conn, Store
 from engine.storage.tables import audit, now_utc
 
 #: Largest page of ``GET /api/v1/audit``.

@@ -15,10 +15,10 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from engine.errors import Conflict, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from engine.storage import Store
@@ -103,6 +103,15 @@ class LoginThrottle:
             self._failures.pop(key, None)
 
 
+#: Tokens remembered at most (the cache is emptied when full).
+_TOKEN_CACHE_SIZE = 10_000
+_TOKEN_LOOKUP = (
+    select(tokens.c.role, tokens.c.name, tokens.c.expires_at, users.c.login)
+    .join(users, users.c.id == tokens.c.user_id)
+    .where(tokens.c.token_hash == bindparam("token_hash"))
+)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -115,10 +124,14 @@ class AuthService:
         token_ttl_s: int,
         login_max_failures: int = 5,
         login_window_s: float = 300.0,
+        cache_s: float = 0.0,
     ) -> None:
         self.store = store
         self.token_ttl_s = token_ttl_s
         self.throttle = LoginThrottle(login_max_failures, login_window_s)
+        self.cache_s = cache_s
+        #: token hash -> (when looked up, principal, expiry): valid tokens only.
+        self._cache: dict[str, tuple[float, Principal, datetime | None]] = {}
 
     async def ensure_admin(self, login: str, password: str | None) -> str | None:
         """Create the first administrator if there are no users; return a generated password."""
@@ -195,17 +208,27 @@ class AuthService:
         return token
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal a bearer token stands for; Unauthorized if unknown or expired."""
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(tokens.c.role, tokens.c.name, tokens.c.expires_at, users.c.login)
-                    .join(users, users.c.id == tokens.c.user_id)
-                    .where(tokens.c.token_hash == token_hash(token))
-                )
-            ).first()
-        if row is None:
-            raise Unauthorized("invalid token")
-        if row.expires_at is not None and row.expires_at <= now_utc():
+        """The principal a bearer token stands for; Unauthorized if unknown or expired.
+
+        A valid token is remembered for ``cache_s`` (tokens are never changed in place; their
+        expiry is checked on every call)."""
+        key = token_hash(token)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self.cache_s:
+            _, principal, expires_at = cached
+        else:
+            async with self.store.read() as conn:
+                row = (await conn.execute(_TOKEN_LOOKUP, {"token_hash": key})).first()
+            if row is None:
+                raise Unauthorized("invalid token")
+            principal = Principal(login=row.login, role=row.role, token_name=row.name)
+            expires_at = row.expires_at
+            if self.cache_s > 0:
+                if len(self._cache) >= _TOKEN_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = (now, principal, expires_at)
+        if expires_at is not None and expires_at <= now_utc():
+            self._cache.pop(key, None)
             raise Unauthorized("token expired; log in again")
-        return Principal(login=row.login, role=row.role, token_name=row.name)
+        return principal

@@ -216,6 +216,7 @@ async def build_runtime(
         token_ttl_s=settings.token_ttl_s,
         login_max_failures=settings.login_max_failures,
         login_window_s=settings.login_window_s,
+        cache_s=settings.token_cache_s,
     )
     audit = AuditLog(store)
     gate = Gate(

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Row, false, func, insert, or_, select, update
-from engine.storage import Conn
+from sqlalchemy import ColumnElement, Row, bindparam, false, func, insert, or_, select, update
 
 from engine import broker as topics
 from engine.audit import AuditEntry
@@ -30,7 +29,7 @@ from engine.metrics import Metrics
 from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
-from engine.storage import Store
+from engine.storage import Conn, Store
 from engine.storage.tables import audit, deliveries, executions, now_utc
 
 log = logging.getLogger("attune.execution")
@@ -44,6 +43,20 @@ LIVE = (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
 PUBLISH_WARNING_EVERY_S = 10.0
 #: Executions republished per sweep at most.
 SWEEP_BATCH = 500
+
+
+# Statements of the hot paths, built once (values come as execution parameters).
+_INSERT_EXECUTION = insert(executions).returning(*executions.c)
+_INSERT_AUDIT = insert(audit)
+_INSERT_DELIVERY = insert(deliveries)
+_TRANSITION = (
+    update(executions)
+    .where(
+        executions.c.id == bindparam("_id"),
+        executions.c.status.in_(bindparam("_sources", expanding=True)),
+    )
+    .returning(*executions.c)
+)
 
 
 @dataclass(frozen=True)
@@ -190,16 +203,13 @@ class ExecutionService:
             "updated": now,
         }
         async with self.store.write() as conn:
-            row = (
-                await conn.execute(insert(executions).values(**values).returning(*executions.c))
-            ).one()
+            row = (await conn.execute(_INSERT_EXECUTION, values)).one()
             if chat:
                 await self._enqueue(conn, row, "created", now, chat_only=True)
             if audit_entry is not None:
                 await conn.execute(
-                    insert(audit).values(
-                        **replace(audit_entry, parameters=row.config, execution_id=row.id).values()
-                    )
+                    _INSERT_AUDIT,
+                    replace(audit_entry, parameters=row.config, execution_id=row.id).values(),
                 )
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
@@ -556,15 +566,14 @@ class ExecutionService:
         ``only_from``); None when the row was not in one of them."""
         now = now_utc()
         allowed = allowed_sources(target) & (only_from or allowed_sources(target))
-        sources = [s.value for s in allowed]
-        row = (
-            await conn.execute(
-                update(executions)
-                .where(executions.c.id == execution_id, executions.c.status.in_(sources))
-                .values(status=target.value, updated=now, **values)
-                .returning(*executions.c)
-            )
-        ).first()
+        params = {
+            **values,
+            "status": target.value,
+            "updated": now,
+            "_id": execution_id,
+            "_sources": [s.value for s in allowed],
+        }
+        row = (await conn.execute(_TRANSITION, params)).first()
         if row is None:
             return None
         if target in TERMINAL:
@@ -583,15 +592,16 @@ class ExecutionService:
             targets.append("callback")
         for target in targets:
             await conn.execute(
-                insert(deliveries).values(
-                    execution_id=row.id,
-                    target=target,
-                    event=event,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created=now,
-                )
+                _INSERT_DELIVERY,
+                {
+                    "execution_id": row.id,
+                    "target": target,
+                    "event": event,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created": now,
+                },
             )
 
     def _note(self, execution_id: int, action_ref: str, status: ExecutionStatus) -> None:
