@@ -19,14 +19,15 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVarTuple, cast, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Executable, Result, create_engine, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from engine.errors import Conflict, EngineError, Unavailable
 
@@ -37,6 +38,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: Key of the PostgreSQL advisory lock that serialises start-up work (migrations, pack sync).
 _MIGRATION_LOCK_KEY = 7_406_113
+
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class LoopConn:
@@ -50,15 +54,20 @@ class LoopConn:
         self._conn = conn
         self._offload = offload
 
-    async def execute(
-        self, statement: Executable, parameters: Any = None
-    ) -> Result[Any]:
+    @overload
+    async def execute(  # type: ignore[overload-overlap]  # as AsyncConnection.execute
+        self, statement: TypedReturnsRows[*_Ts], parameters: Any = None
+    ) -> CursorResult[*_Ts]: ...
+
+    @overload
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         if not self._offload:
             return self._conn.execute(statement, parameters)
-        frozen = await asyncio.to_thread(
-            lambda: self._conn.execute(statement, parameters).freeze()
-        )
-        return frozen()
+        frozen = await asyncio.to_thread(lambda: self._conn.execute(statement, parameters).freeze())
+        # A buffered Result, not a cursor: offloaded reads are SELECTs (no rowcount needed).
+        return cast(CursorResult[Any], frozen())
 
 
 #: What ``Store.read()`` and ``Store.write()`` yield.
