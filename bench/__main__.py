@@ -58,8 +58,9 @@ from bench.harness import RESULTS, ROOT, Backend, BenchError, probe_code
 from bench.report import summarize, tables, write_json
 from bench.suite import DRAIN_TIMEOUT_S, ORDER, SCENARIOS, Config, Context
 
-FULL = {"duration": 10.0, "e2e": 3000, "shell": 1000, "slack": 200, "results": 50}
-FULL |= {"rows": 1_000_000, "requests": 200}
+#: Counts of a full run: about 5 minutes per round of both modes on 2 CPUs.
+FULL = {"duration": 10.0, "e2e": 3000, "shell": 500, "slack": 200, "results": 50}
+FULL |= {"rows": 1_000_000, "requests": 100}
 QUICK = {"duration": 2.0, "e2e": 100, "shell": 50, "slack": 20, "results": 5}
 QUICK |= {"rows": 20_000, "requests": 20}
 
@@ -121,7 +122,7 @@ async def run_mode(cfg: Config, mode: str, names: list[str]) -> dict[str, Any]:
                 results[name] = await run_scenario(ctx, name)
     finally:
         if ctx.dep is not None:
-            await ctx.dep.stop()
+            results["server_stderr"] = await ctx.dep.stop()
         if ctx.backend is not None:
             await ctx.backend.destroy()
         await ctx.standin.close()
@@ -143,11 +144,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=50, help="in flight (api, slack)")
     parser.add_argument("--duration", type=float, help="api seconds (10; quick 2)")
     parser.add_argument("--e2e-count", type=int, help="e2e executions (3000; quick 100)")
-    parser.add_argument("--shell-count", type=int, help="shell executions (1000; quick 50)")
+    parser.add_argument("--shell-count", type=int, help="shell executions (500; quick 50)")
     parser.add_argument("--slack-count", type=int, help="commands one at a time (200; quick 20)")
     parser.add_argument("--slack-results", type=int, help="command-to-result samples (50; 5)")
     parser.add_argument("--list-rows", type=int, help="executions in the table (1e6; 20000)")
-    parser.add_argument("--list-requests", type=int, help="requests per page kind (200; 20)")
+    parser.add_argument("--list-requests", type=int, help="requests per page kind (100; 20)")
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/run-*)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
@@ -222,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in per.items()
         if "error" in entry
     ]
+    logged = {
+        f"{mode}/{proc}": summary
+        for mode, per in results.items()
+        for proc, summary in per.get("server_stderr", {}).items()
+        if summary["lines"]
+    }
     kind = "quick" if cfg.quick else "full"
     print(
         f"Attune bench: code {code['git_rev']} ({cfg.code}), {os.cpu_count()} CPUs, {kind}, "
@@ -231,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out or RESULTS / f"run-{stamp}.json"
     write_json(path, {"meta": meta, "results": results, "problems": problems})
     print(f"\nwritten {path}")
+    for proc, summary in logged.items():
+        print(f"note: {proc} logged {summary['lines']} lines, e.g. {summary['first'][0]!r}")
     for problem in problems:
         print(f"PROBLEM {problem}")
     return 1 if problems else 0

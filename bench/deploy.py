@@ -121,5 +121,7 @@ class Deployment:
             if resp.status != 201:
                 raise BenchError(f"creating {ref} answered {resp.status}: {await resp.text()}")
 
-    async def stop(self) -> None:
+    async def stop(self) -> dict[str, Any]:
+        """Stop every process; what each wrote to stderr (see :meth:`Proc.log_summary`)."""
         await asyncio.gather(*(p.stop() for p in self.procs))
+        return {p.name: p.log_summary() for p in self.procs}

@@ -13,7 +13,9 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from aiohttp import web
 
 from tests.scenario.slack_standin import Call, SlackStandIn
@@ -205,6 +208,20 @@ class Proc:
             f"stderr tail ({self.log}): {err!r}"
         )
 
+    def log_summary(self, keep: int = 5) -> dict[str, Any]:
+        """How many lines the process wrote to stderr (servers log WARNING and up in the
+        benchmarks) and the first few distinct ones, without their timestamps."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return {"lines": 0, "first": []}
+        first: list[str] = []
+        for line in lines:
+            text = re.sub(r"^\S+ \S+ ", "", line.strip())[:300]
+            if text and text not in first and len(first) < keep:
+                first.append(text)
+        return {"lines": len(lines), "first": first}
+
     def status_kb(self, key: str) -> int | None:
         """``VmRSS``, ``VmHWM``, ... of the process from /proc, in kB (None once it ended)."""
         try:
@@ -233,8 +250,6 @@ def spawn_cli(name: str, code: Path, args: list[str], env: dict[str, str], log_d
 
 
 async def pg_admin(sql: str) -> None:
-    import asyncpg
-
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         await conn.execute(sql)
@@ -312,12 +327,10 @@ class Backend:
 
             def read() -> list[tuple[Any, ...]]:
                 uri = f"file:{self.sqlite_path}?mode=ro"
-                with contextlib.closing(_sqlite_connect(uri)) as conn:
-                    return list(conn.execute(sql).fetchall())
+                with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+                    return list(db.execute(sql).fetchall())
 
             return await asyncio.to_thread(read)
-        import asyncpg
-
         conn = await asyncpg.connect(self.pg_dsn)
         try:
             return [tuple(r) for r in await conn.fetch(sql)]
@@ -349,19 +362,7 @@ class Backend:
             await pg_admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         if self.exchange:
             await delete_exchange(self.exchange)
-        await asyncio.to_thread(_rmtree, self.tmp)
-
-
-def _sqlite_connect(uri: str) -> Any:
-    import sqlite3
-
-    return sqlite3.connect(uri, uri=True, timeout=30)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.tmp, ignore_errors=True)
 
 
 # -- local receivers --------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _fill_sqlite(path: Path, rows: int) -> None:
 
 
 async def _fill_pg(dsn: str, rows: int) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(dsn)
     try:

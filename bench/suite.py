@@ -383,11 +383,12 @@ class List(Scenario):
         return {"requests": ctx.cfg.list_requests, **out}
 
     async def teardown(self, ctx: Context) -> Metrics:
+        out: Metrics = {}
         if self.dep is not None:
-            await self.dep.stop()
+            out["server_stderr"] = await self.dep.stop()
         if self.backend is not None:
             await self.backend.destroy()
-        return {}
+        return out
 
 
 # -- resources --------------------------------------------------------------------------------
