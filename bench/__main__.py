@@ -149,6 +149,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slack-results", type=int, help="command-to-result samples (50; 5)")
     parser.add_argument("--list-rows", type=int, help="executions in the table (1e6; 20000)")
     parser.add_argument("--list-requests", type=int, help="requests per page kind (100; 20)")
+    parser.add_argument(
+        "--client", choices=["auto", "wrk", "aiohttp"], default="auto", help="api load generator"
+    )
     parser.add_argument("--out", type=Path, help="the JSON file (default bench/results/run-*)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
@@ -178,6 +181,7 @@ def build_config(args: argparse.Namespace, worker_slots: int) -> Config:
         list_rows=pick(args.list_rows, "rows"),
         list_requests=pick(args.list_requests, "requests"),
         worker_slots=worker_slots,
+        client=args.client,
     )
 
 

@@ -132,9 +132,13 @@ def probe_code(code: Path) -> dict[str, Any]:
 
 def git_rev(path: Path) -> str:
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30
+            )
+        except OSError:
+            return ""
+        return out.stdout.strip()
 
     rev = git("rev-parse", "--short=12", "HEAD") or "unknown"
     return rev + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -194,7 +194,7 @@ async def run_aiohttp(
         await asyncio.gather(*(loop() for _ in range(connections)))
         elapsed = time.perf_counter() - started
     return LoadResult(
-        client="aiohttp (client-bound: wrk not installed)",
+        client="aiohttp (the client is the bottleneck)",
         duration_s=elapsed,
         requests=len(latencies),
         requests_per_s=len(latencies) / elapsed,
@@ -207,7 +207,14 @@ async def run_aiohttp(
 
 
 async def post_load(
-    url: str, body: str, headers: dict[str, str], connections: int, duration_s: float
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    connections: int,
+    duration_s: float,
+    client: str = "auto",
 ) -> LoadResult:
-    run = run_wrk if have_wrk() else run_aiohttp
+    """``client``: ``wrk``, ``aiohttp``, or ``auto`` (wrk when installed)."""
+    use_wrk = client == "wrk" or (client == "auto" and have_wrk())
+    run = run_wrk if use_wrk else run_aiohttp
     return await run(url, body, headers, connections, duration_s)
