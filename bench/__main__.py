@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         results[mode] = asyncio.run(run_mode(cfg, mode, names))
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    meta["loadavg_at_end"] = os.getloadavg()
     problems = [
         f"{mode}/{name}: {entry['error']}"
         for mode, per in results.items()
