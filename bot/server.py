@@ -13,10 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.handler import CommandHandler
-from bot.slack_app import build_slack_app, build_web_client, slack_enabled, slack_routes
-from bot.slack_roles import SlackRoles
-from bot.slack_sink import SlackSink
-from config import Settings
+from config import Settings, slack_enabled
 from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
@@ -84,8 +81,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     socket_handler: Any = None
     callbacks = CallbackSink(runtime.callback_secret())
     sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
-    slack_sink: SlackSink | None = None
-    roles: SlackRoles | None = None
+    slack_sink: Any = None  # a SlackSink when Slack is configured
+    roles: Any = None  # SlackRoles
     drainer = OutboxDrainer(runtime.store, runtime.service, sinks)
     try:
         if with_worker:
@@ -96,6 +93,11 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):
+            # Imported only when Slack is configured (Bolt and slack_sdk weigh 20 MB and 0.2 s).
+            from bot.slack_app import build_slack_app, build_web_client, slack_routes
+            from bot.slack_roles import SlackRoles
+            from bot.slack_sink import SlackSink
+
             client = build_web_client(settings)
             roles = SlackRoles(settings.slack_roles, settings.slack_default_role)
             roles.start(client)

@@ -43,12 +43,6 @@ def unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def slack_enabled(settings: Settings) -> bool:
-    return settings.slack_bot_token is not None and (
-        settings.slack_signing_secret is not None or settings.slack_app_token is not None
-    )
-
-
 def build_web_client(settings: Settings) -> AsyncWebClient:
     """Web API client; 429s wait for Retry-After, 5xx and connection errors retry once.
 

@@ -1,5 +1,5 @@
 """Typed settings for Attune chat-ops (environment ``ATTUNE_*`` and an optional TOML file)."""
 
-from config.settings import Settings, load_settings
+from config.settings import Settings, load_settings, slack_enabled
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "slack_enabled"]

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def slack_enabled(settings: Settings) -> bool:
+    """A bot token, and a signing secret (HTTP mode) or an app token (Socket Mode)."""
+    return settings.slack_bot_token is not None and (
+        settings.slack_signing_secret is not None or settings.slack_app_token is not None
+    )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, the TOML file and ``overrides``."""
     return Settings(**overrides)

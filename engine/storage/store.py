@@ -14,15 +14,14 @@ in a thread. PostgreSQL runs on asyncpg with a connection pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVarTuple, cast, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVarTuple, cast, overload
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -31,11 +30,17 @@ from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from engine.errors import Conflict, EngineError, Unavailable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 #: How long a write waits for another process's lock on a SQLite database before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: The newest migration (tests/engine/test_migrations.py checks it is Alembic's head): a database
+#: already there starts without Alembic being imported.
+HEAD_REVISION = "0006"
 #: Key of the PostgreSQL advisory lock that serialises start-up work (migrations, pack sync).
 _MIGRATION_LOCK_KEY = 7_406_113
 
@@ -102,6 +107,10 @@ class Store:
         self._sync = sync_engine
         self._write_lock = asyncio.Lock() if sync_engine is not None else None
         self._writer: Connection | None = None
+        #: The open group of write blocks (resolved when its COMMIT is done), and the task
+        #: that will commit it.
+        self._group: asyncio.Future[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -124,21 +133,38 @@ class Store:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
-        """One transaction, committed when the block ends without error."""
+        """One transaction, committed when the block ends without error; the block returns
+        only once its changes are committed.
+
+        On SQLite, blocks are grouped: each runs in a savepoint of the open transaction, and
+        one ``COMMIT`` covers every block that finished in the same turn of the event loop
+        (a block that fails is rolled back to its savepoint alone)."""
         try:
             if self._sync is None:
                 async with self.engine.begin() as conn:
                     yield conn
-            else:
-                assert self._write_lock is not None
-                async with self._write_lock:
-                    writer = await self._begin()
-                    try:
-                        yield LoopConn(writer)
-                    except BaseException:
-                        self._end(writer, "ROLLBACK")
-                        raise
-                    self._end(writer, "COMMIT")
+                return
+            assert self._write_lock is not None
+            failure: BaseException | None = None
+            async with self._write_lock:
+                writer, batch = await self._batch()
+                writer.exec_driver_sql("SAVEPOINT unit")
+                try:
+                    yield LoopConn(writer)
+                except BaseException as exc:
+                    self._undo_unit(writer, batch)
+                    failure = exc
+                else:
+                    writer.exec_driver_sql("RELEASE unit")
+                    self._schedule_commit()
+            if failure is not None:
+                # Raised once the group is committed: a block that failed on a unique key
+                # then finds the row it collided with.
+                if not isinstance(failure, asyncio.CancelledError):
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(batch)
+                raise failure
+            await asyncio.shield(batch)
         except EngineError:
             raise
         except IntegrityError as exc:
@@ -147,30 +173,77 @@ class Store:
             log.warning("database write failed: %s", exc)
             raise Unavailable(f"database error: {type(exc).__name__}") from exc
 
-    async def _begin(self) -> Connection:
-        """``BEGIN IMMEDIATE`` on the writer connection, waiting (without blocking the loop)
-        while another process holds the write lock."""
+    async def _batch(self) -> tuple[Connection, asyncio.Future[None]]:
+        """The writer connection and the open group's future, opening a group (``BEGIN
+        IMMEDIATE``, waiting without blocking the loop while another process holds the
+        database's write lock) when there is none. Called with the write lock held."""
         assert self._sync is not None
         if self._writer is None or self._writer.closed:
             writer = self._sync.connect().execution_options(isolation_level="AUTOCOMMIT")
             writer.exec_driver_sql("PRAGMA busy_timeout=0")
             self._writer = writer
+        if self._group is not None:
+            return self._writer, self._group
         deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
         pause = 0.001
         while True:
             try:
                 self._writer.exec_driver_sql("BEGIN IMMEDIATE")
-                return self._writer
+                break
             except OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
+        self._group = asyncio.get_running_loop().create_future()
+        return self._writer, self._group
 
-    def _end(self, writer: Connection, verb: str) -> None:
+    def _undo_unit(self, writer: Connection, batch: asyncio.Future[None]) -> None:
+        """Roll a failed block back to its savepoint; if SQLite ended the whole transaction
+        (it does on some I/O errors), the group's other blocks fail too."""
         dbapi = writer.connection.dbapi_connection
         if dbapi is not None and dbapi.in_transaction:
-            writer.exec_driver_sql(verb)
+            writer.exec_driver_sql("ROLLBACK TO unit")
+            writer.exec_driver_sql("RELEASE unit")
+            self._schedule_commit()
+            return
+        self._group = None
+        if not batch.done():
+            batch.set_exception(Unavailable("database error: the transaction was rolled back"))
+            batch.exception()  # retrieved here: a group of only the failed block has no waiter
+
+    def _schedule_commit(self) -> None:
+        if self._committer is None:
+            self._committer = asyncio.get_running_loop().create_task(self._commit())
+
+    async def _commit(self) -> None:
+        """Commit the open group once the blocks ready to run in this turn have joined it."""
+        assert self._write_lock is not None
+        try:
+            async with self._write_lock:
+                group, self._group = self._group, None
+                if group is None:
+                    return
+                assert self._writer is not None
+                try:
+                    self._writer.exec_driver_sql("COMMIT")
+                except SQLAlchemyError as exc:
+                    log.warning("database commit failed: %s", exc)
+                    self._rollback_quietly()
+                    group.set_exception(exc)
+                    return
+                group.set_result(None)
+        finally:
+            self._committer = None
+
+    def _rollback_quietly(self) -> None:
+        assert self._writer is not None
+        dbapi = self._writer.connection.dbapi_connection
+        if dbapi is not None and dbapi.in_transaction:
+            try:
+                self._writer.exec_driver_sql("ROLLBACK")
+            except SQLAlchemyError as exc:
+                log.warning("rollback failed: %s", exc)
 
     async def ping(self) -> bool:
         try:
@@ -198,11 +271,25 @@ class Store:
 
     async def upgrade(self) -> None:
         """Apply Alembic migrations up to head (safe to run from several processes at once)."""
+        if await self._at_head():
+            return
         async with self.exclusive(), self.engine.connect() as conn:
             await conn.run_sync(_run_upgrade)
             await conn.commit()
 
+    async def _at_head(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                version = (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar()
+        except SQLAlchemyError:
+            return False  # a new database
+        return version == HEAD_REVISION
+
     async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -212,6 +299,8 @@ class Store:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -220,6 +309,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _run_upgrade(connection: Connection) -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
 
 

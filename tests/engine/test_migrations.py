@@ -22,7 +22,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
 from engine.storage import Store, build_store
-from engine.storage.store import alembic_config
+from engine.storage.store import HEAD_REVISION, alembic_config
 from engine.storage.tables import metadata
 
 WAIT_S = 30.0
@@ -173,3 +173,8 @@ async def test_concurrent_upgrades_on_postgres(postgres_url: str) -> None:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def test_the_store_knows_the_head_revision() -> None:
+    """A database at HEAD_REVISION starts without running Alembic, so it must be the head."""
+    assert _head() == HEAD_REVISION

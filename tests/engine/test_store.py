@@ -1,0 +1,121 @@
+"""The SQLite Store: write blocks grouped under one COMMIT, each in its own savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, insert, select, text
+
+from engine.errors import Conflict, Unavailable
+from engine.storage import Store, build_store
+from engine.storage.tables import now_utc, users
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = build_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await store.upgrade()
+    yield store
+    await store.close()
+
+
+def _user(login: str) -> dict[str, object]:
+    return {"login": login, "password_hash": "x", "role": "viewer", "created": now_utc()}
+
+
+async def _add(store: Store, login: str) -> None:
+    async with store.write() as conn:
+        await conn.execute(insert(users), _user(login))
+
+
+async def _logins(store: Store) -> list[str]:
+    async with store.read() as conn:
+        return list((await conn.execute(select(users.c.login).order_by(users.c.id))).scalars())
+
+
+def _count_commits(store: Store) -> list[str]:
+    seen: list[str] = []
+    assert store._sync is not None
+
+    @event.listens_for(store._sync, "before_cursor_execute")
+    def note(_c: object, _cur: object, statement: str, *_a: object) -> None:
+        if statement in ("COMMIT", "BEGIN IMMEDIATE"):
+            seen.append(statement)
+
+    return seen
+
+
+async def test_blocks_ready_together_share_one_commit_and_return_committed(store: Store) -> None:
+    seen = _count_commits(store)
+    await asyncio.gather(*(_add(store, f"u{i}") for i in range(20)))
+    assert seen == ["BEGIN IMMEDIATE", "COMMIT"]
+    # Returned only once committed: another connection sees every row.
+    assert sorted(await _logins(store)) == sorted(f"u{i}" for i in range(20))
+
+
+async def test_a_failing_block_is_undone_alone_and_sees_the_row_it_met(store: Store) -> None:
+    async def twice() -> str:
+        try:
+            await _add(store, "same")
+        except Conflict:
+            return (await _logins(store))[0]  # the winner is committed by now
+        return "won"
+
+    async def fails_midway() -> None:
+        async with store.write() as conn:
+            await conn.execute(insert(users), _user("half"))
+            raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        twice(), twice(), fails_midway(), _add(store, "other"), return_exceptions=True
+    )
+    assert results[0] == "won"
+    assert results[1] == "same"
+    assert isinstance(results[2], RuntimeError)
+    assert await _logins(store) == ["same", "other"]
+
+
+async def test_a_write_waits_while_another_process_holds_the_lock(
+    store: Store, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pending = asyncio.create_task(_add(store, "later"))
+    # The loop is free meanwhile: reads answer while the write waits for the lock.
+    for _ in range(20):
+        assert await _logins(store) == []
+        await asyncio.sleep(0.005)
+    assert not pending.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(pending, 5)
+    assert await _logins(store) == ["later"]
+
+
+async def test_a_commit_that_fails_fails_every_block_of_its_group(store: Store) -> None:
+    assert store._sync is not None
+
+    @event.listens_for(store._sync, "before_cursor_execute")
+    def refuse(_c: object, _cur: object, statement: str, *_a: object) -> None:
+        if statement == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+
+    results = await asyncio.gather(
+        *(_add(store, f"u{i}") for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, Unavailable) for r in results), results
+    event.remove(store._sync, "before_cursor_execute", refuse)
+    assert await _logins(store) == []
+    await _add(store, "after")  # the writer recovers
+    assert await _logins(store) == ["after"]
+
+
+async def test_offloaded_reads_return_buffered_rows(store: Store) -> None:
+    await _add(store, "a")
+    async with store.read(offload=True) as conn:
+        rows = (await conn.execute(text("SELECT login FROM users"))).all()
+    assert [r.login for r in rows] == ["a"]
