@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
+from engine.counts import Totals
 from engine.errors import InvalidRequest
 from engine.storage import Conn, Store
 from engine.storage.tables import audit, now_utc
@@ -56,6 +57,7 @@ class AuditEntry:
 class AuditLog:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.totals = Totals(store)
 
     async def record(self, entry: AuditEntry, conn: Conn | None = None) -> None:
         """Write an entry, in ``conn``'s transaction when given (so it commits with the act)."""
@@ -95,7 +97,5 @@ class AuditLog:
         )
         async with self.store.read(offload=True) as conn:
             rows = (await conn.execute(query)).all()
-            total = (
-                await conn.execute(select(func.count()).select_from(audit).where(*where))
-            ).scalar_one()
-        return [{k: r._mapping[k] for k in FIELDS} for r in rows], int(total)
+        total = await self.totals.count(audit, where)
+        return [{k: r._mapping[k] for k in FIELDS} for r in rows], total

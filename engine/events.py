@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 
 from engine.audit import AuditEntry, AuditLog
 from engine.automation import (
@@ -25,6 +25,7 @@ from engine.automation import (
     trigger_record,
 )
 from engine.catalog import Catalog
+from engine.counts import Totals
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
 from engine.packs import PackSpec, first_error
@@ -59,6 +60,7 @@ class Automation:
         webhook_burst: int = 20,
     ) -> None:
         self.store = store
+        self.totals = Totals(store)
         self.service = service
         self.catalog = catalog
         self.secrets = secrets_box
@@ -658,10 +660,7 @@ class Automation:
                     .offset((page - 1) * per_page)
                 )
             ).all()
-            total = (
-                await conn.execute(select(func.count()).select_from(table).where(*where))
-            ).scalar_one()
-        return [shape(r) for r in rows], int(total)
+        return [shape(r) for r in rows], await self.totals.count(table, where)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         if self._background:

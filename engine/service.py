@@ -23,6 +23,7 @@ from engine import broker as topics
 from engine.audit import AuditEntry
 from engine.broker import Broker
 from engine.catalog import Catalog
+from engine.counts import Totals
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
@@ -152,6 +153,7 @@ class ExecutionService:
         self.secrets = secrets
         self.metrics = metrics
         self.default_timeout_s = default_timeout_s
+        self.totals = Totals(store)
         self._background: set[asyncio.Task[None]] = set()
         self._failed_publishes = 0
         self._last_publish_warning = -PUBLISH_WARNING_EVERY_S
@@ -287,10 +289,9 @@ class ExecutionService:
         )
         async with self.store.read(offload=True) as conn:
             rows = (await conn.execute(query)).all()
-            total = (
-                await conn.execute(select(func.count()).select_from(executions).where(*where))
-            ).scalar_one()
-        return [execution_record(r) for r in rows], int(total)
+        key = (tuple(status or ()), action_ref, None if action_like is None else tuple(action_like))
+        total = await self.totals.count(executions, where, key)
+        return [execution_record(r) for r in rows], total
 
     async def count_by_status(self) -> dict[str, int]:
         async with self.store.read(offload=True) as conn:

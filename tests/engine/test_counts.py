@@ -1,0 +1,64 @@
+"""List totals: exact up to a bound, a remembered full count past it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from engine import counts
+from engine.counts import Totals
+from engine.storage import Store, build_store
+from engine.storage.tables import now_utc, users
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = build_store(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    await store.upgrade()
+    yield store
+    await store.close()
+
+
+_serial = itertools.count()
+
+
+async def _add(store: Store, n: int) -> None:
+    async with store.write() as conn:
+        await conn.execute(
+            insert(users),
+            [
+                {"login": f"u{next(_serial)}", "password_hash": "x", "role": "viewer"}
+                | {"created": now_utc()}
+                for _ in range(n)
+            ],
+        )
+
+
+async def test_small_totals_are_exact_and_large_ones_refresh_after_max_age(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counts, "EXACT_UPTO", 5)
+    totals = Totals(store, max_age_s=0.2)
+    viewers = [users.c.role == "viewer"]
+    await _add(store, 3)
+    assert await totals.count(users, viewers) == 3
+    await _add(store, 1)
+    assert await totals.count(users, viewers) == 4  # exact: never cached below the bound
+    await _add(store, 4)
+    assert await totals.count(users, viewers) == 8  # first large count: counted in full
+    await _add(store, 2)
+    assert await totals.count(users, viewers) == 8  # remembered while fresh
+    assert await totals.count(users, [users.c.role == "admin"]) == 0  # another filter
+
+    async def refreshed() -> bool:
+        return await totals.count(users, viewers) == 10
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await refreshed():  # stale: served, and recounted in the background
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
