@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(path, {"meta": meta, "results": results, "problems": problems})
     print(f"\nwritten {path}")
     for proc, summary in logged.items():
-        print(f"note: {proc} logged {summary['lines']} lines, e.g. {summary['first'][0]!r}")
+        print(f"note: {proc} wrote {summary['lines']} lines to stderr {summary['levels']}")
     for problem in problems:
         print(f"PROBLEM {problem}")
     return 1 if problems else 0

@@ -212,19 +212,21 @@ class Proc:
             f"stderr tail ({self.log}): {err!r}"
         )
 
-    def log_summary(self, keep: int = 5) -> dict[str, Any]:
-        """How many lines the process wrote to stderr (servers log WARNING and up in the
-        benchmarks) and the first few distinct ones, without their timestamps."""
+    def log_summary(self, keep: int = 40) -> dict[str, Any]:
+        """What the process wrote to stderr (servers log WARNING and up in the benchmarks):
+        line counts, records by level, and the first ``keep`` lines."""
         try:
             lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
-            return {"lines": 0, "first": []}
-        first: list[str] = []
-        for line in lines:
-            text = re.sub(r"^\S+ \S+ ", "", line.strip())[:300]
-            if text and text not in first and len(first) < keep:
-                first.append(text)
-        return {"lines": len(lines), "first": first}
+            lines = []
+        levels = collections.Counter(
+            m.group(1) for line in lines if (m := re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line))
+        )
+        return {
+            "lines": len(lines),
+            "levels": dict(levels),
+            "head": [x[:300] for x in lines[:keep]],
+        }
 
     def status_kb(self, key: str) -> int | None:
         """``VmRSS``, ``VmHWM``, ... of the process from /proc, in kB (None once it ended)."""
