@@ -120,8 +120,16 @@ def build_slack_app(
         # One workspace, one bot token: no auth.test call on the path of the ack.
         return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=token)
 
+    # Bolt's own copy of the client carries no token: the token comes from ``authorize``
+    # (a client with one as well makes Bolt warn at every start that it is ignored).
+    bolt_client = AsyncWebClient(
+        base_url=client.base_url,
+        timeout=client.timeout,
+        session=client.session,
+        retry_handlers=client.retry_handlers,
+    )
     app = AsyncApp(
-        client=client,
+        client=bolt_client,
         authorize=authorize,
         signing_secret=secret.get_secret_value() if secret else None,
         # The listener returns within the ack: no 10 ms ack polling, no lazy thread.

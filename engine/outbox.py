@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
 from engine.errors import EngineError
@@ -34,6 +34,13 @@ BATCH = 50
 #: Backoff after failed attempts: base * 2**attempts, capped.
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
+
+
+_SETTLE = update(deliveries).where(
+    deliveries.c.id == bindparam("_id"), deliveries.c.state == "sending"
+)
+#: Executions loaded for a batch of deliveries: id -> (record, route).
+_Loaded = dict[int, tuple[dict[str, Any], dict[str, Any]]]
 
 
 class DeliveryFailed(Exception):
@@ -141,21 +148,30 @@ class OutboxDrainer:
         by_stream: dict[tuple[int, str], list[Delivery]] = {}
         for d in batch:
             by_stream.setdefault((d.execution_id, d.target), []).append(d)
-        await asyncio.gather(*(self._deliver_stream(s) for s in by_stream.values()))
+        try:
+            loaded = await self.service.get_many_with_route(sorted({d.execution_id for d in batch}))
+        except EngineError:
+            loaded = {}  # each delivery then loads its own execution (and fails on its own)
+        await asyncio.gather(*(self._deliver_stream(s, loaded) for s in by_stream.values()))
         return len(batch)
 
-    async def _deliver_stream(self, stream: Sequence[Delivery]) -> None:
+    async def _deliver_stream(self, stream: Sequence[Delivery], loaded: _Loaded) -> None:
         for index, delivery in enumerate(sorted(stream, key=lambda d: d.id)):
-            if not await self._deliver(delivery):
+            # The first event of a stream may use the execution as the batch loaded it; a
+            # later one (its execution moved on meanwhile) loads it afresh.
+            if not await self._deliver(delivery, loaded if index == 0 else {}):
                 # Keep order: later events of this execution wait for the failed one.
                 await self._release([d.id for d in stream[index + 1 :]])
                 return
 
-    async def _deliver(self, delivery: Delivery) -> bool:
+    async def _deliver(self, delivery: Delivery, loaded: _Loaded) -> bool:
         sink = self.sinks[delivery.target]
         attempts = delivery.attempts + 1
         try:
-            execution, route = await self.service.get_with_route(delivery.execution_id)
+            found = loaded.get(delivery.execution_id)
+            if found is None:
+                found = await self.service.get_with_route(delivery.execution_id)
+            execution, route = found
             await sink.deliver(delivery, execution, route)
         except DeliveryFailed as exc:
             final = exc.permanent or attempts >= self.max_attempts
@@ -238,11 +254,7 @@ class OutboxDrainer:
         else:
             values["next_attempt_at"] = now + timedelta(seconds=delay_s)
         async with self.store.write() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id, deliveries.c.state == "sending")
-                .values(**values)
-            )
+            await conn.execute(_SETTLE, {**values, "_id": delivery_id})
         self._claimed.discard(delivery_id)
 
     async def _release(self, ids: list[int]) -> None:

@@ -50,6 +50,10 @@ SWEEP_BATCH = 500
 _INSERT_EXECUTION = insert(executions).returning(*executions.c)
 _INSERT_AUDIT = insert(audit)
 _INSERT_DELIVERY = insert(deliveries)
+_SELECT_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
+_SELECT_EXECUTIONS = select(executions).where(
+    executions.c.id.in_(bindparam("_ids", expanding=True))
+)
 _TRANSITION = (
     update(executions)
     .where(
@@ -493,6 +497,17 @@ class ExecutionService:
         row = await self._row(execution_id)
         return execution_record(row), {"chat": row.chat, "callback_url": row.callback_url}
 
+    async def get_many_with_route(
+        self, execution_ids: builtins.list[int]
+    ) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+        """:meth:`get_with_route` of several executions in one query (missing ones left out)."""
+        async with self.store.read() as conn:
+            rows = (await conn.execute(_SELECT_EXECUTIONS, {"_ids": execution_ids})).all()
+        return {
+            row.id: (execution_record(row), {"chat": row.chat, "callback_url": row.callback_url})
+            for row in rows
+        }
+
     async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
         """Store the chat route (e.g. the card's message ts once it is posted)."""
         async with self.store.write() as conn:
@@ -547,9 +562,7 @@ class ExecutionService:
 
     async def _row(self, execution_id: int) -> Row[Any]:
         async with self.store.read() as conn:
-            row = (
-                await conn.execute(select(executions).where(executions.c.id == execution_id))
-            ).first()
+            row = (await conn.execute(_SELECT_EXECUTION, {"_id": execution_id})).first()
         if row is None:
             raise NotFound(f"execution {execution_id} not found")
         return row

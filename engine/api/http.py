@@ -246,6 +246,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
     except web.HTTPException as exc:
         return error_response(exc.status, exc.reason, exc.reason.upper().replace(" ", "_"))
+    except ConnectionError:
+        raise  # the client went away mid-request: aiohttp drops it quietly
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error; see the server log", "INTERNAL_ERROR")
