@@ -108,12 +108,17 @@ class SlackSink:
         resp = await self.client.chat_postMessage(channel=chat["channel"], text=text, blocks=blocks)
         chat["ts"] = resp["ts"]
         chat["channel"] = resp.get("channel") or chat["channel"]
+        # The card shows the execution as it is now, maybe already past the events still
+        # queued behind this one: those need not edit it again.
+        chat["card_status"] = execution["status"]
         await self.service.update_chat(execution["id"], chat)
 
     async def _update_card(self, execution: dict[str, Any], chat: dict[str, Any]) -> None:
         if not chat.get("ts"):
             await self._post_card(execution, chat)
             return
+        if chat.get("card_status") == execution["status"]:
+            return  # the card already shows this status
         text, blocks = render.card(execution)
         await self.client.chat_update(
             channel=chat["channel"], ts=chat["ts"], text=text, blocks=blocks

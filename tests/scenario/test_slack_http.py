@@ -88,8 +88,9 @@ def mentions(call: Call, execution_id: int) -> bool:
 def assert_card_flow(
     standin: SlackStandIn, channel: str, execution_id: int, action_ref: str, final_word: str
 ) -> tuple[Call, list[Call], Call | None]:
-    """The execution's card posted once in ``channel``, updated in place (the last update
-    says ``final_word``), and at most one thread reply, in that order.
+    """The execution's card posted once in ``channel``, updated in place unless it was posted
+    already in its final state (the last version says ``final_word``), and at most one thread
+    reply, in that order.
 
     Returns (card, updates, reply)."""
     card = the_one(
@@ -99,15 +100,15 @@ def assert_card_flow(
     assert action_ref in card.all_text(), card.all_text()
     ts = card.response["ts"]  # type: ignore[index]
     ups = [u for u in updates(standin, channel) if u.params["ts"] == ts]
-    assert ups, "the card was never updated"
     assert all(mentions(u, execution_id) for u in ups)
     assert all(u.at > card.at for u in ups)
-    assert final_word in ups[-1].all_text(), ups[-1].all_text()
+    last = ups[-1] if ups else card
+    assert final_word in last.all_text(), last.all_text()
     thread = replies(standin, channel, ts)
     assert len(thread) <= 1, f"output posted {len(thread)} times"
     reply = thread[0] if thread else None
     if reply is not None:
-        assert reply.at > ups[-1].at, "the output came before the card said it finished"
+        assert reply.at > last.at, "the output came before the card said it finished"
     return card, ups, reply
 
 
@@ -332,7 +333,10 @@ async def test_post_failing_for_a_while_then_recovering_delivers_once_in_order(
         assert reply is not None
         assert word in reply.all_text()
     assert attempts >= 2, "the faults never made a delivery retry"
-    assert len(standin.find("chat.*", target=channel, ok=False)) == 4
+    assert len(standin.find("chat.postMessage", target=channel, ok=False)) == 3
+    # The update fault is met only if a card was posted before its run ended (a card posted
+    # in its final state is not edited).
+    assert len(standin.find("chat.update", target=channel, ok=False)) <= 1
 
 
 async def test_long_output_is_cut_in_the_thread_and_uploaded_whole(
@@ -585,8 +589,7 @@ async def test_sigterm_during_a_slack_call_hands_the_delivery_back(tmp_path: Any
         assert 1 <= len(ours) <= 2, ours
         ts = ours[-1].response["ts"]  # type: ignore[index]
         ups = [u for u in updates(stand_in, channel) if u.params["ts"] == ts]
-        assert ups, "the card was never updated"
-        assert "completed" in ups[-1].all_text()
+        assert "completed" in (ups[-1] if ups else ours[-1]).all_text()
         assert len(replies(stand_in, channel, ts)) == 1
     finally:
         await stand_in.close()
