@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot.handler import CommandHandler
 from config import Settings, slack_enabled
+from engine import broker as topics
 from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
@@ -119,7 +120,10 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         async def wake(_envelope: Envelope) -> None:
             drainer.wake()
 
-        await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
+        # Started and completed come from whichever worker ran the execution; a chat card's
+        # "created" row is written by this process, which wakes the drainer itself.
+        await runtime.broker.consume(None, [topics.STARTED, topics.COMPLETED], wake, prefetch=8)
+        runtime.service.on_chat_submitted = drainer.wake
         drainer.start()
         app = build_app(runtime, extra_routes=routes)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -194,6 +194,23 @@ def _plural_type(expected: Any) -> str:
     return f"{article} {expected}"
 
 
+#: Validators of the schemas seen lately, by the schema object's identity (an action's spec,
+#: and so its schema, is shared while the catalog caches it).
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+_MAX_VALIDATORS = 512
+
+
+def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = Draft202012Validator(dict(schema))
+    if len(_VALIDATORS) >= _MAX_VALIDATORS:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
+
+
 def validate_parameters(
     schema: Mapping[str, Any], params: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -217,7 +234,7 @@ def validate_parameters(
         _check_value(str(name), value)
     secrets = secret_names(schema)
     errors = sorted(
-        Draft202012Validator(dict(schema)).iter_errors(result),
+        _validator(schema).iter_errors(result),
         key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
     )
     if errors:

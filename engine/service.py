@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -158,6 +159,8 @@ class ExecutionService:
         self.metrics = metrics
         self.default_timeout_s = default_timeout_s
         self.totals = Totals(store)
+        #: Called after a submission with a chat route (its "created" delivery) is committed.
+        self.on_chat_submitted: Callable[[], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._failed_publishes = 0
         self._last_publish_warning = -PUBLISH_WARNING_EVERY_S
@@ -219,6 +222,8 @@ class ExecutionService:
                 )
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
+        if chat and self.on_chat_submitted is not None:
+            self.on_chat_submitted()
         return execution_record(row)
 
     async def cancel(self, execution_id: int, by: str) -> dict[str, Any]:
