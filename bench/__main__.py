@@ -20,7 +20,8 @@ Scenarios (default: all; they run in this order):
     shell      --shell-count runs of an inline `#!/bin/sh exit 0` action vs the same script
                forked directly at the deployment's worker slots: completed/s, fork/exec/s, ratio
     list       its own server over --list-rows executions filled directly in the database:
-               first page, ?status=completed, ?action_ref=... p50/p99 (sequential requests)
+               first page, ?status=completed, ?action_ref=... p50/p99 (sequential requests,
+               after one cold request of each, whose time is reported apart)
     resources  spawn to first 200 from /health (fresh and migrated database); RSS of serve
                (and workers) idle after start-up and peak (VmHWM) after the other scenarios
 

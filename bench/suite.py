@@ -371,6 +371,8 @@ class List(Scenario):
         ("status_p99_ms", "?status=completed p99 ms"),
         ("action_p50_ms", "?action_ref=<one of 20> p50 ms"),
         ("action_p99_ms", "?action_ref=<one of 20> p99 ms"),
+        ("unfiltered_cold_ms", "first page, first request (cold) ms"),
+        ("status_cold_ms", "?status=completed, first request (cold) ms"),
     ]
 
     def __init__(self) -> None:
