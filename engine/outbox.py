@@ -222,7 +222,7 @@ class OutboxDrainer:
             .limit(BATCH)
             .scalar_subquery()
         )
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             rows = (
                 await conn.execute(
                     update(deliveries)
@@ -253,14 +253,14 @@ class OutboxDrainer:
             values["delivered_at"] = now
         else:
             values["next_attempt_at"] = now + timedelta(seconds=delay_s)
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             await conn.execute(_SETTLE, {**values, "_id": delivery_id})
         self._claimed.discard(delivery_id)
 
     async def _release(self, ids: list[int]) -> None:
         if not ids:
             return
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids), deliveries.c.state == "sending")

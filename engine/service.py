@@ -397,7 +397,7 @@ class ExecutionService:
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             await conn.execute(
                 update(executions)
                 .where(executions.c.id == execution_id)
@@ -406,7 +406,7 @@ class ExecutionService:
 
     async def heartbeat(self, worker_id: str) -> builtins.list[int]:
         """Mark this worker's runs alive; return those meanwhile asked to cancel."""
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             rows = (
                 await conn.execute(
                     update(executions)
@@ -515,7 +515,7 @@ class ExecutionService:
 
     async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
         """Store the chat route (e.g. the card's message ts once it is posted)."""
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             await conn.execute(
                 update(executions).where(executions.c.id == execution_id).values(chat=chat)
             )

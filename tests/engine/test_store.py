@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sqlalchemy import event, insert, select, text
 
 from engine.errors import Conflict, Unavailable
 from engine.storage import Store, build_store
+from engine.storage.store import LoopConn
 from engine.storage.tables import now_utc, users
 
 
@@ -119,3 +121,50 @@ async def test_offloaded_reads_return_buffered_rows(store: Store) -> None:
     async with store.read(offload=True) as conn:
         rows = (await conn.execute(text("SELECT login FROM users"))).all()
     assert [r.login for r in rows] == ["a"]
+
+
+@pytest.mark.postgres
+async def test_postgres_connection_closed_by_the_server_is_replaced_at_checkout(
+    postgres_url: str,
+) -> None:
+    """No ping per checkout: a pooled connection whose backend was terminated is seen as
+    closed and swapped for a fresh one, so the next write succeeds."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"attune_store_{uuid.uuid4().hex[:10]}"
+    base = make_url(postgres_url)
+    admin = await asyncpg.connect(
+        base.set(drivername="postgresql", database="postgres").render_as_string(
+            hide_password=False
+        )
+    )
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(drivername="postgresql+asyncpg", database=name)
+    store = build_store(url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        await store.upgrade()
+        await _add(store, "before")
+        async with store.read() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            assert not isinstance(conn, LoopConn)
+            driver = (await conn.get_raw_connection()).driver_connection
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+
+        async def closed_seen() -> bool:
+            async with store.read() as conn:
+                other = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            return bool(other != pid)
+
+        # asyncpg learns of the close from the socket, as soon as the loop reads it.
+        deadline = asyncio.get_running_loop().time() + 5
+        while not driver.is_closed():
+            assert asyncio.get_running_loop().time() < deadline, "asyncpg never saw the close"
+            await asyncio.sleep(0.01)
+        assert await closed_seen()  # not a 503: the pool handed out a fresh connection
+        await _add(store, "after")
+        assert await _logins(store) == ["before", "after"]
+    finally:
+        await store.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
