@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     database_url: str = DEFAULT_DATABASE_URL
+    #: PostgreSQL connections kept open per process (up to half as many more under bursts):
+    #: at least the worker's slots, so a busy worker does not open and close connections.
+    database_pool_size: int = Field(default=20, ge=1)
     amqp_url: str | None = None
     #: Exchange and queue-name prefix on RabbitMQ; tests isolate themselves with their own.
     amqp_exchange: str = "attune.executions"

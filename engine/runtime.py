@@ -176,7 +176,7 @@ async def build_runtime(
     settings: Settings, *, migrate: bool = True, sync_packs: bool = True, ensure_admin: bool = True
 ) -> Runtime:
     """Connect storage and broker, migrate, load packs and make sure an admin exists."""
-    store = build_store(settings.database_url)
+    store = build_store(settings.database_url, pool_size=settings.database_pool_size)
     try:
         if migrate:
             await store.upgrade()

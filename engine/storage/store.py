@@ -330,7 +330,9 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
         # backend) is known to asyncpg without one, and is swapped for a fresh one at
         # checkout; a connection that dies silently fails one transaction (503), and the pool
         # is then renewed.
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=max(1, pool_size // 2)
+        )
         event.listen(engine.sync_engine, "checkout", _closed_by_server)
         return Store(engine)
     if url.database and url.database != ":memory:":
