@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, literal_column, or_, select, update
 from sqlalchemy.orm import aliased
 
 from engine.errors import EngineError
@@ -34,6 +34,12 @@ BATCH = 50
 #: Backoff after failed attempts: base * 2**attempts, capped.
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
+
+
+def _open(state: ColumnElement[str]) -> ColumnElement[bool]:
+    """``state IN ('pending', 'sending')`` with the values inline, as the partial indexes
+    ``ix_deliveries_open_*`` are defined (a bound parameter would not match them)."""
+    return state.in_([literal_column("'pending'"), literal_column("'sending'")])
 
 
 _SETTLE = update(deliveries).where(
@@ -206,9 +212,10 @@ class OutboxDrainer:
             earlier.c.execution_id == deliveries.c.execution_id,
             earlier.c.target == deliveries.c.target,
             earlier.c.id < deliveries.c.id,
-            earlier.c.state.in_(("pending", "sending")),
+            _open(earlier.c.state),
         )
         due = and_(
+            _open(deliveries.c.state),  # implied by the rest; lets the partial indexes serve
             deliveries.c.target.in_(sink_names),
             or_(
                 and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.expression import false
+from sqlalchemy.sql.expression import false, text
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -170,6 +170,23 @@ deliveries = Table(
 )
 Index("ix_deliveries_state_next", deliveries.c.state, deliveries.c.next_attempt_at)
 Index("ix_deliveries_execution_id", deliveries.c.execution_id)
+#: The rows still to deliver, in order, and per stream: the outbox's claim reads only these
+#: (partial indexes: delivered rows, nearly all of the table, are not in them).
+OPEN_DELIVERY = text("state IN ('pending', 'sending')")
+Index(
+    "ix_deliveries_open_id",
+    deliveries.c.id,
+    sqlite_where=OPEN_DELIVERY,
+    postgresql_where=OPEN_DELIVERY,
+)
+Index(
+    "ix_deliveries_open_stream",
+    deliveries.c.execution_id,
+    deliveries.c.target,
+    deliveries.c.id,
+    sqlite_where=OPEN_DELIVERY,
+    postgresql_where=OPEN_DELIVERY,
+)
 
 users = Table(
     "users",
