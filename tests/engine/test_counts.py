@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
 
 from engine import counts
 from engine.counts import Totals
-from engine.storage import Store, build_store
+from engine.storage import Store
 from engine.storage.tables import now_utc, users
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = build_store(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
-    await store.upgrade()
-    yield store
-    await store.close()
-
 
 _serial = itertools.count()
 

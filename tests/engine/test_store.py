@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from engine.errors import Conflict, Unavailable
 from engine.storage import Store, build_store
 from engine.storage.store import LoopConn
 from engine.storage.tables import now_utc, users
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = build_store(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
-    await store.upgrade()
-    yield store
-    await store.close()
 
 
 def _user(login: str) -> dict[str, object]:
