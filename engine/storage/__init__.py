@@ -1,4 +1,5 @@
-"""Storage: SQLAlchemy 2 async on SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg).
+"""Storage: SQLAlchemy 2 on SQLite (WAL; statements on the event loop's thread, migrations
+through aiosqlite) or PostgreSQL (asyncpg).
 
 Only this package builds engines and connections; the rest of the engine calls :class:`Store`.
 """
