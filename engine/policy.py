@@ -59,7 +59,7 @@ class Policy:
 
     def allows(self, role: str, verb: Verb, action_ref: str) -> bool:
         patterns = self.rules.get(role, {}).get(verb, [])
-        return any(fnmatchcase(action_ref, p) for p in patterns)
+        return any(p == "*" or fnmatchcase(action_ref, p) for p in patterns)
 
     def check(self, role: str, verb: Verb, action_ref: str) -> None:
         """Raise :class:`Forbidden` naming the missing permission."""
