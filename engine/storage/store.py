@@ -50,14 +50,12 @@ _Ts = TypeVarTuple("_Ts")
 
 class LoopConn:
     """A synchronous SQLite connection behind the ``await conn.execute(...)`` interface of
-    :class:`AsyncConnection`; with ``offload`` each statement runs in a worker thread and its
-    rows are buffered there."""
+    :class:`AsyncConnection`."""
 
-    __slots__ = ("_conn", "_offload")
+    __slots__ = ("_conn",)
 
-    def __init__(self, conn: Connection, *, offload: bool = False) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._offload = offload
 
     @overload
     async def execute(  # type: ignore[overload-overlap]  # as AsyncConnection.execute
@@ -68,15 +66,39 @@ class LoopConn:
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
-        if not self._offload:
-            return self._conn.execute(statement, parameters)
-        frozen = await asyncio.to_thread(lambda: self._conn.execute(statement, parameters).freeze())
+        return self._conn.execute(statement, parameters)
+
+
+class ThreadConn:
+    """Runs each statement in a worker thread, on a connection that thread checks out and
+    returns itself (so a cancelled caller never hands back a connection still in use, and a
+    wait for a free connection never blocks the loop); rows are buffered there."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @overload
+    async def execute(  # type: ignore[overload-overlap]  # as AsyncConnection.execute
+        self, statement: TypedReturnsRows[*_Ts], parameters: Any = None
+    ) -> CursorResult[*_Ts]: ...
+
+    @overload
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        def run() -> Any:
+            with self._engine.connect() as conn:
+                return conn.execute(statement, parameters).freeze()
+
+        frozen = await asyncio.to_thread(run)
         # A buffered Result, not a cursor: offloaded reads are SELECTs (no rowcount needed).
         return cast(CursorResult[Any], frozen())
 
 
 #: What ``Store.read()`` and ``Store.write()`` yield.
-Conn: TypeAlias = AsyncConnection | LoopConn
+Conn: TypeAlias = AsyncConnection | LoopConn | ThreadConn
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -101,10 +123,17 @@ def _is_busy(exc: OperationalError) -> bool:
 class Store:
     """Async access to the database: ``read()`` and ``write()`` connections, and migrations."""
 
-    def __init__(self, engine: AsyncEngine, sync_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sync_engine: Engine | None = None,
+        offload_engine: Engine | None = None,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        #: SQLite: connections used on the loop's thread, and those used by worker threads.
         self._sync = sync_engine
+        self._offload = offload_engine
         self._write_lock = asyncio.Lock() if sync_engine is not None else None
         self._writer: Connection | None = None
         #: The open group of write blocks (resolved when its COMMIT is done), and the task
@@ -123,9 +152,12 @@ class Store:
             if self._sync is None:
                 async with self.engine.connect() as conn:
                     yield conn
+            elif offload:
+                assert self._offload is not None
+                yield ThreadConn(self._offload)
             else:
                 with self._sync.connect() as sconn:
-                    yield LoopConn(sconn, offload=offload)
+                    yield LoopConn(sconn)
         except EngineError:
             raise
         except (SQLAlchemyError, OSError) as exc:
@@ -140,7 +172,11 @@ class Store:
         one ``COMMIT`` covers every block that finished in the same turn of the event loop
         (a block that fails is rolled back to its savepoint alone). ``single`` promises that
         the block runs one statement: on PostgreSQL it then runs in autocommit, without the
-        round trips of ``BEGIN`` and ``COMMIT``."""
+        round trips of ``BEGIN`` and ``COMMIT``.
+
+        As with any database, a caller cancelled while its commit is under way cannot know
+        the outcome: on SQLite a block that has finished commits with its group even if its
+        caller is cancelled while waiting for that."""
         try:
             if self._sync is None:
                 if single:
@@ -155,7 +191,11 @@ class Store:
             failure: BaseException | None = None
             async with self._write_lock:
                 writer, batch = await self._batch()
-                writer.exec_driver_sql("SAVEPOINT unit")
+                try:
+                    writer.exec_driver_sql("SAVEPOINT unit")
+                except BaseException:
+                    self._schedule_commit()  # the group must not stay open
+                    raise
                 try:
                     yield LoopConn(writer)
                 except BaseException as exc:
@@ -203,6 +243,8 @@ class Store:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
         self._group = asyncio.get_running_loop().create_future()
+        # Its failure reaches every waiting block; retrieved here for a group nobody awaits.
+        self._group.add_done_callback(_retrieve)
         return self._writer, self._group
 
     def _undo_unit(self, writer: Connection, batch: asyncio.Future[None]) -> None:
@@ -300,8 +342,9 @@ class Store:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self._sync is not None:
-            self._sync.dispose()
+        for sync in (self._sync, self._offload):
+            if sync is not None:
+                sync.dispose()
         await self.engine.dispose()
 
 
@@ -330,9 +373,7 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
         # backend) is known to asyncpg without one, and is swapped for a fresh one at
         # checkout; a connection that dies silently fails one transaction (503), and the pool
         # is then renewed.
-        engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max(1, pool_size // 2)
-        )
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=max(1, pool_size // 2))
         event.listen(engine.sync_engine, "checkout", _closed_by_server)
         return Store(engine)
     if url.database and url.database != ":memory:":
@@ -341,15 +382,25 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
         url.set(drivername="sqlite+aiosqlite"),
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    # The loop's connections: a checkout must never wait (that would block the loop), so the
+    # pool grows as needed (a SQLite connection is cheap) and keeps ``pool_size`` open.
     sync_engine = create_engine(
-        _sync_url(url),
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        _sync_url(url), connect_args=connect_args, pool_size=pool_size, max_overflow=-1
+    )
+    # Worker threads' connections (scans): a thread may wait for one; the loop never does.
+    offload_engine = create_engine(
+        _sync_url(url), connect_args=connect_args, pool_size=4, max_overflow=pool_size
     )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    event.listen(sync_engine, "connect", _sqlite_loop_pragmas)
-    return Store(engine, sync_engine)
+    for each in (sync_engine, offload_engine):
+        event.listen(each, "connect", _sqlite_loop_pragmas)
+    return Store(engine, sync_engine, offload_engine)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:

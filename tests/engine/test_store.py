@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,71 @@ async def test_postgres_connection_closed_by_the_server_is_replaced_at_checkout(
         await store.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+#: A read that keeps SQLite busy for a while (a few hundred ms here).
+_SCAN = text(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) "
+    "SELECT count(*) FROM c"
+)
+
+
+async def _scan(store: Store) -> None:
+    async with store.read(offload=True) as conn:
+        await conn.execute(_SCAN)
+
+
+async def _loop_gap_while(work: Awaitable[object]) -> float:
+    """The longest the event loop went without running a 1 ms ticker, while ``work`` ran."""
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = loop.time()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        await work
+    finally:
+        done.set()
+        await tick
+    return max(gaps, default=0.0)
+
+
+async def test_scans_beyond_the_pool_never_block_the_loop(tmp_path: Path) -> None:
+    store = build_store(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", pool_size=1)
+    await store.upgrade()
+    try:
+        await _add(store, "x")
+
+        async def scans_and_reads() -> None:
+            await asyncio.gather(*(_scan(store) for _ in range(6)), _logins(store))
+
+        gap = await asyncio.wait_for(_loop_gap_while(scans_and_reads()), 30)
+        # A scan runs in a thread; the loop only waits for the GIL between its steps.
+        assert gap < 0.25, f"the loop stalled {gap:.2f} s"
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_scan_does_not_hand_its_busy_connection_to_the_loop(
+    store: Store,
+) -> None:
+    started = time.monotonic()
+    await _scan(store)
+    alone = time.monotonic() - started
+    scan = asyncio.create_task(_scan(store))
+    await asyncio.sleep(alone / 10)
+    scan.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await scan
+    started = time.monotonic()
+    assert await _logins(store) == []
+    took = time.monotonic() - started
+    assert took < alone / 2, f"a read waited {took:.2f} s for the cancelled scan"
