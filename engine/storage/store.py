@@ -48,14 +48,11 @@ _MIGRATION_LOCK_KEY = 7_406_113
 _Ts = TypeVarTuple("_Ts")
 
 
-class LoopConn:
-    """A synchronous SQLite connection behind the ``await conn.execute(...)`` interface of
-    :class:`AsyncConnection`."""
+class _SyncConn:
+    """The ``await conn.execute(...)`` interface of :class:`AsyncConnection` over SQLite's
+    synchronous driver; subclasses say where a statement runs."""
 
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    __slots__ = ()
 
     @overload
     async def execute(  # type: ignore[overload-overlap]  # as AsyncConnection.execute
@@ -66,11 +63,26 @@ class LoopConn:
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        return await self._execute(statement, parameters)
+
+    async def _execute(self, statement: Executable, parameters: Any) -> CursorResult[Any]:
+        raise NotImplementedError
+
+
+class LoopConn(_SyncConn):
+    """Statements run at once on the event loop's thread."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def _execute(self, statement: Executable, parameters: Any) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
 
 
-class ThreadConn:
-    """Runs each statement in a worker thread, on a connection that thread checks out and
+class ThreadConn(_SyncConn):
+    """Each statement runs in a worker thread, on a connection that thread checks out and
     returns itself (so a cancelled caller never hands back a connection still in use, and a
     wait for a free connection never blocks the loop); rows are buffered there."""
 
@@ -79,15 +91,7 @@ class ThreadConn:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @overload
-    async def execute(  # type: ignore[overload-overlap]  # as AsyncConnection.execute
-        self, statement: TypedReturnsRows[*_Ts], parameters: Any = None
-    ) -> CursorResult[*_Ts]: ...
-
-    @overload
-    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
-
-    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+    async def _execute(self, statement: Executable, parameters: Any) -> CursorResult[Any]:
         def run() -> Any:
             with self._engine.connect() as conn:
                 return conn.execute(statement, parameters).freeze()
