@@ -147,6 +147,22 @@ async def slash(
         user_id=user,
         response_url=standin.response_url(response_key or uuid.uuid4().hex),
     )
+    status, parsed, elapsed = await post_signed(
+        base_url, fields, secret=secret, timestamp=timestamp, headers=headers
+    )
+    return SlashResult(status, parsed, elapsed, channel, user)
+
+
+async def post_signed(
+    base_url: str,
+    fields: dict[str, str],
+    *,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, float]:
+    """POST ``fields`` signed as Slack signs them to ``/slack/events``: the status, the body
+    (parsed JSON, else text) and the seconds it took."""
     body, signed = signed_request(secret, fields, timestamp=timestamp)
     signed.update(headers or {})
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
@@ -159,7 +175,7 @@ async def slash(
         parsed: Any = json.loads(raw) if raw else None
     except ValueError:
         parsed = raw.decode(errors="replace")
-    return SlashResult(status, parsed, elapsed, channel, user)
+    return status, parsed, elapsed
 
 
 # -- waiting ----------------------------------------------------------------------------------

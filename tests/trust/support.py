@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Server, run_cli
-from tests.scenario.harness import SIGNING_SECRET
-from tests.scenario.slack_signing import signed_request, slash_fields
+from tests.scenario.harness import post_signed
+from tests.scenario.slack_signing import slash_fields
 from tests.scenario.slack_standin import TEAM_ID, Call, SlackStandIn
 
 EXECUTE = "/api/v1/executions/execute"
@@ -215,19 +215,7 @@ class SlackAnswer:
 async def _post_signed(
     base_url: str, fields: dict[str, str], headers: dict[str, str] | None = None
 ) -> SlackAnswer:
-    body, signed = signed_request(SIGNING_SECRET, fields)
-    signed.update(headers or {})
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        started = time.monotonic()
-        async with session.post(f"{base_url}/slack/events", data=body, headers=signed) as resp:
-            raw = await resp.read()
-            elapsed = time.monotonic() - started
-            status = resp.status
-    try:
-        parsed: Any = json.loads(raw) if raw else None
-    except ValueError:
-        parsed = raw.decode(errors="replace")
-    return SlackAnswer(status, parsed, elapsed)
+    return SlackAnswer(*await post_signed(base_url, fields, headers=headers))
 
 
 async def slash(
