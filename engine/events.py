@@ -131,10 +131,7 @@ class Automation:
 
     def _trigger_values(self, spec: TriggerSpec, now: datetime) -> dict[str, Any]:
         return {
-            "ref": spec.ref,
-            "pack_ref": spec.ref.split(".", 1)[0],
-            "label": spec.label or spec.ref.split(".", 1)[1],
-            "description": spec.description,
+            **_named(spec),
             "type": spec.type,
             "parameters": spec.parameters,
             "enabled": spec.enabled,
@@ -518,10 +515,7 @@ class Automation:
 
     def _rule_values(self, spec: RuleSpec) -> dict[str, Any]:
         return {
-            "ref": spec.ref,
-            "pack_ref": spec.ref.split(".", 1)[0],
-            "label": spec.label or spec.ref.split(".", 1)[1],
-            "description": spec.description,
+            **_named(spec),
             "trigger_ref": spec.trigger_ref,
             "action_ref": spec.action_ref,
             "conditions": spec.conditions,
@@ -665,3 +659,14 @@ class Automation:
     async def drain(self, timeout_s: float = 5.0) -> None:
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)
+
+
+def _named(spec: TriggerSpec | RuleSpec) -> dict[str, Any]:
+    """The columns a trigger and a rule share: ref, pack, label and description."""
+    pack, name = spec.ref.split(".", 1)
+    return {
+        "ref": spec.ref,
+        "pack_ref": pack,
+        "label": spec.label or name,
+        "description": spec.description,
+    }

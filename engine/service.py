@@ -141,6 +141,10 @@ def execution_record(row: Row[Any]) -> dict[str, Any]:
     return {name: m[name] for name in EXECUTION_FIELDS}
 
 
+def _with_route(row: Row[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return execution_record(row), {"chat": row.chat, "callback_url": row.callback_url}
+
+
 class ExecutionService:
     def __init__(
         self,
@@ -499,8 +503,7 @@ class ExecutionService:
 
     async def get_with_route(self, execution_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The record plus where its news goes (chat route, callback URL): for the listener."""
-        row = await self._row(execution_id)
-        return execution_record(row), {"chat": row.chat, "callback_url": row.callback_url}
+        return _with_route(await self._row(execution_id))
 
     async def get_many_with_route(
         self, execution_ids: builtins.list[int]
@@ -508,10 +511,7 @@ class ExecutionService:
         """:meth:`get_with_route` of several executions in one query (missing ones left out)."""
         async with self.store.read() as conn:
             rows = (await conn.execute(_SELECT_EXECUTIONS, {"_ids": execution_ids})).all()
-        return {
-            row.id: (execution_record(row), {"chat": row.chat, "callback_url": row.callback_url})
-            for row in rows
-        }
+        return {row.id: _with_route(row) for row in rows}
 
     async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
         """Store the chat route (e.g. the card's message ts once it is posted)."""
