@@ -324,11 +324,17 @@ class Store:
 
     async def upgrade(self) -> None:
         """Apply Alembic migrations up to head (safe to run from several processes at once)."""
-        if await self._at_head():
-            return
-        async with self.exclusive(), self.engine.connect() as conn:
-            await conn.run_sync(_run_upgrade)
-            await conn.commit()
+        try:
+            if await self._at_head():
+                return
+            async with self.exclusive(), self.engine.connect() as conn:
+                await conn.run_sync(_run_upgrade)
+                await conn.commit()
+        finally:
+            if self._sync is not None:
+                # On SQLite the async engine serves migrations only: close its connection
+                # (and the aiosqlite thread behind it) once they are done.
+                await self.engine.dispose()
 
     async def _at_head(self) -> bool:
         try:
