@@ -73,8 +73,9 @@ class Totals:
     async def _full(self, table: Table, where: Sequence[ColumnElement[bool]]) -> int:
         async with self.store.read(offload=True) as conn:
             return int(
-                (await conn.execute(select(func.count()).select_from(table).where(*where)))
-                .scalar_one()
+                (
+                    await conn.execute(select(func.count()).select_from(table).where(*where))
+                ).scalar_one()
             )
 
 

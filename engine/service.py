@@ -32,6 +32,7 @@ from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Conn, Store
+from engine.storage.fast import hot
 from engine.storage.tables import audit, deliveries, executions, now_utc
 
 log = logging.getLogger("attune.execution")
@@ -48,14 +49,14 @@ SWEEP_BATCH = 500
 
 
 # Statements of the hot paths, built once (values come as execution parameters).
-_INSERT_EXECUTION = insert(executions).returning(*executions.c)
-_INSERT_AUDIT = insert(audit)
-_INSERT_DELIVERY = insert(deliveries)
-_SELECT_EXECUTION = select(executions).where(executions.c.id == bindparam("_id"))
-_SELECT_EXECUTIONS = select(executions).where(
-    executions.c.id.in_(bindparam("_ids", expanding=True))
+_INSERT_EXECUTION = hot(insert(executions).returning(*executions.c))
+_INSERT_AUDIT = hot(insert(audit))
+_INSERT_DELIVERY = hot(insert(deliveries))
+_SELECT_EXECUTION = hot(select(executions).where(executions.c.id == bindparam("_id")))
+_SELECT_EXECUTIONS = hot(
+    select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True)))
 )
-_TRANSITION = (
+_TRANSITION = hot(
     update(executions)
     .where(
         executions.c.id == bindparam("_id"),

@@ -1,0 +1,119 @@
+"""Hot statements on SQLite's driver: the same rows, values and errors as SQLAlchemy's own path."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import StatementError
+
+from engine.errors import Conflict, Unavailable
+from engine.storage import Store, fast
+from engine.storage.tables import executions
+
+_INSERT = fast.hot(insert(executions).returning(*executions.c))
+_SELECT = fast.hot(select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True))))
+_MOVE = fast.hot(
+    update(executions)
+    .where(
+        executions.c.id == bindparam("_id"),
+        executions.c.status.in_(bindparam("_from", expanding=True)),
+    )
+    .returning(executions.c.id, executions.c.status, executions.c.finished_at)
+)
+# The same statements, not marked: SQLAlchemy runs them.
+_INSERT_SA = insert(executions).returning(*executions.c)
+_SELECT_SA = select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True)))
+
+WHEN = datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def _values(**extra: Any) -> dict[str, Any]:
+    return {
+        "action_ref": "core.noop",
+        "status": "requested",
+        "config": {"text": "héllo", "n": [1, 2.5, None], "big": 2**70, "nan": math.nan},
+        "executor": {"source": "api", "login": "admin"},
+        "chat": None,
+        "timeout_s": 30.0,
+        "created": WHEN,
+        "updated": WHEN,
+        **extra,
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included."""
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) and type(a) is type(b)
+
+
+async def test_hot_rows_equal_sqlalchemys_rows(store: Store) -> None:
+    async with store.write() as conn:
+        hot = (await conn.execute(_INSERT, _values())).one()
+        plain = (await conn.execute(_INSERT_SA, _values())).one()
+    assert hot.id + 1 == plain.id
+    assert hot.created == WHEN
+    assert hot.created.tzinfo is UTC
+    for name in hot._mapping:
+        if name != "id":
+            assert _same(hot._mapping[name], plain._mapping[name]), name
+    async with store.read() as conn:
+        fast_rows = (await conn.execute(_SELECT, {"_ids": [plain.id, hot.id]})).all()
+        sa_rows = (await conn.execute(_SELECT_SA, {"_ids": [plain.id, hot.id]})).all()
+    assert len(fast_rows) == len(sa_rows) == 2
+    for got, want in zip(fast_rows, sa_rows, strict=True):
+        assert all(_same(got._mapping[k], want._mapping[k]) for k in want._mapping)
+        assert got.config["big"] == 2**70
+        assert math.isnan(got.config["nan"])
+
+
+async def test_an_expanding_list_and_rowcount(store: Store) -> None:
+    async with store.write() as conn:
+        first = (await conn.execute(_INSERT, _values())).one()
+        moved = await conn.execute(
+            _MOVE,
+            {
+                "_id": first.id,
+                "_from": ["requested", "running"],
+                "status": "failed",
+                "finished_at": WHEN,
+            },
+        )
+        row = moved.one()
+        assert (row.status, row.finished_at, moved.rowcount) == ("failed", WHEN, 1)
+        again = await conn.execute(
+            _MOVE, {"_id": first.id, "_from": ["requested"], "status": "succeeded"}
+        )
+        assert again.first() is None
+        assert again.rowcount == 0
+        # An empty IN list is rendered by SQLAlchemy (no fast plan for it).
+        empty = await conn.execute(_MOVE, {"_id": first.id, "_from": [], "status": "succeeded"})
+        assert empty.first() is None
+
+
+async def test_a_unique_key_taken_is_a_conflict(store: Store) -> None:
+    async with store.write() as conn:
+        await conn.execute(_INSERT, _values(idempotency_key="k1"))
+    with pytest.raises(Conflict):
+        async with store.write() as conn:
+            await conn.execute(_INSERT, _values(idempotency_key="k1"))
+    async with store.read() as conn:
+        rows = (await conn.execute(select(executions.c.idempotency_key))).all()
+    assert [r.idempotency_key for r in rows] == ["k1"]
+
+
+async def test_a_missing_parameter_is_sqlalchemys_error(store: Store) -> None:
+    with pytest.raises(Unavailable) as caught:
+        async with store.read() as conn:
+            await conn.execute(_MOVE, {"_from": ["requested"], "status": "failed"})
+    assert isinstance(caught.value.__cause__, StatementError)
+    assert "'_id'" in str(caught.value.__cause__)
