@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 from engine.errors import EngineError
 from engine.service import ExecutionService
 from engine.storage import Store
+from engine.storage.fast import hot
 from engine.storage.tables import deliveries, now_utc
 
 log = logging.getLogger("attune.outbox")
@@ -42,8 +43,8 @@ def _open(state: ColumnElement[str]) -> ColumnElement[bool]:
     return state.in_([literal_column("'pending'"), literal_column("'sending'")])
 
 
-_SETTLE = update(deliveries).where(
-    deliveries.c.id == bindparam("_id"), deliveries.c.state == "sending"
+_SETTLE = hot(
+    update(deliveries).where(deliveries.c.id == bindparam("_id"), deliveries.c.state == "sending")
 )
 #: Executions loaded for a batch of deliveries: id -> (record, route).
 _Loaded = dict[int, tuple[dict[str, Any], dict[str, Any]]]

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVarTuple, cast, overload
 import orjson
 from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
@@ -229,7 +236,7 @@ class Store:
             async with self._write_lock:
                 writer, batch = await self._batch()
                 try:
-                    writer.exec_driver_sql("SAVEPOINT unit")
+                    _on_driver(writer, "SAVEPOINT unit")
                 except BaseException:
                     self._schedule_commit()  # the group must not stay open
                     raise
@@ -239,7 +246,7 @@ class Store:
                     self._undo_unit(writer, batch)
                     failure = exc
                 else:
-                    writer.exec_driver_sql("RELEASE unit")
+                    _on_driver(writer, "RELEASE unit")
                     self._schedule_commit()
             if failure is not None:
                 # Raised once the group is committed: a block that failed on a unique key
@@ -450,6 +457,17 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
     for each in (sync_engine, offload_engine):
         event.listen(each, "connect", _sqlite_loop_pragmas)
     return Store(engine, sync_engine, offload_engine)
+
+
+def _on_driver(conn: Connection, sql: str) -> None:
+    """One of the Store's own statements (a block's savepoint) on the driver directly:
+    SQLAlchemy's execute costs several times SQLite's for these."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
