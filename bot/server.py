@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import sys
@@ -36,6 +37,25 @@ class SlackOff:
             "ATTUNE_SLACK_BOT_TOKEN and a signing secret or app token)",
             permanent=True,
         )
+
+
+def return_freed_memory() -> None:
+    """Have glibc give large freed blocks back to the system at once.
+
+    By default glibc raises its mmap threshold after a large block is freed, so that later
+    blocks of that size come from the heap and stay resident once freed: each login's scrypt
+    (16 MB, in a worker thread) then left 16 MB of resident memory behind (measured). A fixed
+    threshold keeps blocks of 128 KB and more in their own mappings, unmapped when freed.
+    Nothing happens on a C library other than glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+#: glibc's mallopt parameter (malloc.h).
+_M_MMAP_THRESHOLD = -3
 
 
 def _stop_event() -> asyncio.Event:
@@ -76,6 +96,7 @@ def announce(runtime: Runtime, url: str | None, slack_mode: str | None) -> None:
 
 async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """Everything in one process until SIGINT/SIGTERM."""
+    return_freed_memory()
     stop = _stop_event()
     runtime = await build_runtime(settings)
     runner: web.AppRunner | None = None
@@ -157,6 +178,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
 
 async def worker(settings: Settings) -> None:
     """Workers alone (with the sweep), sharing the database and RabbitMQ with other processes."""
+    return_freed_memory()
     stop = _stop_event()
     runtime = await build_runtime(settings, sync_packs=False, ensure_admin=False)
     try:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, literal_column, or_, select, update
-from sqlalchemy.orm import aliased
 
 from engine.errors import EngineError
 from engine.service import ExecutionService
@@ -208,7 +207,7 @@ class OutboxDrainer:
 
     async def _claim(self, sink_names: list[str]) -> list[Delivery]:
         now = now_utc()
-        earlier = aliased(deliveries)
+        earlier = deliveries.alias("earlier")
         blocked = exists().where(
             earlier.c.execution_id == deliveries.c.execution_id,
             earlier.c.target == deliveries.c.target,

@@ -1,5 +1,5 @@
-"""Storage: SQLAlchemy 2 on SQLite (WAL; statements on the event loop's thread, migrations
-through aiosqlite) or PostgreSQL (asyncpg).
+"""Storage: SQLAlchemy 2 on SQLite (WAL; statements on the event loop's thread, scans and
+migrations in worker threads) or PostgreSQL (asyncpg).
 
 Only this package builds engines and connections; the rest of the engine calls :class:`Store`.
 """

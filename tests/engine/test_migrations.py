@@ -96,11 +96,10 @@ def _head() -> str | None:
 
 
 async def _schema_state(store: Store) -> tuple[list[Any], str | None, set[str]]:
-    async with store.engine.connect() as conn:
-        diffs = await conn.run_sync(_differences)
-        revision = await conn.run_sync(_revision)
-        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
-    return diffs, revision, tables
+    def state(conn: Connection) -> tuple[list[Any], str | None, set[str]]:
+        return _differences(conn), _revision(conn), set(inspect(conn).get_table_names())
+
+    return await store.run_sync(state)
 
 
 async def test_upgrade_matches_metadata(stores: list[Store]) -> None:
@@ -122,8 +121,9 @@ async def test_upgrade_is_idempotent(stores: list[Store]) -> None:
     diffs, revision, _ = await _schema_state(second)
     assert diffs == []
     assert revision == _head()
-    async with second.engine.connect() as conn:
-        versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    versions = await second.run_sync(
+        lambda conn: conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    )
     assert [v[0] for v in versions] == [_head()]
 
 
@@ -134,9 +134,7 @@ async def test_downgrade_then_upgrade_again(stores: list[Store]) -> None:
     def downgrade(connection: Connection) -> None:
         command.downgrade(alembic_config(connection), "base")
 
-    async with store.engine.connect() as conn:
-        await conn.run_sync(downgrade)
-        await conn.commit()
+    await store.run_sync(downgrade, commit=True)
     _, revision, tables = await _schema_state(store)
     assert revision is None
     assert not set(metadata.tables) & tables, "downgrade removes every table"
