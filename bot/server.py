@@ -105,7 +105,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
     slack_sink: Any = None  # a SlackSink when Slack is configured
     roles: Any = None  # SlackRoles
-    drainer = OutboxDrainer(runtime.store, runtime.service, sinks)
+    drainer = OutboxDrainer(runtime.store, runtime.service, sinks, foreground=runtime.foreground)
     try:
         if with_worker:
             await runtime.start_worker()
@@ -135,7 +135,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 await socket_handler.connect_async()
                 slack_mode = "socket"
             if settings.slack_signing_secret is not None:
-                routes = slack_routes(slack_app)
+                routes = slack_routes(slack_app, runtime.foreground)
                 slack_mode = slack_mode or "http"
 
         async def wake(_envelope: Envelope) -> None:

@@ -30,6 +30,7 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
 from config import Settings
+from engine.foreground import Foreground
 
 log = logging.getLogger("attune.slack")
 
@@ -113,6 +114,7 @@ def build_slack_app(
     background: set[asyncio.Task[None]] = set()
     secret = settings.slack_signing_secret
     token = client.token or ""
+    foreground = handler.runtime.foreground
 
     async def authorize(
         enterprise_id: str | None, team_id: str | None, user_id: str | None
@@ -149,7 +151,9 @@ def build_slack_app(
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
+        # Background work steps aside until the ack is built (Socket Mode included).
+        with foreground.request():
+            reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
     action_ids = re.compile(
@@ -203,11 +207,13 @@ def build_slack_app(
     return app
 
 
-def slack_routes(app: AsyncApp) -> list[web.RouteDef]:
-    """``POST /slack/events`` for the API server (slash commands and interactivity)."""
+def slack_routes(app: AsyncApp, foreground: Foreground) -> list[web.RouteDef]:
+    """``POST /slack/events`` for the API server (slash commands and interactivity); while
+    one is answered, background work steps aside (:mod:`engine.foreground`)."""
 
     async def events(request: web.Request) -> web.Response:
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
+        with foreground.request():
+            bolt_response = await app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(bolt_response)
 
     return [web.post("/slack/events", events)]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, and_, bindparam, exists, literal_column, or_, select, update
 
 from engine.errors import EngineError
+from engine.foreground import Foreground
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.fast import hot
@@ -94,8 +95,10 @@ class OutboxDrainer:
         *,
         poll_interval_s: float = 1.0,
         max_attempts: int = 12,
+        foreground: Foreground | None = None,
     ) -> None:
         self.store = store
+        self.foreground = foreground or Foreground()
         self.service = service
         self.sinks = sinks
         self.poll_interval_s = poll_interval_s
@@ -173,6 +176,7 @@ class OutboxDrainer:
     async def _deliver(self, delivery: Delivery, loaded: _Loaded) -> bool:
         sink = self.sinks[delivery.target]
         attempts = delivery.attempts + 1
+        await self.foreground.step_aside()
         try:
             found = loaded.get(delivery.execution_id)
             if found is None:

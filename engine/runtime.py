@@ -17,6 +17,7 @@ from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, Unavailable
 from engine.events import Automation
+from engine.foreground import Foreground
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.metrics import Metrics
@@ -71,6 +72,8 @@ class Runtime:
     #: The first admin's password when this start generated it (to be printed once).
     generated_admin_password: str | None = None
     pack_errors: list[str] = field(default_factory=list)
+    #: Requests a person waits on (Slack acks); background work steps aside for them.
+    foreground: Foreground = field(default_factory=Foreground)
 
     async def sync_packs(self) -> list[str]:
         """Register every pack found on disk, actions first, then every pack's triggers and
@@ -112,6 +115,7 @@ class Runtime:
             db_poll_interval_s=s.db_poll_interval_s,
             requeue_on_start=not s.amqp_url,
             housekeeping=housekeeping,
+            foreground=self.foreground,
         )
         await self.worker.start()
         return self.worker

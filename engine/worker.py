@@ -23,6 +23,7 @@ from engine import procs
 from engine.broker import Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
+from engine.foreground import Foreground
 from engine.housekeeping import Housekeeper
 from engine.runners import Runner, RunRequest, RunResult
 from engine.service import Claimed, ExecutionService
@@ -57,8 +58,10 @@ class Worker:
         db_poll_interval_s: float = 1.0,
         requeue_on_start: bool = False,
         housekeeping: bool = True,
+        foreground: Foreground | None = None,
     ) -> None:
         self.service = service
+        self.foreground = foreground or Foreground()
         self.catalog = catalog
         self.broker = broker
         self.runners = runners
@@ -164,6 +167,7 @@ class Worker:
         when another delivery or worker has it, or the worker is stopping."""
         if execution_id in self._running or not self._accepting:
             return None
+        await self.foreground.step_aside()
         await self._slots.acquire()
         if execution_id in self._running or not self._accepting:
             self._slots.release()
