@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from bench.harness import (
     Proc,
     Receiver,
     WatchedStandIn,
+    clean_env,
     free_port,
     median,
     pct,
@@ -135,12 +137,46 @@ class Api(Scenario):
         ("non_2xx", "non-2xx answers"),
         ("missing", "accepted but not in the database"),
         ("client", "client"),
+        ("floor_per_s", "floor: bare aiohttp + SQLite insert/s, same load"),
+        ("floor_p99_ms", "floor: latency p99 ms"),
+        ("floor_ratio", "ratio accepted/s attune/floor"),
     ]
+
+    def __init__(self) -> None:
+        self.floor: Proc | None = None
+        self.floor_url = ""
+
+    async def setup(self, ctx: Context) -> Metrics:
+        assert ctx.backend is not None
+        db = ctx.backend.tmp / "floor.db"
+        self.floor = Proc(
+            "floor",
+            [sys.executable, "-m", "bench.floor", str(db)],
+            clean_env(),
+            ROOT,
+            ctx.backend.tmp,
+        )
+        self.floor_url = (await self.floor.wait_line(LISTENING)).group(1).rstrip("/")
+        return {}
+
+    async def teardown(self, ctx: Context) -> Metrics:
+        if self.floor is not None:
+            await self.floor.stop()
+        return {}
 
     async def round(self, ctx: Context) -> Metrics:
         dep = ctx.main
         body = json.dumps(NOOP)
         headers = dep.auth | {"Content-Type": "application/json"}
+        # The floor first: Attune's accepted executions keep its worker busy afterwards.
+        floor = await post_load(
+            f"{self.floor_url}/api/v1/executions/execute",
+            body,
+            headers,
+            ctx.cfg.connections,
+            ctx.cfg.duration_s,
+            ctx.cfg.client,
+        )
         url = f"{dep.url}/api/v1/executions/execute"
         load = await post_load(
             url, body, headers, ctx.cfg.connections, ctx.cfg.duration_s, ctx.cfg.client
@@ -168,6 +204,9 @@ class Api(Scenario):
             "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
             "missing": missing,
             "drain_s": drain_s,
+            "floor_per_s": len(floor.ids) / floor.duration_s,
+            "floor_p99_ms": floor.p99_ms,
+            "floor_ratio": len(accepted) / len(floor.ids) * floor.duration_s / load.duration_s,
         }
 
 

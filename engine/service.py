@@ -31,7 +31,7 @@ from engine.metrics import Metrics
 from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
-from engine.storage import Conn, Store
+from engine.storage import Conn, Store, folded
 from engine.storage.fast import hot
 from engine.storage.tables import audit, deliveries, executions, now_utc
 
@@ -216,20 +216,41 @@ class ExecutionService:
             "created": now,
             "updated": now,
         }
-        async with self.store.write() as conn:
-            row = (await conn.execute(_INSERT_EXECUTION, values)).one()
-            if chat:
-                await self._enqueue(conn, row, "created", now, chat_only=True)
-            if audit_entry is not None:
-                await conn.execute(
-                    _INSERT_AUDIT,
-                    replace(audit_entry, parameters=row.config, execution_id=row.id).values(),
-                )
+        if self.store.is_sqlite:
+            async with self.store.write() as conn:
+                row = (await conn.execute(_INSERT_EXECUTION, values)).one()
+                if chat:
+                    await self._enqueue(conn, row, "created", now, chat_only=True)
+                if audit_entry is not None:
+                    await conn.execute(
+                        _INSERT_AUDIT,
+                        replace(audit_entry, parameters=row.config, execution_id=row.id).values(),
+                    )
+        else:
+            row = await self._submit_folded(values, audit_entry, bool(chat), now)
         self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
         if chat and self.on_chat_submitted is not None:
             self.on_chat_submitted()
         return execution_record(row)
+
+    async def _submit_folded(
+        self, values: dict[str, Any], entry: AuditEntry | None, chat: bool, now: Any
+    ) -> Row[Any]:
+        """PostgreSQL: the execution, its audit entry and card row in one statement."""
+        audited = entry.values() if entry is not None else None
+        params = dict(values)
+        if audited is not None:
+            params.update(
+                {folded.AUDIT_PREFIX + k: v for k, v in audited.items() if k not in folded.FROM_ROW}
+            )
+        if chat:
+            params |= {folded.EVENT: "created", folded.NOW: now}
+        stmt = folded.submission(
+            frozenset(values), None if audited is None else frozenset(audited), chat
+        )
+        async with self.store.write(single=True) as conn:
+            return (await conn.execute(stmt, params)).one()
 
     async def cancel(self, execution_id: int, by: str) -> dict[str, Any]:
         """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running."""
@@ -325,17 +346,16 @@ class ExecutionService:
     async def claim(self, execution_id: int, worker_id: str) -> Claimed | None:
         """Move to ``running`` for ``worker_id``; None when another delivery already did."""
         now = now_utc()
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             row = await self._transition(
                 conn,
                 execution_id,
                 ExecutionStatus.RUNNING,
+                started=True,
                 started_at=now,
                 worker=worker_id,
                 heartbeat_at=now,
             )
-            if row is not None and row.chat:
-                await self._enqueue(conn, row, "started", now, chat_only=True)
         if row is None:
             return None
         if row.chat:
@@ -478,7 +498,7 @@ class ExecutionService:
         self, execution_id: int, status: ExecutionStatus, result: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Record the end of a run; None if the execution had already ended."""
-        async with self.store.write() as conn:
+        async with self.store.write(single=True) as conn:
             row = await self._transition(
                 conn, execution_id, status, result=result, finished_at=now_utc()
             )
@@ -580,24 +600,29 @@ class ExecutionService:
         target: ExecutionStatus,
         *,
         only_from: frozenset[ExecutionStatus] | None = None,
+        started: bool = False,
         **values: Any,
     ) -> Row[Any] | None:
         """Conditional UPDATE to ``target`` from its allowed sources (narrowed by
-        ``only_from``); None when the row was not in one of them."""
+        ``only_from``), with the outbox rows of its news (``started``: a claim's "started"
+        to chat; a terminal status: "completed" to chat and callback), in one statement on
+        PostgreSQL; None when the row was not in one of the sources."""
         now = now_utc()
         allowed = allowed_sources(target) & (only_from or allowed_sources(target))
-        params = {
-            **values,
-            "status": target.value,
-            "updated": now,
-            "_id": execution_id,
-            "_sources": [s.value for s in allowed],
-        }
-        row = (await conn.execute(_TRANSITION, params)).first()
+        params = {**values, "status": target.value, "updated": now}
+        # The outbox rows of the news: "completed" to chat and callback, "started" to chat.
+        news = "completed" if target in TERMINAL else "started" if started else None
+        where = {"_id": execution_id, "_sources": [s.value for s in allowed]}
+        if self.store.is_sqlite:
+            row = (await conn.execute(_TRANSITION, params | where)).first()
+            if row is not None and news is not None:
+                await self._enqueue(conn, row, news, now, chat_only=news == "started")
+        else:  # one statement (engine.storage.folded)
+            stmt = folded.transition(frozenset(params), news is not None, news == "started")
+            more = {folded.EVENT: news, folded.NOW: now} if news is not None else {}
+            row = (await conn.execute(stmt, params | where | more)).first()
         if row is None:
             return None
-        if target in TERMINAL:
-            await self._enqueue(conn, row, "completed", now, chat_only=False)
         self._note(execution_id, row.action_ref, target)
         return row
 

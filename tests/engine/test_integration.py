@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping, make_url
 
 from config import Settings
+from engine.audit import AuditEntry
 from engine.broker import REQUESTED
 from engine.broker.amqp import AmqpBroker
 from engine.errors import Conflict, InvalidRequest, Unavailable
@@ -35,7 +36,7 @@ from engine.params import REDACTED, normalize_schema
 from engine.runtime import Runtime, build_runtime
 from engine.service import Executor
 from engine.status import TERMINAL, ExecutionStatus
-from engine.storage.tables import deliveries, executions
+from engine.storage.tables import audit, deliveries, executions
 
 WAIT_S = 10.0  # upper bound for anything that should happen "soon"
 PACKS_PATH = "/work/main/packs:/work/main/tests/fixtures/packs"
@@ -462,6 +463,54 @@ async def test_cancel_before_handoff(backend: Backend, monkeypatch: pytest.Monke
     assert after["started_at"] is None
     assert after["finished_at"] == cancelled["finished_at"]
     assert (await raw_execution(rt, record["id"]))["worker"] is None
+
+
+async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> None:
+    """Cards (created, started, completed), callbacks and the audit entry are written with the
+    change they report (on PostgreSQL in the same statement), to the targets the route names."""
+    rt = await backend.runtime()  # no worker: this test plays the worker
+    entry = AuditEntry(
+        actor="alice", source="slack", verb="run", outcome="accepted", target="core.echo"
+    )
+    slack = await rt.service.submit(
+        "core.echo",
+        {"message": "x"},
+        ALICE,
+        chat={"channel": "C1", "team": "T1"},
+        callback_url="http://127.0.0.1:9/x",
+        audit_entry=entry,
+    )
+    terminal = await rt.service.submit(
+        "core.echo", {"message": "y"}, ALICE, chat={"sink": "terminal", "session": "s1"}
+    )
+    quiet = [
+        await rt.service.submit("core.noop", None, ALICE, chat=chat, callback_url=url)
+        for chat, url in (({}, None), (None, ""))
+    ]
+    ids = [slack["id"], terminal["id"], *(q["id"] for q in quiet)]
+    for execution_id in ids:
+        assert await rt.service.claim(execution_id, "w") is not None
+        done = await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"ok": True})
+        assert done is not None
+    assert await rt.service.finish(slack["id"], ExecutionStatus.FAILED, {}) is None
+
+    rows = await delivery_rows(rt, ids)
+    seen = [(r["execution_id"], r["target"], r["event"], r["state"]) for r in rows]
+    a, b = slack["id"], terminal["id"]
+    assert seen == [
+        (a, "slack", "created", "pending"),
+        (b, "terminal:s1", "created", "pending"),
+        (a, "slack", "started", "pending"),
+        (a, "slack", "completed", "pending"),
+        (a, "callback", "completed", "pending"),
+        (b, "terminal:s1", "started", "pending"),
+        (b, "terminal:s1", "completed", "pending"),
+    ]
+    async with rt.store.read() as conn:
+        entries = (await conn.execute(select(audit).where(audit.c.execution_id.in_(ids)))).all()
+    assert [(e.execution_id, e.actor, e.verb, e.target, e.parameters) for e in entries] == [
+        (a, "alice", "run", "core.echo", {"message": "x"})
+    ]
 
 
 @pytest.mark.parametrize(
