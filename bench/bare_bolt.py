@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bench.bare import serve_until_sigterm
 
 
 async def main() -> None:
@@ -31,15 +32,7 @@ async def main() -> None:
 
     web_app = web.Application()
     web_app.router.add_post("/slack/events", events)
-    runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_sigterm(web_app)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ its URL.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 import sys
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from bench.bare import serve_until_sigterm
 
 
 class GroupCommit:
@@ -76,15 +77,7 @@ async def main(path: str) -> None:
 
     app = web.Application()
     app.router.add_post("/api/v1/executions/execute", execute)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_sigterm(app)
 
 
 if __name__ == "__main__":
