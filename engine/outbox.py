@@ -46,6 +46,60 @@ def _open(state: ColumnElement[str]) -> ColumnElement[bool]:
 _SETTLE = hot(
     update(deliveries).where(deliveries.c.id == bindparam("_id"), deliveries.c.state == "sending")
 )
+
+
+def _claim_statement() -> Any:
+    """Take up to ``BATCH`` due deliveries of ``_targets`` (none behind an open earlier event
+    of the same execution and target) as ``sending`` until ``_lease_until``."""
+    now = bindparam("_now", type_=deliveries.c.next_attempt_at.type)
+    earlier = deliveries.alias("earlier")
+    blocked = exists().where(
+        earlier.c.execution_id == deliveries.c.execution_id,
+        earlier.c.target == deliveries.c.target,
+        earlier.c.id < deliveries.c.id,
+        _open(earlier.c.state),
+    )
+    due = and_(
+        _open(deliveries.c.state),  # implied by the rest; lets the partial indexes serve
+        deliveries.c.target.in_(bindparam("_targets", expanding=True)),
+        or_(
+            and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
+        ),
+    )
+    candidates = (
+        select(deliveries.c.id).where(due, ~blocked).order_by(deliveries.c.id).limit(BATCH)
+    ).scalar_subquery()
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(candidates), due)
+        .values(
+            state="sending",
+            lease_until=bindparam("_lease_until", type_=deliveries.c.lease_until.type),
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.execution_id,
+            deliveries.c.target,
+            deliveries.c.event,
+            deliveries.c.attempts,
+        )
+    )
+
+
+_CLAIM = hot(_claim_statement())
+#: Deliveries that succeeded in a round, settled together at its end (one statement).
+_DELIVERED = hot(
+    update(deliveries)
+    .where(deliveries.c.id.in_(bindparam("_ids", expanding=True)), deliveries.c.state == "sending")
+    .values(
+        state="delivered",
+        attempts=deliveries.c.attempts + 1,
+        lease_until=None,
+        last_error=None,
+        delivered_at=bindparam("_now", type_=deliveries.c.delivered_at.type),
+    )
+)
 #: Executions loaded for a batch of deliveries: id -> (record, route).
 _Loaded = dict[int, tuple[dict[str, Any], dict[str, Any]]]
 
@@ -108,6 +162,8 @@ class OutboxDrainer:
         self._stopping = False
         #: Deliveries this process has claimed and not yet settled.
         self._claimed: set[int] = set()
+        #: Claimed deliveries that succeeded this round (settled together at its end).
+        self._delivered: list[int] = []
 
     def wake(self) -> None:
         self._wake.set()
@@ -127,6 +183,8 @@ class OutboxDrainer:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        with contextlib.suppress(EngineError):
+            await self._settle_delivered()  # what a cancelled round delivered
         if self._claimed:
             with contextlib.suppress(EngineError):
                 await self._release(sorted(self._claimed))
@@ -161,8 +219,20 @@ class OutboxDrainer:
             loaded = await self.service.get_many_with_route(sorted({d.execution_id for d in batch}))
         except EngineError:
             loaded = {}  # each delivery then loads its own execution (and fails on its own)
-        await asyncio.gather(*(self._deliver_stream(s, loaded) for s in by_stream.values()))
+        try:
+            await asyncio.gather(*(self._deliver_stream(s, loaded) for s in by_stream.values()))
+        finally:
+            await self._settle_delivered()
         return len(batch)
+
+    async def _settle_delivered(self) -> None:
+        """Mark this round's successes ``delivered``, in one statement."""
+        ids, self._delivered = self._delivered, []
+        if not ids:
+            return
+        async with self.store.write(single=True) as conn:
+            await conn.execute(_DELIVERED, {"_ids": ids, "_now": now_utc()})
+        self._claimed.difference_update(ids)
 
     async def _deliver_stream(self, stream: Sequence[Delivery], loaded: _Loaded) -> None:
         for index, delivery in enumerate(sorted(stream, key=lambda d: d.id)):
@@ -206,64 +276,27 @@ class OutboxDrainer:
                 delivery.id, attempts, "pending", f"internal error: {exc!r}", backoff_s(attempts)
             )
             return False
-        await self._settle(delivery.id, attempts, "delivered", None, 0)
+        self._delivered.append(delivery.id)
         return True
 
     async def _claim(self, sink_names: list[str]) -> list[Delivery]:
         now = now_utc()
-        earlier = deliveries.alias("earlier")
-        blocked = exists().where(
-            earlier.c.execution_id == deliveries.c.execution_id,
-            earlier.c.target == deliveries.c.target,
-            earlier.c.id < deliveries.c.id,
-            _open(earlier.c.state),
-        )
-        due = and_(
-            _open(deliveries.c.state),  # implied by the rest; lets the partial indexes serve
-            deliveries.c.target.in_(sink_names),
-            or_(
-                and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),
-                and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
-            ),
-        )
-        candidates = (
-            select(deliveries.c.id)
-            .where(due, ~blocked)
-            .order_by(deliveries.c.id)
-            .limit(BATCH)
-            .scalar_subquery()
-        )
+        params = {"_now": now, "_lease_until": now + timedelta(seconds=LEASE_S)}
         async with self.store.write(single=True) as conn:
-            rows = (
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(candidates), due)
-                    .values(state="sending", lease_until=now + timedelta(seconds=LEASE_S))
-                    .returning(
-                        deliveries.c.id,
-                        deliveries.c.execution_id,
-                        deliveries.c.target,
-                        deliveries.c.event,
-                        deliveries.c.attempts,
-                    )
-                )
-            ).all()
+            rows = (await conn.execute(_CLAIM, params | {"_targets": sink_names})).all()
         return [Delivery(r.id, r.execution_id, r.target, r.event, r.attempts) for r in rows]
 
     async def _settle(
-        self, delivery_id: int, attempts: int, state: str, error: str | None, delay_s: float
+        self, delivery_id: int, attempts: int, state: str, error: str, delay_s: float
     ) -> None:
-        now = now_utc()
+        """A failed attempt: retried after ``delay_s`` (``pending``) or given up (``failed``)."""
         values: dict[str, Any] = {
             "state": state,
             "attempts": attempts,
             "lease_until": None,
             "last_error": error,
+            "next_attempt_at": now_utc() + timedelta(seconds=delay_s),
         }
-        if state == "delivered":
-            values["delivered_at"] = now
-        else:
-            values["next_attempt_at"] = now + timedelta(seconds=delay_s)
         async with self.store.write(single=True) as conn:
             await conn.execute(_SETTLE, {**values, "_id": delivery_id})
         self._claimed.discard(delivery_id)

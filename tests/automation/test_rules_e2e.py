@@ -674,6 +674,9 @@ async def test_rule_callback_url_gets_the_record_once(
     record, rows = await settle(api, enf["execution_id"])
     assert record["status"] == "completed", record
     assert [r["state"] for r in rows] == ["delivered"], rows
+    assert rows[0]["attempts"] == 1, rows
+    assert rows[0]["last_error"] is None, rows
+    assert rows[0]["delivered_at"] >= rows[0]["created"], rows
 
     calls = standin.find("hook", target=hook)
     assert len(calls) == 1, [c.body for c in calls]
