@@ -162,6 +162,8 @@ class ExecutionService:
         self.catalog = catalog
         self.secrets = secrets
         self.metrics = metrics
+        #: Counter children by (status, action): prometheus's labels() lookup, done once.
+        self._transitions: dict[tuple[str, str], Any] = {}
         self.default_timeout_s = default_timeout_s
         self.totals = Totals(store)
         #: Called after a submission with a chat route (its "created" delivery) is committed.
@@ -650,7 +652,13 @@ class ExecutionService:
             )
 
     def _note(self, execution_id: int, action_ref: str, status: ExecutionStatus) -> None:
-        self.metrics.transitions.labels(status.value, action_ref).inc()
+        key = (status.value, action_ref)
+        counter = self._transitions.get(key)
+        if counter is None:
+            if len(self._transitions) > 10_000:
+                self._transitions.clear()
+            counter = self._transitions[key] = self.metrics.transitions.labels(*key)
+        counter.inc()
         log.info(
             "execution %s %s is now %s",
             execution_id,

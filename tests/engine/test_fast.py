@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -117,3 +117,24 @@ async def test_a_missing_parameter_is_sqlalchemys_error(store: Store) -> None:
             await conn.execute(_MOVE, {"_from": ["requested"], "status": "failed"})
     assert isinstance(caught.value.__cause__, StatementError)
     assert "'_id'" in str(caught.value.__cause__)
+
+
+def test_sqlite_timestamps_keep_sqlalchemys_text() -> None:
+    """UTCDateTime writes and reads on SQLite the text SQLAlchemy's DATETIME does."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from engine.storage.tables import UTCDateTime
+
+    dialect = sqlite.dialect()
+    ours_in = UTCDateTime().bind_processor(dialect)
+    ours_out = UTCDateTime().result_processor(dialect, None)
+    theirs_in = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    local = datetime(2026, 11, 27, 5, 4, 5, 678901, tzinfo=timezone(timedelta(hours=1)))
+    for value in (WHEN, WHEN.replace(microsecond=0), local, datetime(999, 1, 2, 3, 4, 5)):
+        naive_utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        assert ours_in(value) == theirs_in(naive_utc)
+        assert ours_out(ours_in(value)) == value.replace(tzinfo=value.tzinfo or UTC)
+    assert ours_out("2026-11-27 03:04:05") == datetime(2026, 11, 27, 3, 4, 5, tzinfo=UTC)
+    assert ours_in(None) is None
+    assert ours_out(None) is None
