@@ -29,8 +29,8 @@ from bench.harness import AMQP_URL, RESULTS, pg_admin
 from config import Settings
 from engine import broker as topics
 from engine.broker import Envelope
+from engine.records import Executor
 from engine.runtime import Runtime, build_runtime
-from engine.service import Executor
 
 #: Bound on every wait for a completion.
 WAIT_S = 60.0

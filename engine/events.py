@@ -29,7 +29,8 @@ from engine.counts import Totals
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
 from engine.packs import PackSpec, first_error
-from engine.service import ExecutionService, Executor
+from engine.records import Executor
+from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
 from engine.templates import TemplateProblem, check_conditions, check_templates, matches, render

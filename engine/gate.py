@@ -19,7 +19,8 @@ from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound
 from engine.params import redact, validate_parameters
 from engine.policy import Denied, Policy, Verb
-from engine.service import ExecutionService, Executor, Source
+from engine.records import Executor, Source
+from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.tables import confirmations, now_utc
 

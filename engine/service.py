@@ -14,9 +14,9 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, Row, bindparam, false, func, insert, or_, select, update
 
@@ -30,6 +30,13 @@ from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
 from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
+from engine.records import (
+    Claimed,
+    Executor,
+    delivery_record,
+    delivery_target,
+    execution_record,
+)
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Conn, Store, folded
 from engine.storage.fast import hot
@@ -37,7 +44,6 @@ from engine.storage.tables import audit, deliveries, executions, now_utc
 
 log = logging.getLogger("attune.execution")
 
-Source = Literal["slack", "api", "rule", "chat", "cli"]
 #: Largest page of a list request.
 MAX_PER_PAGE = 100
 #: Statuses of a run a worker holds (kept alive by its heartbeat).
@@ -64,82 +70,6 @@ _TRANSITION = hot(
     )
     .returning(*executions.c)
 )
-
-
-@dataclass(frozen=True)
-class Executor:
-    """Who asked for an execution, and from where."""
-
-    identity: str
-    source: Source
-    channel: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity,
-            "source": self.source,
-            "channel": self.channel,
-            **self.extra,
-        }
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """An execution a worker has moved to ``running``; ``parameters`` include secrets."""
-
-    id: int
-    action_ref: str
-    parameters: dict[str, Any]
-    timeout_s: float
-
-
-def delivery_target(chat: dict[str, Any]) -> str:
-    """The outbox target of an execution's chat route: ``slack`` or ``terminal:<session>``."""
-    if chat.get("sink") == "terminal":
-        return f"terminal:{chat.get('session')}"
-    return "slack"
-
-
-#: Fields of a delivery as the API shows it.
-DELIVERY_FIELDS = (
-    "id",
-    "execution_id",
-    "target",
-    "event",
-    "state",
-    "attempts",
-    "last_error",
-    "created",
-    "next_attempt_at",
-    "delivered_at",
-)
-#: Fields of an execution as the API and chat show it (``config`` has secrets redacted).
-EXECUTION_FIELDS = (
-    "id",
-    "action_ref",
-    "status",
-    "config",
-    "parent",
-    "enforcement",
-    "executor",
-    "result",
-    "created",
-    "updated",
-    "started_at",
-    "finished_at",
-)
-
-
-def delivery_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {name: m[name] for name in DELIVERY_FIELDS}
-
-
-def execution_record(row: Row[Any]) -> dict[str, Any]:
-    """The execution as the API and chat show it (secrets are already redacted in config)."""
-    m = row._mapping
-    return {name: m[name] for name in EXECUTION_FIELDS}
 
 
 def _with_route(row: Row[Any]) -> tuple[dict[str, Any], dict[str, Any]]:

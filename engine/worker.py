@@ -25,8 +25,9 @@ from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.foreground import Foreground
 from engine.housekeeping import Housekeeper
+from engine.records import Claimed
 from engine.runners import Runner, RunRequest, RunResult
-from engine.service import Claimed, ExecutionService
+from engine.service import ExecutionService
 from engine.status import ExecutionStatus
 
 log = logging.getLogger(__name__)

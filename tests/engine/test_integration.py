@@ -33,8 +33,8 @@ from engine.broker.amqp import AmqpBroker
 from engine.errors import Conflict, InvalidRequest, Unavailable
 from engine.packs import ActionSpec
 from engine.params import REDACTED, normalize_schema
+from engine.records import Executor
 from engine.runtime import Runtime, build_runtime
-from engine.service import Executor
 from engine.status import TERMINAL, ExecutionStatus
 from engine.storage.tables import audit, deliveries, executions
 

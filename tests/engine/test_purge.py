@@ -10,8 +10,8 @@ from sqlalchemy import func, select, update
 from config import Settings
 from engine.automation import RuleSpec, TriggerSpec
 from engine.purge import purge
+from engine.records import Executor
 from engine.runtime import build_runtime
-from engine.service import Executor
 from engine.status import ExecutionStatus
 from engine.storage.tables import audit, deliveries, enforcements, events, executions, now_utc
 
