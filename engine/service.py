@@ -62,6 +62,7 @@ _SELECT_EXECUTION = hot(select(executions).where(executions.c.id == bindparam("_
 _SELECT_EXECUTIONS = hot(
     select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True)))
 )
+_RECORD_PROCESS = hot(update(executions).where(executions.c.id == bindparam("_id")))
 _TRANSITION = hot(
     update(executions)
     .where(
@@ -356,9 +357,7 @@ class ExecutionService:
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
         async with self.store.write(single=True) as conn:
             await conn.execute(
-                update(executions)
-                .where(executions.c.id == execution_id)
-                .values(pid=pid, pid_start=pid_start)
+                _RECORD_PROCESS, {"_id": execution_id, "pid": pid, "pid_start": pid_start}
             )
 
     async def heartbeat(self, worker_id: str) -> builtins.list[int]:
