@@ -3,7 +3,7 @@ rule), with what parameters (secrets redacted), and what came of it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,12 +46,25 @@ class AuditEntry:
     execution_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def values(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("extra")
-        if self.detail is not None:
-            data["detail"] = self.detail[:2000]
-        return data | {"at": now_utc()}
+    def values(self, **override: Any) -> dict[str, Any]:
+        """The row to insert (``override`` replaces fields): a shallow copy, as nothing
+        changes the values before they are written (``dataclasses.asdict`` deep-copied them,
+        6% of an API submission's CPU)."""
+        data = {
+            "actor": self.actor,
+            "source": self.source,
+            "verb": self.verb,
+            "outcome": self.outcome,
+            "role": self.role,
+            "channel": self.channel,
+            "target": self.target,
+            "parameters": self.parameters,
+            "detail": self.detail[:2000] if self.detail is not None else None,
+            "execution_id": self.execution_id,
+            "at": now_utc(),
+        }
+        data.update(override)
+        return data
 
 
 class AuditLog:

@@ -14,7 +14,6 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -157,7 +156,7 @@ class ExecutionService:
                 if audit_entry is not None:
                     await conn.execute(
                         _INSERT_AUDIT,
-                        replace(audit_entry, parameters=row.config, execution_id=row.id).values(),
+                        audit_entry.values(parameters=row.config, execution_id=row.id),
                     )
         else:
             row = await self._submit_folded(values, audit_entry, bool(chat), now)

@@ -1,4 +1,5 @@
-"""Hot statements on SQLite's driver: the same rows, values and errors as SQLAlchemy's own path."""
+"""Hot paths: SQLite statements on the driver (the same rows, values and errors as SQLAlchemy's
+own path), timestamps as SQLAlchemy writes them, audit rows complete."""
 
 from __future__ import annotations
 
@@ -138,3 +139,18 @@ def test_sqlite_timestamps_keep_sqlalchemys_text() -> None:
     assert ours_out("2026-11-27 03:04:05") == datetime(2026, 11, 27, 3, 4, 5, tzinfo=UTC)
     assert ours_in(None) is None
     assert ours_out(None) is None
+
+
+def test_an_audit_row_has_every_field_of_its_entry() -> None:
+    """AuditEntry.values() lists its fields by hand: none may be forgotten."""
+    from dataclasses import fields
+
+    from engine.audit import AuditEntry
+    from engine.storage.tables import audit
+
+    entry = AuditEntry(actor="a", source="api", verb="run", outcome="ok", detail="x" * 3000)
+    row = entry.values(execution_id=7)
+    assert set(row) == {f.name for f in fields(AuditEntry)} - {"extra"} | {"at"}
+    assert set(row) == set(audit.c.keys()) - {"id"}
+    assert row["execution_id"] == 7
+    assert len(row["detail"]) == 2000
