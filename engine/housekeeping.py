@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from engine import procs
-from engine.broker import Broker
+from engine.broker import REQUESTED_QUEUE, Broker
 from engine.service import ExecutionService
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,17 @@ class Housekeeper:
 
     async def sweep(self) -> None:
         if await self.broker.ping():
-            ids = await self.service.requeue_stale(self.requeue_after_s)
-            if ids:
-                log.info("sweep: published %d stale requested executions again", len(ids))
+            # While messages still wait in the queue, stale rows are most likely among them
+            # (a burst the workers have not caught up with): ringing again would only add
+            # duplicates (profiled: 500 per sweep per process under an API burst). A message
+            # that was really lost is rung again once the queue has drained.
+            waiting = await self.broker.backlog(REQUESTED_QUEUE)
+            if waiting:
+                log.debug("sweep: %d requested messages still queued", waiting)
+            else:
+                ids = await self.service.requeue_stale(self.requeue_after_s)
+                if ids:
+                    log.info("sweep: published %d stale requested executions again", len(ids))
         rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)
         kill_leftovers(rows)
         await self.recover_local()

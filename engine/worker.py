@@ -20,7 +20,7 @@ from typing import Any
 
 from engine import broker as topics
 from engine import procs
-from engine.broker import Broker, Envelope, Subscription
+from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.foreground import Foreground
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 #: Tries to record the end of a run; later tries store a reduced result without the output.
 FINISH_ATTEMPTS = 6
 #: Name of the shared queue workers compete on.
-REQUESTED_QUEUE = "requested"
 
 
 def default_worker_id() -> str:

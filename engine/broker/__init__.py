@@ -22,6 +22,8 @@ REQUESTED = "execution.requested"
 STARTED = "execution.started"
 COMPLETED = "execution.completed"
 CANCEL = "execution.cancel"
+#: The shared queue workers take ``execution.requested`` from (``<exchange>.requested``).
+REQUESTED_QUEUE = "requested"
 
 
 class Envelope(BaseModel):
@@ -61,6 +63,9 @@ class Broker(Protocol):
 
     async def ping(self) -> bool:
         """True while the broker is reachable."""
+
+    async def backlog(self, name: str) -> int | None:
+        """Messages waiting in the shared queue ``name``; None when that is not known."""
 
 
 def topic_matches(pattern: str, key: str) -> bool:

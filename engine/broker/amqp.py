@@ -116,6 +116,21 @@ class AmqpBroker:
         conn = self._connection
         return conn is not None and not conn.is_closed and conn.connected.is_set()
 
+    async def backlog(self, name: str) -> int | None:
+        """Ready messages in ``<exchange>.<name>`` (a passive declare on a short-lived
+        channel); None when not connected, or the queue does not exist."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            return None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                async with connection.channel(publisher_confirms=False) as channel:
+                    queue = await channel.declare_queue(f"{self.exchange}.{name}", passive=True)
+                    count = queue.declaration_result.message_count
+        except _DRIVER_ERRORS:  # a queue that does not exist closes the channel (404)
+            return None
+        return count if isinstance(count, int) else None
+
     async def publish(self, routing_key: str, payload: dict[str, Any]) -> None:
         exchange = self._exchange
         if exchange is None:

@@ -59,6 +59,10 @@ class MemoryBroker:
     async def ping(self) -> bool:
         return not self._closed
 
+    async def backlog(self, name: str) -> int | None:
+        queue = self._queues.get(name)
+        return None if queue is None else queue.messages.qsize()
+
     async def publish(self, routing_key: str, payload: dict[str, Any]) -> None:
         envelope = Envelope(message_type=routing_key, payload=payload)
         self.published += 1

@@ -225,8 +225,8 @@ async def _private_exchange() -> AsyncIterator[str]:
     """A unique exchange name; its shared queue and the exchange are deleted afterwards."""
     import aio_pika
 
+    from engine.broker import REQUESTED_QUEUE
     from engine.broker.amqp import AmqpBroker
-    from engine.worker import REQUESTED_QUEUE
 
     amqp = urlsplit(AMQP_URL)
     require_service("RabbitMQ", amqp.hostname or "127.0.0.1", amqp.port or 5672)

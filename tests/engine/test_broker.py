@@ -373,3 +373,29 @@ async def test_connection_loss_is_unavailable_then_recovers(
         await asyncio.wait_for(broker.close(), WAIT)
         await asyncio.wait_for(broker.delete_topology(), WAIT)
         proxy.cut()
+
+
+async def test_backlog_counts_the_messages_waiting_in_a_shared_queue(connect: Connect) -> None:
+    broker = await connect()
+    assert await broker.backlog("nobody-consumes-this") is None  # no such queue
+    release = asyncio.Event()
+    got: list[Envelope] = []
+
+    async def held(envelope: Envelope) -> None:
+        got.append(envelope)
+        await release.wait()
+
+    subscription = await broker.consume("held", [REQUESTED], held, prefetch=1)
+    for i in range(4):
+        await broker.publish(REQUESTED, {"execution_id": i})
+    await eventually(lambda: len(got) == 1, "the one message the handler holds")
+    # One taken (held by the handler); the other three wait.
+    await eventually(lambda: _is(broker.backlog("held"), 3), "three messages waiting")
+    release.set()
+    await eventually(lambda: len(got) == 4, "every message handled")
+    await eventually(lambda: _is(broker.backlog("held"), 0), "an empty queue")
+    await subscription.cancel()
+
+
+async def _is(count: Awaitable[int | None], expected: int) -> bool:
+    return await count == expected

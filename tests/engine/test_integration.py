@@ -28,9 +28,10 @@ from sqlalchemy.engine import RowMapping, make_url
 
 from config import Settings
 from engine.audit import AuditEntry
-from engine.broker import REQUESTED
+from engine.broker import REQUESTED, REQUESTED_QUEUE, Envelope
 from engine.broker.amqp import AmqpBroker
 from engine.errors import Conflict, InvalidRequest, Unavailable
+from engine.housekeeping import Housekeeper
 from engine.packs import ActionSpec
 from engine.params import REDACTED, normalize_schema
 from engine.records import Executor
@@ -435,6 +436,55 @@ async def test_lost_message_recovered_by_sweep(
     assert waited >= timedelta(seconds=backend.settings.requeue_after_s), (
         "it started only once the sweep found the row"
     )
+
+
+async def test_the_sweep_rings_again_only_once_the_queue_has_drained(backend: Backend) -> None:
+    """Stale ``requested`` rows whose messages still wait in the queue (a burst the workers
+    have not caught up with) are not published again; once the queue is empty they are."""
+    rt = await backend.runtime()  # no worker: a stalled consumer holds the queue instead
+    release = asyncio.Event()
+    held: list[Envelope] = []
+
+    async def stalled(envelope: Envelope) -> None:
+        held.append(envelope)
+        await release.wait()
+
+    await rt.broker.consume(REQUESTED_QUEUE, [REQUESTED], stalled, prefetch=1)
+    ids = [(await rt.service.submit("core.noop", None, ALICE))["id"] for _ in range(3)]
+    await rt.service.drain()
+    sweeper = Housekeeper(
+        rt.service,
+        rt.broker,
+        own_worker_id=None,
+        sweep_interval_s=60,
+        requeue_after_s=0,  # every requested row counts as stale
+        heartbeat_timeout_s=60,
+    )
+    rung: list[int] = []
+    publish = rt.broker.publish
+
+    async def counting(routing_key: str, payload: dict[str, Any]) -> None:
+        if routing_key == REQUESTED:
+            rung.append(payload["execution_id"])
+        await publish(routing_key, payload)
+
+    rt.broker.publish = counting  # type: ignore[method-assign]
+
+    def state(taken: int, waiting: int) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            return len(held) == taken and await rt.broker.backlog(REQUESTED_QUEUE) == waiting
+
+        return probe
+
+    await eventually(state(1, 2), "one message held, two waiting")
+    await sweeper.sweep()
+    assert rung == [], "messages still wait in the queue: nothing is published again"
+
+    release.set()  # the consumer takes the rest without claiming them: all stay requested
+    await eventually(state(3, 0), "every message taken, the queue empty")
+    await sweeper.sweep()
+    # (On PostgreSQL the module's database may hold other tests' requested rows too.)
+    assert set(ids) <= set(rung), "the queue is empty: the stale rows are rung again"
 
 
 async def test_cancel_before_handoff(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
