@@ -48,9 +48,12 @@ _SETTLE = hot(
 )
 
 
-def _claim_statement() -> Any:
-    """Take up to ``BATCH`` due deliveries of ``_targets`` (none behind an open earlier event
-    of the same execution and target) as ``sending`` until ``_lease_until``."""
+def _claim_statements() -> tuple[Any, Any]:
+    """Up to ``BATCH`` due deliveries of ``_targets``, none behind an open earlier event of
+    the same execution and target; and the update that takes those of ``_ids`` still due as
+    ``sending`` until ``_lease_until``. Two statements: as one ``UPDATE ... WHERE id IN
+    (SELECT ... LIMIT)``, PostgreSQL can plan a young table as a nested loop that runs the
+    subquery again for every row (seen on the sweep's statement of that shape)."""
     now = bindparam("_now", type_=deliveries.c.next_attempt_at.type)
     earlier = deliveries.alias("earlier")
     blocked = exists().where(
@@ -67,12 +70,10 @@ def _claim_statement() -> Any:
             and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
         ),
     )
-    candidates = (
-        select(deliveries.c.id).where(due, ~blocked).order_by(deliveries.c.id).limit(BATCH)
-    ).scalar_subquery()
-    return (
+    candidates = select(deliveries.c.id).where(due, ~blocked).order_by(deliveries.c.id).limit(BATCH)
+    take = (
         update(deliveries)
-        .where(deliveries.c.id.in_(candidates), due)
+        .where(deliveries.c.id.in_(bindparam("_ids", expanding=True)), due)
         .values(
             state="sending",
             lease_until=bindparam("_lease_until", type_=deliveries.c.lease_until.type),
@@ -85,9 +86,10 @@ def _claim_statement() -> Any:
             deliveries.c.attempts,
         )
     )
+    return hot(candidates), hot(take)
 
 
-_CLAIM = hot(_claim_statement())
+_CANDIDATES, _TAKE = _claim_statements()
 #: Deliveries that succeeded in a round, settled together at its end (one statement).
 _DELIVERED = hot(
     update(deliveries)
@@ -281,9 +283,15 @@ class OutboxDrainer:
 
     async def _claim(self, sink_names: list[str]) -> list[Delivery]:
         now = now_utc()
-        params = {"_now": now, "_lease_until": now + timedelta(seconds=LEASE_S)}
+        due = {"_now": now, "_targets": sink_names}
+        async with self.store.read() as conn:
+            ids = (await conn.execute(_CANDIDATES, due)).scalars().all()
+        if not ids:
+            return []
+        # Taken only if still due: another listener may have taken some meanwhile.
+        take = due | {"_ids": ids, "_lease_until": now + timedelta(seconds=LEASE_S)}
         async with self.store.write(single=True) as conn:
-            rows = (await conn.execute(_CLAIM, params | {"_targets": sink_names})).all()
+            rows = (await conn.execute(_TAKE, take)).all()
         return [Delivery(r.id, r.execution_id, r.target, r.event, r.attempts) for r in rows]
 
     async def _settle(

@@ -486,24 +486,32 @@ class ExecutionService:
     async def requeue_stale(self, older_than_s: float) -> builtins.list[int]:
         """Ring again for ``requested`` rows untouched for ``older_than_s`` (lost messages)."""
         cutoff = now_utc() - timedelta(seconds=older_than_s)
-        stale = (
-            select(executions.c.id)
-            .where(
-                executions.c.status == ExecutionStatus.REQUESTED.value,
-                executions.c.updated < cutoff,
-            )
-            .order_by(executions.c.id)
-            .limit(SWEEP_BATCH)
-            .scalar_subquery()
+        is_stale = (
+            executions.c.status == ExecutionStatus.REQUESTED.value,
+            executions.c.updated < cutoff,
         )
+        # The ids first, then the update by id: as one ``UPDATE ... WHERE id IN (SELECT ...
+        # LIMIT)`` PostgreSQL planned a young table (no statistics yet) as a nested loop that
+        # re-ran the subquery per row (measured: 0.3 s for 650 requested rows, every sweep).
         async with self.store.write() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(executions.c.id)
+                        .where(*is_stale)
+                        .order_by(executions.c.id)
+                        .limit(SWEEP_BATCH)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return []
             rows = (
                 await conn.execute(
                     update(executions)
-                    .where(
-                        executions.c.id.in_(stale),
-                        executions.c.status == ExecutionStatus.REQUESTED.value,
-                    )
+                    .where(executions.c.id.in_(ids), *is_stale)
                     .values(updated=now_utc())
                     .returning(executions.c.id, executions.c.action_ref)
                 )

@@ -179,3 +179,16 @@ class FastResult:
 
     def scalar(self) -> Any:
         return self._rows[0][0] if self._rows else None
+
+    def scalars(self) -> _Scalars:
+        return _Scalars(row[0] for row in self._rows)
+
+
+class _Scalars(list[Any]):
+    """The first column of each row, as ``ScalarResult`` offers it."""
+
+    def all(self) -> list[Any]:
+        return list(self)
+
+    def first(self) -> Any:
+        return self[0] if self else None

@@ -68,6 +68,8 @@ async def test_hot_rows_equal_sqlalchemys_rows(store: Store) -> None:
         if name != "id":
             assert _same(hot._mapping[name], plain._mapping[name]), name
     async with store.read() as conn:
+        ids = (await conn.execute(_SELECT, {"_ids": [plain.id, hot.id]})).scalars()
+        assert (ids.all(), ids.first()) == ([hot.id, plain.id], hot.id)
         fast_rows = (await conn.execute(_SELECT, {"_ids": [plain.id, hot.id]})).all()
         sa_rows = (await conn.execute(_SELECT_SA, {"_ids": [plain.id, hot.id]})).all()
     assert len(fast_rows) == len(sa_rows) == 2
