@@ -399,3 +399,33 @@ async def test_backlog_counts_the_messages_waiting_in_a_shared_queue(connect: Co
 
 async def _is(count: Awaitable[int | None], expected: int) -> bool:
     return await count == expected
+
+
+@pytest.mark.rabbitmq
+async def test_publishes_are_confirmed_while_the_event_loop_is_busy(
+    rabbit: Callable[[], AmqpBroker],
+) -> None:
+    """A server busy with requests still gets its publishes confirmed: each publish must not
+    hold its channel into the next turn of the loop (a turn of tens of ms when busy), else
+    they go one per turn and time out (aio-pika's default publish did: about 10/s)."""
+    broker = rabbit()
+    await broker.start()
+    await broker.consume("busy", [REQUESTED], collector([]))
+    stop = asyncio.Event()
+
+    async def request_work() -> None:  # about 1 ms of CPU per step, like a request handler
+        while not stop.is_set():
+            sum(range(15_000))
+            await asyncio.sleep(0)
+
+    busy = [asyncio.create_task(request_work()) for _ in range(50)]
+    try:
+        publishes = [
+            asyncio.create_task(broker.publish(REQUESTED, {"execution_id": i})) for i in range(200)
+        ]
+        done, pending = await asyncio.wait(publishes, timeout=8.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*busy)
+    assert not pending, f"{len(pending)} of 200 publishes not confirmed within 8 s"
+    assert all(t.exception() is None for t in done), [t.exception() for t in done][:3]
