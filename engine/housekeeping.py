@@ -21,6 +21,10 @@ from engine.service import ExecutionService
 log = logging.getLogger(__name__)
 
 
+#: While messages wait in the requested queue, only rows untouched this long are rung again.
+QUEUED_CAP_S = 60.0
+
+
 class Housekeeper:
     def __init__(
         self,
@@ -57,13 +61,13 @@ class Housekeeper:
             # (a burst the workers have not caught up with): ringing again would only add
             # duplicates (profiled: 500 per sweep per process under an API burst). A message
             # that was really lost is rung again once the queue has drained.
+            # Rows older than QUEUED_CAP_S are rung again all the same, so a lost message
+            # waits a minute at most under sustained load.
             waiting = await self.broker.backlog(REQUESTED_QUEUE)
-            if waiting:
-                log.debug("sweep: %d requested messages still queued", waiting)
-            else:
-                ids = await self.service.requeue_stale(self.requeue_after_s)
-                if ids:
-                    log.info("sweep: published %d stale requested executions again", len(ids))
+            older_than_s = max(self.requeue_after_s, QUEUED_CAP_S) if waiting else None
+            ids = await self.service.requeue_stale(older_than_s or self.requeue_after_s)
+            if ids:
+                log.info("sweep: published %d stale requested executions again", len(ids))
         rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)
         kill_leftovers(rows)
         await self.recover_local()

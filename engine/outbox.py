@@ -210,6 +210,7 @@ class OutboxDrainer:
 
     async def drain_once(self) -> int:
         """Claim what is due and deliver it; return how many deliveries were attempted."""
+        await self._settle_delivered()  # left from a round whose settling failed
         batch = await self._claim(list(self.sinks))
         if not batch:
             return 0
@@ -221,19 +222,27 @@ class OutboxDrainer:
             loaded = await self.service.get_many_with_route(sorted({d.execution_id for d in batch}))
         except EngineError:
             loaded = {}  # each delivery then loads its own execution (and fails on its own)
-        try:
-            await asyncio.gather(*(self._deliver_stream(s, loaded) for s in by_stream.values()))
-        finally:
-            await self._settle_delivered()
+        # Every stream ends (one's database error does not leave others running unseen);
+        # then the successes are settled, and the first error is raised.
+        ended = await asyncio.gather(
+            *(self._deliver_stream(s, loaded) for s in by_stream.values()),
+            return_exceptions=True,
+        )
+        await self._settle_delivered()
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return len(batch)
 
     async def _settle_delivered(self) -> None:
-        """Mark this round's successes ``delivered``, in one statement."""
-        ids, self._delivered = self._delivered, []
+        """Mark the successes not yet settled ``delivered``, in one statement (kept for the
+        next round if that fails)."""
+        ids = list(self._delivered)
         if not ids:
             return
         async with self.store.write(single=True) as conn:
             await conn.execute(_DELIVERED, {"_ids": ids, "_now": now_utc()})
+        del self._delivered[: len(ids)]
         self._claimed.difference_update(ids)
 
     async def _deliver_stream(self, stream: Sequence[Delivery], loaded: _Loaded) -> None:

@@ -46,7 +46,11 @@ def _outbox_rows(changed: CTE, *, chat_only: bool) -> CTE:
     chat = changed.c.chat
     is_chat = and_(func.jsonb_typeof(chat) == "object", chat != literal_column("'{}'::jsonb"))
     target = case(
-        (chat["sink"].as_string() == "terminal", "terminal:" + chat["session"].as_string()),
+        (
+            chat["sink"].as_string() == "terminal",
+            # As the f-string of delivery_target: a missing session reads "None".
+            "terminal:" + func.coalesce(chat["session"].as_string(), "None"),
+        ),
         else_=literal("slack"),
     )
     parts: list[Select[tuple[int, str]]] = [

@@ -36,7 +36,7 @@ def _values(**extra: Any) -> dict[str, Any]:
     return {
         "action_ref": "core.noop",
         "status": "requested",
-        "config": {"text": "héllo", "n": [1, 2.5, None], "big": 2**70, "nan": math.nan},
+        "config": {"text": "héllo", "n": [1, 2.5, None], "big": 2**70 + 1, "nan": math.nan},
         "executor": {"source": "api", "login": "admin"},
         "chat": None,
         "timeout_s": 30.0,
@@ -75,7 +75,7 @@ async def test_hot_rows_equal_sqlalchemys_rows(store: Store) -> None:
     assert len(fast_rows) == len(sa_rows) == 2
     for got, want in zip(fast_rows, sa_rows, strict=True):
         assert all(_same(got._mapping[k], want._mapping[k]) for k in want._mapping)
-        assert got.config["big"] == 2**70
+        assert got.config["big"] == 2**70 + 1  # not a float: exactly
         assert math.isnan(got.config["nan"])
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping, make_url
 
 from config import Settings
+from engine import housekeeping
 from engine.audit import AuditEntry
 from engine.broker import REQUESTED, REQUESTED_QUEUE, Envelope
 from engine.broker.amqp import AmqpBroker
@@ -438,7 +439,9 @@ async def test_lost_message_recovered_by_sweep(
     )
 
 
-async def test_the_sweep_rings_again_only_once_the_queue_has_drained(backend: Backend) -> None:
+async def test_the_sweep_rings_again_only_once_the_queue_has_drained(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stale ``requested`` rows whose messages still wait in the queue (a burst the workers
     have not caught up with) are not published again; once the queue is empty they are."""
     rt = await backend.runtime()  # no worker: a stalled consumer holds the queue instead
@@ -479,9 +482,15 @@ async def test_the_sweep_rings_again_only_once_the_queue_has_drained(backend: Ba
     await eventually(state(1, 2), "one message held, two waiting")
     await sweeper.sweep()
     assert rung == [], "messages still wait in the queue: nothing is published again"
+    monkeypatch.setattr(housekeeping, "QUEUED_CAP_S", 0.0)
+    await sweeper.sweep()
+    assert set(ids) <= set(rung), "past the cap, rows are rung again even with a busy queue"
+    duplicates = len(rung)  # (on PostgreSQL, other tests' requested rows are rung too)
+    rung.clear()
 
     release.set()  # the consumer takes the rest without claiming them: all stay requested
-    await eventually(state(3, 0), "every message taken, the queue empty")
+    # The three messages, and the duplicates the capped sweep added.
+    await eventually(state(3 + duplicates, 0), "every message taken, the queue empty")
     await sweeper.sweep()
     # (On PostgreSQL the module's database may hold other tests' requested rows too.)
     assert set(ids) <= set(rung), "the queue is empty: the stale rows are rung again"
@@ -537,7 +546,8 @@ async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> 
         await rt.service.submit("core.noop", None, ALICE, chat=chat, callback_url=url)
         for chat, url in (({}, None), (None, ""))
     ]
-    ids = [slack["id"], terminal["id"], *(q["id"] for q in quiet)]
+    sessionless = await rt.service.submit("core.noop", None, ALICE, chat={"sink": "terminal"})
+    ids = [slack["id"], terminal["id"], *(q["id"] for q in quiet), sessionless["id"]]
     for execution_id in ids:
         assert await rt.service.claim(execution_id, "w") is not None
         done = await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"ok": True})
@@ -550,11 +560,14 @@ async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> 
     assert seen == [
         (a, "slack", "created", "pending"),
         (b, "terminal:s1", "created", "pending"),
+        (sessionless["id"], "terminal:None", "created", "pending"),
         (a, "slack", "started", "pending"),
         (a, "slack", "completed", "pending"),
         (a, "callback", "completed", "pending"),
         (b, "terminal:s1", "started", "pending"),
         (b, "terminal:s1", "completed", "pending"),
+        (sessionless["id"], "terminal:None", "started", "pending"),
+        (sessionless["id"], "terminal:None", "completed", "pending"),
     ]
     async with rt.store.read() as conn:
         entries = (await conn.execute(select(audit).where(audit.c.execution_id.in_(ids)))).all()
