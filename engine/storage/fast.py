@@ -12,8 +12,8 @@ defaults to compute, literal-rendered parameters) is run by SQLAlchemy as usual.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.engine import Dialect
@@ -128,14 +128,11 @@ class _Plan:
                 values.extend(items if process is None else map(process, items))
             else:
                 values.append(value if process is None else process(value))
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
+        cursor = on_driver(conn, sql, values, self._dialect)
         try:
-            cursor = dbapi.execute(sql, values)
             raw = cursor.fetchall() if self._meta is not None else []
         except sqlite3.Error as exc:
-            error = DBAPIError.instance(sql, values, exc, sqlite3.Error, dialect=self._dialect)
-            raise error from exc
+            raise _wrapped(sql, values, exc, self._dialect) from exc
         rows: list[Row[Any]] = []
         if self._meta is not None:
             meta, procs = self._meta, self._procs
@@ -147,6 +144,25 @@ class _Plan:
         return FastResult(rows, cursor.rowcount)
 
 
+def on_driver(
+    conn: Connection, sql: str, values: Sequence[Any] = (), dialect: Dialect | None = None
+) -> sqlite3.Cursor:
+    """Execute ``sql`` on ``conn``'s sqlite3 connection, in its transaction; a driver error
+    is raised as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``...)."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        return cast(sqlite3.Cursor, dbapi.execute(sql, values))
+    except sqlite3.Error as exc:
+        raise _wrapped(sql, values, exc, dialect) from exc
+
+
+def _wrapped(
+    sql: str, values: Sequence[Any], exc: sqlite3.Error, dialect: Dialect | None
+) -> BaseException:
+    return DBAPIError.instance(sql, list(values), exc, sqlite3.Error, dialect=dialect)
+
+
 class FastResult:
     """The part of :class:`CursorResult` the hot statements' callers use."""
 
@@ -155,9 +171,6 @@ class FastResult:
     def __init__(self, rows: list[Row[Any]], rowcount: int) -> None:
         self._rows = rows
         self.rowcount = rowcount
-
-    def __iter__(self) -> Iterator[Row[Any]]:
-        return iter(self._rows)
 
     def all(self) -> Sequence[Row[Any]]:
         return self._rows
@@ -171,14 +184,6 @@ class FastResult:
         if len(self._rows) > 1:
             raise MultipleResultsFound("Multiple rows were found when exactly one was required")
         return self._rows[0]
-
-    def one_or_none(self) -> Row[Any] | None:
-        if len(self._rows) > 1:
-            raise MultipleResultsFound("Multiple rows were found when one or none was required")
-        return self.first()
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
 
     def scalars(self) -> _Scalars:
         return _Scalars(row[0] for row in self._rows)

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +29,6 @@ import orjson
 from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
-    DBAPIError,
     DisconnectionError,
     IntegrityError,
     OperationalError,
@@ -141,20 +139,20 @@ def json_dumps(value: Any) -> str:
 
 
 #: An integer too long for 64 bits (orjson would read it as a float).
-_LONG_INTEGER = re.compile(rb"(?<![.\deE+-])-?\d{19,}(?![.\deE])")
+_LONG_INTEGER = re.compile(r"(?<![.\deE+-])-?\d{19,}(?![.\deE])")
 
 
 def json_loads(text_: str | bytes) -> Any:
     """JSON columns' decoder: orjson, or the standard library's for what orjson reads
     differently (integers beyond 64 bits, which it turns into floats) or refuses (the
     ``NaN`` an earlier encoder wrote)."""
-    raw = text_.encode() if isinstance(text_, str) else text_
-    if _LONG_INTEGER.search(raw) is None:
+    text = text_ if isinstance(text_, str) else text_.decode()
+    if _LONG_INTEGER.search(text) is None:
         try:
-            return orjson.loads(raw)
+            return orjson.loads(text)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(raw)
+    return json.loads(text)
 
 
 #: Engine arguments every engine of the Store shares.
@@ -259,7 +257,8 @@ class Store:
             async with self._write_lock:
                 writer, batch = await self._batch()
                 try:
-                    _on_driver(writer, "SAVEPOINT unit")
+                    # On the driver directly: SQLAlchemy's execute costs several times SQLite's.
+                    fast.on_driver(writer, "SAVEPOINT unit")
                 except BaseException:
                     self._schedule_commit()  # the group must not stay open
                     raise
@@ -269,7 +268,7 @@ class Store:
                     self._undo_unit(writer, batch)
                     failure = exc
                 else:
-                    _on_driver(writer, "RELEASE unit")
+                    fast.on_driver(writer, "RELEASE unit")
                     self._schedule_commit()
             if failure is not None:
                 # Raised once the group is committed: a block that failed on a unique key
@@ -505,17 +504,6 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
     for each in (sync_engine, offload_engine):
         event.listen(each, "connect", _sqlite_loop_pragmas)
     return Store(None, sync_engine, offload_engine, migrations_engine)
-
-
-def _on_driver(conn: Connection, sql: str) -> None:
-    """One of the Store's own statements (a block's savepoint) on the driver directly:
-    SQLAlchemy's execute costs several times SQLite's for these."""
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    try:
-        dbapi.execute(sql)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
