@@ -58,14 +58,14 @@ class Housekeeper:
     async def sweep(self) -> None:
         if await self.broker.ping():
             # While messages still wait in the queue, stale rows are most likely among them
-            # (a burst the workers have not caught up with): ringing again would only add
-            # duplicates (profiled: 500 per sweep per process under an API burst). A message
-            # that was really lost is rung again once the queue has drained.
-            # Rows older than QUEUED_CAP_S are rung again all the same, so a lost message
-            # waits a minute at most under sustained load.
-            waiting = await self.broker.backlog(REQUESTED_QUEUE)
-            older_than_s = max(self.requeue_after_s, QUEUED_CAP_S) if waiting else None
-            ids = await self.service.requeue_stale(older_than_s or self.requeue_after_s)
+            # (a burst the workers have not caught up with): ringing them all again would
+            # only add duplicates (profiled: 500 per sweep per process under an API burst).
+            # Then only rows older than QUEUED_CAP_S are rung again, so a lost message waits
+            # a minute at most under sustained load.
+            older_than_s = self.requeue_after_s
+            if await self.broker.backlog(REQUESTED_QUEUE):
+                older_than_s = max(older_than_s, QUEUED_CAP_S)
+            ids = await self.service.requeue_stale(older_than_s)
             if ids:
                 log.info("sweep: published %d stale requested executions again", len(ids))
         rows = await self.service.abandon(stale_for_s=self.heartbeat_timeout_s)

@@ -283,7 +283,6 @@ class ExecutionService:
                 conn,
                 execution_id,
                 ExecutionStatus.RUNNING,
-                started=True,
                 started_at=now,
                 worker=worker_id,
                 heartbeat_at=now,
@@ -538,18 +537,19 @@ class ExecutionService:
         target: ExecutionStatus,
         *,
         only_from: frozenset[ExecutionStatus] | None = None,
-        started: bool = False,
         **values: Any,
     ) -> Row[Any] | None:
         """Conditional UPDATE to ``target`` from its allowed sources (narrowed by
-        ``only_from``), with the outbox rows of its news (``started``: a claim's "started"
-        to chat; a terminal status: "completed" to chat and callback), in one statement on
+        ``only_from``), with the outbox rows of its news (``running``, a claim: "started" to
+        chat; a terminal status: "completed" to chat and callback), in one statement on
         PostgreSQL; None when the row was not in one of the sources."""
         now = now_utc()
         allowed = allowed_sources(target) & (only_from or allowed_sources(target))
         params = {**values, "status": target.value, "updated": now}
-        # The outbox rows of the news: "completed" to chat and callback, "started" to chat.
-        news = "completed" if target in TERMINAL else "started" if started else None
+        if target in TERMINAL:
+            news: str | None = "completed"
+        else:
+            news = "started" if target is ExecutionStatus.RUNNING else None
         where = {"_id": execution_id, "_sources": [s.value for s in allowed]}
         if self.store.is_sqlite:
             row = (await conn.execute(_TRANSITION, params | where)).first()

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Tries to record the end of a run; later tries store a reduced result without the output.
 FINISH_ATTEMPTS = 6
-#: Name of the shared queue workers compete on.
 
 
 def default_worker_id() -> str:
