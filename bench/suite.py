@@ -123,10 +123,28 @@ class Scenario:
         return {}
 
 
+class Referenced(Scenario):
+    """A scenario measured beside a reference server of its own, in the same round: started
+    in ``setup`` (:meth:`start_reference`), stopped in ``teardown``."""
+
+    def __init__(self) -> None:
+        self.reference: Proc | None = None
+        self.reference_url = ""
+
+    async def start_reference(self, proc: Proc) -> None:
+        self.reference = proc
+        self.reference_url = (await proc.wait_line(LISTENING)).group(1).rstrip("/")
+
+    async def teardown(self, ctx: Context) -> Metrics:
+        if self.reference is not None:
+            await self.reference.stop()
+        return {}
+
+
 # -- api --------------------------------------------------------------------------------------
 
 
-class Api(Scenario):
+class Api(Referenced):
     name = "api"
     title = "API submit: POST /api/v1/executions/execute core.noop, closed loop"
     rows: ClassVar[list[tuple[str, str]]] = [
@@ -142,26 +160,12 @@ class Api(Scenario):
         ("floor_ratio", "ratio accepted/s attune/floor"),
     ]
 
-    def __init__(self) -> None:
-        self.floor: Proc | None = None
-        self.floor_url = ""
-
     async def setup(self, ctx: Context) -> Metrics:
+        """The floor server (``bench/floor.py``) as the reference."""
         assert ctx.backend is not None
         db = ctx.backend.tmp / "floor.db"
-        self.floor = Proc(
-            "floor",
-            [sys.executable, "-m", "bench.floor", str(db)],
-            clean_env(),
-            ROOT,
-            ctx.backend.tmp,
-        )
-        self.floor_url = (await self.floor.wait_line(LISTENING)).group(1).rstrip("/")
-        return {}
-
-    async def teardown(self, ctx: Context) -> Metrics:
-        if self.floor is not None:
-            await self.floor.stop()
+        command = [sys.executable, "-m", "bench.floor", str(db)]
+        await self.start_reference(Proc("floor", command, clean_env(), ROOT, ctx.backend.tmp))
         return {}
 
     async def round(self, ctx: Context) -> Metrics:
@@ -170,7 +174,7 @@ class Api(Scenario):
         headers = dep.auth | {"Content-Type": "application/json"}
         # The floor first: Attune's accepted executions keep its worker busy afterwards.
         floor = await post_load(
-            f"{self.floor_url}/api/v1/executions/execute",
+            f"{self.reference_url}/api/v1/executions/execute",
             body,
             headers,
             ctx.cfg.connections,
@@ -190,12 +194,14 @@ class Api(Scenario):
             raise BenchError(f"no execution accepted; answers {load.statuses}")
         if any(s >= 500 for s in load.statuses):
             raise BenchError(f"server errors: {load.statuses}")
+        accepted_per_s = len(accepted) / load.duration_s
+        floor_per_s = len(floor.ids) / floor.duration_s
         return {
             "client": load.client,
             "connections": ctx.cfg.connections,
             "duration_s": load.duration_s,
             "accepted": len(accepted),
-            "accepted_per_s": len(accepted) / load.duration_s,
+            "accepted_per_s": accepted_per_s,
             "requests_per_s": load.requests_per_s,
             "p50_ms": load.p50_ms,
             "p99_ms": load.p99_ms,
@@ -204,16 +210,16 @@ class Api(Scenario):
             "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
             "missing": missing,
             "drain_s": drain_s,
-            "floor_per_s": len(floor.ids) / floor.duration_s,
+            "floor_per_s": floor_per_s,
             "floor_p99_ms": floor.p99_ms,
-            "floor_ratio": len(accepted) / len(floor.ids) * floor.duration_s / load.duration_s,
+            "floor_ratio": accepted_per_s / floor_per_s,
         }
 
 
 # -- slack ------------------------------------------------------------------------------------
 
 
-class Slack(Scenario):
+class Slack(Referenced):
     name = "slack"
     title = (
         "Slack slash commands: ack latency (concurrent: --connections in flight) vs a bare "
@@ -233,15 +239,10 @@ class Slack(Scenario):
         ("result_p90_ms", "command to result p90 ms"),
     ]
 
-    def __init__(self) -> None:
-        self.bare: Proc | None = None
-        self.bare_url = ""
-
     async def setup(self, ctx: Context) -> Metrics:
         assert ctx.backend is not None
-        self.bare = bare_bolt(ctx.standin, ctx.backend.tmp)
-        self.bare_url = (await self.bare.wait_line(LISTENING)).group(1).rstrip("/")
-        for url in (ctx.main.url, self.bare_url):  # warm up (Bolt's first auth.test, pools)
+        await self.start_reference(bare_bolt(ctx.standin, ctx.backend.tmp))
+        for url in (ctx.main.url, self.reference_url):  # warm up (Bolt's first auth.test, pools)
             await ack_latency(ctx.session, url, ctx.standin, 10, ctx.cfg.connections)
         await ctx.main.drain(DRAIN_TIMEOUT_S)
         return {}
@@ -250,7 +251,7 @@ class Slack(Scenario):
         dep, n, conc = ctx.main, ctx.cfg.slack_count, ctx.cfg.connections
         # The bare app first: Attune's commands leave executions and Slack posts running
         # after their acks, which would load the machine while the bare app is measured.
-        bare = await ack_latency(ctx.session, self.bare_url, ctx.standin, n, conc)
+        bare = await ack_latency(ctx.session, self.reference_url, ctx.standin, n, conc)
         attune = await ack_latency(ctx.session, dep.url, ctx.standin, n, conc)
         await dep.drain(DRAIN_TIMEOUT_S)
         c2r = await command_to_result(ctx.session, dep.url, ctx.standin, ctx.cfg.slack_results)
@@ -264,11 +265,6 @@ class Slack(Scenario):
             "result_p50_ms": median(c2r),
             "result_p90_ms": pct(c2r, 0.9),
         }
-
-    async def teardown(self, ctx: Context) -> Metrics:
-        if self.bare is not None:
-            await self.bare.stop()
-        return {}
 
 
 # -- e2e and shell ----------------------------------------------------------------------------
