@@ -135,7 +135,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 await socket_handler.connect_async()
                 slack_mode = "socket"
             if settings.slack_signing_secret is not None:
-                routes = slack_routes(slack_app, runtime.foreground)
+                routes = slack_routes(slack_app)
                 slack_mode = slack_mode or "http"
 
         async def wake(_envelope: Envelope) -> None:

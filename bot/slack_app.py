@@ -19,6 +19,8 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -102,6 +104,20 @@ def _button_command(action_id: str, value: str) -> commands.Command | None:
     return None
 
 
+class _AcksFirstApp(AsyncApp):
+    """Bolt's app, counting each request it dispatches (HTTP and Socket Mode alike) as one a
+    person waits on: background work steps aside meanwhile (:mod:`engine.foreground`). With
+    ``process_before_response`` the dispatch includes the listener, so the ack is built."""
+
+    def __init__(self, foreground: Foreground, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._foreground = foreground
+
+    async def async_dispatch(self, req: AsyncBoltRequest) -> BoltResponse:
+        with self._foreground.request():
+            return await super().async_dispatch(req)
+
+
 def build_slack_app(
     settings: Settings,
     handler: CommandHandler,
@@ -114,7 +130,6 @@ def build_slack_app(
     background: set[asyncio.Task[None]] = set()
     secret = settings.slack_signing_secret
     token = client.token or ""
-    foreground = handler.runtime.foreground
 
     async def authorize(
         enterprise_id: str | None, team_id: str | None, user_id: str | None
@@ -130,7 +145,8 @@ def build_slack_app(
         session=client.session,
         retry_handlers=client.retry_handlers,
     )
-    app = AsyncApp(
+    app = _AcksFirstApp(
+        handler.runtime.foreground,
         client=bolt_client,
         authorize=authorize,
         signing_secret=secret.get_secret_value() if secret else None,
@@ -151,9 +167,7 @@ def build_slack_app(
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        # Background work steps aside until the ack is built (Socket Mode included).
-        with foreground.request():
-            reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
+        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
     action_ids = re.compile(
@@ -207,13 +221,11 @@ def build_slack_app(
     return app
 
 
-def slack_routes(app: AsyncApp, foreground: Foreground) -> list[web.RouteDef]:
-    """``POST /slack/events`` for the API server (slash commands and interactivity); while
-    one is answered, background work steps aside (:mod:`engine.foreground`)."""
+def slack_routes(app: AsyncApp) -> list[web.RouteDef]:
+    """``POST /slack/events`` for the API server (slash commands and interactivity)."""
 
     async def events(request: web.Request) -> web.Response:
-        with foreground.request():
-            bolt_response = await app.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
+        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
 
     return [web.post("/slack/events", events)]
