@@ -163,7 +163,7 @@ async def page_latencies(
             started = time.perf_counter()
             async with http.get(url, headers=dep.auth) as resp:
                 body = await resp.json()
-                if resp.status != 200 or len(body.get("data", [])) == 0:
+                if resp.status != 200 or len(body.get("items", [])) == 0:
                     raise BenchError(f"GET {url} answered {resp.status}: {str(body)[:300]}")
             times.append((time.perf_counter() - started) * 1000)
         out[f"{kind}_cold_ms"] = times.pop(0)

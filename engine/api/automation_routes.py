@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, everything, paged
+from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
 from engine.automation import RuleSpec, TriggerSpec
 from engine.errors import EngineError, InvalidRequest
 
@@ -23,7 +23,7 @@ class PayloadTooLarge(EngineError):
 
 
 async def list_triggers(call: Call) -> Any:
-    return everything(await call.runtime.automation.list_triggers())
+    return page_of(await call.runtime.automation.list_triggers(), *call.paging())
 
 
 async def create_trigger(call: Call) -> Any:
@@ -89,9 +89,8 @@ def _may_run(call: Call, action_ref: str) -> None:
 
 
 async def list_rules(call: Call) -> Any:
-    return everything(
-        await call.runtime.automation.list_rules(call.request.query.get("trigger_ref"))
-    )
+    rules = await call.runtime.automation.list_rules(call.request.query.get("trigger_ref"))
+    return page_of(rules, *call.paging())
 
 
 async def create_rule(call: Call) -> Any:
@@ -127,7 +126,7 @@ async def disable_rule(call: Call) -> Any:
 
 
 async def list_events(call: Call) -> Any:
-    page, per_page = call.query_int("page", 1), call.query_int("per_page", 50, "page_size")
+    page, per_page = call.paging()
     items, total = await call.runtime.automation.list_events(
         trigger_ref=call.request.query.get("trigger_ref") or None,
         since=call.query_time("since"),
@@ -144,7 +143,7 @@ async def get_event(call: Call) -> Any:
 
 async def list_enforcements(call: Call) -> Any:
     q = call.request.query
-    page, per_page = call.query_int("page", 1), call.query_int("per_page", 50, "page_size")
+    page, per_page = call.paging()
     event_id = call.query_int("event_id", 0) or None
     items, total = await call.runtime.automation.list_enforcements(
         rule_ref=q.get("rule_ref") or None,
@@ -163,7 +162,7 @@ async def get_enforcement(call: Call) -> Any:
 
 _PAGING = (
     QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50)"),
+    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
 )
 _TIMES = (QueryParam("since", "string", "ISO 8601 time, inclusive"),)
 T, R = ("triggers",), ("rules",)

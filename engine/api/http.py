@@ -29,6 +29,9 @@ RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 MAX_ID = 2**63 - 1
 #: Largest page number accepted (keeps OFFSET within 64 bits for any per_page).
 MAX_PAGE = 10**9
+#: Items per page when a list request names none, and the most it may ask for (Attune's).
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ class Call:
             if raw is not None:
                 return _bounded_int(f"query parameter '{key}'", raw, 1, MAX_PAGE)
         return default
+
+    def paging(self) -> tuple[int, int]:
+        """``page`` (from 1) and ``per_page`` (alias ``page_size``, ``limit``), capped at
+        :data:`MAX_PER_PAGE` as Attune caps it."""
+        per_page = self.query_int("per_page", DEFAULT_PER_PAGE, "page_size", "limit")
+        return self.query_int("page", 1), min(per_page, MAX_PER_PAGE)
 
     def query_time(self, name: str) -> datetime | None:
         """An ISO 8601 query parameter (UTC when it names no zone), or None."""
@@ -111,17 +120,25 @@ class RouteSpec:
 
 
 def paged(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
-    """A list in Attune's shape: ``{"data": [...], "pagination": {...}}``."""
+    """A list in Attune's shape: ``{"items": [...], "pagination": {...}}``."""
     pages = -(-total // per_page) if per_page else 0
     return {
-        "data": items,
-        "pagination": {"page": page, "per_page": per_page, "total": total, "total_pages": pages},
+        "items": items,
+        "pagination": {
+            "page": page,
+            "page_size": per_page,
+            "total_items": total,
+            "total_pages": pages,
+            "has_previous": page > 1,
+            "has_next": page < pages,
+        },
     }
 
 
-def everything(items: list[Any]) -> dict[str, Any]:
-    """An unpaged list (one page holding every item)."""
-    return paged(items, 1, max(len(items), 1), len(items))
+def page_of(items: list[Any], page: int, per_page: int) -> dict[str, Any]:
+    """One page of a list held whole in memory (packs, actions, triggers, rules)."""
+    start = (page - 1) * per_page
+    return paged(items[start : start + per_page], page, per_page, len(items))
 
 
 def json_response(

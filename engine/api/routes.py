@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, everything, json_response, paged
+from engine.api.http import Call, QueryParam, RouteSpec, json_response, page_of, paged
 from engine.audit import AuditEntry
 from engine.errors import Forbidden, InvalidRequest, PackError, TooManyRequests, Unauthorized
 from engine.gate import Requester, Submitted
@@ -86,8 +86,7 @@ async def metrics(call: Call) -> Any:
 
 
 async def list_packs(call: Call) -> Any:
-    items = await call.runtime.catalog.list_packs()
-    return everything(items)
+    return page_of(await call.runtime.catalog.list_packs(), *call.paging())
 
 
 async def get_pack(call: Call) -> Any:
@@ -105,14 +104,14 @@ async def register_pack(call: Call) -> Any:
 
 async def list_actions(call: Call) -> Any:
     items = await call.runtime.catalog.list_actions(call.request.query.get("pack_ref"))
-    return everything(items)
+    return page_of(items, *call.paging())
 
 
 async def list_pack_actions(call: Call) -> Any:
     ref = call.path_param("ref")
     await call.runtime.catalog.get_pack(ref)
     items = await call.runtime.catalog.list_actions(ref)
-    return everything(items)
+    return page_of(items, *call.paging())
 
 
 async def get_action(call: Call) -> Any:
@@ -229,8 +228,7 @@ async def execute(call: Call) -> Any:
 async def list_executions(call: Call) -> Any:
     q = call.request.query
     statuses = [x for x in q.get("status", "").split(",") if x] or None
-    page = call.query_int("page", 1)
-    per_page = call.query_int("per_page", 50, "page_size")
+    page, per_page = call.paging()
     policy, role = call.runtime.gate.policy, call.caller.role
     narrowed = None if policy.sees_everything(role) else policy.like_patterns(role, "view")
     items, total = await call.runtime.service.list(
@@ -254,8 +252,7 @@ async def cancel_execution(call: Call) -> Any:
 async def list_audit(call: Call) -> Any:
     q = call.request.query
     since = call.query_time("since")
-    page = call.query_int("page", 1)
-    per_page = call.query_int("per_page", 50, "page_size")
+    page, per_page = call.paging()
     items, total = await call.runtime.audit.list(
         actor=q.get("actor") or None,
         verb=q.get("verb") or None,
@@ -269,12 +266,12 @@ async def list_audit(call: Call) -> Any:
 
 async def list_deliveries(call: Call) -> Any:
     items = await call.runtime.service.deliveries(call.int_path_param("id"))
-    return everything(items)
+    return page_of(items, *call.paging())
 
 
 _PAGING = (
     QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50)"),
+    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
 )
 
 ROUTES: list[RouteSpec] = [

@@ -24,9 +24,10 @@ StatusName = Literal[
 
 
 class Request(BaseModel):
-    """Requests refuse unknown fields: a typo is a 400, not a silently ignored option."""
+    """Requests ignore fields nobody defines, as Attune's do (serde's default): a client
+    written for Attune sends fields we have no use for, and they must not make a 400."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
 
 class LoginRequest(Request):
@@ -88,9 +89,11 @@ class TokenData(BaseModel):
 
 class Pagination(BaseModel):
     page: int
-    per_page: int
-    total: int
+    page_size: int
+    total_items: int
     total_pages: int
+    has_previous: bool
+    has_next: bool
 
 
 class Single(BaseModel, Generic[T]):
@@ -98,7 +101,7 @@ class Single(BaseModel, Generic[T]):
 
 
 class Page(BaseModel, Generic[T]):
-    data: list[T]
+    items: list[T]
     pagination: Pagination
 
 

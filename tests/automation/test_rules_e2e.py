@@ -176,19 +176,19 @@ async def enforcements(api: aiohttp.ClientSession, **query: Any) -> list[dict[st
     async with api.get("/api/v1/enforcements", params={"per_page": 100, **query}) as resp:
         body = await resp.json()
         assert resp.status == 200, body
-    return list(body["data"])
+    return list(body["items"])
 
 
 async def events(api: aiohttp.ClientSession, **query: Any) -> list[dict[str, Any]]:
     async with api.get("/api/v1/events", params={"per_page": 100, **query}) as resp:
         body = await resp.json()
         assert resp.status == 200, body
-    return list(body["data"])
+    return list(body["items"])
 
 
 async def executions_of(api: aiohttp.ClientSession, action_ref: str) -> int:
     body = await get_json(api, f"/api/v1/executions?action_ref={action_ref}&per_page=1")
-    return int(body["pagination"]["total"])
+    return int(body["pagination"]["total_items"])
 
 
 async def finished(

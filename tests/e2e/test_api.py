@@ -183,9 +183,9 @@ async def test_register_pack(api: aiohttp.ClientSession) -> None:
 
     status, body = await get(api, "/api/v1/packs")
     assert status == 200, body
-    refs = {p["ref"] for p in body["data"]}
+    refs = {p["ref"] for p in body["items"]}
     assert {"test_pack", "examples", "core"} <= refs
-    assert body["pagination"]["total"] == len(body["data"])
+    assert body["pagination"]["total_items"] == len(body["items"])
 
 
 @pytest.mark.usefixtures("test_pack_registered")
@@ -331,16 +331,26 @@ async def test_invalid_parameters(
         (b'{"action_ref": "core.echo", ', None),
         (b'["core.echo"]', None),
         (b"", None),
-        (b'{"action_ref": "core.echo", "parameters": {"message": "x"}, "priority": 1}', "priority"),
         (b'{"action_ref": "core.echo", "parameters": ["x"]}', "parameters"),
     ],
-    ids=["malformed", "array", "empty", "unknown-field", "parameters-not-object"],
+    ids=["malformed", "array", "empty", "parameters-not-object"],
 )
 async def test_invalid_body(api: aiohttp.ClientSession, raw: bytes, named: str | None) -> None:
     async with api.post(EXECUTE, data=raw, headers={"Content-Type": "application/json"}) as resp:
         message = assert_error(resp.status, await _body(resp), 400)
     if named:
         assert named in message
+
+
+async def test_fields_nobody_defines_are_ignored_as_attune_ignores_them(
+    api: aiohttp.ClientSession,
+) -> None:
+    """Attune's clients send fields we have no use for (``env_vars``, ``priority``): not a 400."""
+    body = {"action_ref": "core.echo", "parameters": {"message": "x"}, "priority": 1}
+    status, resp = await post(api, EXECUTE, {**body, "env_vars": {"A": "1"}})
+    assert status == 201, resp
+    assert resp["data"]["config"] == {"message": "x"}
+    assert "priority" not in resp["data"]
 
 
 async def test_body_too_large(api: aiohttp.ClientSession) -> None:
@@ -479,22 +489,28 @@ async def test_list_executions(api: aiohttp.ClientSession, wait_for_status: Wait
         api, "/api/v1/executions?status=completed&action_ref=core.echo&per_page=5&page=1"
     )
     assert status == 200, body
-    items = body["data"]
+    items = body["items"]
     assert 0 < len(items) <= 5
     assert all(i["status"] == "completed" and i["action_ref"] == "core.echo" for i in items)
     ids = [i["id"] for i in items]
     assert ids == sorted(ids, reverse=True)  # newest first
     pagination = body["pagination"]
-    assert pagination["total"] >= 10
+    assert pagination["total_items"] >= 10
     assert pagination["page"] == 1
-    assert pagination["per_page"] == 5
+    assert pagination["page_size"] == 5
     assert pagination["total_pages"] >= 2
+    assert (pagination["has_previous"], pagination["has_next"]) == (False, True)
 
     status, body = await get(
         api, "/api/v1/executions?status=completed&action_ref=core.echo&per_page=5&page=2"
     )
     assert status == 200, body
-    assert not {i["id"] for i in body["data"]} & set(ids)
+    assert not {i["id"] for i in body["items"]} & set(ids)
+    assert body["pagination"]["has_previous"] is True
+
+    status, body = await get(api, "/api/v1/executions?per_page=1000")
+    assert status == 200, body
+    assert body["pagination"]["page_size"] == 100  # capped, as Attune caps it
 
     status, body = await get(api, "/api/v1/executions?status=bogus")
     assert_error(status, body, 400)

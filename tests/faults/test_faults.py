@@ -363,7 +363,7 @@ async def all_executions(api: aiohttp.ClientSession) -> dict[int, dict[str, Any]
         async with api.get(f"/api/v1/executions?per_page=100&page={page}") as resp:
             payload = await resp.json()
             assert resp.status == 200, payload
-        for record in payload["data"]:
+        for record in payload["items"]:
             found[record["id"]] = record
         if page >= payload["pagination"]["total_pages"]:
             return found

@@ -207,12 +207,12 @@ async def execution(api: aiohttp.ClientSession, execution_id: int) -> dict[str, 
 
 
 async def deliveries(api: aiohttp.ClientSession, execution_id: int) -> list[dict[str, Any]]:
-    return list((await get_json(api, f"/api/v1/executions/{execution_id}/deliveries"))["data"])
+    return list((await get_json(api, f"/api/v1/executions/{execution_id}/deliveries"))["items"])
 
 
 async def execution_count(api: aiohttp.ClientSession) -> int:
     body = await get_json(api, "/api/v1/executions?per_page=1")
-    return int(body["pagination"]["total"])
+    return int(body["pagination"]["total_items"])
 
 
 async def poll_api(

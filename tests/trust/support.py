@@ -48,6 +48,13 @@ class Answer:
         assert "data" in self.body, (self.status, self.body)
         return self.body["data"]
 
+    @property
+    def items(self) -> list[Any]:
+        """A list answer's items (``{"items": [...], "pagination": {...}}``)."""
+        assert isinstance(self.body, dict), (self.status, self.body)
+        assert "items" in self.body, (self.status, self.body)
+        return list(self.body["items"])
+
 
 async def call(session: aiohttp.ClientSession, method: str, path: str, **kwargs: Any) -> Answer:
     async with session.request(method, path, **kwargs) as resp:
@@ -85,7 +92,7 @@ async def executed(
 async def executions_of(session: aiohttp.ClientSession, ref: str) -> list[dict[str, Any]]:
     answer = await call(session, "GET", f"/api/v1/executions?action_ref={ref}&per_page=100")
     assert answer.status == 200, answer.body
-    return list(answer.data)
+    return answer.items
 
 
 async def inline_action(
@@ -113,15 +120,15 @@ async def inline_action(
 
 
 async def audit(admin: aiohttp.ClientSession, **filters: str | int) -> list[dict[str, Any]]:
-    """``GET /api/v1/audit`` with ``filters``, newest first (one page of 200)."""
+    """``GET /api/v1/audit`` with ``filters``, newest first (one page of 100)."""
     answer = await call(
         admin,
         "GET",
         "/api/v1/audit",
-        params={"per_page": 200, **{k: str(v) for k, v in filters.items()}},
+        params={"per_page": 100, **{k: str(v) for k, v in filters.items()}},
     )
     assert answer.status == 200, answer.body
-    return list(answer.data)
+    return answer.items
 
 
 async def cancel_quietly(admin: aiohttp.ClientSession, execution_id: int) -> None:

@@ -162,13 +162,13 @@ async def test_operator_cannot_see_executions_outside_its_view(people: People) -
 
     listed = await call(people.operator, "GET", "/api/v1/executions?per_page=100")
     assert listed.status == 200, listed.body
-    refs = {item["action_ref"] for item in listed.data}
-    ids = {item["id"] for item in listed.data}
+    refs = {item["action_ref"] for item in listed.items}
+    ids = {item["id"] for item in listed.items}
     assert mine["id"] in ids
     assert hidden["id"] not in ids
     assert all(r.startswith(("core.", "examples.")) for r in refs), refs
     only_hidden = await call(people.operator, "GET", f"/api/v1/executions?action_ref={ref}")
-    assert only_hidden.data == []
+    assert only_hidden.items == []
     # The admin sees it.
     assert [e["id"] for e in await executions_of(people.admin, ref)] == [hidden["id"]]
 
@@ -181,11 +181,11 @@ async def test_operator_pages_hold_only_viewable_executions(people: People) -> N
         await executed(people.admin, ref)
 
     everything = await call(people.operator, "GET", "/api/v1/executions?per_page=100")
-    viewable = len(everything.data)
+    viewable = len(everything.items)
     first = await call(people.operator, "GET", "/api/v1/executions?per_page=2&page=1")
     assert first.status == 200, first.body
-    assert len(first.data) == 2, f"page 1 of 2 per page holds {first.data}"
-    assert first.body["pagination"]["total"] == viewable, first.body["pagination"]
+    assert len(first.items) == 2, f"page 1 of 2 per page holds {first.items}"
+    assert first.body["pagination"]["total_items"] == viewable, first.body["pagination"]
 
 
 # -- viewer -----------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ async def test_accepted_run_is_audited_with_secrets_redacted(people: People) -> 
     assert entry["role"] == "admin"
     assert entry["target"] == ref
     assert entry["parameters"] == {"api_token": "********", "env": "prod"}
-    raw = await call(people.admin, "GET", "/api/v1/audit?per_page=200")
+    raw = await call(people.admin, "GET", "/api/v1/audit?per_page=100")
     assert SECRET_VALUE not in json.dumps(raw.body)
 
 
@@ -289,6 +289,6 @@ async def test_audit_filters(people: People) -> None:
 
     paged = await call(people.admin, "GET", "/api/v1/audit?per_page=1&page=2")
     assert paged.status == 200
-    assert len(paged.data) == 1
-    assert paged.body["pagination"]["per_page"] == 1
-    assert paged.body["pagination"]["total"] >= 2
+    assert len(paged.items) == 1
+    assert paged.body["pagination"]["page_size"] == 1
+    assert paged.body["pagination"]["total_items"] >= 2
