@@ -108,6 +108,14 @@ packs = Table(
     Column("description", Text, nullable=False, default=""),
     Column("version", String(64), nullable=False, default="0.0.0"),
     Column("path", Text, nullable=True),
+    #: Attune's pack fields, as pack.yaml (or the API) gives them; null reads as empty.
+    Column("conf_schema", JsonType, nullable=True),
+    Column("config", JsonType, nullable=True),
+    Column("meta", JsonType, nullable=True),
+    Column("tags", JsonType, nullable=True),
+    Column("runtime_deps", JsonType, nullable=True),
+    Column("dependencies", JsonType, nullable=True),
+    Column("is_standard", Boolean, nullable=False, default=False, server_default=false()),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
 )
@@ -136,6 +144,11 @@ actions = Table(
     Column("base_dir", Text, nullable=True),
     #: True for actions created over the API (kept when their pack is re-registered from disk).
     Column("adhoc", Boolean, nullable=False, default=False),
+    Column("out_schema", JsonType, nullable=True),
+    #: The runtime as the author named it (Attune's ``runtime_ref``, e.g. ``core.python``).
+    Column("runtime_ref", String(128), nullable=True),
+    #: Why a loaded action cannot run here (e.g. a runner this server does not have).
+    Column("disabled_reason", Text, nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
 )
