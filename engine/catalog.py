@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, update
 
 from engine.errors import Conflict, NotFound, PackError
-from engine.packs import ActionSpec, PackSpec, load_pack
+from engine.packs import RUNTIME_REFS, ActionSpec, PackSpec, load_pack
 from engine.storage import Store
-from engine.storage.tables import actions, now_utc, packs
+from engine.storage.tables import actions, now_utc, packs, rules, triggers
 
 
 def action_spec(row: Row[Any]) -> ActionSpec:
@@ -33,6 +33,9 @@ def action_spec(row: Row[Any]) -> ActionSpec:
         enabled=m["enabled"],
         confirm=m["confirm"],
         base_dir=m["base_dir"],
+        out_schema=m["out_schema"],
+        runtime_ref=m["runtime_ref"],
+        disabled_reason=m["disabled_reason"],
     )
 
 
@@ -54,6 +57,26 @@ def _action_values(spec: ActionSpec) -> dict[str, Any]:
         "enabled": spec.enabled,
         "confirm": spec.confirm,
         "base_dir": spec.base_dir,
+        "out_schema": spec.out_schema,
+        "runtime_ref": spec.runtime_ref,
+        "disabled_reason": spec.disabled_reason,
+    }
+
+
+def _pack_values(spec: PackSpec) -> dict[str, Any]:
+    return {
+        "ref": spec.ref,
+        "label": spec.label,
+        "description": spec.description,
+        "version": spec.version,
+        "path": spec.path,
+        "conf_schema": spec.conf_schema,
+        "config": spec.config,
+        "meta": spec.meta,
+        "tags": list(spec.tags),
+        "runtime_deps": list(spec.runtime_deps),
+        "dependencies": list(spec.dependencies),
+        "is_standard": spec.is_standard,
     }
 
 
@@ -77,14 +100,7 @@ class Catalog:
         self.forget()
         async with self.store.write() as conn:
             existing = (await conn.execute(select(packs).where(packs.c.ref == spec.ref))).first()
-            values = {
-                "ref": spec.ref,
-                "label": spec.label,
-                "description": spec.description,
-                "version": spec.version,
-                "path": spec.path,
-                "updated": now,
-            }
+            values = _pack_values(spec) | {"updated": now}
             if existing is None:
                 pack_id = (
                     await conn.execute(
@@ -112,6 +128,29 @@ class Catalog:
 
     async def register_path(self, path: Path, *, force: bool = False) -> dict[str, Any]:
         return await self.register(load_pack(path), force=force)
+
+    async def create_pack(self, spec: PackSpec) -> dict[str, Any]:
+        """A pack with no folder (Attune's ``POST /api/v1/packs``); 409 when the ref is taken."""
+        now = now_utc()
+        async with self.store.write() as conn:
+            taken = (await conn.execute(select(packs.c.id).where(packs.c.ref == spec.ref))).first()
+            if taken is not None:
+                raise Conflict(f"pack '{spec.ref}' already exists")
+            await conn.execute(insert(packs).values(**_pack_values(spec), created=now, updated=now))
+        return await self.get_pack(spec.ref)
+
+    async def delete_pack(self, ref: str) -> str | None:
+        """Remove a pack with its actions, triggers and rules in one transaction (executions,
+        events and enforcements keep their refs as history). Returns the pack's folder."""
+        self.forget()
+        async with self.store.write() as conn:
+            row = (await conn.execute(select(packs).where(packs.c.ref == ref))).first()
+            if row is None:
+                raise NotFound(f"pack '{ref}' not found")
+            for table in (rules, triggers, actions):
+                await conn.execute(delete(table).where(table.c.pack_ref == ref))
+            await conn.execute(delete(packs).where(packs.c.id == row.id))
+        return str(row.path) if row.path else None
 
     async def _upsert_action(
         self, conn: Any, pack_id: int, spec: ActionSpec, *, adhoc: bool, now: Any
@@ -229,6 +268,7 @@ class Catalog:
 
 
 def _pack_record(row: Row[Any], action_count: int) -> dict[str, Any]:
+    """Attune's ``PackResponse``, with ours (``path``, ``action_count``) beside it."""
     m = row._mapping
     return {
         "id": m["id"],
@@ -236,6 +276,13 @@ def _pack_record(row: Row[Any], action_count: int) -> dict[str, Any]:
         "label": m["label"],
         "description": m["description"],
         "version": m["version"],
+        "conf_schema": m["conf_schema"] or {},
+        "config": m["config"] or {},
+        "meta": m["meta"] or {},
+        "tags": m["tags"] or [],
+        "runtime_deps": m["runtime_deps"] or [],
+        "dependencies": m["dependencies"] or [],
+        "is_standard": m["is_standard"],
         "path": m["path"],
         "action_count": action_count,
         "created": m["created"],
@@ -244,11 +291,22 @@ def _pack_record(row: Row[Any], action_count: int) -> dict[str, Any]:
 
 
 def action_record(row: Row[Any]) -> dict[str, Any]:
+    """Attune's ``ActionResponse`` (``entrypoint``, ``runtime``, ``out_schema``, ``is_adhoc``...),
+    with ours beside it."""
     m = row._mapping
+    script = m["script"]
     return {
         "id": m["id"],
         "ref": m["ref"],
+        "pack": m["pack_id"],
         "pack_ref": m["pack_ref"],
+        "entrypoint": script if script is not None else (m["entry_point"] or ""),
+        "runtime": None,
+        "runtime_ref": m["runtime_ref"] or RUNTIME_REFS.get(m["runner_type"]),
+        "out_schema": m["out_schema"],
+        "is_adhoc": m["adhoc"],
+        "accesses_mcp": False,
+        "disabled_reason": m["disabled_reason"],
         "name": m["name"],
         "label": m["label"],
         "description": m["description"],

@@ -1,8 +1,12 @@
 """Packs and actions in Attune's on-disk format, loaded into typed specs.
 
-A pack is a folder with ``pack.yaml`` (``ref, label, description, version``) and
+A pack is a folder with ``pack.yaml`` (``ref, label, description, version`` and Attune's
+``conf_schema, config, meta, tags, runtime_deps, dependencies, is_standard``) and
 ``actions/<name>.yaml``. An action's ``entry_point`` is resolved against the pack's ``actions/``
 folder (StackStorm's rule), falling back to the pack folder itself.
+
+As Attune's loader does, an action whose runner this server does not have (``node``, ``native``,
+a workflow) is loaded disabled, with the reason, and the rest of the pack works.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import PackError
 from engine.params import normalize_schema, secret_names
 
-RunnerType = Literal["shell", "python", "builtin"]
+RunnerType = Literal["shell", "python", "builtin", "unavailable"]
 ParameterDelivery = Literal["stdin", "file"]
 ParameterFormat = Literal["json", "dotenv", "yaml"]
 OutputFormat = Literal["text", "json", "yaml", "jsonl"]
@@ -34,6 +38,8 @@ RUNNER_ALIASES: dict[str, RunnerType] = {
     "core.python": "python",
     "builtin": "builtin",
 }
+#: ``runtime_ref`` (Attune's) of each runner this server has.
+RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
 BUILTIN_PACKS_DIR = Path(__file__).parent / "builtin"
 
@@ -62,6 +68,11 @@ class ActionSpec(BaseModel):
     confirm: bool = False
     #: Folder the entry point is resolved against.
     base_dir: str | None = None
+    out_schema: dict[str, Any] | None = None
+    #: The runtime as the author named it (``core.python``, ``node``...).
+    runtime_ref: str | None = None
+    #: Why the action cannot run here (it is then disabled).
+    disabled_reason: str | None = None
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -89,6 +100,13 @@ class PackSpec(BaseModel):
     description: str = ""
     version: str = "0.0.0"
     path: str | None = None
+    conf_schema: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    runtime_deps: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    is_standard: bool = False
     actions: tuple[ActionSpec, ...] = ()
     #: ``triggers/*.yaml`` and ``rules/*.yaml`` as written (checked when they are registered).
     triggers: tuple[dict[str, Any], ...] = ()
@@ -104,9 +122,12 @@ class _ActionFile(BaseModel):
     ref: str | None = None
     label: str | None = None
     description: str = ""
-    runner_type: str = "shell"
+    runner_type: str | None = None
+    runtime_ref: str | None = None
     entry_point: str | None = None
     parameters: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    out_schema: dict[str, Any] | None = None
     parameter_delivery: ParameterDelivery = "stdin"
     parameter_format: ParameterFormat = "json"
     output_format: OutputFormat = "text"
@@ -115,20 +136,31 @@ class _ActionFile(BaseModel):
     enabled: bool = True
     confirm: bool = False
 
-    @field_validator("runner_type")
-    @classmethod
-    def _known_runner(cls, value: str) -> str:
-        if value not in RUNNER_ALIASES:
-            known = ", ".join(sorted({"shell", "python"}))
-            raise ValueError(f"unknown runner_type '{value}' (expected one of {known})")
-        return value
+
+def runner_for(runtime: str | None, entry_point: str | None) -> tuple[RunnerType, str | None]:
+    """The runner of a runtime name (ours or Attune's), else the entry point's extension
+    (``.py`` python, otherwise shell, as Attune's loader decides); and why it cannot run here
+    when this server has no such runner."""
+    if runtime:
+        known = RUNNER_ALIASES.get(runtime) or RUNNER_ALIASES.get(runtime.lower())
+        if known is not None:
+            return known, None
+        return "unavailable", f"runtime '{runtime}' is not available on this server"
+    if entry_point and entry_point.strip().endswith(".py"):
+        return "python", None
+    return "shell", None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PackError(f"{path}: cannot read YAML: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PackError(f"{where}: invalid YAML: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PackError(f"{path}: cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise PackError(f"{path}: expected a mapping at the top level")
     return data
@@ -152,11 +184,12 @@ def action_from_dict(
     name = raw.name or (raw.ref.split(".", 1)[-1] if raw.ref else None)
     if not name:
         raise PackError(f"{source}: an action needs a 'name' or 'ref'")
-    if raw.ref and "." in raw.ref and raw.ref.split(".", 1)[0] != pack_ref:
+    if raw.ref and "." in raw.ref and not raw.ref.startswith(f"{pack_ref}."):
         raise PackError(f"{source}: ref '{raw.ref}' does not belong to pack '{pack_ref}'")
-    runner = RUNNER_ALIASES[raw.runner_type]
-    if runner != "builtin" and not raw.entry_point:
-        raise PackError(f"{source}: 'entry_point' is required for runner_type {raw.runner_type}")
+    named_runtime = raw.runner_type or raw.runtime_ref
+    runner, unavailable = runner_for(named_runtime, raw.entry_point)
+    if runner not in ("builtin", "unavailable") and not raw.entry_point:
+        raise PackError(f"{source}: 'entry_point' is required for runner_type {runner}")
     try:
         schema = normalize_schema(raw.parameters)
     except PackError as exc:
@@ -174,9 +207,12 @@ def action_from_dict(
         parameter_format=raw.parameter_format,
         output_format=raw.output_format,
         timeout_s=raw.timeout_seconds or raw.timeout,
-        enabled=raw.enabled,
+        enabled=raw.enabled and unavailable is None,
         confirm=raw.confirm,
         base_dir=base_dir,
+        out_schema=raw.out_schema or raw.output_schema,
+        runtime_ref=named_runtime,
+        disabled_reason=unavailable,
     )
 
 
@@ -190,6 +226,7 @@ def load_pack(path: Path) -> PackSpec:
     ref = meta.get("ref") or meta.get("name")
     if not isinstance(ref, str) or not ref.replace("_", "").replace("-", "").isalnum():
         raise PackError(f"{manifest}: 'ref' must be a name of letters, digits, '_' or '-'")
+    attune = _pack_fields(meta, manifest)
     actions: list[ActionSpec] = []
     defined_in: dict[str, Path] = {}
     actions_dir = path / "actions"
@@ -224,7 +261,25 @@ def load_pack(path: Path) -> PackSpec:
         version=str(meta.get("version") or "0.0.0"),
         path=str(path),
         actions=tuple(actions),
+        **attune,
     )
+
+
+def _pack_fields(meta: dict[str, Any], manifest: Path) -> dict[str, Any]:
+    """Attune's pack fields from ``pack.yaml`` (``system: true`` is Attune's older name for
+    ``is_standard``); a field of the wrong kind is named with its file."""
+    fields: dict[str, Any] = {"is_standard": bool(meta.get("is_standard", meta.get("system")))}
+    for name in ("conf_schema", "config", "meta"):
+        value = meta.get(name) or {}
+        if not isinstance(value, dict):
+            raise PackError(f"{manifest}: '{name}' must be a mapping")
+        fields[name] = value
+    for name in ("tags", "runtime_deps", "dependencies"):
+        value = meta.get(name) or []
+        if not isinstance(value, list):
+            raise PackError(f"{manifest}: '{name}' must be a list")
+        fields[name] = tuple(str(v) for v in value)
+    return fields
 
 
 def discover_packs(dirs: list[Path]) -> list[Path]:

@@ -1,8 +1,10 @@
 """Action parameter schemas: normalisation, validation with coercion, and redaction (pure).
 
 Packs declare parameters either flat, StackStorm style (``{name: {type, required, default, enum,
-secret}}``), or as a full JSON Schema object. Both are normalised to one JSON Schema with
-``additionalProperties: false``; ``secret: true`` on a property marks it for redaction.
+secret}}``), or as a full JSON Schema object. Both are normalised to one JSON Schema; one that
+declares properties gets ``additionalProperties: false`` (a typo is refused, where Attune would
+pass it on), while an empty or absent schema accepts any parameters, as Attune's does.
+``secret: true`` on a property marks it for redaction.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "nul
 def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     """Turn a flat or JSON-Schema parameter declaration into one JSON Schema object."""
     if not spec:
-        return {"type": "object", "properties": {}, "additionalProperties": False}
+        return {"type": "object", "properties": {}, "additionalProperties": True}
     if not isinstance(spec, Mapping):
         raise PackError("parameters must be a mapping of name to definition")
-    if spec.get("type") == "object" and isinstance(spec.get("properties"), Mapping):
+    if spec.get("type") == "object" and isinstance(spec.get("properties", {}), Mapping):
         schema = copy.deepcopy(dict(spec))
-        schema.setdefault("additionalProperties", False)
+        schema.setdefault("properties", {})
+        schema.setdefault("additionalProperties", bool(not schema["properties"]))
         schema.setdefault("required", [])
     else:
         properties: dict[str, Any] = {}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from config import Settings
 from engine.audit import AuditLog
@@ -15,12 +18,13 @@ from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
-from engine.errors import EngineError, Unavailable
+from engine.errors import EngineError, PackError, Unavailable
 from engine.events import Automation
 from engine.foreground import Foreground
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.metrics import Metrics
+from engine.pack_install import store_upload
 from engine.packs import PackSpec, discover_packs, load_pack
 from engine.policy import Policy
 from engine.runners import Runner
@@ -81,7 +85,7 @@ class Runtime:
         skipped."""
         loaded: list[PackSpec] = []
         async with self.store.exclusive():
-            for path in discover_packs(self.settings.pack_dirs):
+            for path in discover_packs([*self.settings.pack_dirs, self.pack_store]):
                 try:
                     spec = load_pack(path)
                     await self.catalog.register(spec, force=True)
@@ -94,6 +98,36 @@ class Runtime:
                     self.pack_errors.append(problem)
                     log.error("pack %s: %s", spec.ref, problem)
         return [spec.ref for spec in loaded]
+
+    @property
+    def pack_store(self) -> Path:
+        """Where uploaded packs are kept (found again at every start)."""
+        return self.settings.data_dir.resolve() / "packs"
+
+    async def register_pack(self, path: Path, *, force: bool = False) -> dict[str, Any]:
+        """Register a pack folder: its actions, then its triggers and rules. A problem in a
+        trigger or rule file is refused with the file at fault (the actions stay registered)."""
+        spec = load_pack(path)
+        record = await self.catalog.register(spec, force=force)
+        problems = await self.automation.register_pack(spec)
+        if problems:
+            raise PackError("; ".join(problems))
+        return record
+
+    async def install_pack_archive(self, archive: bytes, *, force: bool) -> dict[str, Any]:
+        folder = await asyncio.to_thread(store_upload, archive, self.pack_store, force=force)
+        try:
+            return await self.register_pack(folder, force=True)
+        except EngineError:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
+
+    async def remove_pack(self, ref: str) -> None:
+        """Unregister a pack; an uploaded pack's folder goes with it (a folder on the packs
+        path is the operator's and stays)."""
+        folder = await self.catalog.delete_pack(ref)
+        if folder and Path(folder).resolve().parent == self.pack_store:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def start_worker(
         self, worker_id: str | None = None, *, housekeeping: bool = True

@@ -117,19 +117,22 @@ class ExecutionService:
         idempotency_key: str | None = None,
         audit_entry: AuditEntry | None = None,
         action: ActionSpec | None = None,
+        secret_params: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         """Validate, record as ``requested`` (with its audit entry and first outbox row, in one
         transaction) and ring the broker.
 
         Raises NotFound (unknown action), InvalidParameters (naming the parameter), or
-        Conflict when ``idempotency_key`` is taken.
+        Conflict when ``idempotency_key`` is taken. ``secret_params`` are kept secret like the
+        action's own secret parameters (a rule's values read with ``kv.get_secret``).
         """
         if action is None or action.ref != action_ref:
             action = await self.catalog.get_action(action_ref)
         if not action.enabled:
-            raise InvalidRequest(f"action '{action_ref}' is disabled")
+            why = f": {action.disabled_reason}" if action.disabled_reason else ""
+            raise InvalidRequest(f"action '{action_ref}' is disabled{why}")
         params = validate_parameters(action.param_schema, parameters)
-        secret_names = action.secrets
+        secret_names = action.secrets | secret_params
         sealed = self.secrets.seal({k: v for k, v in params.items() if k in secret_names})
         now = now_utc()
         values = {
@@ -226,6 +229,9 @@ class ExecutionService:
         status: list[str] | None = None,
         action_ref: str | None = None,
         action_like: list[str] | None = None,
+        enforcement: int | None = None,
+        parent: int | None = None,
+        pack: str | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
@@ -243,6 +249,13 @@ class ExecutionService:
             where.append(executions.c.status.in_(status))
         if action_ref:
             where.append(executions.c.action_ref == action_ref)
+        if enforcement is not None:
+            where.append(executions.c.enforcement == enforcement)
+        if parent is not None:
+            where.append(executions.c.parent == parent)
+        if pack:
+            escaped = pack.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(executions.c.action_ref.like(f"{escaped}.%", escape="\\"))
         if action_like is not None:  # only actions matching one of these LIKE patterns
             where.append(
                 or_(false(), *(executions.c.action_ref.like(p, escape="\\") for p in action_like))
@@ -256,7 +269,14 @@ class ExecutionService:
         )
         async with self.store.read(offload=True) as conn:
             rows = (await conn.execute(query)).all()
-        key = (tuple(status or ()), action_ref, None if action_like is None else tuple(action_like))
+        key = (
+            tuple(status or ()),
+            action_ref,
+            None if action_like is None else tuple(action_like),
+            enforcement,
+            parent,
+            pack,
+        )
         total = await self.totals.count(executions, where, key)
         return [execution_record(r) for r in rows], total
 

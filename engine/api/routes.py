@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -10,10 +9,8 @@ from aiohttp import web
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, json_response, page_of, paged
 from engine.audit import AuditEntry
-from engine.errors import Forbidden, InvalidRequest, PackError, TooManyRequests, Unauthorized
+from engine.errors import Forbidden, InvalidRequest, TooManyRequests, Unauthorized
 from engine.gate import Requester, Submitted
-from engine.packs import ActionSpec
-from engine.params import normalize_schema
 from engine.status import PENDING, ExecutionStatus
 
 VERSION = "0.1.0"
@@ -82,122 +79,6 @@ async def metrics(call: Call) -> Any:
     )
 
 
-# -- packs and actions ------------------------------------------------------------------------
-
-
-async def list_packs(call: Call) -> Any:
-    return page_of(await call.runtime.catalog.list_packs(), *call.paging())
-
-
-async def get_pack(call: Call) -> Any:
-    return {"data": await call.runtime.catalog.get_pack(call.path_param("ref"))}
-
-
-async def register_pack(call: Call) -> Any:
-    path = Path(call.body.path).expanduser()
-    if not path.is_absolute():
-        raise InvalidRequest("path must be an absolute path on the server")
-    if not (path / "pack.yaml").is_file():
-        raise InvalidRequest(f"no pack.yaml in '{path}'")
-    return {"data": await call.runtime.catalog.register_path(path, force=call.body.force)}
-
-
-async def list_actions(call: Call) -> Any:
-    items = await call.runtime.catalog.list_actions(call.request.query.get("pack_ref"))
-    return page_of(items, *call.paging())
-
-
-async def list_pack_actions(call: Call) -> Any:
-    ref = call.path_param("ref")
-    await call.runtime.catalog.get_pack(ref)
-    items = await call.runtime.catalog.list_actions(ref)
-    return page_of(items, *call.paging())
-
-
-async def get_action(call: Call) -> Any:
-    from engine.catalog import action_record
-
-    return {
-        "data": action_record(await call.runtime.catalog.get_action_row(call.path_param("ref")))
-    }
-
-
-async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
-    pack_ref, _, name = body.ref.partition(".")
-    if body.pack_ref and body.pack_ref != pack_ref:
-        raise InvalidRequest(f"ref '{body.ref}' does not belong to pack_ref '{body.pack_ref}'")
-    if body.param_schema is not None and body.parameters is not None:
-        raise InvalidRequest("give either param_schema or parameters, not both")
-    try:
-        schema = normalize_schema(
-            body.param_schema if body.param_schema is not None else body.parameters
-        )
-    except PackError as exc:
-        raise InvalidRequest(exc.message) from None
-    common: dict[str, Any] = dict(
-        ref=body.ref,
-        pack_ref=pack_ref,
-        name=name,
-        label=body.label or name,
-        description=body.description,
-        param_schema=schema,
-        parameter_delivery=body.parameter_delivery,
-        parameter_format=body.parameter_format,
-        output_format=body.output_format,
-        timeout_s=body.timeout_seconds,
-        enabled=body.enabled,
-        confirm=body.confirm,
-    )
-    if body.entrypoint is not None and body.runtime_ref is not None:
-        if not call.caller.is_admin:
-            raise Forbidden("creating an action with an inline script needs the admin role")
-        runner = "shell" if body.runtime_ref == "core.shell" else "python"
-        return ActionSpec(runner_type=runner, script=body.entrypoint, **common)
-    if body.entry_point is not None and body.runner_type is not None:
-        try:
-            pack = await call.runtime.catalog.get_pack(pack_ref)
-        except Exception:
-            raise InvalidRequest(
-                f"pack '{pack_ref}' must be registered for a file entry_point"
-            ) from None
-        if not pack["path"]:
-            raise InvalidRequest(f"pack '{pack_ref}' has no folder on the server")
-        base = Path(pack["path"]).resolve()
-        target = (base / "actions" / body.entry_point).resolve()
-        if base not in target.parents or not target.is_file():
-            raise InvalidRequest(
-                f"entry_point '{body.entry_point}' is not a file in the pack's actions folder"
-            )
-        return ActionSpec(
-            runner_type=body.runner_type, entry_point=body.entry_point, base_dir=str(base), **common
-        )
-    raise InvalidRequest(
-        "an action needs either 'entrypoint' (inline script) with 'runtime_ref' "
-        "(core.shell or core.python), or 'entry_point' with 'runner_type'"
-    )
-
-
-async def create_action(call: Call) -> Any:
-    spec = await _action_spec(call, call.body)
-    return {"data": await call.runtime.catalog.create_action(spec)}
-
-
-async def update_action(call: Call) -> Any:
-    ref = call.path_param("ref")
-    if call.body.ref != ref:
-        raise InvalidRequest(f"body ref '{call.body.ref}' differs from the URL's '{ref}'")
-    existing = await call.runtime.catalog.get_action_row(ref)
-    if existing.script is not None and not call.caller.is_admin:
-        raise Forbidden("changing an action with an inline script needs the admin role")
-    spec = await _action_spec(call, call.body)
-    return {"data": await call.runtime.catalog.update_action(ref, spec)}
-
-
-async def delete_action(call: Call) -> Any:
-    await call.runtime.catalog.delete_action(call.path_param("ref"))
-    return web.Response(status=204)
-
-
 # -- executions -------------------------------------------------------------------------------
 
 
@@ -235,6 +116,9 @@ async def list_executions(call: Call) -> Any:
         status=statuses,
         action_ref=q.get("action_ref") or None,
         action_like=narrowed,
+        enforcement=call.query_int("enforcement", 0) or None,
+        parent=call.query_int("parent", 0) or None,
+        pack=q.get("pack_name") or None,
         page=page,
         per_page=per_page,
     )
@@ -330,98 +214,6 @@ ROUTES: list[RouteSpec] = [
         "GET", "/metrics", metrics, "Prometheus metrics", "public", raw=True, tags=("health",)
     ),
     RouteSpec(
-        "GET",
-        "/api/v1/packs",
-        list_packs,
-        "List packs",
-        response=s.Page[s.Pack],
-        errors=(401,),
-        tags=("packs",),
-    ),
-    RouteSpec(
-        "POST",
-        "/api/v1/packs/register",
-        register_pack,
-        "Register a pack folder",
-        "admin",
-        body=s.RegisterPackRequest,
-        response=s.Single[s.Pack],
-        status=201,
-        errors=(400, 401, 403, 409),
-        tags=("packs",),
-    ),
-    RouteSpec(
-        "GET",
-        "/api/v1/packs/{ref}",
-        get_pack,
-        "Get a pack",
-        response=s.Single[s.Pack],
-        errors=(401, 404),
-        tags=("packs",),
-    ),
-    RouteSpec(
-        "GET",
-        "/api/v1/packs/{ref}/actions",
-        list_pack_actions,
-        "A pack's actions",
-        response=s.Page[s.Action],
-        errors=(401, 404),
-        tags=("packs",),
-    ),
-    RouteSpec(
-        "GET",
-        "/api/v1/actions",
-        list_actions,
-        "List actions",
-        response=s.Page[s.Action],
-        query=(QueryParam("pack_ref", "string", "Only this pack's actions"),),
-        errors=(401,),
-        tags=("actions",),
-    ),
-    RouteSpec(
-        "POST",
-        "/api/v1/actions",
-        create_action,
-        "Create an action",
-        "operator",
-        body=s.ActionWrite,
-        response=s.Single[s.Action],
-        status=201,
-        errors=(400, 401, 403, 409),
-        tags=("actions",),
-    ),
-    RouteSpec(
-        "GET",
-        "/api/v1/actions/{ref}",
-        get_action,
-        "Get an action",
-        response=s.Single[s.Action],
-        errors=(401, 404),
-        tags=("actions",),
-    ),
-    RouteSpec(
-        "PUT",
-        "/api/v1/actions/{ref}",
-        update_action,
-        "Replace an action",
-        "operator",
-        body=s.ActionWrite,
-        response=s.Single[s.Action],
-        errors=(400, 401, 403, 404),
-        tags=("actions",),
-    ),
-    RouteSpec(
-        "DELETE",
-        "/api/v1/actions/{ref}",
-        delete_action,
-        "Delete an action",
-        "operator",
-        status=204,
-        raw=True,
-        errors=(401, 403, 404),
-        tags=("actions",),
-    ),
-    RouteSpec(
         "POST",
         "/api/v1/executions/execute",
         execute,
@@ -452,6 +244,9 @@ ROUTES: list[RouteSpec] = [
         query=(
             QueryParam("status", "string", "Comma-separated statuses"),
             QueryParam("action_ref", "string", "Only this action"),
+            QueryParam("pack_name", "string", "Only this pack's actions"),
+            QueryParam("enforcement", "integer", "Only the executions of this enforcement"),
+            QueryParam("parent", "integer", "Only the children of this execution"),
             *_PAGING,
         ),
     ),

@@ -51,26 +51,64 @@ class ExecuteRequest(Request):
 class RegisterPackRequest(Request):
     path: str = Field(min_length=1, max_length=4096, description="Pack folder on the server")
     force: bool = False
+    #: Attune runs a pack's tests unless this is set; this server runs none (accepted, no-op).
+    skip_tests: bool = False
 
 
-class ActionWrite(Request):
-    """Create or update an action. ``entrypoint`` with ``runtime_ref`` is an inline script
-    (admin only); ``entry_point`` with ``runner_type`` names a script file in the pack."""
+class CreatePackRequest(Request):
+    """Attune's ``CreatePackRequest``: a pack without a folder, for actions made over the API."""
 
-    ref: str = Field(min_length=3, max_length=256, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
+    ref: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    label: str = Field(min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=10_000)
+    version: str = Field(default="1.0.0", min_length=1, max_length=64)
+    conf_schema: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+    runtime_deps: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list)
+    is_standard: bool = False
+
+
+_ACTION_REF = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$"
+
+
+class ActionUpdate(Request):
+    """Attune's ``UpdateActionRequest``: only the fields that change (ours accepted too)."""
+
+    ref: str | None = Field(default=None, min_length=3, max_length=256, pattern=_ACTION_REF)
     pack_ref: str | None = Field(default=None, max_length=128)
     label: str | None = Field(default=None, max_length=256)
-    description: str = Field(default="", max_length=10_000)
+    description: str | None = Field(default=None, max_length=10_000)
+    #: A script file in the pack's folder, or (with ``runtime_ref``) an inline script.
     entrypoint: str | None = Field(default=None, max_length=256 * 1024)
-    runtime_ref: Literal["core.shell", "core.python"] | None = None
+    #: Attune's runtime id (this server has no runtime table: accepted, not used).
+    runtime: int | None = None
+    #: ``core.shell``, ``core.python`` (others are accepted and leave the action disabled).
+    runtime_ref: str | None = Field(default=None, max_length=128)
     entry_point: str | None = Field(default=None, max_length=4096)
-    runner_type: Literal["shell", "python"] | None = None
+    runner_type: str | None = Field(default=None, max_length=64)
     param_schema: dict[str, Any] | None = None
+    out_schema: dict[str, Any] | None = None
     parameters: dict[str, Any] | None = None
+    parameter_delivery: Literal["stdin", "file"] | None = None
+    parameter_format: Literal["json", "dotenv", "yaml"] | None = None
+    output_format: Literal["text", "json", "yaml", "jsonl"] | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    enabled: bool | None = None
+    confirm: bool | None = None
+
+
+class ActionWrite(ActionUpdate):
+    """Create an action (Attune's ``CreateActionRequest`` and ours). ``entrypoint`` names a
+    script file in the pack's folder (its runner from ``runtime_ref``, else from the file's
+    extension), or, with ``runtime_ref`` and no such file, is an inline script (admin only)."""
+
+    ref: str = Field(min_length=3, max_length=256, pattern=_ACTION_REF)
     parameter_delivery: Literal["stdin", "file"] = "stdin"
     parameter_format: Literal["json", "dotenv", "yaml"] = "json"
     output_format: Literal["text", "json", "yaml", "jsonl"] = "text"
-    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     enabled: bool = True
     #: Chat asks the requester to confirm before it runs.
     confirm: bool = False
@@ -148,16 +186,42 @@ class Pack(BaseModel):
     label: str
     description: str
     version: str
+    conf_schema: dict[str, Any]
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    tags: list[str]
+    runtime_deps: list[str]
+    dependencies: list[str]
+    is_standard: bool
     path: str | None
     action_count: int
     created: datetime
     updated: datetime
 
 
+class PackInstalled(BaseModel):
+    pack: Pack
+    test_result: Any = None
+    tests_skipped: bool
+
+
+class Success(BaseModel):
+    success: bool
+    message: str
+
+
 class Action(BaseModel):
     id: int
     ref: str
+    pack: int
     pack_ref: str
+    entrypoint: str
+    runtime: int | None
+    runtime_ref: str | None
+    out_schema: dict[str, Any] | None
+    is_adhoc: bool
+    accesses_mcp: bool
+    disabled_reason: str | None
     name: str
     label: str
     description: str

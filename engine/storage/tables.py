@@ -190,6 +190,8 @@ Index("ix_executions_action_ref_id", executions.c.action_ref, executions.c.id)
 Index("ix_executions_created", executions.c.created)
 Index("ix_executions_idempotency_key", executions.c.idempotency_key, unique=True)
 Index("ix_executions_worker", executions.c.worker)
+Index("ix_executions_enforcement", executions.c.enforcement)
+Index("ix_executions_parent", executions.c.parent)
 
 #: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
 #: the same transaction as the status change it reports.

@@ -22,7 +22,7 @@ from config import Settings
 from config.settings import DEFAULT_DATABASE_URL
 from engine.broker import topic_matches
 from engine.errors import InvalidParameters, PackError
-from engine.packs import BUILTIN_PACKS_DIR, discover_packs, load_pack
+from engine.packs import BUILTIN_PACKS_DIR, discover_packs, load_pack, runner_for
 from engine.params import (
     REDACTED,
     coerce_value,
@@ -146,12 +146,21 @@ def test_json_schema_parameters_are_kept() -> None:
     assert validate_parameters(open_schema, {"host": "a", "extra": 1})["extra"] == 1
 
 
-@pytest.mark.parametrize("empty", [None, {}])
-def test_no_parameters(empty: dict[str, Any] | None) -> None:
+@pytest.mark.parametrize(
+    "empty", [None, {}, {"type": "object"}, {"type": "object", "properties": {}}]
+)
+def test_an_empty_schema_accepts_any_parameters_as_attunes_does(
+    empty: dict[str, Any] | None,
+) -> None:
     schema = normalize_schema(empty)
     assert validate_parameters(schema, None) == {}
+    assert validate_parameters(schema, {"x": "1", "n": 2}) == {"x": "1", "n": 2}
+
+
+def test_a_schema_that_declares_properties_refuses_others() -> None:
+    schema = normalize_schema({"host": {"type": "string"}})
     with pytest.raises(InvalidParameters, match="unknown parameter 'x'"):
-        validate_parameters(schema, {"x": "1"})
+        validate_parameters(schema, {"host": "a", "x": "1"})
 
 
 @pytest.mark.parametrize(
@@ -388,17 +397,12 @@ def make_pack(root: Path, actions: dict[str, str], manifest: str = "ref: broken\
 @pytest.mark.parametrize(
     ("files", "culprit", "message"),
     [
-        ({"bad.yaml": "name: [oops\n"}, "bad.yaml", "cannot read YAML"),
+        ({"bad.yaml": "name: x\nentry_point: [oops\n"}, "bad.yaml", ":3:1: invalid YAML"),
         ({"list.yaml": "- a\n"}, "list.yaml", "expected a mapping"),
         (
             {"noentry.yaml": "name: x\nrunner_type: shell\n"},
             "noentry.yaml",
             "'entry_point' is required",
-        ),
-        (
-            {"perl.yaml": "name: x\nrunner_type: perl\nentry_point: x.pl\n"},
-            "perl.yaml",
-            "unknown runner_type 'perl'",
         ),
         (
             {"param.yaml": "name: x\nentry_point: x.sh\nparameters: {n: {type: strng}}\n"},
@@ -430,7 +434,7 @@ def test_broken_action_names_the_file(
 
 @pytest.mark.parametrize(
     ("manifest", "message"),
-    [("ref: [oops\n", "cannot read YAML"), ("ref: 'bad ref!'\n", "'ref' must be a name")],
+    [("ref: [oops\n", ":2:1: invalid YAML"), ("ref: 'bad ref!'\n", "'ref' must be a name")],
 )
 def test_broken_manifest_names_the_file(tmp_path: Path, manifest: str, message: str) -> None:
     pack = make_pack(tmp_path, {}, manifest=manifest)
@@ -438,6 +442,40 @@ def test_broken_manifest_names_the_file(tmp_path: Path, manifest: str, message: 
         load_pack(pack)
     assert str(pack / "pack.yaml") in caught.value.message
     assert message in caught.value.message
+
+
+def test_an_action_of_a_runner_this_server_lacks_is_loaded_disabled_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    pack = make_pack(
+        tmp_path,
+        {
+            "good.yaml": "name: fine\nentry_point: fine.sh\n",
+            "node.yaml": "name: js\nrunner_type: node\nentry_point: x.js\n",
+        },
+    )
+    loaded = {a.name: a for a in load_pack(pack).actions}
+    assert loaded["fine"].enabled
+    assert loaded["fine"].disabled_reason is None
+    assert loaded["js"].enabled is False
+    assert loaded["js"].disabled_reason == "runtime 'node' is not available on this server"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "entry", "runner"),
+    [
+        (None, "x.py", "python"),
+        (None, "x.sh", "shell"),
+        (None, "x", "shell"),
+        ("core.python", "x.sh", "python"),
+        ("python3", "x", "python"),
+        ("core.shell", "x.py", "shell"),
+    ],
+)
+def test_the_runner_follows_the_runtime_else_the_entry_points_extension(
+    runtime: str | None, entry: str, runner: str
+) -> None:
+    assert runner_for(runtime, entry) == (runner, None)
 
 
 def test_missing_manifest(tmp_path: Path) -> None:

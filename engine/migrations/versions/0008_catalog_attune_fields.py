@@ -1,6 +1,7 @@
 """Packs and actions carry Attune's fields: a pack's conf_schema, config, meta, tags,
 runtime_deps, dependencies and is_standard; an action's out_schema, runtime_ref, and the reason it
-is disabled (a runner this server does not run).
+is disabled (a runner this server does not run). Executions are listed by enforcement and by
+parent, as Attune's clients filter them.
 
 Revision ID: 0008
 Revises: 0007
@@ -32,9 +33,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("out_schema", JsonType, nullable=True))
         batch.add_column(sa.Column("runtime_ref", sa.String(128), nullable=True))
         batch.add_column(sa.Column("disabled_reason", sa.Text, nullable=True))
+    op.create_index("ix_executions_enforcement", "executions", ["enforcement"])
+    op.create_index("ix_executions_parent", "executions", ["parent"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_executions_parent", table_name="executions")
+    op.drop_index("ix_executions_enforcement", table_name="executions")
     with op.batch_alter_table("actions") as batch:
         for name in ("disabled_reason", "runtime_ref", "out_schema"):
             batch.drop_column(name)
