@@ -21,6 +21,7 @@ import shlex
 import sys
 from typing import Any
 
+from bot.pack_cli import add_pack_parser, run_pack_command
 from config import Settings, load_settings
 from engine.errors import EngineError
 from engine.logs import configure_logging
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_subparsers(dest="db_command", required=True).add_parser(
         "upgrade", help="apply migrations"
     )
+    add_pack_parser(sub)
     token = sub.add_parser("token", help="API tokens")
     create = token.add_subparsers(dest="token_command", required=True).add_parser(
         "create", help="create a long-lived token and print it"
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     level = settings.log_level
-    if args.command in ("chat", "run", "callback-secret", "token", "db", "audit", "purge") and (
+    interactive = ("chat", "run", "callback-secret", "token", "db", "audit", "purge", "pack")
+    if args.command in interactive and (
         "ATTUNE_LOG_LEVEL" not in os.environ
     ):
         level = "WARNING"  # interactive commands: the state-change lines would bury the answer
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_callback_secret(settings))
         if args.command == "run":
             return asyncio.run(_run(settings, args.action_ref, args.params, args.wait, args.json))
+        if args.command == "pack":
+            return asyncio.run(run_pack_command(settings, args))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
         if args.command == "token":

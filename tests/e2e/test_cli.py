@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server, engine_env, run_cli
+from tests.e2e.conftest import TEST_PACK, Server, engine_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +42,23 @@ async def test_cli_run_against_cluster(server: Server) -> None:
     code, out, err = await run_cli(["run", "--wait", "examples.fail"], server.env, server.tmp)
     assert code != 0, out
     assert "examples.fail: failed" in out
+
+
+async def test_cli_pack_register_list_remove(tmp_path: Path) -> None:
+    env = engine_env(tmp_path)
+    code, out, err = await run_cli(["pack", "register", str(TEST_PACK)], env, tmp_path)
+    assert code == 0, err
+    assert "registered test_pack 1.0.0 (1 actions)" in out
+    code, out, err = await run_cli(["pack", "register", str(TEST_PACK)], env, tmp_path)
+    assert code == 2, out
+    assert "already registered; pass force=true" in err
+    code, out, err = await run_cli(["pack", "list"], env, tmp_path)
+    assert code == 0, err
+    listed = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert listed["test_pack"][1:3] == ["1.0.0", "1"]
+    code, out, err = await run_cli(["pack", "remove", "test_pack"], env, tmp_path)
+    assert (code, out.strip()) == (0, "removed test_pack"), err
+    code, out, err = await run_cli(["pack", "remove", "test_pack"], env, tmp_path)
+    assert code == 2, out
+    assert "pack 'test_pack' not found" in err
+    assert "Traceback" not in err
