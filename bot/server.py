@@ -19,6 +19,7 @@ from engine import broker as topics
 from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
+from engine.execution_tokens import api_url
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
 
@@ -152,6 +153,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
+        runtime.execution_tokens.api_url = api_url(settings.http_host, port)  # for actions
         announce(runtime, f"http://{settings.http_host}:{port}", slack_mode)
         await stop.wait()
         log.info("stopping")

@@ -20,9 +20,11 @@ from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, PackError, Unavailable
 from engine.events import Automation
+from engine.execution_tokens import ExecutionTokens, api_url
 from engine.foreground import Foreground
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
+from engine.keys import KeyStore
 from engine.metrics import Metrics
 from engine.pack_install import store_upload
 from engine.packs import PackSpec, discover_packs, load_pack
@@ -44,13 +46,16 @@ def build_broker(settings: Settings) -> Broker:
     return MemoryBroker()
 
 
-def build_runners(settings: Settings) -> dict[str, Runner]:
+def build_runners(
+    settings: Settings, environment: ExecutionTokens | None = None
+) -> dict[str, Runner]:
     from engine.runners.process import ProcessRunner
 
     process = ProcessRunner(
         output_cap_bytes=settings.output_cap_bytes,
         kill_grace_s=settings.kill_grace_s,
         work_dir=settings.data_dir.resolve() / "work",
+        environment=environment.environment if environment is not None else None,
     )
     return {"builtin": BuiltinRunner(), "shell": process, "python": process}
 
@@ -68,6 +73,10 @@ class Runtime:
     gate: Gate
     audit: AuditLog
     automation: Automation
+    #: The key-value store (``/api/v1/keys``).
+    keys: KeyStore
+    #: Actions' API URL and execution-scoped tokens.
+    execution_tokens: ExecutionTokens
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
@@ -139,7 +148,7 @@ class Runtime:
             self.service,
             self.catalog,
             self.broker,
-            build_runners(s),
+            build_runners(s, self.execution_tokens),
             worker_id=worker_id or default_worker_id(),
             concurrency=s.worker_concurrency,
             sweep_interval_s=s.sweep_interval_s,
@@ -192,6 +201,7 @@ class Runtime:
                 if time.monotonic() - last_sweep >= s.sweep_interval_s:
                     last_sweep = time.monotonic()
                     await self.automation.finish_unprocessed(s.requeue_after_s)
+                    await self.keys.purge_expired()
             except Exception as exc:
                 log.warning("timers or event sweep failed: %s", exc)
 
@@ -284,6 +294,14 @@ async def build_runtime(
             audit,
             webhook_rate_per_s=settings.webhook_rate_per_s,
             webhook_burst=max(1, int(2 * settings.webhook_rate_per_s)),
+        ),
+        keys=KeyStore(store, box, audit),
+        execution_tokens=ExecutionTokens(
+            store,
+            key,
+            api_url=api_url(settings.http_host, settings.http_port),
+            slack_roles=settings.slack_roles,
+            slack_default_role=settings.slack_default_role,
         ),
         secret_key=key,
     )

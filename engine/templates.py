@@ -94,6 +94,8 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             return result
         except TemplateError as exc:
             raise TemplateProblem(f"template {value!r} failed: {exc}") from None
+        except TemplateProblem as exc:  # raised by a helper such as kv.get
+            raise TemplateProblem(f"template {value!r} failed: {exc.message}") from None
         except Exception as exc:  # errors raised inside template expressions
             raise TemplateProblem(
                 f"template {value!r} failed: {type(exc).__name__}: {exc}"
@@ -192,3 +194,72 @@ def _holds(cond: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
     except TypeError:
         return False  # comparing a number with text: the condition does not hold
     return False
+
+
+# -- keys in templates ---------------------------------------------------------------------------
+
+_KV_NAME = re.compile(r"\bkv\s*\.")
+
+
+def mentions_kv(value: Any) -> bool:
+    """True when a template inside ``value`` may read keys (``kv.get``, ``kv.get_secret``)."""
+    return any(_is_template(text) and _KV_NAME.search(text) for _, text in _strings(value, ""))
+
+
+class KvView:
+    """``kv`` in a template: ``kv.get('ref', default)`` and ``kv.get_secret('ref', default)``
+    over keys loaded before rendering (templates render synchronously).
+
+    ``values`` maps a key's ref to ``(value, encrypted)``, or None when there is no such key;
+    a ref not in it is noted in ``missing`` and reads as the default, so a caller can load the
+    missing keys and render again. ``kv.get`` refuses an encrypted key (its value is a secret:
+    ``kv.get_secret`` says so); whatever ``kv.get_secret`` returns is noted in ``secrets``."""
+
+    def __init__(self, values: Mapping[str, tuple[Any, bool] | None]) -> None:
+        self._values = values
+        self.missing: set[str] = set()
+        self.secrets: list[Any] = []
+
+    def _entry(self, name: Any) -> tuple[Any, bool] | None:
+        if not isinstance(name, str):
+            raise TemplateProblem("kv.get and kv.get_secret take a key's ref (text)")
+        if name not in self._values:
+            self.missing.add(name)
+            return None
+        return self._values[name]
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        entry = self._entry(name)
+        if entry is None:
+            return default
+        value, encrypted = entry
+        if encrypted:
+            raise TemplateProblem(
+                f"key '{name}' is encrypted: read it with kv.get_secret('{name}')"
+            )
+        return value
+
+    def get_secret(self, name: Any, default: Any = None) -> Any:
+        entry = self._entry(name)
+        if entry is None:
+            return default
+        self.secrets.append(entry[0])
+        return entry[0]
+
+
+def render_with_kv(
+    value: Any, context: Mapping[str, Any], kv: KvView
+) -> tuple[Any, frozenset[str]]:
+    """Render with ``kv`` in the context; also return the top-level names whose value read a
+    secret (``kv.get_secret``): they are secret parameters of the execution."""
+    scope = {**context, "kv": kv}
+    if not isinstance(value, Mapping):
+        return render(value, scope), frozenset()
+    out: dict[str, Any] = {}
+    secret: set[str] = set()
+    for name, item in value.items():
+        before = len(kv.secrets)
+        out[name] = render(item, scope)
+        if len(kv.secrets) > before:
+            secret.add(name)
+    return out, frozenset(secret)

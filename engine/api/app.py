@@ -12,11 +12,12 @@ from engine.api import schemas
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
+from engine.api.key_routes import KEY_ROUTES
 from engine.api.routes import ROUTES, VERSION
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
-ALL_ROUTES = [*ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES]
+ALL_ROUTES = [*ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES]
 _ERROR_TEXT = {
     400: "Invalid request",
     401: "Missing, invalid or expired token",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from engine.audit import AuditEntry
 from engine.auth import ROLES, Principal
 from engine.errors import EngineError, Forbidden, InvalidRequest, TooManyRequests, Unauthorized
+from engine.execution_tokens import EXECUTION_TOKEN_PREFIX
 from engine.runtime import Runtime
 
 log = logging.getLogger("attune.api")
@@ -191,6 +192,8 @@ async def authenticate(request: web.Request, runtime: Runtime) -> Principal | No
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    if token.strip().startswith(EXECUTION_TOKEN_PREFIX):  # an action calling back
+        return await runtime.execution_tokens.authenticate(token.strip())
     return await runtime.auth.authenticate(token.strip())
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,6 +55,10 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_STDERR_LINE_CHARS = 200
 #: File-name suffix of the parameters file, by parameter format.
 PARAMETER_FILE_SUFFIX = {"json": ".json", "dotenv": ".env", "yaml": ".yaml"}
+#: Gives a run more environment variables (Attune's API URL and execution token).
+Environment = Callable[[RunRequest], Awaitable[dict[str, str]]]
+
+log = logging.getLogger(__name__)
 
 
 class _Launch(NamedTuple):
@@ -153,8 +159,10 @@ class ProcessRunner:
         kill_grace_s: float,
         work_dir: Path,
         pipe_grace_s: float = PIPE_GRACE_S,
+        environment: Environment | None = None,
     ) -> None:
         self.output_cap_bytes = output_cap_bytes
+        self.environment = environment
         self.kill_grace_s = kill_grace_s
         self.work_dir = Path(work_dir).resolve()
         self.pipe_grace_s = pipe_grace_s
@@ -196,6 +204,16 @@ class ProcessRunner:
             fh.write(document)
         return path
 
+    async def _more_env(self, request: RunRequest) -> dict[str, str]:
+        """The ``environment`` hook's variables; a failing hook costs the run only those."""
+        if self.environment is None:
+            return {}
+        try:
+            return await self.environment(request)
+        except Exception as exc:
+            log.warning("execution %s: no API token for the action: %s", request.execution_id, exc)
+            return {}
+
     def _env(self, request: RunRequest) -> dict[str, str]:
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.setdefault("PATH", DEFAULT_PATH)
@@ -206,14 +224,20 @@ class ProcessRunner:
                 "ATTUNE_ACTION_REF": request.action.ref,
                 "ATTUNE_PARAMETER_DELIVERY": request.action.parameter_delivery,
                 "ATTUNE_PARAMETER_FORMAT": request.action.parameter_format,
+                # Attune's names of the same
+                "ATTUNE_EXEC_ID": str(request.execution_id),
+                "ATTUNE_ACTION": request.action.ref,
             }
         )
         return env
 
-    def _prepare(self, request: RunRequest, tmp: Path) -> _Launch | str:
+    def _prepare(
+        self, request: RunRequest, tmp: Path, more_env: dict[str, str] | None = None
+    ) -> _Launch | str:
         """Write what the run needs into ``tmp``; return how to launch it, or an error."""
         action = request.action
         env = self._env(request)
+        env.update(more_env or {})
         try:
             document = format_parameters(request.parameters, action.parameter_format)
             command = self._command(action, tmp)
@@ -238,7 +262,7 @@ class ProcessRunner:
         except OSError as exc:
             return RunResult(outcome="failed", error=f"cannot create a work dir: {exc}")
         try:
-            launch = self._prepare(request, tmp)
+            launch = self._prepare(request, tmp, await self._more_env(request))
             if isinstance(launch, str):
                 return RunResult(outcome="failed", error=launch)
             return await self._spawn_and_wait(request, launch)

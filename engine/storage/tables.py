@@ -377,3 +377,33 @@ enforcements = Table(
 )
 Index("ix_enforcements_event_id", enforcements.c.event_id)
 Index("ix_enforcements_created", enforcements.c.created)
+
+#: Attune's key-value store (``/api/v1/keys``). A value is JSON; an ``encrypted`` key keeps it
+#: only sealed with the secret key (``sealed``, Fernet) and ``value`` is null.
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(255), nullable=False, unique=True),
+    Column("owner_type", String(16), nullable=False),
+    Column("owner", String(255), nullable=True),
+    #: users.id of the identity that owns the key (``owner_type`` identity).
+    Column("owner_identity", BigInteger, nullable=True),
+    Column("owner_pack", BigInteger, nullable=True),
+    Column("owner_pack_ref", String(255), nullable=True),
+    Column("owner_action", BigInteger, nullable=True),
+    Column("owner_action_ref", String(255), nullable=True),
+    Column("owner_sensor", BigInteger, nullable=True),
+    Column("owner_sensor_ref", String(255), nullable=True),
+    Column("name", String(255), nullable=False),
+    Column("encrypted", Boolean, nullable=False),
+    #: ``{"v": value}``: wrapped, as SQLite would store a bare number's JSON text as a number.
+    Column("value", JsonType, nullable=True),
+    Column("sealed", Text, nullable=True),
+    #: Set by a TTL: from then on the key reads as missing and is removed.
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_keys_owner_type_owner", keys.c.owner_type, keys.c.owner)
+Index("ix_keys_expires_at", keys.c.expires_at)
