@@ -92,6 +92,8 @@ def build_openapi(routes: list[RouteSpec]) -> dict[str, Any]:
             ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {str(spec.status): ok}
         codes = set(spec.errors) | ({400, 413} if spec.body is not None else set())
+        if spec.query or "{id}" in spec.path:
+            codes.add(400)  # a query or id parameter that is not what it must be
         if spec.access != "public":
             codes.add(401)
         for code in sorted(codes):

@@ -47,11 +47,15 @@ async def create_pack(call: Call) -> Any:
 
 async def register_pack(call: Call) -> Any:
     body: s.RegisterPackRequest = call.body
-    path = Path(body.path).expanduser()
+    path = Path(body.path)
     if not path.is_absolute():
         raise InvalidRequest("path must be an absolute path on the server")
-    if not (path / "pack.yaml").is_file():
-        raise InvalidRequest(f"no pack.yaml in '{path}'")
+    try:
+        found = (path / "pack.yaml").is_file()
+    except (OSError, ValueError):  # a name the file system cannot hold (NUL, bad encoding)
+        found = False
+    if not found:
+        raise InvalidRequest(f"no pack.yaml in '{body.path[:300]}'")
     pack = await call.runtime.register_pack(path, force=body.force)
     return {"data": pack, "message": "Pack registered successfully"}
 
