@@ -25,6 +25,18 @@ async def health(call: Call) -> Any:
     return {"status": "ok", "version": VERSION}
 
 
+async def health_detailed(call: Call) -> Any:
+    """Attune's ``/health/detailed``: 503 when the database does not answer; ours adds the
+    broker beside it."""
+    rt = call.runtime
+    db_ok, broker_ok = await rt.store.ping(), await rt.broker.ping()
+    if not db_ok:
+        body = {"status": "error", "database": "disconnected", "error": "database unreachable"}
+        return json_response(body, 503)
+    broker = "connected" if broker_ok else "disconnected"
+    return {"status": "ok", "version": VERSION, "database": "connected", "broker": broker}
+
+
 async def live(call: Call) -> Any:
     return {"status": "alive"}
 
@@ -166,6 +178,16 @@ ROUTES: list[RouteSpec] = [
         "Liveness and version",
         "public",
         response=s.Health,
+        tags=("health",),
+    ),
+    RouteSpec(
+        "GET",
+        "/health/detailed",
+        health_detailed,
+        "Liveness, version, and whether the database (and broker) answer",
+        "public",
+        response=s.Health,
+        errors=(503,),
         tags=("health",),
     ),
     RouteSpec(

@@ -120,6 +120,10 @@ async def test_health(anon: aiohttp.ClientSession) -> None:
     assert status == 200, body
     assert body["database"] == "ok"
     assert body["broker"] == "ok"
+    status, body = await get(anon, "/health/detailed")  # Attune's shape
+    assert status == 200, body
+    assert (body["status"], body["database"], body["broker"]) == ("ok", "connected", "connected")
+    assert isinstance(body["version"], str)
 
 
 async def test_login_good(anon: aiohttp.ClientSession) -> None:
