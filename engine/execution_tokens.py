@@ -46,6 +46,10 @@ TOKEN_GRACE_S = 60
 _RUNNING = frozenset({"running", "canceling"})
 #: Role of a rule's runs (rules are written by operators and admins).
 RULE_ROLE: Role = "operator"
+#: Token name of a request made with an execution token (``Principal.token_name``).
+_EXECUTION_TOKEN_NAME = "execution:"  # noqa: S105 (a name prefix, not a secret)
+#: Runs started from runs started from runs...: deeper chains get ``viewer``.
+MAX_CHAIN = 8
 
 
 def _b64(data: bytes) -> str:
@@ -54,6 +58,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _least(a: Role, b: Role) -> Role:
+    """The lesser of two roles."""
+    return a if ROLES.index(a) > ROLES.index(b) else b
 
 
 def api_url(host: str, port: int) -> str:
@@ -157,7 +166,7 @@ class ExecutionTokens:
             env["ATTUNE_RULE"] = str(executor["rule"])
         return env
 
-    async def _role(self, conn: Any, executor: Mapping[str, Any]) -> Role:
+    async def _role(self, conn: Any, executor: Mapping[str, Any], depth: int = 0) -> Role:
         recorded = executor.get("role")
         if recorded in ROLES:
             return cast(Role, recorded)
@@ -166,26 +175,48 @@ class ExecutionTokens:
             return "admin"
         if source == "rule":
             return RULE_ROLE
+        token_name = str(executor.get("token") or "")
+        user = (
+            await conn.execute(select(users.c.id, users.c.role).where(users.c.login == identity))
+        ).first()
+        if token_name.startswith(_EXECUTION_TOKEN_NAME):
+            # Started by a run with its execution token: at most that run's role (and the
+            # user's, if the requester is one).
+            parent = await self._executor_of(conn, token_name.removeprefix(_EXECUTION_TOKEN_NAME))
+            if parent is None or depth >= MAX_CHAIN:
+                return "viewer"
+            inherited = await self._role(conn, parent, depth + 1)
+            if user is not None and user.role in ROLES:
+                return _least(inherited, cast(Role, user.role))
+            return inherited
         if source == "slack":
             slack_user = str(executor.get("user_id") or identity)
             role = self.slack_roles.get(slack_user, self.slack_default_role)
             return role if role in ROLES else "viewer"
-        user = (
-            await conn.execute(select(users.c.id, users.c.role).where(users.c.login == identity))
-        ).first()
         if user is None or user.role not in ROLES:
             return "viewer"
         role = cast(Role, user.role)
-        if executor.get("token"):
+        if token_name:
             # The least role among the user's tokens of that name: at most what they asked with.
             held = (
                 await conn.execute(
                     select(tokens.c.role).where(
-                        tokens.c.user_id == user.id, tokens.c.name == str(executor["token"])
+                        tokens.c.user_id == user.id, tokens.c.name == token_name
                     )
                 )
             ).scalars()
             for token_role in held:
-                if token_role in ROLES and ROLES.index(token_role) > ROLES.index(role):
-                    role = cast(Role, token_role)
+                if token_role in ROLES:
+                    role = _least(role, cast(Role, token_role))
         return role
+
+    @staticmethod
+    async def _executor_of(conn: Any, execution_id: str) -> dict[str, Any] | None:
+        if not execution_id.isdigit():
+            return None
+        executor = (
+            await conn.execute(
+                select(executions.c.executor).where(executions.c.id == int(execution_id))
+            )
+        ).scalar()
+        return dict(executor) if isinstance(executor, dict) else None
