@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     token_cache_s: float = Field(default=60.0, ge=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: A built web UI (Attune's ``web/dist``) to serve beside the API, from the same origin.
+    web_ui_dir: Path | None = None
     #: Largest pack archive accepted by ``POST /api/v1/packs/upload``.
     pack_upload_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 

@@ -14,6 +14,7 @@ from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.routes import ROUTES, VERSION
+from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
@@ -151,4 +152,7 @@ def build_app(
     app.router.add_get("/api/v1/openapi.json", openapi)
     if extra_routes:
         app.add_routes(extra_routes)
+    ui = runtime.settings.web_ui_dir
+    if ui is not None:  # last: its catch-all serves the UI's pages
+        app.add_routes(web_ui_routes(ui))
     return app
