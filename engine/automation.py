@@ -1,163 +1,299 @@
 """The event-driven half: ``Trigger -> Event -> Rule -> Enforcement -> Execution``.
 
+Request models and the records the API shows. They follow Attune's published types
+(``CreateTriggerRequest``, ``UpdateTriggerRequest``, ``CreateRuleRequest``, ``UpdateRuleRequest``;
+``TriggerResponse``, ``RuleResponse``, ``EventResponse``, ``EnforcementResponse``): every field of
+Attune's requests is accepted and means what it means there, fields nobody defines are ignored,
+and responses carry Attune's fields with Attune's names and values, ours beside them.
+
 An event (a webhook POST, a timer tick) is recorded first; then every enabled rule of its
-trigger is considered: conditions checked, ``action_params`` rendered from the event, an
-enforcement recorded (one per rule and event, a unique key), and an execution submitted that
-links it. The event is marked processed at the end; the sweep finishes events whose processing
-was interrupted, and never creates a second execution for an enforcement.
+trigger is considered (only its own rule, for a rule timer's tick): conditions checked,
+``action_params`` rendered from the event, an enforcement recorded (one per rule and event, a
+unique key), and an execution submitted that links it. See :mod:`engine.enforcement`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from datetime import datetime, timedelta
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Row
 
 from engine.errors import TooManyRequests
+from engine.schedules import TRIGGER_TIMERS, trigger_timer_problem
+from engine.schedules import next_fire as next_fire  # where it was
 
-log = logging.getLogger("attune.rules")
+#: ``pack.name`` (more dots allowed), or a bare name when the request names its ``pack_ref``.
+REF_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_.-]+)?$"
+PACK_PATTERN = r"^[A-Za-z0-9_.-]+$"
+TriggerType = Literal[
+    "webhook", "interval", "cron", "date", "intervaltimer", "crontimer", "datetimetimer"
+]
+#: Our enforcement states, and the status Attune's clients read for each (``created`` while it
+#: is being made; ``processed`` once the rule's execution exists or the reason it failed).
+ENFORCEMENT_STATUS = {"creating": "created", "scheduled": "processed", "failed": "processed"}
+#: Attune's status filter values, as our states.
+STATUS_FILTER = {
+    "created": ("creating",),
+    "processed": ("scheduled", "failed"),
+    "disabled": (),
+    "creating": ("creating",),
+    "scheduled": ("scheduled",),
+    "failed": ("failed",),
+}
 
-REF_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$"
-TriggerType = Literal["webhook", "interval", "cron", "date"]
-#: Shortest interval of an interval timer.
-MIN_INTERVAL_S = 0.5
+
+class _Tolerant(BaseModel):
+    """Fields nobody defines are ignored, as Attune's serde ignores them."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
-class TriggerSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Named(_Tolerant):
     ref: str = Field(pattern=REF_PATTERN, max_length=256)
+    #: The pack it belongs to; by default the part of ``ref`` before the first dot.
+    pack_ref: str | None = Field(default=None, min_length=1, max_length=128, pattern=PACK_PATTERN)
     label: str | None = Field(default=None, max_length=256)
-    description: str = Field(default="", max_length=10_000)
+    description: str | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _pack_known(self) -> _Named:
+        if "." not in self.ref and not self.pack_ref:
+            raise ValueError(f"ref '{self.ref}' needs the form pack.name, or a pack_ref")
+        return self
+
+    def named(self) -> dict[str, Any]:
+        """The columns a trigger and a rule share: ref, pack, label and description."""
+        pack, _, name = self.ref.partition(".")
+        return {
+            "ref": self.ref,
+            "pack_ref": self.pack_ref or pack,
+            "label": self.label or name or self.ref,
+            "description": self.description or "",
+        }
+
+
+class TriggerSpec(_Named):
+    """``POST /api/v1/triggers``: Attune's ``CreateTriggerRequest`` and our own fields."""
+
+    #: ``webhook`` (events from webhooks); ``interval``/``cron``/``date``: the trigger fires
+    #: itself on ``parameters``; ``intervaltimer``/``crontimer``/``datetimetimer``: each rule
+    #: on it fires on its own ``trigger_params`` (see :mod:`engine.schedules`).
     type: TriggerType = "webhook"
     parameters: dict[str, Any] = Field(default_factory=dict)
+    param_schema: dict[str, Any] | None = None
+    out_schema: dict[str, Any] | None = None
     enabled: bool = True
     #: Webhook callers must sign bodies with it (``X-Webhook-Signature``).
     webhook_secret: str | None = Field(default=None, min_length=8, max_length=256)
 
-    @field_validator("parameters")
-    @classmethod
-    def _timer(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
-        kind = info.data.get("type", "webhook")
-        if kind == "interval":
-            seconds = value.get("seconds")
-            if not isinstance(seconds, int | float) or seconds < MIN_INTERVAL_S:
-                raise ValueError(f"an interval timer needs parameters.seconds >= {MIN_INTERVAL_S}")
-        elif kind == "cron":
-            expression = value.get("expression")
-            if not isinstance(expression, str) or not croniter.is_valid(expression):
-                raise ValueError(
-                    "a cron timer needs a valid parameters.expression, e.g. '*/5 * * * *'"
-                )
-        elif kind == "date":
-            try:
-                datetime.fromisoformat(str(value.get("at")))
-            except ValueError:
-                raise ValueError("a date timer needs parameters.at, an ISO 8601 time") from None
-        return value
+    @model_validator(mode="after")
+    def _timer(self) -> TriggerSpec:
+        if self.type in TRIGGER_TIMERS:
+            problem = trigger_timer_problem(self.type, self.parameters)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
 
-class RuleSpec(BaseModel):
+_PatchOp = Literal["set", "clear"]
+
+
+class Patch(BaseModel):
+    """Attune's ``{"op": "set", "value": ...}`` / ``{"op": "clear"}`` field patch."""
+
     model_config = ConfigDict(extra="forbid")
 
-    ref: str = Field(pattern=REF_PATTERN, max_length=256)
-    label: str | None = Field(default=None, max_length=256)
-    description: str = Field(default="", max_length=10_000)
+    op: _PatchOp
+    value: Any = None
+
+
+class TriggerUpdate(_Tolerant):
+    """``PUT /api/v1/triggers/{ref}``: Attune's ``UpdateTriggerRequest`` (only the fields that
+    change; ``description``, ``param_schema`` and ``out_schema`` as a value or a patch) and our
+    own fields. A field sent as null is cleared."""
+
+    ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
+    label: str | None = Field(default=None, min_length=1, max_length=256)
+    description: Patch | str | None = Field(default=None, union_mode="left_to_right")
+    param_schema: Patch | dict[str, Any] | None = Field(default=None, union_mode="left_to_right")
+    out_schema: Patch | dict[str, Any] | None = Field(default=None, union_mode="left_to_right")
+    enabled: bool | None = None
+    type: TriggerType | None = None
+    parameters: dict[str, Any] | None = None
+    webhook_secret: str | None = Field(default=None, min_length=8, max_length=256)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this request sets, patches unwrapped (a clear is None)."""
+        out = {}
+        for name in self.model_fields_set - {"ref"}:
+            value = getattr(self, name)
+            out[name] = (
+                (value.value if value.op == "set" else None) if isinstance(value, Patch) else value
+            )
+        return out
+
+
+Conditions = list[dict[str, Any]] | dict[str, Any] | None
+
+
+class RuleSpec(_Named):
+    """``POST /api/v1/rules``: Attune's ``CreateRuleRequest`` and our own fields."""
+
     trigger_ref: str = Field(pattern=REF_PATTERN, max_length=256)
     action_ref: str = Field(pattern=REF_PATTERN, max_length=256)
-    conditions: list[dict[str, Any]] | dict[str, Any] | None = None
+    #: ``{}``/null, ``{"expression": "{{ ... }}"}``, a ``[{field, operator, value}]`` list, or
+    #: a JSON-Logic object (see :mod:`engine.templates`).
+    conditions: Conditions = None
     action_params: dict[str, Any] = Field(default_factory=dict)
+    #: The rule's settings for its trigger: a rule timer's schedule (see :mod:`engine.schedules`).
+    trigger_params: dict[str, Any] = Field(default_factory=dict)
+    #: Attune's execution permission sets: accepted; this server has roles instead.
+    permission_set_refs: list[str] | None = None
     enabled: bool = True
     #: A Slack channel id (``C...``) that gets the card of each execution.
     chat_channel: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z0-9]+$")
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
 
-
-def next_fire(kind: str, parameters: dict[str, Any], after: datetime) -> datetime | None:
-    """When a timer fires next after ``after`` (None: a date timer that has fired)."""
-    if kind == "interval":
-        return after + timedelta(seconds=float(parameters["seconds"]))
-    if kind == "cron":
-        nxt: datetime = croniter(parameters["expression"], after).get_next(datetime)
-        return nxt
-    if kind == "date":
-        at = datetime.fromisoformat(str(parameters["at"]))
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=after.tzinfo)
-        return at if at > after else None
-    return None
+    @field_validator("action_params", "trigger_params", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
-def trigger_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
+class RuleUpdate(_Tolerant):
+    """``PUT /api/v1/rules/{ref}``: Attune's ``UpdateRuleRequest`` (only the fields that change)
+    and our own fields."""
+
+    ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
+    label: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=10_000)
+    trigger_ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
+    action_ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
+    conditions: Conditions = None
+    action_params: dict[str, Any] | None = None
+    trigger_params: dict[str, Any] | None = None
+    permission_set_refs: list[str] | None = None
+    enabled: bool | None = None
+    chat_channel: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z0-9]+$")
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+
+    def merged(self, current: dict[str, Any]) -> RuleSpec:
+        """The rule as it is after this update (fields sent replace the current ones)."""
+        data = {k: current.get(k) for k in RuleSpec.model_fields if k in current}
+        data.update({k: getattr(self, k) for k in self.model_fields_set - {"ref"}})
+        data["ref"] = current["ref"]
+        return RuleSpec.model_validate(data)
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def _fields(row: Row[Any] | Mapping[str, Any]) -> Mapping[Any, Any]:
+    return row._mapping if isinstance(row, Row) else row
+
+
+def trigger_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    m = _fields(row)
     return {
         "id": m["id"],
         "ref": m["ref"],
+        "pack": m.get("pack_id"),
         "pack_ref": m["pack_ref"],
         "label": m["label"],
         "description": m["description"],
-        "type": m["type"],
-        "parameters": m["parameters"],
         "enabled": m["enabled"],
+        "is_adhoc": not m["from_pack"],
+        "param_schema": m["param_schema"],
+        "out_schema": m["out_schema"],
         "webhook_enabled": m["webhook_enabled"],
         "webhook_key": m["webhook_key"],
-        "has_webhook_secret": m["webhook_secret"] is not None,
-        "next_fire_at": m["next_fire_at"],
         "created": m["created"],
         "updated": m["updated"],
+        # ours
+        "type": m["type"],
+        "parameters": m["parameters"],
+        "has_webhook_secret": m["webhook_secret"] is not None,
+        "next_fire_at": m["next_fire_at"],
     }
 
 
-def rule_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
+def rule_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    m = _fields(row)
+    conditions = m["conditions"]
     return {
-        k: m[k]
-        for k in (
-            "id",
-            "ref",
-            "pack_ref",
-            "label",
-            "description",
-            "trigger_ref",
-            "action_ref",
-            "conditions",
-            "action_params",
-            "enabled",
-            "chat_channel",
-            "callback_url",
-            "created",
-            "updated",
-        )
+        "id": m["id"],
+        "ref": m["ref"],
+        "pack": m.get("pack_id"),
+        "pack_ref": m["pack_ref"],
+        "label": m["label"],
+        "description": m["description"],
+        "action": m.get("action_id"),
+        "action_ref": m["action_ref"],
+        "trigger": m.get("trigger_id"),
+        "trigger_ref": m["trigger_ref"],
+        "conditions": {} if conditions is None else conditions,
+        "action_params": m["action_params"],
+        "trigger_params": m["trigger_params"] or {},
+        "permission_set_refs": None,
+        "enabled": m["enabled"],
+        "is_adhoc": not m["from_pack"],
+        "owner_identity": None,
+        "created": m["created"],
+        "updated": m["updated"],
+        # ours
+        "chat_channel": m["chat_channel"],
+        "callback_url": m["callback_url"],
+        "next_fire_at": m["next_fire_at"],
     }
 
 
-def event_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
+def event_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    m = _fields(row)
     return {
-        k: m[k] for k in ("id", "trigger_ref", "payload", "source", "received_at", "processed_at")
+        "id": m["id"],
+        "trigger": m["trigger_id"],
+        "trigger_ref": m["trigger_ref"],
+        "config": m["config"],
+        "payload": m["payload"],
+        "has_payload": m["payload"] is not None,
+        # Attune's ``source`` is a sensor's id; ours names what made the event.
+        "source": m["source"],
+        "source_ref": m["source"],
+        "rule": m["rule_id"],
+        "rule_ref": m["rule_ref"],
+        "created": m["received_at"],
+        # ours
+        "received_at": m["received_at"],
+        "processed_at": m["processed_at"],
     }
 
 
-def enforcement_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
+def enforcement_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """An enforcement; ``row`` may carry its event's payload as ``event_payload``."""
+    m = _fields(row)
+    payload = m.get("event_payload")
+    conditions = m["conditions"]
     return {
-        k: m[k]
-        for k in (
-            "id",
-            "rule_ref",
-            "trigger_ref",
-            "event_id",
-            "status",
-            "config",
-            "execution_id",
-            "error",
-            "created",
-        )
+        "id": m["id"],
+        "rule": m["rule_id"],
+        "rule_ref": m["rule_ref"],
+        "trigger_ref": m["trigger_ref"],
+        "config": m["config"],
+        "event": m["event_id"],
+        "status": ENFORCEMENT_STATUS.get(m["status"], m["status"]),
+        "payload": payload if isinstance(payload, dict) else {},
+        "condition": "all",
+        "conditions": {} if conditions is None else conditions,
+        "created": m["created"],
+        "resolved_at": m["resolved_at"],
+        # ours
+        "event_id": m["event_id"],
+        "outcome": m["status"],
+        "execution_id": m["execution_id"],
+        "error": m["error"],
     }
 
 

@@ -1,51 +1,80 @@
-"""The Automation service: triggers, webhooks, timers, events, rules and enforcements."""
+"""The Automation service: triggers and rules (created over the API or from packs), in front of
+the parts that do the work: :mod:`engine.enforcement` (events and their rules),
+:mod:`engine.webhooks` and :mod:`engine.timers` (with :mod:`engine.schedules`)."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import logging
-import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Row, delete, insert, select, update
 
-from engine.audit import AuditEntry, AuditLog
+from engine.audit import AuditLog
 from engine.automation import (
     RateLimiter,
     RuleSpec,
     TriggerSpec,
-    enforcement_record,
-    event_record,
-    next_fire,
+    TriggerUpdate,
     rule_record,
     trigger_record,
 )
 from engine.catalog import Catalog
-from engine.counts import Totals
 from engine.crypto import SecretBox
-from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
+from engine.enforcement import Enforcer
+from engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound
 from engine.packs import PackSpec, first_error
-from engine.records import Executor
+from engine.params import normalize_schema, validate_parameters
+from engine.schedules import RULE_TIMERS, TRIGGER_TIMERS, next_fire, rule_schedule
 from engine.service import ExecutionService
 from engine.storage import Store
-from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
-from engine.templates import TemplateProblem, check_conditions, check_templates, matches, render
+from engine.storage.tables import actions, now_utc, packs, rules, triggers
+from engine.templates import check_conditions, check_templates
+from engine.timers import fire_due_timers
+from engine.webhooks import Webhooks, check_webhook_allowed, new_webhook_key
 
-log = logging.getLogger("attune.rules")
+#: Trigger types of an Attune pack's ``triggers/*.yaml`` (whose ``parameters`` is a schema),
+#: as ours.
+_ATTUNE_TYPES = {
+    "interval": "intervaltimer",
+    "cron": "crontimer",
+    "one_shot": "datetimetimer",
+    "datetime": "datetimetimer",
+    "date": "datetimetimer",
+}
 
-#: Webhook keys: a prefix and 32 random bytes.
-WEBHOOK_PREFIX = "wh_"
-MAX_PER_PAGE = 100
-#: An enforcement still ``creating`` after this long was interrupted; a later pass finishes it.
-ENFORCEMENT_STALE_S = 30.0
+
+def _trigger_query() -> Any:
+    return select(*triggers.c, packs.c.id.label("pack_id")).outerjoin(
+        packs, packs.c.ref == triggers.c.pack_ref
+    )
 
 
-class _Busy(Exception):
-    """Another pass is creating this enforcement right now."""
+def _rule_query() -> Any:
+    return (
+        select(
+            *rules.c,
+            packs.c.id.label("pack_id"),
+            actions.c.id.label("action_id"),
+            triggers.c.id.label("trigger_id"),
+        )
+        .outerjoin(packs, packs.c.ref == rules.c.pack_ref)
+        .outerjoin(actions, actions.c.ref == rules.c.action_ref)
+        .outerjoin(triggers, triggers.c.ref == rules.c.trigger_ref)
+    )
+
+
+def _from_attune_yaml(data: dict[str, Any]) -> None:
+    """An Attune pack's trigger file names its parameter schema ``parameters`` and its payload
+    schema ``output``; ours names the timer settings ``parameters``."""
+    params = data.get("parameters")
+    schema_like = (
+        isinstance(params, dict) and params and all(isinstance(v, dict) for v in params.values())
+    )
+    if "output" in data or schema_like:
+        data["param_schema"] = data.pop("parameters", None) or None
+        data["out_schema"] = data.pop("output", None)
+        data["type"] = _ATTUNE_TYPES.get(str(data.get("type")), "webhook")
 
 
 class Automation:
@@ -61,13 +90,28 @@ class Automation:
         webhook_burst: int = 20,
     ) -> None:
         self.store = store
-        self.totals = Totals(store)
         self.service = service
         self.catalog = catalog
         self.secrets = secrets_box
         self.audit = audit
+        self.enforcer = Enforcer(store, service, secrets_box)
         self.limiter = RateLimiter(webhook_rate_per_s, webhook_burst)
-        self._background: set[asyncio.Task[Any]] = set()
+        self.webhooks = Webhooks(store, secrets_box, self.enforcer, self.limiter)
+        # The parts' entry points, as this facade's own.
+        self.record_event = self.enforcer.record_event
+        self.process_event = self.enforcer.process_event
+        self.process_soon = self.enforcer.process_soon
+        self.finish_unprocessed = self.enforcer.finish_unprocessed
+        self.drain = self.enforcer.drain
+        self.list_events = self.enforcer.list_events
+        self.get_event = self.enforcer.get_event
+        self.list_enforcements = self.enforcer.list_enforcements
+        self.get_enforcement = self.enforcer.get_enforcement
+        self.receive_webhook = self.webhooks.receive
+
+    async def fire_due_timers(self) -> int:
+        """Fire every timer that is due; each tick once, whatever the number of processes."""
+        return await fire_due_timers(self.store, self.enforcer)
 
     # -- packs ------------------------------------------------------------------------------
 
@@ -80,7 +124,9 @@ class Automation:
                 data = dict(raw)
                 source = data.pop("_source", pack.ref)
                 webhook = bool(data.pop("webhook", False))
-                if kind == "rule":
+                if kind == "trigger":
+                    _from_attune_yaml(data)
+                else:
                     action = data.pop("action", None)
                     if isinstance(action, dict):  # StackStorm style: action: {ref, parameters}
                         data.setdefault("action_ref", action.get("ref"))
@@ -88,6 +134,9 @@ class Automation:
                     trigger = data.pop("trigger", None)
                     if isinstance(trigger, dict):
                         data.setdefault("trigger_ref", trigger.get("ref") or trigger.get("type"))
+                    for key in ("trigger_ref", "action_ref"):  # a bare name: this pack's
+                        if isinstance(data.get(key), str) and "." not in data[key]:
+                            data[key] = f"{pack.ref}.{data[key]}"
                 try:
                     if kind == "trigger":
                         await self._upsert_trigger(TriggerSpec.model_validate(data), webhook)
@@ -101,13 +150,13 @@ class Automation:
 
     async def _upsert_trigger(self, spec: TriggerSpec, webhook: bool) -> None:
         try:
-            current = await self.get_trigger(spec.ref)
+            current = await self._trigger_row(spec.ref)
         except NotFound:
             await self.create_trigger(spec, from_pack=True)
             if webhook:
                 await self.webhook(spec.ref, "enable")
             return
-        await self.update_trigger(spec.ref, spec.model_copy(update={"enabled": current["enabled"]}))
+        await self._save_trigger(current, spec.model_copy(update={"enabled": current.enabled}))
 
     async def _upsert_rule(self, spec: RuleSpec) -> None:
         try:
@@ -117,9 +166,20 @@ class Automation:
             return
         await self.update_rule(spec.ref, spec.model_copy(update={"enabled": current["enabled"]}))
 
+    async def _check_pack(self, pack_ref: str | None) -> None:
+        """A pack a request names must exist (404), as Attune's; one taken from a ref need not."""
+        if pack_ref is None:
+            return
+        async with self.store.read() as conn:
+            if (await conn.execute(select(packs.c.id).where(packs.c.ref == pack_ref))).first():
+                return
+        raise NotFound(f"pack '{pack_ref}' not found")
+
     # -- triggers ---------------------------------------------------------------------------
 
     async def create_trigger(self, spec: TriggerSpec, *, from_pack: bool = False) -> dict[str, Any]:
+        if not from_pack:
+            await self._check_pack(spec.pack_ref)
         now = now_utc()
         values = self._trigger_values(spec, now) | {"from_pack": from_pack, "created": now}
         async with self.store.write() as conn:
@@ -132,31 +192,63 @@ class Automation:
 
     def _trigger_values(self, spec: TriggerSpec, now: datetime) -> dict[str, Any]:
         return {
-            **_named(spec),
+            **spec.named(),
             "type": spec.type,
             "parameters": spec.parameters,
+            "param_schema": spec.param_schema,
+            "out_schema": spec.out_schema,
             "enabled": spec.enabled,
             "webhook_secret": self.secrets.seal({"s": spec.webhook_secret})
             if spec.webhook_secret
             else None,
             "next_fire_at": next_fire(spec.type, spec.parameters, now)
-            if spec.type != "webhook"
+            if spec.type in TRIGGER_TIMERS
             else None,
             "updated": now,
         }
 
-    async def update_trigger(self, ref: str, spec: TriggerSpec) -> dict[str, Any]:
-        if spec.ref != ref:
-            raise InvalidRequest(f"body ref '{spec.ref}' differs from the URL's '{ref}'")
+    async def update_trigger(self, ref: str, change: TriggerUpdate) -> dict[str, Any]:
+        """Change the fields ``change`` sends (Attune's update); the rest stay."""
+        if change.ref is not None and change.ref != ref:
+            raise InvalidRequest(f"body ref '{change.ref}' differs from the URL's '{ref}'")
+        row = await self._trigger_row(ref)
+        fields = change.changes()
+        spec = TriggerSpec.model_validate(
+            {
+                "ref": row.ref,
+                "pack_ref": row.pack_ref,
+                "label": row.label,
+                "description": row.description,
+                "type": row.type,
+                "parameters": row.parameters,
+                "param_schema": row.param_schema,
+                "out_schema": row.out_schema,
+                "enabled": row.enabled,
+                **{k: v for k, v in fields.items() if k != "webhook_secret"},
+            }
+        )
+        keep = {} if "webhook_secret" in fields else {"webhook_secret": row.webhook_secret}
+        if fields.get("webhook_secret"):
+            keep = {"webhook_secret": self.secrets.seal({"s": fields["webhook_secret"]})}
+        return await self._save_trigger(row, spec, keep)
+
+    async def _save_trigger(
+        self, row: Row[Any], spec: TriggerSpec, keep: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        now = now_utc()
+        values = self._trigger_values(spec, now) | (keep or {})
+        if spec.type == row.type and spec.parameters == row.parameters:
+            values["next_fire_at"] = row.next_fire_at  # the schedule stays in phase
         async with self.store.write() as conn:
-            result = await conn.execute(
-                update(triggers)
-                .where(triggers.c.ref == ref)
-                .values(**self._trigger_values(spec, now_utc()))
-            )
-        if not result.rowcount:
-            raise NotFound(f"trigger '{ref}' not found")
-        return await self.get_trigger(ref)
+            if (
+                spec.type != row.type
+                and (
+                    await conn.execute(select(rules.c.id).where(rules.c.trigger_ref == row.ref))
+                ).first()
+            ):
+                raise Conflict(f"trigger '{row.ref}' has rules; delete them to change its type")
+            await conn.execute(update(triggers).where(triggers.c.id == row.id).values(**values))
+        return await self.get_trigger(row.ref)
 
     async def delete_trigger(self, ref: str) -> None:
         async with self.store.write() as conn:
@@ -168,7 +260,7 @@ class Automation:
 
     async def _trigger_row(self, ref: str) -> Row[Any]:
         async with self.store.read() as conn:
-            row = (await conn.execute(select(triggers).where(triggers.c.ref == ref))).first()
+            row = (await conn.execute(_trigger_query().where(triggers.c.ref == ref))).first()
         if row is None:
             raise NotFound(f"trigger '{ref}' not found")
         return row
@@ -176,9 +268,16 @@ class Automation:
     async def get_trigger(self, ref: str) -> dict[str, Any]:
         return trigger_record(await self._trigger_row(ref))
 
-    async def list_triggers(self) -> list[dict[str, Any]]:
+    async def list_triggers(
+        self, *, pack_ref: str | None = None, enabled: bool | None = None
+    ) -> list[dict[str, Any]]:
+        query = _trigger_query().order_by(triggers.c.ref)
+        if pack_ref is not None:
+            query = query.where(triggers.c.pack_ref == pack_ref)
+        if enabled is not None:
+            query = query.where(triggers.c.enabled.is_(enabled))
         async with self.store.read() as conn:
-            rows = (await conn.execute(select(triggers).order_by(triggers.c.ref))).all()
+            rows = (await conn.execute(query)).all()
         return [trigger_record(r) for r in rows]
 
     async def set_trigger(self, ref: str, **values: Any) -> dict[str, Any]:
@@ -193,365 +292,87 @@ class Automation:
     async def webhook(self, ref: str, action: str) -> dict[str, Any]:
         """``enable`` (a key is made if there is none), ``disable`` or ``regenerate``."""
         row = await self._trigger_row(ref)
-        if row.type != "webhook":
-            raise InvalidRequest(f"trigger '{ref}' is a {row.type} timer; it has no webhook")
+        check_webhook_allowed(ref, row.type)
         if action == "disable":
             return await self.set_trigger(ref, webhook_enabled=False)
         key = row.webhook_key
         if action == "regenerate" or key is None:
-            key = WEBHOOK_PREFIX + secrets.token_urlsafe(32)
+            key = new_webhook_key()
         return await self.set_trigger(ref, webhook_enabled=True, webhook_key=key)
-
-    # -- events -----------------------------------------------------------------------------
-
-    async def receive_webhook(
-        self, key: str, body: bytes, signature: str | None, payload: Any
-    ) -> dict[str, Any]:
-        """Check a webhook call, record its event, and process the rules in the background."""
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(select(triggers).where(triggers.c.webhook_key == key))
-            ).first()
-        if row is None:
-            raise NotFound("unknown webhook key")
-        if not row.webhook_enabled or not row.enabled:
-            raise InvalidRequest(f"the webhook of trigger '{row.ref}' is disabled")
-        self.limiter.take(key)
-        if row.webhook_secret is not None:
-            secret = str(self.secrets.open(row.webhook_secret)["s"]).encode()
-            expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-            given = (signature or "").removeprefix("sha256=").strip()
-            if not given or not hmac.compare_digest(expected, given):
-                raise Unauthorized(
-                    "missing or bad X-Webhook-Signature (sha256=<hex HMAC-SHA256 of the body>)"
-                )
-        event = await self.record_event(row.ref, payload, "webhook")
-        self.process_soon(event["id"])
-        return {
-            "event_id": event["id"],
-            "trigger_ref": row.ref,
-            "received_at": event["received_at"],
-        }
-
-    async def record_event(self, trigger_ref: str, payload: Any, source: str) -> dict[str, Any]:
-        async with self.store.write() as conn:
-            row = (
-                await conn.execute(
-                    insert(events)
-                    .values(
-                        trigger_ref=trigger_ref,
-                        payload=payload,
-                        source=source,
-                        received_at=now_utc(),
-                    )
-                    .returning(*events.c)
-                )
-            ).one()
-        return event_record(row)
-
-    def process_soon(self, event_id: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._process_logged(event_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _process_logged(self, event_id: int) -> None:
-        try:
-            await self.process_event(event_id)
-        except EngineError as exc:
-            log.warning(
-                "event %s not processed yet (%s); the sweep will retry", event_id, exc.message
-            )
-
-    async def process_event(self, event_id: int) -> list[dict[str, Any]]:
-        """Fire every enabled rule of the event's trigger whose conditions match, once each."""
-        async with self.store.read() as conn:
-            event = (await conn.execute(select(events).where(events.c.id == event_id))).first()
-            if event is None:
-                raise NotFound(f"event {event_id} not found")
-            trigger = (
-                await conn.execute(select(triggers).where(triggers.c.ref == event.trigger_ref))
-            ).first()
-            candidates = (
-                await conn.execute(
-                    select(rules)
-                    .where(rules.c.trigger_ref == event.trigger_ref, rules.c.enabled.is_(True))
-                    .order_by(rules.c.id)
-                )
-            ).all()
-        done = []
-        busy = False
-        if trigger is not None and trigger.enabled:
-            for rule in candidates:
-                try:
-                    enforcement = await self._enforce(rule, event)
-                except _Busy:
-                    busy = True
-                    continue
-                if enforcement is not None:
-                    done.append(enforcement)
-        if busy:
-            return done  # not finished here: the sweep looks at this event again
-        async with self.store.write() as conn:
-            await conn.execute(
-                update(events).where(events.c.id == event_id).values(processed_at=now_utc())
-            )
-        return done
-
-    async def _enforce(self, rule: Row[Any], event: Row[Any]) -> dict[str, Any] | None:
-        context = {
-            "event": {"id": event.id, "trigger": event.trigger_ref, "payload": event.payload},
-            "rule": {"ref": rule.ref},
-        }
-        async with self.store.read() as conn:
-            existing = (
-                await conn.execute(
-                    select(enforcements).where(
-                        enforcements.c.rule_ref == rule.ref, enforcements.c.event_id == event.id
-                    )
-                )
-            ).first()
-        if existing is not None and existing.status != "creating":
-            return enforcement_record(existing)  # done on an earlier pass
-        if existing is not None and not await self._take_over(existing):
-            raise _Busy  # another pass is creating it right now
-        try:
-            if not matches(rule.conditions, context):
-                return None
-            params = render(rule.action_params, context)
-        except TemplateProblem as exc:
-            return await self._settle_enforcement(
-                rule, event, existing, "failed", None, exc.message
-            )
-        if existing is None:
-            try:
-                async with self.store.write() as conn:
-                    existing = (
-                        await conn.execute(
-                            insert(enforcements)
-                            .values(
-                                rule_ref=rule.ref,
-                                trigger_ref=event.trigger_ref,
-                                event_id=event.id,
-                                status="creating",
-                                config=None,
-                                created=now_utc(),
-                            )
-                            .returning(*enforcements.c)
-                        )
-                    ).one()
-            except Conflict:
-                return None  # another process is enforcing this rule for this event
-        assert existing is not None
-        # An execution may exist from an interrupted earlier pass: never make a second one.
-        async with self.store.read() as conn:
-            made = (
-                await conn.execute(
-                    select(executions.c.id).where(executions.c.enforcement == existing.id)
-                )
-            ).first()
-        if made is not None:
-            return await self._settle_enforcement(rule, event, existing, "scheduled", made.id, None)
-        chat = (
-            {"sink": "slack", "channel": rule.chat_channel, "rule": rule.ref, "event": event.id}
-            if rule.chat_channel
-            else None
-        )
-        executor = Executor(
-            identity=f"rule:{rule.ref}", source="rule", extra={"rule": rule.ref, "event": event.id}
-        )
-        try:
-            record = await self.service.submit(
-                rule.action_ref,
-                params,
-                executor,
-                enforcement=existing.id,
-                chat=chat,
-                callback_url=rule.callback_url,
-                audit_entry=AuditEntry(
-                    actor=f"rule:{rule.ref}",
-                    source="rule",
-                    verb="run",
-                    outcome="accepted",
-                    target=rule.action_ref,
-                    detail=f"event {event.id}",
-                ),
-            )
-        except EngineError as exc:
-            if exc.http_status >= 500:
-                raise  # the database: leave it to the sweep
-            return await self._settle_enforcement(
-                rule, event, existing, "failed", None, exc.message
-            )
-        return await self._settle_enforcement(
-            rule, event, existing, "scheduled", record["id"], None, config=record["config"]
-        )
-
-    async def _take_over(self, enforcement: Row[Any]) -> bool:
-        """Continue an enforcement left ``creating`` by an interrupted pass, if it is old
-        enough to be abandoned; the conditional UPDATE lets exactly one pass win."""
-        if enforcement.created > now_utc() - timedelta(seconds=ENFORCEMENT_STALE_S):
-            return False
-        async with self.store.write() as conn:
-            won = (
-                await conn.execute(
-                    update(enforcements)
-                    .where(
-                        enforcements.c.id == enforcement.id,
-                        enforcements.c.status == "creating",
-                        enforcements.c.created == enforcement.created,
-                    )
-                    .values(created=now_utc())
-                )
-            ).rowcount
-        return bool(won)
-
-    async def _settle_enforcement(
-        self,
-        rule: Row[Any],
-        event: Row[Any],
-        existing: Row[Any] | None,
-        status: str,
-        execution_id: int | None,
-        error: str | None,
-        config: Any = None,
-    ) -> dict[str, Any]:
-        values = {"status": status, "execution_id": execution_id, "error": error, "config": config}
-        async with self.store.write() as conn:
-            if existing is None:  # a unique (rule, event) key: a racing pass gets Conflict
-                row = (
-                    await conn.execute(
-                        insert(enforcements)
-                        .values(
-                            rule_ref=rule.ref,
-                            trigger_ref=event.trigger_ref,
-                            event_id=event.id,
-                            created=now_utc(),
-                            **values,
-                        )
-                        .returning(*enforcements.c)
-                    )
-                ).one()
-            else:
-                row = (
-                    await conn.execute(
-                        update(enforcements)
-                        .where(enforcements.c.id == existing.id)
-                        .values(**values)
-                        .returning(*enforcements.c)
-                    )
-                ).one()
-        if error:
-            log.warning("rule %s on event %s failed: %s", rule.ref, event.id, error)
-        return enforcement_record(row)
-
-    async def finish_unprocessed(self, older_than_s: float) -> int:
-        """Sweep: process events whose processing was interrupted."""
-        cutoff = now_utc() - timedelta(seconds=older_than_s)
-        async with self.store.read() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(events.c.id)
-                        .where(events.c.processed_at.is_(None), events.c.received_at < cutoff)
-                        .order_by(events.c.id)
-                        .limit(200)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        for event_id in ids:
-            await self.process_event(event_id)
-        return len(ids)
-
-    # -- timers -----------------------------------------------------------------------------
-
-    async def fire_due_timers(self) -> int:
-        """Fire every timer that is due; each tick once, whatever the number of processes."""
-        now = now_utc()
-        async with self.store.read() as conn:
-            due = (
-                await conn.execute(
-                    select(triggers).where(
-                        triggers.c.type != "webhook",
-                        triggers.c.enabled.is_(True),
-                        triggers.c.next_fire_at <= now,
-                    )
-                )
-            ).all()
-        fired = 0
-        for trigger in due:
-            nxt = next_fire(trigger.type, trigger.parameters, trigger.next_fire_at)
-            if nxt is not None and nxt <= now:  # far behind: one firing, then on schedule
-                nxt = next_fire(trigger.type, trigger.parameters, now)
-            async with self.store.write() as conn:
-                won = (
-                    await conn.execute(
-                        update(triggers)
-                        .where(
-                            triggers.c.id == trigger.id,
-                            triggers.c.next_fire_at == trigger.next_fire_at,
-                        )
-                        .values(next_fire_at=nxt)
-                    )
-                ).rowcount
-            if not won:
-                continue  # another process fired this tick
-            event = await self.record_event(
-                trigger.ref,
-                {"scheduled_at": trigger.next_fire_at.isoformat(), "fired_at": now.isoformat()},
-                "timer",
-            )
-            self.process_soon(event["id"])
-            fired += 1
-        return fired
 
     # -- rules ------------------------------------------------------------------------------
 
-    async def _check_rule(self, spec: RuleSpec) -> None:
-        await self._trigger_row(spec.trigger_ref)
+    async def _check_rule(self, spec: RuleSpec, *, from_pack: bool) -> datetime | None:
+        """Refuse a rule that cannot run (the message names the field); return its timer's
+        first tick, if it has a timer and is enabled."""
+        if not from_pack:
+            await self._check_pack(spec.pack_ref)
+        trigger = await self._trigger_row(spec.trigger_ref)
         await self.catalog.get_action(spec.action_ref)
         check_conditions(spec.conditions)
         check_templates(spec.action_params)
+        schedule = rule_schedule(trigger.type, spec.trigger_params)
+        if schedule is None and spec.trigger_params and trigger.param_schema:
+            schema = normalize_schema(trigger.param_schema) | {"additionalProperties": True}
+            try:
+                validate_parameters(schema, spec.trigger_params)
+            except InvalidParameters as exc:
+                raise InvalidParameters(f"trigger_params: {exc.message}") from None
+        if schedule is None or not spec.enabled:
+            return None
+        return schedule.next_after(now_utc())
 
-    def _rule_values(self, spec: RuleSpec) -> dict[str, Any]:
+    def _rule_values(self, spec: RuleSpec, next_fire_at: datetime | None) -> dict[str, Any]:
         return {
-            **_named(spec),
+            **spec.named(),
             "trigger_ref": spec.trigger_ref,
             "action_ref": spec.action_ref,
             "conditions": spec.conditions,
             "action_params": spec.action_params,
+            "trigger_params": spec.trigger_params,
             "enabled": spec.enabled,
             "chat_channel": spec.chat_channel,
             "callback_url": spec.callback_url,
+            "next_fire_at": next_fire_at,
             "updated": now_utc(),
         }
 
     async def create_rule(self, spec: RuleSpec, *, from_pack: bool = False) -> dict[str, Any]:
-        await self._check_rule(spec)
+        first = await self._check_rule(spec, from_pack=from_pack)
         async with self.store.write() as conn:
             if (await conn.execute(select(rules.c.id).where(rules.c.ref == spec.ref))).first():
                 raise Conflict(f"rule '{spec.ref}' already exists")
             await conn.execute(
                 insert(rules).values(
-                    **self._rule_values(spec), from_pack=from_pack, created=now_utc()
+                    **self._rule_values(spec, first), from_pack=from_pack, created=now_utc()
                 )
             )
         return await self.get_rule(spec.ref)
 
     async def update_rule(self, ref: str, spec: RuleSpec) -> dict[str, Any]:
+        """Replace a rule (:meth:`RuleUpdate.merged` makes the whole rule of a partial update).
+        Its timer keeps its phase unless its trigger, schedule or enabled state changes."""
         if spec.ref != ref:
             raise InvalidRequest(f"body ref '{spec.ref}' differs from the URL's '{ref}'")
-        await self._check_rule(spec)
+        async with self.store.read() as conn:
+            current = (await conn.execute(select(rules).where(rules.c.ref == ref))).first()
+        if current is None:
+            raise NotFound(f"rule '{ref}' not found")
+        first = await self._check_rule(spec, from_pack=current.from_pack)
+        same_timer = (spec.trigger_ref, spec.trigger_params, spec.enabled) == (
+            current.trigger_ref,
+            current.trigger_params or {},
+            current.enabled,
+        )
+        values = self._rule_values(spec, current.next_fire_at if same_timer else first)
         async with self.store.write() as conn:
-            result = await conn.execute(
-                update(rules).where(rules.c.ref == ref).values(**self._rule_values(spec))
-            )
+            result = await conn.execute(update(rules).where(rules.c.ref == ref).values(**values))
         if not result.rowcount:
             raise NotFound(f"rule '{ref}' not found")
         return await self.get_rule(ref)
 
     async def delete_rule(self, ref: str) -> None:
+        """Delete a rule (and so its timer)."""
         async with self.store.write() as conn:
             result = await conn.execute(delete(rules).where(rules.c.ref == ref))
         if not result.rowcount:
@@ -559,115 +380,52 @@ class Automation:
 
     async def get_rule(self, ref: str) -> dict[str, Any]:
         async with self.store.read() as conn:
-            row = (await conn.execute(select(rules).where(rules.c.ref == ref))).first()
+            row = (await conn.execute(_rule_query().where(rules.c.ref == ref))).first()
         if row is None:
             raise NotFound(f"rule '{ref}' not found")
         return rule_record(row)
 
-    async def list_rules(self, trigger_ref: str | None = None) -> list[dict[str, Any]]:
-        query = select(rules).order_by(rules.c.ref)
-        if trigger_ref:
-            query = query.where(rules.c.trigger_ref == trigger_ref)
+    async def list_rules(
+        self,
+        trigger_ref: str | None = None,
+        *,
+        action_ref: str | None = None,
+        pack_ref: str | None = None,
+        enabled: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        query = _rule_query().order_by(rules.c.ref)
+        for column, value in (
+            (rules.c.trigger_ref, trigger_ref),
+            (rules.c.action_ref, action_ref),
+            (rules.c.pack_ref, pack_ref),
+        ):
+            if value:
+                query = query.where(column == value)
+        if enabled is not None:
+            query = query.where(rules.c.enabled.is_(enabled))
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
         return [rule_record(r) for r in rows]
 
     async def set_rule_enabled(self, ref: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable a rule; a rule timer stops while it is disabled and starts again,
+        counted from now, when it is enabled."""
+        async with self.store.read() as conn:
+            row = (
+                await conn.execute(
+                    select(rules.c.enabled, rules.c.trigger_params, triggers.c.type)
+                    .outerjoin(triggers, triggers.c.ref == rules.c.trigger_ref)
+                    .where(rules.c.ref == ref)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"rule '{ref}' not found")
+        values: dict[str, Any] = {"enabled": enabled, "updated": now_utc()}
+        if row.type in RULE_TIMERS and enabled != row.enabled:
+            schedule = rule_schedule(row.type, row.trigger_params) if enabled else None
+            values["next_fire_at"] = schedule.next_after(now_utc()) if schedule else None
         async with self.store.write() as conn:
-            result = await conn.execute(
-                update(rules).where(rules.c.ref == ref).values(enabled=enabled, updated=now_utc())
-            )
+            result = await conn.execute(update(rules).where(rules.c.ref == ref).values(**values))
         if not result.rowcount:
             raise NotFound(f"rule '{ref}' not found")
         return await self.get_rule(ref)
-
-    # -- listings ---------------------------------------------------------------------------
-
-    async def list_events(
-        self,
-        *,
-        trigger_ref: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        page: int,
-        per_page: int,
-    ) -> tuple[list[dict[str, Any]], int]:
-        where = []
-        if trigger_ref:
-            where.append(events.c.trigger_ref == trigger_ref)
-        if since is not None:
-            where.append(events.c.received_at >= since)
-        if until is not None:
-            where.append(events.c.received_at < until)
-        return await self._page(events, where, events.c.id, event_record, page, per_page)
-
-    async def get_event(self, event_id: int) -> dict[str, Any]:
-        async with self.store.read() as conn:
-            row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
-        if row is None:
-            raise NotFound(f"event {event_id} not found")
-        return event_record(row)
-
-    async def list_enforcements(
-        self,
-        *,
-        rule_ref: str | None,
-        trigger_ref: str | None,
-        event_id: int | None,
-        since: datetime | None,
-        page: int,
-        per_page: int,
-    ) -> tuple[list[dict[str, Any]], int]:
-        where = []
-        if rule_ref:
-            where.append(enforcements.c.rule_ref == rule_ref)
-        if trigger_ref:
-            where.append(enforcements.c.trigger_ref == trigger_ref)
-        if event_id is not None:
-            where.append(enforcements.c.event_id == event_id)
-        if since is not None:
-            where.append(enforcements.c.created >= since)
-        return await self._page(
-            enforcements, where, enforcements.c.id, enforcement_record, page, per_page
-        )
-
-    async def get_enforcement(self, enforcement_id: int) -> dict[str, Any]:
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(select(enforcements).where(enforcements.c.id == enforcement_id))
-            ).first()
-        if row is None:
-            raise NotFound(f"enforcement {enforcement_id} not found")
-        return enforcement_record(row)
-
-    async def _page(
-        self, table: Any, where: list[Any], order: Any, shape: Any, page: int, per_page: int
-    ) -> tuple[list[dict[str, Any]], int]:
-        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-            raise InvalidRequest(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
-        async with self.store.read(offload=True) as conn:
-            rows = (
-                await conn.execute(
-                    select(table)
-                    .where(*where)
-                    .order_by(order.desc())
-                    .limit(per_page)
-                    .offset((page - 1) * per_page)
-                )
-            ).all()
-        return [shape(r) for r in rows], await self.totals.count(table, where)
-
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout_s)
-
-
-def _named(spec: TriggerSpec | RuleSpec) -> dict[str, Any]:
-    """The columns a trigger and a rule share: ref, pack, label and description."""
-    pack, name = spec.ref.split(".", 1)
-    return {
-        "ref": spec.ref,
-        "pack_ref": pack,
-        "label": spec.label or name,
-        "description": spec.description,
-    }

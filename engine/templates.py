@@ -17,6 +17,7 @@ from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine import json_logic
 from engine.errors import EngineError
 
 #: Longest regular expression a ``matches`` condition may use, and longest text it scans.
@@ -108,13 +109,21 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 
 
 def check_conditions(conditions: Any) -> None:
-    """Validate a rule's conditions when it is saved (422 with the reason)."""
+    """Validate a rule's conditions when it is saved (422 with the reason): ``{}``/null, a
+    ``[{field, operator, value}]`` list, ``{"expression": "{{ ... }}"}``, or any other object
+    as JSON-Logic (:mod:`engine.json_logic`)."""
     if conditions in (None, [], {}):
         return
     if isinstance(conditions, Mapping):
-        expression = conditions.get("expression")
-        if set(conditions) != {"expression"} or not isinstance(expression, str):
-            raise TemplateProblem('conditions must be a list or {"expression": "{{ ... }}"}')
+        if set(conditions) != {"expression"}:  # JSON-Logic
+            try:
+                json_logic.check(conditions)
+            except json_logic.LogicProblem as exc:
+                raise TemplateProblem(exc.message) from None
+            return
+        expression = conditions["expression"]
+        if not isinstance(expression, str):
+            raise TemplateProblem('conditions.expression must be a text, "{{ ... }}"')
         check_templates(expression, "conditions.expression")
         return
     if not isinstance(conditions, list):
@@ -166,6 +175,11 @@ def matches(conditions: Any, context: Mapping[str, Any]) -> bool:
     if conditions in (None, [], {}):
         return True
     if isinstance(conditions, Mapping):
+        if set(conditions) != {"expression"}:
+            try:
+                return json_logic.holds(conditions, context)
+            except json_logic.LogicProblem as exc:
+                raise TemplateProblem(exc.message) from None
         return bool(render(conditions["expression"], context))
     return all(_holds(cond, context) for cond in conditions)
 

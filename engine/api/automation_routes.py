@@ -1,5 +1,6 @@
-"""REST endpoints of the event-driven half: triggers and their webhooks, rules, events,
-enforcements, and the public ``POST /api/v1/webhooks/{key}``."""
+"""REST endpoints of the event-driven half, as Attune's (``crates/api/src/routes/{triggers,
+rules,events,webhooks}.rs``): triggers and their webhooks, rules, events, enforcements, and the
+public ``POST /api/v1/webhooks/{key}``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
-from engine.automation import RuleSpec, TriggerSpec
+from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
 from engine.errors import EngineError, InvalidRequest
+
+#: Body fields of Attune's ``WebhookReceiverRequest``.
+_WEBHOOK_FIELDS = {"payload", "headers", "source_ip", "user_agent"}
 
 
 class PayloadTooLarge(EngineError):
@@ -19,11 +23,43 @@ class PayloadTooLarge(EngineError):
     http_status = 413
 
 
+def _flag(call: Call, name: str) -> bool | None:
+    raw = call.request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise InvalidRequest(f"query parameter '{name}' must be true or false")
+
+
+def _text(call: Call, name: str) -> str | None:
+    return call.request.query.get(name) or None
+
+
+def _id(call: Call, *names: str) -> int | None:
+    return call.query_int(names[0], 0, *names[1:]) or None
+
+
 # -- triggers -------------------------------------------------------------------------------
 
 
 async def list_triggers(call: Call) -> Any:
-    return page_of(await call.runtime.automation.list_triggers(), *call.paging())
+    items = await call.runtime.automation.list_triggers(
+        pack_ref=_text(call, "pack_ref"), enabled=_flag(call, "enabled")
+    )
+    return page_of(items, *call.paging())
+
+
+async def list_enabled_triggers(call: Call) -> Any:
+    return page_of(await call.runtime.automation.list_triggers(enabled=True), *call.paging())
+
+
+async def list_triggers_by_pack(call: Call) -> Any:
+    pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
+    items = await call.runtime.automation.list_triggers(pack_ref=pack["ref"])
+    return page_of(items, *call.paging())
 
 
 async def create_trigger(call: Call) -> Any:
@@ -71,11 +107,20 @@ async def receive_webhook(call: Call) -> Any:
         body = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or set(body) - {"payload"}:
+    if not isinstance(body, dict) or ("payload" not in body and set(body) - _WEBHOOK_FIELDS):
         raise InvalidRequest('the body must be {"payload": {...}}')
-    payload = body.get("payload", {})
+    headers = call.request.headers
+    origin: dict[str, Any] = {}
+    if isinstance(body.get("headers"), dict):
+        origin["headers"] = body["headers"]
+    address = headers.get("X-Forwarded-For") or headers.get("X-Real-IP") or call.request.remote
+    if address:
+        origin["source_ip"] = address.split(",")[0].strip()[:64]
+    if headers.get("User-Agent"):
+        origin["user_agent"] = headers["User-Agent"][:512]
+    signature = headers.get("X-Webhook-Signature") or headers.get("X-Hub-Signature-256")
     accepted = await call.runtime.automation.receive_webhook(
-        call.path_param("key"), raw, call.request.headers.get("X-Webhook-Signature"), payload
+        call.path_param("key"), raw, signature, body.get("payload", {}), origin
     )
     return {"data": accepted}
 
@@ -89,8 +134,34 @@ def _may_run(call: Call, action_ref: str) -> None:
 
 
 async def list_rules(call: Call) -> Any:
-    rules = await call.runtime.automation.list_rules(call.request.query.get("trigger_ref"))
+    rules = await call.runtime.automation.list_rules(
+        _text(call, "trigger_ref"),
+        action_ref=_text(call, "action_ref"),
+        pack_ref=_text(call, "pack_ref"),
+        enabled=_flag(call, "enabled"),
+    )
     return page_of(rules, *call.paging())
+
+
+async def list_enabled_rules(call: Call) -> Any:
+    return page_of(await call.runtime.automation.list_rules(enabled=True), *call.paging())
+
+
+async def list_rules_by_pack(call: Call) -> Any:
+    pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
+    rules = await call.runtime.automation.list_rules(pack_ref=pack["ref"])
+    return page_of(rules, *call.paging())
+
+
+async def list_rules_by_action(call: Call) -> Any:
+    action = await call.runtime.catalog.get_action(call.path_param("ref"))
+    rules = await call.runtime.automation.list_rules(action_ref=action.ref)
+    return page_of(rules, *call.paging())
+
+
+async def list_rules_by_trigger(call: Call) -> Any:
+    trigger = await call.runtime.automation.get_trigger(call.path_param("ref"))
+    return page_of(await call.runtime.automation.list_rules(trigger["ref"]), *call.paging())
 
 
 async def create_rule(call: Call) -> Any:
@@ -103,8 +174,15 @@ async def get_rule(call: Call) -> Any:
 
 
 async def update_rule(call: Call) -> Any:
-    _may_run(call, call.body.action_ref)
-    return {"data": await call.runtime.automation.update_rule(call.path_param("ref"), call.body)}
+    """Attune's update: only the fields sent change."""
+    automation = call.runtime.automation
+    ref = call.path_param("ref")
+    change: RuleUpdate = call.body
+    if change.ref is not None and change.ref != ref:
+        raise InvalidRequest(f"body ref '{change.ref}' differs from the URL's '{ref}'")
+    spec = change.merged(await automation.get_rule(ref))
+    _may_run(call, spec.action_ref)
+    return {"data": await automation.update_rule(ref, spec)}
 
 
 async def delete_rule(call: Call) -> Any:
@@ -128,7 +206,11 @@ async def disable_rule(call: Call) -> Any:
 async def list_events(call: Call) -> Any:
     page, per_page = call.paging()
     items, total = await call.runtime.automation.list_events(
-        trigger_ref=call.request.query.get("trigger_ref") or None,
+        trigger_id=_id(call, "trigger"),
+        trigger_ref=_text(call, "trigger_ref"),
+        rule_id=_id(call, "rule"),
+        rule_ref=_text(call, "rule_ref"),
+        source=_text(call, "source"),
         since=call.query_time("since"),
         until=call.query_time("until"),
         page=page,
@@ -142,13 +224,13 @@ async def get_event(call: Call) -> Any:
 
 
 async def list_enforcements(call: Call) -> Any:
-    q = call.request.query
     page, per_page = call.paging()
-    event_id = call.query_int("event_id", 0) or None
     items, total = await call.runtime.automation.list_enforcements(
-        rule_ref=q.get("rule_ref") or None,
-        trigger_ref=q.get("trigger_ref") or None,
-        event_id=event_id,
+        rule_id=_id(call, "rule"),
+        rule_ref=_text(call, "rule_ref"),
+        trigger_ref=_text(call, "trigger_ref"),
+        event_id=_id(call, "event", "event_id"),
+        status=_text(call, "status"),
         since=call.query_time("since"),
         page=page,
         per_page=per_page,
@@ -165,7 +247,67 @@ _PAGING = (
     QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
 )
 _TIMES = (QueryParam("since", "string", "ISO 8601 time, inclusive"),)
+_RULE_FILTERS = (
+    QueryParam("trigger_ref", "string", "Only this trigger's rules"),
+    QueryParam("action_ref", "string", "Only the rules that run this action"),
+    QueryParam("pack_ref", "string", "Only this pack's rules"),
+    QueryParam("enabled", "string", "true or false"),
+    *_PAGING,
+)
 T, R = ("triggers",), ("rules",)
+
+
+def _lister(path: str, handler: Any, summary: str, model: Any, tags: tuple[str, ...]) -> RouteSpec:
+    return RouteSpec(
+        "GET",
+        path,
+        handler,
+        summary,
+        response=s.Page[model],
+        errors=(400, 404),
+        query=_PAGING,
+        tags=tags,
+    )
+
+
+def _operator(
+    method: str,
+    path: str,
+    handler: Any,
+    summary: str,
+    model: Any,
+    tags: tuple[str, ...],
+    errors: tuple[int, ...] = (403, 404),
+    body: Any = None,
+    status: int = 200,
+) -> RouteSpec:
+    return RouteSpec(
+        method,
+        path,
+        handler,
+        summary,
+        "operator",
+        body=body,
+        response=s.Single[model],
+        status=status,
+        errors=errors,
+        tags=tags,
+    )
+
+
+def _deleter(path: str, handler: Any, summary: str, tags: tuple[str, ...]) -> RouteSpec:
+    return RouteSpec(
+        "DELETE",
+        path,
+        handler,
+        summary,
+        "operator",
+        status=204,
+        raw=True,
+        errors=(403, 404, 409),
+        tags=tags,
+    )
+
 
 AUTOMATION_ROUTES: list[RouteSpec] = [
     RouteSpec(
@@ -174,19 +316,34 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         list_triggers,
         "List triggers",
         response=s.Page[s.Trigger],
+        errors=(400,),
+        query=(
+            QueryParam("pack_ref", "string", "Only this pack's triggers"),
+            QueryParam("enabled", "string", "true or false"),
+            *_PAGING,
+        ),
         tags=T,
     ),
-    RouteSpec(
+    _lister(
+        "/api/v1/triggers/enabled", list_enabled_triggers, "List enabled triggers", s.Trigger, T
+    ),
+    _lister(
+        "/api/v1/packs/{ref}/triggers",
+        list_triggers_by_pack,
+        "List a pack's triggers",
+        s.Trigger,
+        T,
+    ),
+    _operator(
         "POST",
         "/api/v1/triggers",
         create_trigger,
-        "Create a trigger (webhook or timer)",
-        "operator",
-        body=TriggerSpec,
-        response=s.Single[s.Trigger],
-        status=201,
-        errors=(400, 403, 409),
-        tags=T,
+        "Create a trigger (webhook, timer, or a rule-timer trigger)",
+        s.Trigger,
+        T,
+        (400, 403, 404, 409),
+        TriggerSpec,
+        201,
     ),
     RouteSpec(
         "GET",
@@ -197,58 +354,32 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         errors=(404,),
         tags=T,
     ),
-    RouteSpec(
+    _operator(
         "PUT",
         "/api/v1/triggers/{ref}",
         update_trigger,
-        "Replace a trigger",
-        "operator",
-        body=TriggerSpec,
-        response=s.Single[s.Trigger],
-        errors=(400, 403, 404),
-        tags=T,
+        "Update a trigger (only the fields sent change)",
+        s.Trigger,
+        T,
+        (400, 403, 404, 409),
+        TriggerUpdate,
     ),
-    RouteSpec(
-        "DELETE",
-        "/api/v1/triggers/{ref}",
-        delete_trigger,
-        "Delete a trigger",
-        "operator",
-        status=204,
-        raw=True,
-        errors=(403, 404, 409),
-        tags=T,
+    _deleter("/api/v1/triggers/{ref}", delete_trigger, "Delete a trigger (it has no rules)", T),
+    _operator(
+        "POST", "/api/v1/triggers/{ref}/enable", enable_trigger, "Enable a trigger", s.Trigger, T
     ),
-    RouteSpec(
-        "POST",
-        "/api/v1/triggers/{ref}/enable",
-        enable_trigger,
-        "Enable a trigger",
-        "operator",
-        response=s.Single[s.Trigger],
-        errors=(403, 404),
-        tags=T,
-    ),
-    RouteSpec(
-        "POST",
-        "/api/v1/triggers/{ref}/disable",
-        disable_trigger,
-        "Disable a trigger",
-        "operator",
-        response=s.Single[s.Trigger],
-        errors=(403, 404),
-        tags=T,
+    _operator(
+        "POST", "/api/v1/triggers/{ref}/disable", disable_trigger, "Disable a trigger", s.Trigger, T
     ),
     *[
-        RouteSpec(
+        _operator(
             "POST",
             f"/api/v1/triggers/{{ref}}/webhooks/{a}",
             _webhook(a),
             f"Webhook of a trigger: {a}",
-            "operator",
-            response=s.Single[s.Trigger],
-            errors=(400, 403, 404),
-            tags=T,
+            s.Trigger,
+            T,
+            (400, 403, 404),
         )
         for a in ("enable", "disable", "regenerate")
     ],
@@ -266,7 +397,8 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
             QueryParam(
                 "X-Webhook-Signature",
                 "string",
-                "sha256=<hex HMAC-SHA256 of the body>, when the trigger has a webhook secret",
+                "sha256=<hex HMAC-SHA256 of the body>, when the trigger has a webhook secret "
+                "(X-Hub-Signature-256 is read too)",
                 "header",
             ),
         ),
@@ -277,20 +409,32 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         list_rules,
         "List rules",
         response=s.Page[s.Rule],
-        query=(QueryParam("trigger_ref", "string", "Only this trigger's rules"),),
+        errors=(400,),
+        query=_RULE_FILTERS,
         tags=R,
     ),
-    RouteSpec(
+    _lister("/api/v1/rules/enabled", list_enabled_rules, "List enabled rules", s.Rule, R),
+    _lister("/api/v1/packs/{ref}/rules", list_rules_by_pack, "List a pack's rules", s.Rule, R),
+    _lister(
+        "/api/v1/actions/{ref}/rules",
+        list_rules_by_action,
+        "List the rules that run an action",
+        s.Rule,
+        R,
+    ),
+    _lister(
+        "/api/v1/triggers/{ref}/rules", list_rules_by_trigger, "List a trigger's rules", s.Rule, R
+    ),
+    _operator(
         "POST",
         "/api/v1/rules",
         create_rule,
         "Create a rule",
-        "operator",
-        body=RuleSpec,
-        response=s.Single[s.Rule],
-        status=201,
-        errors=(400, 403, 404, 409, 422),
-        tags=R,
+        s.Rule,
+        R,
+        (400, 403, 404, 409, 422),
+        RuleSpec,
+        201,
     ),
     RouteSpec(
         "GET",
@@ -301,47 +445,25 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         errors=(404,),
         tags=R,
     ),
-    RouteSpec(
+    _operator(
         "PUT",
         "/api/v1/rules/{ref}",
         update_rule,
-        "Replace a rule",
-        "operator",
-        body=RuleSpec,
-        response=s.Single[s.Rule],
-        errors=(400, 403, 404, 422),
-        tags=R,
+        "Update a rule (only the fields sent change)",
+        s.Rule,
+        R,
+        (400, 403, 404, 422),
+        RuleUpdate,
     ),
-    RouteSpec(
-        "DELETE",
-        "/api/v1/rules/{ref}",
-        delete_rule,
-        "Delete a rule",
-        "operator",
-        status=204,
-        raw=True,
-        errors=(403, 404),
-        tags=R,
-    ),
-    RouteSpec(
-        "POST",
-        "/api/v1/rules/{ref}/enable",
-        enable_rule,
-        "Enable a rule",
-        "operator",
-        response=s.Single[s.Rule],
-        errors=(403, 404),
-        tags=R,
-    ),
-    RouteSpec(
+    _deleter("/api/v1/rules/{ref}", delete_rule, "Delete a rule (and its timer)", R),
+    _operator("POST", "/api/v1/rules/{ref}/enable", enable_rule, "Enable a rule", s.Rule, R),
+    _operator(
         "POST",
         "/api/v1/rules/{ref}/disable",
         disable_rule,
-        "Disable a rule",
-        "operator",
-        response=s.Single[s.Rule],
-        errors=(403, 404),
-        tags=R,
+        "Disable a rule (its timer stops)",
+        s.Rule,
+        R,
     ),
     RouteSpec(
         "GET",
@@ -352,7 +474,11 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         errors=(400,),
         tags=("events",),
         query=(
+            QueryParam("trigger", "integer", "Only this trigger's events (its id)"),
             QueryParam("trigger_ref", "string", "Only this trigger's events"),
+            QueryParam("rule", "integer", "Only this rule timer's events (its id)"),
+            QueryParam("rule_ref", "string", "Only this rule timer's events"),
+            QueryParam("source", "string", "Only events from webhook, timer or api"),
             *_TIMES,
             QueryParam("until", "string", "ISO 8601 time, exclusive"),
             *_PAGING,
@@ -376,9 +502,11 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         errors=(400,),
         tags=("enforcements",),
         query=(
+            QueryParam("rule", "integer", "Only this rule (its id)"),
             QueryParam("rule_ref", "string", "Only this rule"),
             QueryParam("trigger_ref", "string", "Only this trigger"),
-            QueryParam("event_id", "integer", "Only this event"),
+            QueryParam("event", "integer", "Only this event (alias event_id)"),
+            QueryParam("status", "string", "created, processed or disabled (or ours)"),
             *_TIMES,
             *_PAGING,
         ),

@@ -243,6 +243,8 @@ users = Table(
     Column("display_name", String(256), nullable=True),
     Column("role", String(32), nullable=False),
     Column("created", UTCDateTime, nullable=False),
+    #: A disabled user cannot log in, and none of their tokens is accepted.
+    Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 tokens = Table(
@@ -257,6 +259,20 @@ tokens = Table(
     Column("expires_at", UTCDateTime, nullable=True),
     Column("created", UTCDateTime, nullable=False),
 )
+Index("ix_tokens_user_id", tokens.c.user_id)
+
+#: Refresh tokens of login sessions: used once (each use issues a new one), only their SHA-256
+#: is stored, and they end when the user's password changes or the user is disabled.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", IdType, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+Index("ix_refresh_tokens_user_id", refresh_tokens.c.user_id)
 
 #: Who asked for what, from where, with what parameters (secrets redacted), and what came of it.
 audit = Table(
@@ -297,8 +313,9 @@ confirmations = Table(
     Column("execution_id", BigInteger, nullable=True),
 )
 
-#: Triggers: ``webhook`` (events from POST /api/v1/webhooks/{key}, or any source) and the
-#: built-in timers ``interval``, ``cron`` and ``date``.
+#: Triggers: ``webhook`` (events from POST /api/v1/webhooks/{key}, or any source), the timers
+#: ``interval``, ``cron`` and ``date`` (the trigger fires), and ``intervaltimer``, ``crontimer``
+#: and ``datetimetimer`` (each rule fires on its own ``trigger_params``).
 triggers = Table(
     "triggers",
     metadata,
@@ -310,6 +327,9 @@ triggers = Table(
     Column("type", String(16), nullable=False),
     #: Timer settings: ``{"seconds": N}``, ``{"expression": "*/5 * * * *"}``, ``{"at": iso}``.
     Column("parameters", JsonType, nullable=False),
+    #: Attune's schemas of a rule's ``trigger_params`` and of an event's payload.
+    Column("param_schema", JsonType, nullable=True),
+    Column("out_schema", JsonType, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("webhook_enabled", Boolean, nullable=False, default=False),
     Column("webhook_key", String(64), nullable=True, unique=True),
@@ -328,6 +348,13 @@ events = Table(
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("trigger_ref", String(256), nullable=False),
+    #: The trigger's id when the event was made (Attune's ``trigger``).
+    Column("trigger_id", BigInteger, nullable=True),
+    #: A rule timer's tick names its rule: only that rule runs.
+    Column("rule_id", BigInteger, nullable=True),
+    Column("rule_ref", String(256), nullable=True),
+    #: Where the event came from (a webhook's origin, a timer's trigger_params).
+    Column("config", JsonType, nullable=True),
     Column("payload", JsonType, nullable=False),
     Column("source", String(32), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
@@ -337,6 +364,8 @@ events = Table(
 Index("ix_events_trigger_ref_id", events.c.trigger_ref, events.c.id)
 Index("ix_events_received_at", events.c.received_at)
 Index("ix_events_processed_at", events.c.processed_at)
+Index("ix_events_trigger_id_id", events.c.trigger_id, events.c.id)
+Index("ix_events_rule_id_id", events.c.rule_id, events.c.id)
 
 rules = Table(
     "rules",
@@ -350,6 +379,12 @@ rules = Table(
     Column("action_ref", String(256), nullable=False),
     Column("conditions", JsonType, nullable=True),
     Column("action_params", JsonType, nullable=False),
+    #: The rule's settings for its trigger; on a rule-timer trigger, its schedule.
+    Column("trigger_params", JsonType, nullable=True),
+    #: A rule timer's next tick (the process that moves it on fires the tick, once), and the
+    #: ticks fired so far.
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    Column("fire_count", Integer, nullable=False, default=0, server_default=text("0")),
     Column("enabled", Boolean, nullable=False, default=True),
     #: Where results go: a Slack channel id and/or a callback URL.
     Column("chat_channel", String(64), nullable=True),
@@ -359,16 +394,22 @@ rules = Table(
     Column("updated", UTCDateTime, nullable=False),
 )
 Index("ix_rules_trigger_ref", rules.c.trigger_ref)
+Index("ix_rules_next_fire_at", rules.c.next_fire_at)
 
 #: One per (rule, event) that matched: the execution it created, or why it failed.
 enforcements = Table(
     "enforcements",
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
+    #: The rule's id when the enforcement was made (Attune's ``rule``).
+    Column("rule_id", BigInteger, nullable=True),
     Column("rule_ref", String(256), nullable=False),
     Column("trigger_ref", String(256), nullable=False),
     Column("event_id", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
+    #: The rule's conditions when it was enforced, and when the enforcement was settled.
+    Column("conditions", JsonType, nullable=True),
+    Column("resolved_at", UTCDateTime, nullable=True),
     Column("config", JsonType, nullable=True),
     Column("execution_id", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
@@ -377,6 +418,7 @@ enforcements = Table(
 )
 Index("ix_enforcements_event_id", enforcements.c.event_id)
 Index("ix_enforcements_created", enforcements.c.created)
+Index("ix_enforcements_rule_id", enforcements.c.rule_id)
 
 #: Attune's key-value store (``/api/v1/keys``). A value is JSON; an ``encrypted`` key keeps it
 #: only sealed with the secret key (``sealed``, Fernet) and ``value`` is null.

@@ -239,7 +239,7 @@ async def test_webhook_rule_runs_echo(
     assert event["source"] == "webhook"
 
     enf = await one_enforcement(api, event_id)
-    assert enf["status"] == "scheduled", enf
+    assert (enf["status"], enf["outcome"]) == ("processed", "scheduled"), enf
     assert enf["rule_ref"] == rule
     assert enf["trigger_ref"] == trigger
     assert enf["error"] is None
@@ -272,7 +272,7 @@ async def test_lone_template_keeps_json_type(
     await make_rule(api, trigger, action, action_params={"count": "{{ event.payload.count }}"})
 
     enf = await one_enforcement(api, await fire_ok(anon, key, {"count": 3}))
-    assert enf["status"] == "scheduled", enf
+    assert (enf["status"], enf["outcome"]) == ("processed", "scheduled"), enf
     assert enf["config"] == {"count": 3}, enf
     done = await finished(api, enf["execution_id"])
     assert done["status"] == "completed", done
@@ -339,7 +339,7 @@ async def test_conditions(
 
     enf = await one_enforcement(api, await fire_ok(anon, key, hit))
     assert enf["rule_ref"] == rule, enf
-    assert enf["status"] == "scheduled", enf
+    assert (enf["status"], enf["outcome"]) == ("processed", "scheduled"), enf
     done = await finished(api, enf["execution_id"])
     assert done["status"] == "completed", done
     assert json.loads(done["result"]["stdout"]) == {}, done
@@ -396,7 +396,7 @@ async def test_two_rules_fire_once_each_disabled_rule_does_nothing(
         assert sorted(r["rule_ref"] for r in rows) == sorted([first, second]), rows
         outputs = set()
         for row in rows:
-            assert row["status"] == "scheduled", row
+            assert (row["status"], row["outcome"]) == ("processed", "scheduled"), row
             done = await finished(api, row["execution_id"])
             assert done["status"] == "completed", done
             assert done["enforcement"] == row["id"]
@@ -438,7 +438,7 @@ async def test_disabled_trigger_and_webhook_record_nothing(
     assert status == 200, body
     assert body["data"]["webhook_key"] == key, body
     enf = await one_enforcement(api, await fire_ok(anon, key, {"x": 3}))
-    assert enf["status"] == "scheduled", enf
+    assert (enf["status"], enf["outcome"]) == ("processed", "scheduled"), enf
 
 
 # -- HMAC and keys ----------------------------------------------------------------------------
@@ -522,7 +522,7 @@ async def test_missing_payload_key_fails_the_enforcement(
     await make_rule(api, trigger, action, action_params={"message": "{{ event.payload.nope }}"})
 
     enf = await one_enforcement(api, await fire_ok(anon, key, {"message": "here"}))
-    assert enf["status"] == "failed", enf
+    assert (enf["status"], enf["outcome"]) == ("processed", "failed"), enf
     assert enf["execution_id"] is None, enf
     assert enf["error"], enf
     assert "nope" in enf["error"], enf

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from config import Settings
 from engine.automation import RuleSpec, TriggerSpec
 from engine.runtime import Runtime, build_runtime
-from engine.storage.tables import enforcements, events, executions, now_utc, triggers
+from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
 from tests.e2e.conftest import _fresh_postgres_database
 
 
@@ -89,3 +89,51 @@ async def test_an_event_processed_twice_fires_each_rule_once(
         assert runs == 2
     finally:
         await rt.close()
+
+
+async def test_a_rule_timer_tick_fires_once_across_processes_and_runs_its_rule(
+    database_url: str, tmp_path: Path
+) -> None:
+    runtimes = [await _runtime(database_url, tmp_path) for _ in range(3)]
+    try:
+        automation = runtimes[0].automation
+        for name in ("mine", "other"):
+            await automation.create_rule(
+                RuleSpec(
+                    ref=f"ops.{name}",
+                    trigger_ref="core.intervaltimer",
+                    action_ref="core.noop",
+                    trigger_params={"unit": "minutes", "interval": 5},
+                )
+            )
+        mine = await automation.get_rule("ops.mine")
+        core = await automation.get_trigger("core.intervaltimer")
+        for _round in range(4):  # make the rule's tick due, then let three "processes" race
+            async with runtimes[0].store.write() as conn:
+                await conn.execute(
+                    update(rules).where(rules.c.ref == "ops.mine").values(next_fire_at=now_utc())
+                )
+            fired = await asyncio.gather(*(rt.automation.fire_due_timers() for rt in runtimes))
+            assert sum(fired) == 1
+        async with runtimes[0].store.read() as conn:
+            ticks = (await conn.execute(select(events).order_by(events.c.id))).all()
+            moved_on = (
+                await conn.execute(select(rules.c.next_fire_at).where(rules.c.ref == "ops.mine"))
+            ).scalar_one()
+        assert len(ticks) == 4
+        assert {(e.rule_id, e.rule_ref, e.trigger_id) for e in ticks} == {
+            (mine["id"], "ops.mine", core["id"])
+        }
+        assert [e.payload["execution_count"] for e in ticks] == [1, 2, 3, 4]
+        assert moved_on > now_utc()
+        done = await automation.process_event(ticks[0].id)
+        assert [d["rule_ref"] for d in done] == ["ops.mine"]  # the other rule is not run
+
+        await automation.set_rule_enabled("ops.mine", False)
+        async with runtimes[0].store.write() as conn:
+            await conn.execute(update(rules).values(next_fire_at=now_utc()))
+        fired = await asyncio.gather(*(rt.automation.fire_due_timers() for rt in runtimes))
+        assert sum(fired) == 1  # only the enabled rule: "other"
+    finally:
+        for rt in runtimes:
+            await rt.close()
