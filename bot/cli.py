@@ -9,6 +9,7 @@ attune audit [--actor A]         the audit log
 attune purge --older-than DAYS   keep the tables bounded
 attune db upgrade                apply database migrations
 attune token create --name N     a long-lived API token
+attune user create|list|set-role|set-password|disable|enable   users and roles
 """
 
 from __future__ import annotations
@@ -194,6 +195,100 @@ async def _token_create(
     return 0
 
 
+def _read_password(from_stdin: bool) -> tuple[str, bool]:
+    """The password given on stdin's first line, or a generated one; and whether generated."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise SystemExit("attune user: --password-stdin read no password")
+        return password, False
+    from engine.users import generate_password
+
+    return generate_password(), True
+
+
+async def _user(settings: Settings, args: argparse.Namespace) -> int:
+    """``attune user ...`` on the database itself (no server needed): how users are made,
+    given roles, and how a lost admin password is reset."""
+    import getpass
+
+    from engine.audit import AuditEntry, AuditLog
+    from engine.auth import AuthService
+    from engine.storage import build_store
+    from engine.users import Users
+
+    store = build_store(settings.database_url)
+    try:
+        await store.upgrade()
+        auth = AuthService(store, token_ttl_s=settings.token_ttl_s)
+        admin_password = (
+            settings.admin_password.get_secret_value() if settings.admin_password else None
+        )
+        generated_admin = await auth.ensure_admin(settings.admin_login, admin_password)
+        if generated_admin:  # a fresh database: the first administrator, as `attune serve` makes
+            print(
+                f"first administrator '{settings.admin_login}' created with password "
+                f"{generated_admin}",
+                file=sys.stderr,
+            )
+        users = Users(auth)
+        command: str = args.user_command
+        if command == "list":
+            everyone = await users.all()
+            if args.json:
+                rows = [
+                    {
+                        "id": u.id,
+                        "login": u.login,
+                        "display_name": u.display_name,
+                        "role": u.role,
+                        "disabled": u.disabled,
+                        "created": u.created.isoformat(),
+                    }
+                    for u in everyone
+                ]
+                print(json.dumps(rows, indent=2))
+                return 0
+            for u in everyone:
+                state = "disabled" if u.disabled else "enabled"
+                print(f"{u.login}\t{u.role}\t{state}\t{u.display_name or ''}")
+            return 0
+        password, generated = "", False
+        if command in ("create", "set-password"):
+            password, generated = _read_password(args.password_stdin)
+        if command == "create":
+            user = await users.create(args.login, password, args.role, args.display_name)
+            done = f"user '{user.login}' created ({user.role})"
+        elif command == "set-role":
+            user = await users.set_role(args.login, args.role)
+            done = f"user '{user.login}' is now {user.role}"
+        elif command == "set-password":
+            user = await users.set_password(args.login, password)
+            done = f"password of '{user.login}' set; their sessions were ended"
+        else:
+            user = await users.set_disabled(args.login, command == "disable")
+            done = f"user '{user.login}' {command}d" + (
+                "; their sessions were ended and their tokens are refused" if user.disabled else ""
+            )
+        await AuditLog(store).record(
+            AuditEntry(
+                actor=getpass.getuser(),
+                role="admin",
+                source="cli",
+                verb=f"user-{command}",
+                outcome="accepted",
+                target=user.login,
+                detail=f"role {user.role}" if command in ("create", "set-role") else None,
+            )
+        )
+    finally:
+        await store.close()
+    print(done, file=sys.stderr)
+    if generated:
+        print(password)  # alone on stdout, the last line, for scripts
+    return 0
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -253,17 +348,56 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--ttl-days", type=_positive, default=None, help="expiry in days (default: never)"
     )
+    _user_parser(sub)
     return parser
+
+
+def _user_parser(sub: Any) -> None:
+    roles = ["admin", "operator", "viewer"]
+    user = sub.add_parser("user", help="users and roles (also: reset a lost admin password)")
+    cmds = user.add_subparsers(dest="user_command", required=True)
+    create = cmds.add_parser("create", help="create a user; prints a generated password")
+    create.add_argument("login")
+    create.add_argument("--role", choices=roles, default="viewer", help="default: viewer")
+    create.add_argument("--display-name", default=None)
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    listing = cmds.add_parser("list", help="every user: login, role, enabled or disabled")
+    listing.add_argument("--json", action="store_true")
+    set_role = cmds.add_parser("set-role", help="give a user another role")
+    set_role.add_argument("login")
+    set_role.add_argument("role", choices=roles)
+    set_password = cmds.add_parser(
+        "set-password", help="set a password (prints a generated one) and end the user's sessions"
+    )
+    set_password.add_argument("login")
+    set_password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    for name, what in (
+        ("disable", "no login, sessions ended, every token refused"),
+        ("enable", "allow a disabled user again"),
+    ):
+        cmds.add_parser(name, help=what).add_argument("login")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
     level = settings.log_level
-    interactive = ("chat", "run", "callback-secret", "token", "db", "audit", "purge", "pack")
-    if args.command in interactive and (
-        "ATTUNE_LOG_LEVEL" not in os.environ
-    ):
+    interactive = (
+        "chat",
+        "run",
+        "callback-secret",
+        "token",
+        "db",
+        "audit",
+        "purge",
+        "pack",
+        "user",
+    )
+    if args.command in interactive and ("ATTUNE_LOG_LEVEL" not in os.environ):
         level = "WARNING"  # interactive commands: the state-change lines would bury the answer
     configure_logging(settings.log_format, level)
     try:
@@ -295,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_pack_command(settings, args))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
+        if args.command == "user":
+            return asyncio.run(_user(settings, args))
         if args.command == "token":
             return asyncio.run(
                 _token_create(

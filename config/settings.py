@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     #: (``attune callback-secret`` prints it).
     callback_secret: SecretStr | None = None
     allow_registration: bool = False
+    #: Role of users made by ``POST /auth/register``: viewer (read only) unless raised here;
+    #: an administrator promotes people with ``attune user set-role``.
+    registration_role: Literal["admin", "operator", "viewer"] = "viewer"
     #: Role of each Slack user id (``U...``) or user group id (``S...``), e.g.
     #: ``ATTUNE_SLACK_ROLES='{"U0123": "admin", "S0456": "operator"}'``.
     slack_roles: dict[str, Literal["admin", "operator", "viewer"]] = Field(default_factory=dict)
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     login_window_s: float = Field(default=300.0, gt=0)
     #: Lifetime of tokens issued by ``POST /auth/login``.
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
+    #: Lifetime of the refresh tokens issued beside them (Attune's default: 7 days). Each use
+    #: of one issues a new one; they end when the password changes or the user is disabled.
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -96,9 +102,10 @@ class Settings(BaseSettings):
     #: How long a process trusts its cached copy of an action (changes made by other
     #: processes are seen after at most this long).
     action_cache_s: float = Field(default=2.0, ge=0)
-    #: How long a process trusts a bearer token it has looked up (tokens are never changed
-    #: in place; expiry is checked on every request).
-    token_cache_s: float = Field(default=60.0, ge=0)
+    #: How long a process trusts a bearer token it has looked up: a token revoked by another
+    #: process (``attune user disable``, a password changed elsewhere) is refused within this
+    #: time; the process that revokes it refuses it at once. Expiry is checked on every request.
+    token_cache_s: float = Field(default=5.0, ge=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: A built web UI (Attune's ``web/dist``) to serve beside the API, from the same origin.

@@ -1,8 +1,12 @@
-"""Identities and bearer tokens.
+"""Identities, passwords and bearer tokens.
 
 Passwords are hashed with scrypt. Tokens are opaque random strings shown once; only their
-SHA-256 is stored, so a database leak yields no usable token. Login tokens expire after
-``token_ttl_s``; integration tokens made with ``attune token create`` may live longer.
+SHA-256 is stored, so a database leak yields no usable token. A login (or a registration) starts
+a session: an access token that expires after ``token_ttl_s`` and a refresh token that lives
+``refresh_token_ttl_s`` and is used once (each use issues a new pair). Changing a password or
+disabling the user ends every session of theirs; a disabled user's tokens are refused, the
+integration tokens made with ``attune token create`` included. User administration (the
+``attune user`` commands, ``/auth/me``, change-password) is in :mod:`engine.users`.
 """
 
 from __future__ import annotations
@@ -16,19 +20,41 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
-from engine.errors import Conflict, InvalidRequest, NotFound, TooManyRequests, Unauthorized
-from engine.storage import Store
-from engine.storage.tables import now_utc, tokens, users
+from engine.errors import (
+    EngineError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
+from engine.storage import Conn, Store
+from engine.storage.tables import now_utc, refresh_tokens, tokens, users
 
 Role = Literal["admin", "operator", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
 TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
+REFRESH_PREFIX = "atr_"
+#: Name of the access tokens of login sessions (what the audit log shows as ``token:login``);
+#: these are ended with the session, unlike integration tokens named by ``attune token create``.
+SESSION_TOKEN_NAME = "login"  # noqa: S105 (a name, not a secret)
+#: Attune's bounds on a new password (RegisterRequest, ChangePasswordRequest).
+MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 128
+#: Longest login (the column's size).
+MAX_LOGIN_CHARS = 128
 #: scrypt cost parameters (about 50 ms per hash on these machines).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+class ValidationFailed(EngineError):
+    """A well-formed request whose values are refused (a weak password): 422, as Attune."""
+
+    code = "VALIDATION_ERROR"
+    http_status = 422
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,53 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    login: str
+    display_name: str | None
+    role: Role
+    disabled: bool
+    has_password: bool
+    created: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> User:
+        return cls(
+            id=int(row.id),
+            login=row.login,
+            display_name=row.display_name,
+            role=row.role,
+            disabled=bool(row.disabled),
+            has_password=bool(row.password_hash),
+            created=row.created,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """Attune's ``UserInfo``."""
+        return {"id": self.id, "login": self.login, "display_name": self.display_name}
+
+
+@dataclass(frozen=True)
+class Session:
+    """A login session's tokens (shown once) and whose they are."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+    def token_response(self) -> dict[str, Any]:
+        """Attune's ``TokenResponse``."""
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "user": self.user.info(),
+        }
 
 
 def hash_password(password: str) -> str:
@@ -56,6 +129,27 @@ def verify_password(password: str, stored: str | None) -> bool:
         password.encode(), salt=base64.b64decode(salt_b64), n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
     )
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def check_new_password(password: str) -> None:
+    """ValidationFailed (422) unless ``password`` may be set: Attune's rule, 8 to 128
+    characters."""
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise ValidationFailed(
+            f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters long"
+        )
+
+
+def check_login(login: str) -> None:
+    if not login or login != login.strip() or len(login) > MAX_LOGIN_CHARS:
+        raise InvalidRequest(
+            f"login must be 1 to {MAX_LOGIN_CHARS} characters, without leading or trailing spaces"
+        )
+
+
+def lower_role(a: Role, b: Role) -> Role:
+    """The less powerful of two roles."""
+    return a if ROLES.index(a) > ROLES.index(b) else b
 
 
 #: Checked against when the login is unknown, so a wrong login costs as long as a wrong password.
@@ -106,7 +200,14 @@ class LoginThrottle:
 #: Tokens remembered at most (the cache is emptied when full).
 _TOKEN_CACHE_SIZE = 10_000
 _TOKEN_LOOKUP = (
-    select(tokens.c.role, tokens.c.name, tokens.c.expires_at, users.c.login)
+    select(
+        tokens.c.role,
+        tokens.c.name,
+        tokens.c.expires_at,
+        users.c.login,
+        users.c.role.label("user_role"),
+        users.c.disabled,
+    )
     .join(users, users.c.id == tokens.c.user_id)
     .where(tokens.c.token_hash == bindparam("token_hash"))
 )
@@ -116,18 +217,24 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+async def user_row(conn: Conn, login: str) -> Any:
+    return (await conn.execute(select(users).where(users.c.login == login))).first()
+
+
 class AuthService:
     def __init__(
         self,
         store: Store,
         *,
         token_ttl_s: int,
+        refresh_token_ttl_s: int = 7 * 24 * 3600,
         login_max_failures: int = 5,
         login_window_s: float = 300.0,
         cache_s: float = 0.0,
     ) -> None:
         self.store = store
         self.token_ttl_s = token_ttl_s
+        self.refresh_token_ttl_s = refresh_token_ttl_s
         self.throttle = LoginThrottle(login_max_failures, login_window_s)
         self.cache_s = cache_s
         #: token hash -> (when looked up, principal, expiry): valid tokens only.
@@ -152,43 +259,131 @@ class AuthService:
             )
         return generated
 
-    async def create_user(self, login: str, password: str, role: Role = "viewer") -> None:
-        if not login.strip() or len(password) < 8:
-            raise InvalidRequest("login must not be empty and password needs 8+ characters")
-        async with self.store.write() as conn:
-            if (await conn.execute(select(users.c.id).where(users.c.login == login))).first():
-                raise Conflict(f"user '{login}' already exists")
-            await conn.execute(
-                insert(users).values(
-                    login=login, password_hash=hash_password(password), role=role, created=now_utc()
-                )
-            )
+    async def create_user(
+        self, login: str, password: str, role: Role = "viewer", display_name: str | None = None
+    ) -> User:
+        """A new user: :meth:`engine.users.Users.create`."""
+        from engine.users import Users  # it builds on this module
 
-    async def login(self, login: str, password: str, client: str = "") -> tuple[str, int]:
-        """Check a password; return a new token and its lifetime in seconds.
+        return await Users(self).create(login, password, role, display_name)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def login(self, login: str, password: str, client: str = "") -> Session:
+        """Check a password; start a session.
 
         Failures are counted per login and per client address (TooManyRequests past the
-        limit); scrypt runs in a thread so a login does not stall other requests."""
+        limit); scrypt runs in a thread so a login does not stall other requests. A disabled
+        user with the right password is Forbidden."""
         keys = [f"login:{login}", f"client:{client}"]
         self.throttle.check(keys)
         async with self.store.read() as conn:
-            user = (await conn.execute(select(users).where(users.c.login == login))).first()
-        stored = user.password_hash if user is not None else _DUMMY_HASH
-        if not await asyncio.to_thread(verify_password, password, stored) or user is None:
+            row = await user_row(conn, login)
+        stored = row.password_hash if row is not None else _DUMMY_HASH
+        if not await asyncio.to_thread(verify_password, password, stored) or row is None:
             self.throttle.failed(keys)
             raise Unauthorized("invalid login or password")
         self.throttle.succeeded(keys[:1])
-        token = await self.issue_token(login, name="login", ttl_s=self.token_ttl_s)
-        return token, self.token_ttl_s
+        user = User.from_row(row)
+        if user.disabled:
+            raise Forbidden(f"the account '{login}' is disabled")
+        return await self.start_session(user)
+
+    async def start_session(self, user: User) -> Session:
+        """A new access token and refresh token for ``user``; the user's expired session
+        tokens are deleted on the way, so the tables stay bounded."""
+        async with self.store.write() as conn:
+            return await self._session(conn, user)
+
+    async def _session(self, conn: Conn, user: User) -> Session:
+        now = now_utc()
+        await conn.execute(
+            delete(tokens).where(
+                tokens.c.user_id == user.id,
+                tokens.c.name == SESSION_TOKEN_NAME,
+                tokens.c.expires_at < now,
+            )
+        )
+        await conn.execute(
+            delete(refresh_tokens).where(
+                refresh_tokens.c.user_id == user.id, refresh_tokens.c.expires_at < now
+            )
+        )
+        access = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        await conn.execute(
+            insert(tokens).values(
+                token_hash=token_hash(access),
+                user_id=user.id,
+                name=SESSION_TOKEN_NAME,
+                role=user.role,
+                expires_at=now + timedelta(seconds=self.token_ttl_s),
+                created=now,
+            )
+        )
+        await conn.execute(
+            insert(refresh_tokens).values(
+                token_hash=token_hash(refresh),
+                user_id=user.id,
+                expires_at=now + timedelta(seconds=self.refresh_token_ttl_s),
+                created=now,
+            )
+        )
+        return Session(access, refresh, self.token_ttl_s, user)
+
+    async def refresh(self, refresh_token: str) -> Session:
+        """Trade a refresh token for a new session (access and refresh token). A refresh token
+        works once: a used, unknown, expired or revoked one is Unauthorized."""
+        invalid = Unauthorized("invalid or expired refresh token")
+        async with self.store.write() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        refresh_tokens.c.id.label("refresh_id"),
+                        refresh_tokens.c.expires_at.label("refresh_expires_at"),
+                        users,
+                    )
+                    .join(users, users.c.id == refresh_tokens.c.user_id)
+                    .where(refresh_tokens.c.token_hash == token_hash(refresh_token))
+                )
+            ).first()
+            if row is None:
+                raise invalid
+            # Used once: of two concurrent uses, one deletes the row and the other finds none.
+            used = await conn.execute(
+                delete(refresh_tokens).where(refresh_tokens.c.id == row.refresh_id)
+            )
+            if used.rowcount != 1 or row.refresh_expires_at <= now_utc() or row.disabled:
+                raise invalid
+            return await self._session(conn, User.from_row(row))
+
+    async def end_sessions(self, conn: Conn, user_id: int, login: str) -> None:
+        """Revoke every session of a user (access tokens of logins and refresh tokens);
+        integration tokens stay. This process forgets its cached copies at once."""
+        await conn.execute(
+            delete(tokens).where(tokens.c.user_id == user_id, tokens.c.name == SESSION_TOKEN_NAME)
+        )
+        await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
+        self.forget(login)
+
+    def forget(self, login: str) -> None:
+        """Drop this process's cached tokens of ``login`` (other processes trust theirs for at
+        most ``cache_s``)."""
+        for key in [k for k, v in self._cache.items() if v[1].login == login]:
+            del self._cache[key]
+
+    # -- tokens ------------------------------------------------------------------------------
 
     async def issue_token(
         self, login: str, *, name: str, role: Role | None = None, ttl_s: int | None = None
     ) -> str:
         """A new token for ``login`` (role at most the user's own); ``ttl_s=None`` never expires."""
         async with self.store.write() as conn:
-            user = (await conn.execute(select(users).where(users.c.login == login))).first()
+            user = await user_row(conn, login)
             if user is None:
                 raise NotFound(f"user '{login}' not found")
+            if user.disabled:
+                raise InvalidRequest(f"user '{login}' is disabled")
             if role is not None and ROLES.index(role) < ROLES.index(user.role):
                 raise InvalidRequest(
                     f"user '{login}' is {user.role} and cannot hold a {role} token"
@@ -208,10 +403,11 @@ class AuthService:
         return token
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal a bearer token stands for; Unauthorized if unknown or expired.
+        """The principal a bearer token stands for; Unauthorized if unknown, revoked, expired
+        or its user is disabled. Its role is the token's, lowered to the user's own when the
+        user was given a lesser role since.
 
-        A valid token is remembered for ``cache_s`` (tokens are never changed in place; their
-        expiry is checked on every call)."""
+        A valid token is remembered for ``cache_s`` (its expiry is checked on every call)."""
         key = token_hash(token)
         now = time.monotonic()
         cached = self._cache.get(key)
@@ -222,7 +418,11 @@ class AuthService:
                 row = (await conn.execute(_TOKEN_LOOKUP, {"token_hash": key})).first()
             if row is None:
                 raise Unauthorized("invalid token")
-            principal = Principal(login=row.login, role=row.role, token_name=row.name)
+            if row.disabled:
+                raise Unauthorized(f"the account '{row.login}' is disabled")
+            principal = Principal(
+                login=row.login, role=lower_role(row.role, row.user_role), token_name=row.name
+            )
             expires_at = row.expires_at
             if self.cache_s > 0:
                 if len(self._cache) >= _TOKEN_CACHE_SIZE:

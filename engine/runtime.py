@@ -262,6 +262,7 @@ async def build_runtime(
     auth = AuthService(
         store,
         token_ttl_s=settings.token_ttl_s,
+        refresh_token_ttl_s=settings.refresh_token_ttl_s,
         login_max_failures=settings.login_max_failures,
         login_window_s=settings.login_window_s,
         cache_s=settings.token_cache_s,

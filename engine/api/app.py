@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engine.api import schemas
+from engine.api.auth_routes import AUTH_ROUTES
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
@@ -18,14 +19,14 @@ from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
-ALL_ROUTES = [*ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES]
+ALL_ROUTES = [*ROUTES, *AUTH_ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES]
 _ERROR_TEXT = {
     400: "Invalid request",
     401: "Missing, invalid or expired token",
     403: "Not allowed for this role",
     404: "Not found",
     409: "Conflict",
-    422: "The template or condition cannot be used",
+    422: "The values cannot be used (a weak password, a template or condition that cannot work)",
     429: "Too many requests (see Retry-After)",
     413: "Body too large",
     503: "Not ready",

@@ -8,8 +8,7 @@ from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, json_response, page_of, paged
-from engine.audit import AuditEntry
-from engine.errors import Forbidden, InvalidRequest, TooManyRequests, Unauthorized
+from engine.errors import InvalidRequest
 from engine.gate import Requester, Submitted
 from engine.status import PENDING, ExecutionStatus
 
@@ -18,7 +17,7 @@ VERSION = "0.1.0"
 MAX_IDEMPOTENCY_KEY = 200
 
 
-# -- health, auth, metrics --------------------------------------------------------------------
+# -- health, metrics --------------------------------------------------------------------------
 
 
 async def health(call: Call) -> Any:
@@ -50,32 +49,6 @@ async def ready(call: Call) -> Any:
         "broker": "ok" if broker_ok else "unavailable",
     }
     return json_response(body, 200 if db_ok and broker_ok else 503)
-
-
-async def login(call: Call) -> Any:
-    client = call.request.remote or ""
-    try:
-        token, ttl_s = await call.runtime.auth.login(call.body.login, call.body.password, client)
-    except (Unauthorized, TooManyRequests) as exc:
-        await call.runtime.audit.record(
-            AuditEntry(
-                actor=call.body.login[:256],
-                source="api",
-                verb="login",
-                outcome="denied",
-                channel=client,
-                detail=exc.message,
-            )
-        )
-        raise
-    return {"data": {"access_token": token, "token_type": "Bearer", "expires_in": ttl_s}}
-
-
-async def register(call: Call) -> Any:
-    if not call.runtime.settings.allow_registration:
-        raise Forbidden("self-service registration is disabled on this server")
-    await call.runtime.auth.create_user(call.body.login, call.body.password, role="operator")
-    return {"data": {"login": call.body.login, "role": "operator"}}
 
 
 async def metrics(call: Call) -> Any:
@@ -208,29 +181,6 @@ ROUTES: list[RouteSpec] = [
         response=s.Health,
         errors=(503,),
         tags=("health",),
-    ),
-    RouteSpec(
-        "POST",
-        "/auth/login",
-        login,
-        "Exchange a login and password for a bearer token",
-        "public",
-        body=s.LoginRequest,
-        response=s.Single[s.TokenData],
-        errors=(400, 401, 429),
-        tags=("auth",),
-    ),
-    RouteSpec(
-        "POST",
-        "/auth/register",
-        register,
-        "Self-service registration (off by default)",
-        "public",
-        body=s.RegisterUserRequest,
-        response=s.Single[s.UserCreated],
-        status=201,
-        errors=(400, 403, 409),
-        tags=("auth",),
     ),
     RouteSpec(
         "GET", "/metrics", metrics, "Prometheus metrics", "public", raw=True, tags=("health",)

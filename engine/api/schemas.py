@@ -35,10 +35,30 @@ class LoginRequest(Request):
     password: str = Field(min_length=1, max_length=1024)
 
 
-class RegisterUserRequest(Request):
-    login: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=8, max_length=1024)
-    display_name: str | None = Field(default=None, max_length=256)
+class RegisterRequest(Request):
+    """Attune's ``RegisterRequest``. A login of 3 to 128 characters and a password of 8 to 128
+    are checked by the server (422 otherwise, as Attune answers)."""
+
+    login: str = Field(max_length=1024, examples=["newuser"])
+    password: str = Field(max_length=1024, examples=["SecurePass123!"])
+    display_name: str | None = Field(default=None, max_length=255, examples=["New User"])
+
+
+class RefreshTokenRequest(Request):
+    refresh_token: str = Field(min_length=1, max_length=1024)
+
+
+class ChangePasswordRequest(Request):
+    """Attune's ``ChangePasswordRequest``: the new password needs 8 to 128 characters (422)."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class UpdateCurrentUserRequest(Request):
+    """A blank ``display_name`` clears it."""
+
+    display_name: str | None = Field(default=None, max_length=255)
 
 
 class ExecuteRequest(Request):
@@ -119,10 +139,57 @@ class Error(BaseModel):
     code: str
 
 
-class TokenData(BaseModel):
+class UserInfo(BaseModel):
+    id: int
+    login: str
+    display_name: str | None
+
+
+class TokenResponse(BaseModel):
+    """Attune's ``TokenResponse``: a bearer access token and the refresh token that renews it
+    (``POST /auth/refresh``, once)."""
+
     access_token: str
+    refresh_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
-    expires_in: int
+    expires_in: int = Field(description="Seconds until the access token expires")
+    user: UserInfo | None = None
+
+
+class CurrentUser(BaseModel):
+    """Attune's ``CurrentUserResponse`` (local identities), with the user's role."""
+
+    id: int
+    login: str
+    display_name: str | None
+    role: Literal["admin", "operator", "viewer"]
+    auth_provider: Literal["local"] = "local"
+    is_local: bool = True
+    can_change_password: bool
+
+
+class SuccessResponse(BaseModel):
+    success: bool
+    message: str
+
+
+class AuthSettings(BaseModel):
+    """Attune's ``AuthSettingsResponse``: what a login page offers (local passwords only)."""
+
+    authentication_enabled: bool
+    local_password_enabled: bool
+    local_password_visible_by_default: bool
+    oidc_enabled: bool
+    oidc_visible_by_default: bool
+    oidc_provider_name: str | None
+    oidc_provider_label: str | None
+    oidc_provider_icon_url: str | None
+    ldap_enabled: bool
+    ldap_visible_by_default: bool
+    ldap_provider_name: str | None
+    ldap_provider_label: str | None
+    ldap_provider_icon_url: str | None
+    self_registration_enabled: bool
 
 
 class Pagination(BaseModel):
@@ -382,8 +449,3 @@ class Health(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: str
-
-
-class UserCreated(BaseModel):
-    login: str
-    role: str

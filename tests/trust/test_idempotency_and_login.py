@@ -43,6 +43,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         ATTUNE_LOGIN_MAX_FAILURES=str(MAX_FAILURES),
         ATTUNE_LOGIN_WINDOW_S=str(WINDOW_S),
         ATTUNE_ALLOW_REGISTRATION="true",
+        ATTUNE_REGISTRATION_ROLE="operator",  # tokens of both roles are made for them
         ATTUNE_LOG_FORMAT="text",
     )
     async with running_server("serve", env, tmp) as srv:

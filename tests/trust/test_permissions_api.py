@@ -55,6 +55,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         tmp,
         ATTUNE_PERMISSIONS=json.dumps(PERMISSIONS),
         ATTUNE_ALLOW_REGISTRATION="true",
+        ATTUNE_REGISTRATION_ROLE="operator",  # tokens of both roles are made for them
         ATTUNE_LOG_FORMAT="text",
     )
     async with running_server("serve", env, tmp) as srv:

@@ -1,0 +1,164 @@
+"""User administration: who may log in, with what role and password.
+
+The ``attune user`` commands (an administrator at the server's database: how a lost admin
+password is reset), self-service registration, ``/auth/me`` and change-password all go
+through :class:`Users`. A new password follows Attune's rule (8 to 128 characters, else 422);
+changing it or disabling the user ends the user's sessions (:meth:`AuthService.end_sessions`).
+The last enabled administrator can be neither demoted nor disabled, so the server always has
+one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from engine.auth import (
+    ROLES,
+    AuthService,
+    Role,
+    User,
+    check_login,
+    check_new_password,
+    hash_password,
+    user_row,
+    verify_password,
+)
+from engine.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from engine.storage import Conn
+from engine.storage.tables import now_utc, users
+
+#: Characters of a password that ``attune user create`` generates (URL-safe, ~120 bits).
+GENERATED_PASSWORD_BYTES = 15
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
+class Users:
+    def __init__(self, auth: AuthService) -> None:
+        self.auth = auth
+        self.store = auth.store
+
+    async def _require(self, conn: Conn, login: str) -> Any:
+        row = await user_row(conn, login)
+        if row is None:
+            raise NotFound(f"user '{login}' not found")
+        return row
+
+    async def get(self, login: str) -> User:
+        async with self.store.read() as conn:
+            return User.from_row(await self._require(conn, login))
+
+    async def all(self) -> list[User]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(select(users).order_by(users.c.login))).all()
+        return [User.from_row(row) for row in rows]
+
+    async def create(
+        self,
+        login: str,
+        password: str,
+        role: Role = "viewer",
+        display_name: str | None = None,
+    ) -> User:
+        """A new user; Conflict when the login is taken, ValidationFailed for a weak
+        password."""
+        check_login(login)
+        check_new_password(password)
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
+        password_hash = await asyncio.to_thread(hash_password, password)
+        async with self.store.write() as conn:
+            if await user_row(conn, login) is not None:
+                raise Conflict(f"user '{login}' already exists")
+            await conn.execute(
+                insert(users).values(
+                    login=login,
+                    password_hash=password_hash,
+                    role=role,
+                    display_name=display_name or None,
+                    created=now_utc(),
+                    disabled=False,
+                )
+            )
+            return User.from_row(await self._require(conn, login))
+
+    async def _keep_an_admin(self, conn: Conn, row: Any) -> None:
+        """InvalidRequest if ``row`` is the last enabled admin (about to lose that)."""
+        if row.role != "admin" or row.disabled:
+            return
+        query = select(func.count()).where(
+            users.c.role == "admin", users.c.disabled.is_(False), users.c.id != row.id
+        )
+        if not (await conn.execute(query)).scalar_one():
+            raise InvalidRequest(f"'{row.login}' is the last enabled admin; keep one")
+
+    async def set_role(self, login: str, role: Role) -> User:
+        """Change a user's role. Their tokens never act above it from then on (a token's role
+        is lowered to the user's); a promotion applies to sessions started after it."""
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
+        async with self.store.write() as conn:
+            row = await self._require(conn, login)
+            if role != "admin":
+                await self._keep_an_admin(conn, row)
+            await conn.execute(update(users).where(users.c.id == row.id).values(role=role))
+            self.auth.forget(login)
+            return User.from_row(await self._require(conn, login))
+
+    async def set_disabled(self, login: str, disabled: bool) -> User:
+        """Disable (no login, no token accepted, sessions ended) or enable a user."""
+        async with self.store.write() as conn:
+            row = await self._require(conn, login)
+            if disabled:
+                await self._keep_an_admin(conn, row)
+            await conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled))
+            if disabled:
+                await self.auth.end_sessions(conn, row.id, login)
+            self.auth.forget(login)
+            return User.from_row(await self._require(conn, login))
+
+    async def set_password(self, login: str, password: str) -> User:
+        """Set a password without knowing the old one (the administrator's reset); the
+        user's sessions end."""
+        check_new_password(password)
+        password_hash = await asyncio.to_thread(hash_password, password)
+        async with self.store.write() as conn:
+            row = await self._require(conn, login)
+            await self._store_password(conn, row, password_hash)
+            return User.from_row(row)
+
+    async def change_password(self, login: str, current: str, new: str) -> None:
+        """The user's own change: the current password must be right (Unauthorized, and
+        counted as a failed login, otherwise); every session of the user ends, the one that
+        asked included."""
+        check_new_password(new)
+        keys = [f"login:{login}"]
+        self.auth.throttle.check(keys)
+        async with self.store.read() as conn:
+            row = await self._require(conn, login)
+        if not await asyncio.to_thread(verify_password, current, row.password_hash):
+            self.auth.throttle.failed(keys)
+            raise Unauthorized("invalid current password")
+        password_hash = await asyncio.to_thread(hash_password, new)
+        async with self.store.write() as conn:
+            await self._store_password(conn, row, password_hash)
+
+    async def _store_password(self, conn: Conn, row: Any, password_hash: str) -> None:
+        await conn.execute(
+            update(users).where(users.c.id == row.id).values(password_hash=password_hash)
+        )
+        await self.auth.end_sessions(conn, row.id, row.login)
+
+    async def set_display_name(self, login: str, display_name: str | None) -> User:
+        """Attune's ``PUT /auth/me``: blank clears it."""
+        name = (display_name or "").strip() or None
+        async with self.store.write() as conn:
+            row = await self._require(conn, login)
+            await conn.execute(update(users).where(users.c.id == row.id).values(display_name=name))
+            return User.from_row(await self._require(conn, login))
