@@ -90,7 +90,7 @@ async def test_values_are_coerced_by_the_schema(runtime: Runtime) -> None:
     ("text", "says"),
     [
         ("run nope.nothing", "action 'nope.nothing' not found"),
-        ("run core.echo", "missing required parameter 'message'"),
+        ("run examples.greet", "missing required parameter 'name'"),
         ("run examples.wait seconds=soon", "parameter 'seconds' must be an integer"),
         ("run core.echo message=hi extra=1", "unknown parameter 'extra'"),
         ("status 999999", "Execution 999999 not found"),
@@ -128,7 +128,7 @@ async def test_status_cancel_and_rerun(runtime: Runtime) -> None:
 async def test_help_and_actions(runtime: Runtime) -> None:
     handler = CommandHandler(runtime)
     assert "run <pack.action>" in (await handler.handle("help", SLACK)).text
-    assert "`message` (string, required)" in (await handler.handle("help core.echo", SLACK)).text
+    assert "`name` (string, required)" in (await handler.handle("help examples.greet", SLACK)).text
     listing = (await handler.handle("actions core", SLACK)).text
     assert "core.echo" in listing
     assert "examples.greet" not in listing

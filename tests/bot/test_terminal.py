@@ -23,7 +23,7 @@ def test_attune_chat_prints_acks_and_results(tmp_path: Path) -> None:
         [
             'run core.echo message="hello from the terminal"',
             "run examples.fail",
-            "run core.echo",
+            "run examples.greet",
             "bogus",
             'run core.echo message="unbalanced',
             "",
@@ -47,7 +47,7 @@ def test_attune_chat_prints_acks_and_results(tmp_path: Path) -> None:
     assert "hello from the terminal" in out
     assert "#2 examples.fail: failed" in out
     assert "something went wrong (exit 3)" in out
-    assert "missing required parameter 'message'" in out
+    assert "missing required parameter 'name'" in out
     assert "Unknown command bogus" in out
     assert "unbalanced" in out
     assert "Traceback" not in out + done.stderr

@@ -276,3 +276,13 @@ async def test_executions_filter_by_pack_and_enforcement(
     assert all(e["action_ref"].startswith("core.") for e in mine["items"])
     status, none = await get(api, "/api/v1/executions?enforcement=999999999")
     assert (status, none["items"], none["pagination"]["total_items"]) == (200, [], 0)
+
+
+async def test_core_echo_without_a_message_prints_an_empty_line_as_attunes_does(
+    api: aiohttp.ClientSession, wait_for_status: WaitForStatus
+) -> None:
+    """Attune's core.echo takes ``message`` as optional; its timer fixtures run it bare."""
+    status, ran = await post(api, "/api/v1/executions/execute", {"action_ref": "core.echo"})
+    assert status == 201, ran
+    done = await wait_for_status(api, ran["data"]["id"], "completed")
+    assert done["result"]["stdout"] == "\n"

@@ -24,9 +24,9 @@ async def test_cli_run_embedded(tmp_path: Path) -> None:
     assert "examples.fail: failed" in out
     assert "something went wrong" in err
 
-    code, out, err = await run_cli(["run", "core.echo"], env, tmp_path)
+    code, out, err = await run_cli(["run", "examples.greet"], env, tmp_path)
     assert code != 0, out
-    assert "message" in err  # names the missing parameter, no traceback
+    assert "'name'" in err  # names the missing parameter, no traceback
     assert "Traceback" not in err
 
 

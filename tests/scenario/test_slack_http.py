@@ -255,11 +255,11 @@ async def test_tampered_body_is_refused(
     ("text", "expected"),
     [
         ("run nosuch.action", ["nosuch.action"]),
-        ("run core.echo", ["message"]),
+        ("run examples.greet", ["'name'"]),
         ('run core.echo message="hello', ["unbalanced"]),
         ("help", ["Usage", "run <pack.action>"]),
         ("", ["Usage"]),
-        ("help core.echo", ["core.echo", "`message`", "required"]),
+        ("help examples.greet", ["examples.greet", "`name`", "required"]),
         ("run core.echo message=hi bogus=1", ["bogus"]),
         ("frobnicate", ["Usage"]),
     ],

@@ -128,9 +128,9 @@ async def test_slash_command_is_acked_over_the_socket_and_results_posted(
 async def test_bad_command_over_the_socket_gets_an_ephemeral_ack(
     server: Server, standin: SlackStandIn
 ) -> None:
-    env, ack, _ = await send_command(standin, "run core.echo")
+    env, ack, _ = await send_command(standin, "run examples.greet")
     assert ack["payload"]["response_type"] == "ephemeral"
-    assert "message" in ack["payload"]["text"]
+    assert "name" in ack["payload"]["text"]
     assert not standin.find("chat.postMessage", target=env["payload"]["channel_id"])
 
 
