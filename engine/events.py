@@ -252,8 +252,15 @@ class Automation:
 
     async def delete_trigger(self, ref: str) -> None:
         async with self.store.write() as conn:
-            if (await conn.execute(select(rules.c.ref).where(rules.c.trigger_ref == ref))).first():
-                raise Conflict(f"trigger '{ref}' still has rules; delete them first")
+            using = (
+                (await conn.execute(select(rules.c.ref).where(rules.c.trigger_ref == ref).limit(5)))
+                .scalars()
+                .all()
+            )
+            if using:
+                raise Conflict(
+                    f"trigger '{ref}' still has rules ({', '.join(using)}); delete them first"
+                )
             result = await conn.execute(delete(triggers).where(triggers.c.ref == ref))
         if not result.rowcount:
             raise NotFound(f"trigger '{ref}' not found")

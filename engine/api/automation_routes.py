@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from aiohttp import web
+from pydantic import BaseModel
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
@@ -16,6 +16,13 @@ from engine.errors import EngineError, InvalidRequest
 
 #: Body fields of Attune's ``WebhookReceiverRequest``.
 _WEBHOOK_FIELDS = {"payload", "headers", "source_ip", "user_agent"}
+
+
+class Deleted(BaseModel):
+    """Attune's ``SuccessResponse``."""
+
+    success: bool
+    message: str
 
 
 class PayloadTooLarge(EngineError):
@@ -75,8 +82,9 @@ async def update_trigger(call: Call) -> Any:
 
 
 async def delete_trigger(call: Call) -> Any:
-    await call.runtime.automation.delete_trigger(call.path_param("ref"))
-    return web.Response(status=204)
+    ref = call.path_param("ref")
+    await call.runtime.automation.delete_trigger(ref)
+    return {"success": True, "message": f"Trigger '{ref}' deleted successfully"}
 
 
 async def enable_trigger(call: Call) -> Any:
@@ -186,8 +194,9 @@ async def update_rule(call: Call) -> Any:
 
 
 async def delete_rule(call: Call) -> Any:
-    await call.runtime.automation.delete_rule(call.path_param("ref"))
-    return web.Response(status=204)
+    ref = call.path_param("ref")
+    await call.runtime.automation.delete_rule(ref)
+    return {"success": True, "message": f"Rule '{ref}' deleted successfully"}
 
 
 async def enable_rule(call: Call) -> Any:
@@ -302,8 +311,7 @@ def _deleter(path: str, handler: Any, summary: str, tags: tuple[str, ...]) -> Ro
         handler,
         summary,
         "operator",
-        status=204,
-        raw=True,
+        response=Deleted,
         errors=(403, 404, 409),
         tags=tags,
     )

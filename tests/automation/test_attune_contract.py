@@ -449,3 +449,28 @@ async def test_github_signature_header_is_read(
     assert event["config"]["hmac_verified"] is True
     async with anon.post(f"/api/v1/webhooks/{key}", json={"payload": {"a": 1}}) as resp:
         assert resp.status == 401
+
+
+async def test_delete_answers_as_attune(api: aiohttp.ClientSession) -> None:
+    pack, action = await new_pack(api)
+    trigger = await attune_trigger(api, pack)
+    ref = f"{pack}.rule_{uniq()}"
+    body = {
+        "ref": ref,
+        "pack_ref": pack,
+        "label": "R",
+        "action_ref": action,
+        "trigger_ref": trigger["ref"],
+    }
+    await ok(api, "POST", "/api/v1/rules", body)
+    status, got = await call(api, "DELETE", f"/api/v1/triggers/{trigger['ref']}")
+    assert status == 409, got
+    assert ref in got["error"], got
+    for path in (f"/api/v1/rules/{ref}", f"/api/v1/triggers/{trigger['ref']}"):
+        status, got = await call(api, "DELETE", path)
+        assert status == 200, got
+        assert got["success"] is True
+        assert "deleted" in got["message"]
+        assert (await call(api, "GET", path))[0] == 404
+        status, got = await call(api, "DELETE", path)
+        assert (status, got["code"]) == (404, "NOT_FOUND"), got
