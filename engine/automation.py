@@ -99,6 +99,8 @@ class TriggerSpec(_Named):
 
 
 _PatchOp = Literal["set", "clear"]
+#: Our own update fields that a null clears (Attune's are ``Option``: null leaves them).
+_CLEARED_BY_NULL = frozenset({"webhook_secret", "chat_channel", "callback_url"})
 
 
 class Patch(BaseModel):
@@ -112,8 +114,9 @@ class Patch(BaseModel):
 
 class TriggerUpdate(_Tolerant):
     """``PUT /api/v1/triggers/{ref}``: Attune's ``UpdateTriggerRequest`` (only the fields that
-    change; ``description``, ``param_schema`` and ``out_schema`` as a value or a patch) and our
-    own fields. A field sent as null is cleared."""
+    change; ``description``, ``param_schema`` and ``out_schema`` as a value or a patch, cleared
+    with ``{"op": "clear"}``; null or absent leaves a field as it is, as Attune's ``Option``) and
+    our own fields (a null ``webhook_secret`` removes the secret)."""
 
     ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
     label: str | None = Field(default=None, min_length=1, max_length=256)
@@ -126,13 +129,14 @@ class TriggerUpdate(_Tolerant):
     webhook_secret: str | None = Field(default=None, min_length=8, max_length=256)
 
     def changes(self) -> dict[str, Any]:
-        """The fields this request sets, patches unwrapped (a clear is None)."""
+        """The fields this request changes, patches unwrapped (a clear is None)."""
         out = {}
         for name in self.model_fields_set - {"ref"}:
             value = getattr(self, name)
-            out[name] = (
-                (value.value if value.op == "set" else None) if isinstance(value, Patch) else value
-            )
+            if isinstance(value, Patch):
+                out[name] = value.value if value.op == "set" else None
+            elif value is not None or name in _CLEARED_BY_NULL:
+                out[name] = value
         return out
 
 
@@ -164,8 +168,9 @@ class RuleSpec(_Named):
 
 
 class RuleUpdate(_Tolerant):
-    """``PUT /api/v1/rules/{ref}``: Attune's ``UpdateRuleRequest`` (only the fields that change)
-    and our own fields."""
+    """``PUT /api/v1/rules/{ref}``: Attune's ``UpdateRuleRequest`` (only the fields that change;
+    null or absent leaves a field as it is, as Attune's ``Option``) and our own fields (null
+    ``chat_channel`` or ``callback_url`` removes it)."""
 
     ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
     label: str | None = Field(default=None, min_length=1, max_length=256)
@@ -183,7 +188,10 @@ class RuleUpdate(_Tolerant):
     def merged(self, current: dict[str, Any]) -> RuleSpec:
         """The rule as it is after this update (fields sent replace the current ones)."""
         data = {k: current.get(k) for k in RuleSpec.model_fields if k in current}
-        data.update({k: getattr(self, k) for k in self.model_fields_set - {"ref"}})
+        for name in self.model_fields_set - {"ref"}:
+            value = getattr(self, name)
+            if value is not None or name in _CLEARED_BY_NULL:
+                data[name] = value
         data["ref"] = current["ref"]
         return RuleSpec.model_validate(data)
 

@@ -210,11 +210,23 @@ def test_trigger_update_reads_patches() -> None:
     assert change.changes() == {"description": None, "param_schema": {"a": 1}}
     plain = TriggerUpdate.model_validate({"out_schema": {"type": "object"}, "label": "L"})
     assert plain.changes() == {"out_schema": {"type": "object"}, "label": "L"}
+    nulls = TriggerUpdate.model_validate({"description": None, "webhook_secret": None})
+    assert nulls.changes() == {"webhook_secret": None}  # null leaves Attune's fields
 
 
 def test_rule_update_merges_onto_the_rule() -> None:
     current = RuleSpec(
-        ref="ops.r", trigger_ref="ops.t", action_ref="ops.a", action_params={"x": 1}
+        ref="ops.r",
+        trigger_ref="ops.t",
+        action_ref="ops.a",
+        description="words",
+        action_params={"x": 1},
+        trigger_params={"interval": 5},
+        chat_channel="C1",
     ).model_dump()
-    merged = RuleUpdate.model_validate({"enabled": False, "trigger_params": None}).merged(current)
-    assert (merged.enabled, merged.action_params, merged.trigger_params) == (False, {"x": 1}, {})
+    change = {"enabled": False, "trigger_params": None, "description": None, "chat_channel": None}
+    merged = RuleUpdate.model_validate(change).merged(current)
+    assert (merged.enabled, merged.action_params) == (False, {"x": 1})
+    # Attune's fields are Option: null leaves them; ours are cleared by null.
+    assert (merged.trigger_params, merged.description) == ({"interval": 5}, "words")
+    assert merged.chat_channel is None
