@@ -275,7 +275,7 @@ def plain_output(record: dict[str, Any]) -> str:
 
 
 def action_help(action: dict[str, Any], command: str = "/attune run") -> str:
-    schema = action.get("param_schema") or {}
+    schema = action.get("param_json_schema") or {}
     props: dict[str, Any] = schema.get("properties") or {}
     required = set(schema.get("required") or [])
     lines = [f"*{action['ref']}*: {action.get('description') or action.get('label', '')}"]

@@ -10,6 +10,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 
 from engine.errors import Conflict, NotFound, PackError
 from engine.packs import RUNTIME_REFS, ActionSpec, PackSpec, load_pack
+from engine.params import flat_schema
 from engine.storage import Store
 from engine.storage.tables import actions, now_utc, packs, rules, triggers
 
@@ -313,7 +314,10 @@ def action_record(row: Row[Any]) -> dict[str, Any]:
         "runner_type": m["runner_type"],
         "entry_point": m["entry_point"],
         "has_inline_script": m["script"] is not None,
-        "param_schema": m["param_schema"],
+        #: Attune's flat map (what its clients read); ``param_json_schema`` is the same as the
+        #: JSON Schema every submission is validated against.
+        "param_schema": flat_schema(m["param_schema"]),
+        "param_json_schema": m["param_schema"],
         "parameter_delivery": m["parameter_delivery"],
         "parameter_format": m["parameter_format"],
         "output_format": m["output_format"],

@@ -87,6 +87,21 @@ def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     return schema
 
 
+def flat_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The StackStorm-style flat map Attune's clients read (``{name: {type, required, ...}}``)
+    of a normalised schema; a schema with more at its root than properties, required and
+    ``additionalProperties`` cannot be said flat and is returned as it is."""
+    props = schema.get("properties")
+    extra_root = set(schema) - {"type", "properties", "required", "additionalProperties"}
+    if schema.get("type") != "object" or not isinstance(props, Mapping) or extra_root:
+        return dict(schema)
+    required = set(schema.get("required") or [])
+    return {
+        name: {**prop, "required": True} if name in required else dict(prop)
+        for name, prop in props.items()
+    }
+
+
 def secret_names(schema: Mapping[str, Any]) -> frozenset[str]:
     props = schema.get("properties") or {}
     return frozenset(

@@ -214,7 +214,7 @@ async def update_action(call: Call) -> Any:
         "pack_ref": current["pack_ref"],
         "label": current["label"],
         "description": current["description"],
-        "param_schema": current["param_schema"],
+        "param_schema": current["param_json_schema"],
         "out_schema": current["out_schema"],
         "parameter_delivery": current["parameter_delivery"],
         "parameter_format": current["parameter_format"],

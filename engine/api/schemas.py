@@ -295,7 +295,10 @@ class Action(BaseModel):
     runner_type: str
     entry_point: str | None
     has_inline_script: bool
+    #: Attune's flat map ``{name: {type, required, secret, default, ...}}``.
     param_schema: dict[str, Any]
+    #: The same parameters as the JSON Schema submissions are validated against.
+    param_json_schema: dict[str, Any]
     parameter_delivery: str
     parameter_format: str
     output_format: str

@@ -83,7 +83,7 @@ def test_action_help_lists_parameters() -> None:
     action = {
         "ref": "ops.restart",
         "description": "Restart a service",
-        "param_schema": {
+        "param_json_schema": {
             "properties": {
                 "host": {"type": "string", "description": "Which host"},
                 "force": {"type": "boolean", "default": False},

@@ -111,6 +111,9 @@ async def test_an_uploaded_pack_is_installed_with_its_fields_and_its_runnable_ac
     assert by_name["hello"]["pack"] == pack["id"]
     assert by_name["hello"]["runtime_ref"] == "shell"
     assert by_name["hello"]["is_adhoc"] is False
+    # Parameters read back in Attune's flat form; ours (JSON Schema) beside it.
+    assert by_name["hello"]["param_schema"] == {"who": {"type": "string", "default": "world"}}
+    assert by_name["hello"]["param_json_schema"]["properties"]["who"]["default"] == "world"
     # A runner this server does not have: loaded, disabled, with the reason.
     assert by_name["js"]["enabled"] is False
     assert "runtime 'node' is not available" in by_name["js"]["disabled_reason"]

@@ -31,6 +31,9 @@ from engine.params import (
     secret_names,
     validate_parameters,
 )
+from engine.params import (
+    flat_schema as flat_form,
+)
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources, can_transition
 
 S = ExecutionStatus
@@ -642,3 +645,21 @@ def test_deeply_nested_output_is_a_parse_error_not_a_crash(fmt: str) -> None:
         assert data is None
         assert error is not None
         assert error.startswith(f"could not parse stdout as {fmt}")
+
+
+def test_parameters_read_back_in_attunes_flat_form() -> None:
+    schema = normalize_schema(
+        {
+            "type": "object",
+            "properties": {"host": {"type": "string"}, "token": {"type": "string", "secret": True}},
+            "required": ["host"],
+        }
+    )
+    assert flat_form(schema) == {
+        "host": {"type": "string", "required": True},
+        "token": {"type": "string", "secret": True},
+    }
+    assert normalize_schema(flat_form(schema)) == schema  # the flat form says it all
+    assert flat_form(normalize_schema(None)) == {}
+    odd = {"type": "object", "properties": {}, "oneOf": [{"required": ["a"]}]}
+    assert flat_form(odd) == odd  # more than a flat map can say: as it is
