@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.automation.wire import (
+    DATABASES,
     call,
     finished,
     inline_action,
@@ -24,12 +25,13 @@ from tests.automation.wire import (
     ok,
     post_webhook,
     processed,
+    serving,
     uniq,
     wait_items,
     webhook_key,
 )
 from tests.e2e.conftest import Server, client
-from tests.scenario.harness import login, running_server, scenario_env
+from tests.scenario.harness import login
 from tests.scenario.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.e2e
@@ -82,12 +84,14 @@ ENFORCEMENT = {
 ENFORCEMENT_OPTIONAL = {"rule", "event", "resolved_at"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=DATABASES)
 async def server(
-    standin: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    standin: SlackStandIn,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Server]:
     tmp = tmp_path_factory.mktemp("contract")
-    async with running_server("serve", scenario_env(tmp, standin), tmp) as srv:
+    async with serving(request.param, standin, tmp) as srv:
         yield srv
 
 

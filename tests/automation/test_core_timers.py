@@ -17,17 +17,19 @@ import aiohttp
 import pytest
 
 from tests.automation.wire import (
+    DATABASES,
     call,
     finished,
     inline_action,
     items,
     ok,
     processed,
+    serving,
     uniq,
     wait_items,
 )
 from tests.e2e.conftest import Server, client
-from tests.scenario.harness import login, running_server, scenario_env
+from tests.scenario.harness import login
 from tests.scenario.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.e2e
@@ -35,13 +37,14 @@ pytestmark = pytest.mark.e2e
 CORE_TIMERS = ("core.intervaltimer", "core.crontimer", "core.datetimetimer")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=DATABASES)
 async def server(
-    standin: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    standin: SlackStandIn,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Server]:
     tmp = tmp_path_factory.mktemp("core_timers")
-    env = scenario_env(tmp, standin, ATTUNE_TIMER_POLL_S="0.05")
-    async with running_server("serve", env, tmp) as srv:
+    async with serving(request.param, standin, tmp, ATTUNE_TIMER_POLL_S="0.05") as srv:
         yield srv
 
 

@@ -3,16 +3,36 @@ unique refs, and bounded polls of events, enforcements and executions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from tests.scenario.harness import get_json, poll_api
+from tests.e2e.conftest import Server, _fresh_postgres_database
+from tests.scenario.harness import get_json, poll_api, running_server, scenario_env
+from tests.scenario.slack_standin import SlackStandIn
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
+#: The databases an HTTP suite runs on (``attune serve`` on each, the in-process broker).
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database: str, standin: SlackStandIn, tmp: Path, **env: str
+) -> AsyncIterator[Server]:
+    """``attune serve`` on a fresh SQLite file or PostgreSQL database."""
+    async with contextlib.AsyncExitStack() as stack:
+        if database == "postgres":
+            env["ATTUNE_DATABASE_URL"] = await stack.enter_async_context(_fresh_postgres_database())
+        yield await stack.enter_async_context(
+            running_server("serve", scenario_env(tmp, standin, **env), tmp)
+        )
 
 
 def uniq() -> str:
