@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from config import Settings
 from engine.automation import RuleSpec, TriggerSpec
+from engine.packs import PackSpec
 from engine.runtime import Runtime, build_runtime
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
 from tests.e2e.conftest import _fresh_postgres_database
@@ -137,3 +138,45 @@ async def test_a_rule_timer_tick_fires_once_across_processes_and_runs_its_rule(
     finally:
         for rt in runtimes:
             await rt.close()
+
+
+async def test_a_pack_in_attunes_form_gets_a_rule_timer(database_url: str, tmp_path: Path) -> None:
+    """Attune's trigger files name the parameter schema ``parameters`` and the payload schema
+    ``output``; its rule files may name their own pack's trigger and action bare."""
+    rt = await _runtime(database_url, tmp_path)
+    try:
+        trigger = {
+            "ref": "ticks.every",
+            "label": "Every",
+            "type": "interval",
+            "parameters": {"unit": {"type": "string"}, "interval": {"type": "integer"}},
+            "output": {"type": {"type": "string"}},
+            "_source": "triggers/every.yaml",
+        }
+        rule = {
+            "ref": "ticks.often",
+            "trigger_ref": "every",
+            "action_ref": "core.noop",
+            "trigger_params": {"unit": "seconds", "interval": 30},
+            "_source": "rules/often.yaml",
+        }
+        bad = {
+            **rule,
+            "ref": "ticks.bad",
+            "trigger_params": {"unit": "seconds"},
+            "_source": "rules/bad.yaml",
+        }
+        problems = await rt.automation.register_pack(
+            PackSpec(ref="ticks", triggers=(trigger,), rules=(rule, bad))
+        )
+        assert len(problems) == 1, problems
+        assert problems[0].startswith("rules/bad.yaml: trigger_params.interval"), problems
+        got = await rt.automation.get_trigger("ticks.every")
+        assert (got["type"], got["is_adhoc"]) == ("intervaltimer", False)
+        assert got["param_schema"] == trigger["parameters"]
+        assert got["out_schema"] == trigger["output"]
+        often = await rt.automation.get_rule("ticks.often")
+        assert often["trigger_ref"] == "ticks.every"
+        assert often["next_fire_at"] is not None
+    finally:
+        await rt.close()
