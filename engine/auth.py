@@ -1,11 +1,14 @@
 """Identities, passwords and bearer tokens.
 
-Passwords are hashed with scrypt. Tokens are opaque random strings shown once; only their
-SHA-256 is stored, so a database leak yields no usable token. A login (or a registration) starts
-a session: an access token that expires after ``token_ttl_s`` and a refresh token that lives
-``refresh_token_ttl_s`` and is used once (each use issues a new pair). Changing a password or
-disabling the user ends every session of theirs; a disabled user's tokens are refused, the
-integration tokens made with ``attune token create`` included. User administration (the
+Passwords are hashed with scrypt. Tokens are shown once; only their SHA-256 is stored, so a
+database leak yields no usable token, and a token is accepted only while it is stored (that is
+how one is revoked). A login (or a registration) starts a session: an access token that expires
+after ``token_ttl_s`` and a refresh token that lives ``refresh_token_ttl_s`` and is used once
+(each use issues a new pair). These two are JWTs with Attune's claims
+(:mod:`engine.session_tokens`), so a web client can read when its access token expires; the
+integration tokens of ``attune token create`` are opaque random strings (``att_...``).
+Changing a password or disabling the user ends every session of theirs; a disabled user's
+tokens are refused, the integration tokens included. User administration (the
 ``attune user`` commands, ``/auth/me``, change-password) is in :mod:`engine.users`.
 """
 
@@ -32,13 +35,14 @@ from engine.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from engine.session_tokens import SessionTokens, expiry, looks_like_jwt
 from engine.storage import Conn, Store
 from engine.storage.tables import now_utc, refresh_tokens, tokens, users
 
 Role = Literal["admin", "operator", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
+#: Prefix of the integration tokens of ``attune token create`` (session tokens are JWTs).
 TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
-REFRESH_PREFIX = "atr_"
 #: Name of the access tokens of login sessions (what the audit log shows as ``token:login``);
 #: these are ended with the session, unlike integration tokens named by ``attune token create``.
 SESSION_TOKEN_NAME = "login"  # noqa: S105 (a name, not a secret)
@@ -231,8 +235,11 @@ class AuthService:
         login_max_failures: int = 5,
         login_window_s: float = 300.0,
         cache_s: float = 0.0,
+        secret_key: str | None = None,
     ) -> None:
         self.store = store
+        #: Signs the session JWTs (a random key without ``secret_key``: this process only).
+        self.session_tokens = SessionTokens(secret_key)
         self.token_ttl_s = token_ttl_s
         self.refresh_token_ttl_s = refresh_token_ttl_s
         self.throttle = LoginThrottle(login_max_failures, login_window_s)
@@ -309,15 +316,17 @@ class AuthService:
                 refresh_tokens.c.user_id == user.id, refresh_tokens.c.expires_at < now
             )
         )
-        access = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        access_expires = expiry(now, self.token_ttl_s)
+        refresh_expires = expiry(now, self.refresh_token_ttl_s)
+        access = self.session_tokens.issue(user.id, user.login, "access", now, access_expires)
+        refresh = self.session_tokens.issue(user.id, user.login, "refresh", now, refresh_expires)
         await conn.execute(
             insert(tokens).values(
                 token_hash=token_hash(access),
                 user_id=user.id,
                 name=SESSION_TOKEN_NAME,
                 role=user.role,
-                expires_at=now + timedelta(seconds=self.token_ttl_s),
+                expires_at=access_expires,
                 created=now,
             )
         )
@@ -325,7 +334,7 @@ class AuthService:
             insert(refresh_tokens).values(
                 token_hash=token_hash(refresh),
                 user_id=user.id,
-                expires_at=now + timedelta(seconds=self.refresh_token_ttl_s),
+                expires_at=refresh_expires,
                 created=now,
             )
         )
@@ -333,8 +342,14 @@ class AuthService:
 
     async def refresh(self, refresh_token: str) -> Session:
         """Trade a refresh token for a new session (access and refresh token). A refresh token
-        works once: a used, unknown, expired or revoked one is Unauthorized."""
+        works once: a used, unknown, expired, revoked or forged one is Unauthorized (one that
+        is no JWT, issued before session tokens were, is looked up all the same)."""
         invalid = Unauthorized("invalid or expired refresh token")
+        if looks_like_jwt(refresh_token):
+            try:
+                self.session_tokens.verify(refresh_token, "refresh")
+            except Unauthorized:
+                raise invalid from None
         async with self.store.write() as conn:
             row = (
                 await conn.execute(
@@ -407,13 +422,18 @@ class AuthService:
         or its user is disabled. Its role is the token's, lowered to the user's own when the
         user was given a lesser role since.
 
-        A valid token is remembered for ``cache_s`` (its expiry is checked on every call)."""
+        A session's JWT must bear this server's signature and be an access token; the
+        signature is checked before the lookup, so a forged token costs no query. A valid
+        token is remembered for ``cache_s`` (its expiry is checked on every call), under its
+        SHA-256: the same string, so it is not verified again."""
         key = token_hash(token)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self.cache_s:
             _, principal, expires_at = cached
         else:
+            if looks_like_jwt(token):
+                self.session_tokens.verify(token, "access")
             async with self.store.read() as conn:
                 row = (await conn.execute(_TOKEN_LOOKUP, {"token_hash": key})).first()
             if row is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Any, Literal
 
 from engine.errors import Forbidden
 
@@ -69,6 +69,28 @@ class Policy:
     def sees_everything(self, role: str) -> bool:
         return "*" in self.rules.get(role, {}).get("view", [])
 
+    def grants(self, role: str) -> list[dict[str, Any]]:
+        """Attune's ``effective_permissions`` of ``role``: ``[{resource, actions}]`` sorted by
+        resource, as Attune's ``/auth/me``. ``actions: execute`` when the role may run some
+        action, ``executions: cancel`` when it may cancel some run, ``executions: read`` when
+        it may view some (which ones the policy's patterns say, per action)."""
+        held: dict[str, set[str]] = {}
+        for source in (*_INHERITS.get(role, ()), role):
+            for resource, actions in ROLE_GRANTS.get(source, {}).items():
+                held.setdefault(resource, set()).update(actions)
+        verbs = self.rules.get(role, {})
+        for verb, resource, action in (
+            ("view", "executions", "read"),
+            ("run", "actions", "execute"),
+            ("cancel", "executions", "cancel"),
+        ):
+            if verbs.get(verb):
+                held.setdefault(resource, set()).add(action)
+        return [
+            {"resource": resource, "actions": sorted(actions)}
+            for resource, actions in sorted(held.items())
+        ]
+
     def like_patterns(self, role: str, verb: Verb) -> list[str]:
         """The role's patterns for ``verb`` as SQL LIKE patterns (escaped with a backslash):
         ``*`` and ``?`` translate; a pattern with ``[...]`` cannot and is left out (so a
@@ -80,6 +102,38 @@ class Policy:
             escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             out.append(escaped.replace("*", "%").replace("?", "_"))
         return out
+
+
+#: Attune's RBAC grants (``resource: [actions]``, its names) that each role holds, for the
+#: resources this server serves, as its routes allow them: a viewer reads, an operator also
+#: writes actions, rules, triggers and keys (and decrypts keys), an admin also installs and
+#: deletes packs and reads the audit log. Running actions and cancelling runs come from the
+#: policy (:meth:`Policy.grants`). Attune's web UI shows a page, and some buttons, by these.
+ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "viewer": {
+        "packs": ("read",),
+        "actions": ("read",),
+        "rules": ("read",),
+        "triggers": ("read",),
+        "events": ("read",),
+        "enforcements": ("read",),
+        "keys": ("read",),
+        "runtimes": ("read",),
+        "workers": ("read",),
+    },
+    "operator": {
+        "actions": ("create", "update", "delete"),
+        "rules": ("create", "update", "delete"),
+        "triggers": ("create", "update", "delete"),
+        "keys": ("create", "update", "delete", "decrypt"),
+    },
+    "admin": {
+        "packs": ("create", "install", "delete"),
+        "audit_log": ("read",),
+    },
+}
+#: Each role holds the grants of the roles below it.
+_INHERITS = {"viewer": (), "operator": ("viewer",), "admin": ("viewer", "operator")}
 
 
 def slack_role(

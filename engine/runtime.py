@@ -266,6 +266,7 @@ async def build_runtime(
         login_max_failures=settings.login_max_failures,
         login_window_s=settings.login_window_s,
         cache_s=settings.token_cache_s,
+        secret_key=key,
     )
     audit = AuditLog(store)
     gate = Gate(

@@ -1,8 +1,12 @@
 """The ``/auth`` endpoints, as Attune's (``crates/api/src/routes/auth.rs``): login, refresh,
-register, the current user, change-password and the login page's settings.
+register, the current user (with Attune's ``effective_permissions``), change-password, the
+login page's settings and logout.
 
-A session is an access token and a refresh token (:class:`engine.auth.Session`); the body of
-login, register and refresh is Attune's ``TokenResponse`` in ``{"data": ...}``. Refused logins
+A session is an access token and a refresh token, both JWTs (:class:`engine.auth.Session`); the
+body of login, register and refresh is Attune's ``TokenResponse`` in ``{"data": ...}``.
+``GET /auth/logout`` is where Attune's web UI sends the browser once it has forgotten its
+tokens: a redirect to its login page, as Attune's without single sign-on. Sessions end on the
+server when the password changes or the user is disabled (and their tokens expire). Refused logins
 (wrong password, throttled, disabled account) are in the audit log, as are registrations and
 password changes.
 """
@@ -10,6 +14,8 @@ password changes.
 from __future__ import annotations
 
 from typing import Any
+
+from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, RouteSpec
@@ -82,14 +88,18 @@ async def current_user(call: Call) -> Any:
 def _current(
     user_id: int, login: str, display_name: str | None, call: Call, has_password: bool
 ) -> dict[str, Any]:
+    role = call.caller.role
     return {
         "id": user_id,
         "login": login,
         "display_name": display_name,
-        "role": call.caller.role,
+        "role": role,
         "auth_provider": "local",
         "is_local": True,
         "can_change_password": has_password,
+        "provider_profile": None,
+        "effective_permissions": call.runtime.gate.policy.grants(role),
+        "assigned_permission_set_refs": [],
     }
 
 
@@ -120,6 +130,12 @@ async def change_password(call: Call) -> Any:
         raise
     await _audit(call, who, "change-password", "accepted", "sessions ended")
     return {"data": {"success": True, "message": "Password changed successfully"}}
+
+
+async def logout_redirect(call: Call) -> Any:
+    """As Attune's without single sign-on: to the login page (the browser has already
+    forgotten its tokens)."""
+    return web.Response(status=307, headers={"Location": "/login"})
 
 
 async def auth_settings(call: Call) -> Any:
@@ -215,6 +231,15 @@ AUTH_ROUTES: list[RouteSpec] = [
         "What the login page offers: local passwords, and whether registration is open",
         "public",
         response=s.Single[s.AuthSettings],
+        tags=_TAGS,
+    ),
+    RouteSpec(
+        "GET",
+        "/auth/logout",
+        logout_redirect,
+        "Where a web client sends the browser to log out: a redirect to its /login page",
+        "public",
+        status=307,
         tags=_TAGS,
     ),
 ]

@@ -156,8 +156,18 @@ class TokenResponse(BaseModel):
     user: UserInfo | None = None
 
 
+class EffectivePermission(BaseModel):
+    """Attune's ``EffectivePermissionResponse``: what a user may do with one kind of
+    resource (Attune's names: ``read``, ``create``, ``update``, ``delete``, ``execute``, ...)."""
+
+    resource: str
+    actions: list[str]
+
+
 class CurrentUser(BaseModel):
-    """Attune's ``CurrentUserResponse`` (local identities), with the user's role."""
+    """Attune's ``CurrentUserResponse`` (local identities), with the user's role;
+    ``effective_permissions`` follow from the role and the permission policy. There are no
+    permission sets here: ``assigned_permission_set_refs`` is empty."""
 
     id: int
     login: str
@@ -166,6 +176,9 @@ class CurrentUser(BaseModel):
     auth_provider: Literal["local"] = "local"
     is_local: bool = True
     can_change_password: bool
+    provider_profile: None = None
+    effective_permissions: list[EffectivePermission]
+    assigned_permission_set_refs: list[str]
 
 
 class SuccessResponse(BaseModel):

@@ -197,6 +197,8 @@ async def test_me_is_attunes_current_user_with_the_role(open_server: Server, ano
     login, session = await registered(anon, "me", display_name="Mia Example")
     me = await as_bearer(open_server.base_url, session["access_token"], "GET", "/auth/me")
     assert me.status == 200, me.body
+    # What each role's effective_permissions hold: tests/api/test_session_tokens.py.
+    assert {"resource": "actions", "actions": ["read"]} in me.data.pop("effective_permissions")
     assert me.data == {
         "id": session["user"]["id"],
         "login": login,
@@ -205,6 +207,8 @@ async def test_me_is_attunes_current_user_with_the_role(open_server: Server, ano
         "auth_provider": "local",
         "is_local": True,
         "can_change_password": True,
+        "provider_profile": None,
+        "assigned_permission_set_refs": [],
     }
     renamed = await as_bearer(
         open_server.base_url,
