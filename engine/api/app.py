@@ -15,11 +15,12 @@ from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.routes import ROUTES, VERSION
+from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
-ALL_ROUTES = [*ROUTES, *AUTH_ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES]
+ALL_ROUTES = [*ROUTES, *AUTH_ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES, *UI_ROUTES]
 _ERROR_TEXT = {
     400: "Invalid request",
     401: "Missing, invalid or expired token",
