@@ -199,7 +199,7 @@ class AuditEvents:
             return {}
         query = select(users.c.login, users.c.id).where(users.c.login.in_(sorted(logins)))
         async with self.store.read() as conn:
-            return dict((await conn.execute(query)).tuples().all())
+            return {r[0]: r[1] for r in (await conn.execute(query)).all()}
 
     async def list(
         self, where: list[Any], page: int, per_page: int

@@ -178,9 +178,9 @@ class Roster:
             .group_by(executions.c.worker, executions.c.status)
         )
         async with self.store.read() as conn:
-            rows = (await conn.execute(query)).tuples().all()
+            rows = (await conn.execute(query)).all()
         held: dict[str, Held] = {}
-        for name, status, count, beat, started in rows:
+        for name, status, count, beat, started in (tuple(r) for r in rows):
             was = held.get(name, Held())
             held[name] = Held(
                 running=was.running + (count if status == ExecutionStatus.RUNNING else 0),
