@@ -42,7 +42,7 @@ def time_range(
     otherwise ``hours`` (default 24, at most a year) back from ``until`` or from now."""
     if since is not None:
         return TimeRange(since, until or now)
-    span = timedelta(hours=min(max(hours or DEFAULT_HOURS, 1), MAX_HOURS))
+    span = timedelta(hours=min(max(DEFAULT_HOURS if hours is None else hours, 1), MAX_HOURS))
     end = until or now
     return TimeRange(end - span, end)
 
