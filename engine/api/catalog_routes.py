@@ -123,12 +123,12 @@ def _file_in(base: Path | None, entry: str) -> str | None:
     if base is None or not entry or "\n" in entry or len(entry) > 4096:
         return None
     for candidate in (base / entry, base / "actions" / entry):
-        try:
+        try:  # an inline script is no file name: too long, NUL, bad encoding
             target = candidate.resolve()
+            if base in target.parents and target.is_file():
+                return str(target.relative_to(base))
         except (OSError, ValueError):
             return None
-        if base in target.parents and target.is_file():
-            return str(target.relative_to(base))
     return None
 
 

@@ -4,7 +4,9 @@ One run, step by step:
 
 1. A private temp dir (mode 0700) is made under ``work_dir``; an inline ``script`` is written
    there (0500), and with ``parameter_delivery: file`` the parameters document too (0400, named
-   by ``ATTUNE_PARAMETERS_FILE``). The dir is removed after the run.
+   by ``ATTUNE_PARAMETERS_FILE``). An inline bash script also gets its parameters as
+   variables, as Attune's do (``engine/runners/shell_vars.py``: read as data from a 0400 file,
+   never spliced into the script). The dir is removed after the run.
 2. The interpreter (``/bin/bash`` or ``/bin/sh``; ``sys.executable``) runs the script in a new
    session, so the action and everything it starts form one process group that can be signalled
    as a whole. Parameters never appear on a command line or in a shell string; with
@@ -41,7 +43,7 @@ from typing import Any, NamedTuple
 
 from engine.errors import EngineError
 from engine.packs import ActionSpec
-from engine.runners import Outcome, RunRequest, RunResult
+from engine.runners import Outcome, RunRequest, RunResult, shell_vars
 from engine.runners.formats import format_parameters, parse_output
 
 #: Default time the processes an action left behind get, after its main process exited, to close
@@ -186,6 +188,8 @@ class ProcessRunner:
             script = tmp / ("script.py" if action.runner_type == "python" else "script.sh")
             fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                if interpreter == "/bin/bash":
+                    fh.write(shell_vars.PREAMBLE)
                 fh.write(action.script)
             return [interpreter, str(script)]
         path = action.entry_path()
@@ -245,6 +249,9 @@ class ProcessRunner:
                 return command
             if action.parameter_delivery == "file":
                 env["ATTUNE_PARAMETERS_FILE"] = str(self._write_parameters(action, tmp, document))
+            if action.script is not None and command[0] == "/bin/bash":
+                vars_file = shell_vars.write_vars_file(request.parameters, tmp)
+                env[shell_vars.VARS_FILE_ENV] = str(vars_file)
         except EngineError as exc:
             return exc.message
         except (OSError, TypeError, ValueError) as exc:

@@ -346,6 +346,34 @@ async def test_inline_shell_script(runner: ProcessRunner, tmp_path: Path) -> Non
     assert list((tmp_path / "work").iterdir()) == []
 
 
+async def test_inline_bash_gets_its_parameters_as_variables_never_as_code(
+    runner: ProcessRunner, tmp_path: Path
+) -> None:
+    """Attune's inline scripts read ``$name`` and ``$PARAM_NAME``; values are data."""
+    hostile = "$(touch pwned); `touch pwned2`; ' \" \n\nline"
+    script = (
+        'printf "%s|" "$host" "$PARAM_HOST" "$port" "$on" "$tags" "$hostile" "$PATH"\n'
+        "printenv host || echo unexported\n"
+        "cat >/dev/null"
+    )
+    params = {
+        "host": "web 1",
+        "port": 8080,
+        "on": True,
+        "tags": ["a", "b"],
+        "hostile": hostile,
+        "PATH": "/nowhere",
+        "bad-name": "x",
+    }
+    result = await run(runner, make_action(tmp_path, "shell", script=script), params)
+    assert result.outcome == "completed", result.error
+    fields = result.stdout.split("|")
+    assert fields[:6] == ["web 1", "web 1", "8080", "true", '["a","b"]', hostile]
+    assert fields[6] != "/nowhere"  # a parameter never changes how the script runs
+    assert fields[7] == "unexported\n"
+    assert not list(tmp_path.rglob("pwned*"))
+
+
 async def test_missing_entry_point(runner: ProcessRunner, tmp_path: Path) -> None:
     action = ActionSpec(ref="test.gone", pack_ref="test", name="gone", runner_type="shell",
                         entry_point="gone.sh", base_dir=str(tmp_path))
