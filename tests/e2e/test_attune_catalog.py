@@ -257,6 +257,7 @@ async def test_an_action_as_attunes_clients_create_it_runs_from_its_pack_file(
         ({"entrypoint": "no_such_file.sh"}, 400, "no_such_file.sh"),
         ({}, 400, "entrypoint"),
         ({"entrypoint": "actions/echo.py", "pack_ref": "other"}, 400, "pack_ref"),
+        ({"entrypoint": "echo " + "x" * 300}, 400, "is not a file"),  # too long for a name
     ],
 )
 async def test_actions_that_cannot_run_are_refused_with_the_reason(
@@ -289,3 +290,19 @@ async def test_core_echo_without_a_message_prints_an_empty_line_as_attunes_does(
     assert status == 201, ran
     done = await wait_for_status(api, ran["data"]["id"], "completed")
     assert done["result"]["stdout"] == "\n"
+
+
+async def test_an_inline_script_longer_than_a_file_name_is_an_inline_script(
+    api: aiohttp.ClientSession, wait_for_status: WaitForStatus
+) -> None:
+    ref = f"test_pack.long_{uuid.uuid4().hex[:6]}"
+    script = 'echo "port=$port"; : ' + "x" * 400
+    body = {"ref": ref, "label": "x", "entrypoint": script, "runtime_ref": "core.shell"}
+    status, resp = await post(api, "/api/v1/actions", body)
+    assert status == 201, resp
+    status, ran = await post(
+        api, "/api/v1/executions/execute", {"action_ref": ref, "parameters": {"port": 80}}
+    )
+    assert status == 201, ran
+    done = await wait_for_status(api, ran["data"]["id"], "completed")
+    assert done["result"]["stdout"] == "port=80\n"
