@@ -38,6 +38,8 @@ RUNNER_ALIASES: dict[str, RunnerType] = {
     "core.python": "python",
     "builtin": "builtin",
 }
+#: Runner names of workflow actions (Attune's, StackStorm's): loaded, not run.
+WORKFLOW_RUNNERS = frozenset({"workflow", "orquesta", "mistral", "action-chain"})
 #: ``runtime_ref`` (Attune's) of each runner this server has.
 RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
@@ -188,6 +190,9 @@ def action_from_dict(
         raise PackError(f"{source}: ref '{raw.ref}' does not belong to pack '{pack_ref}'")
     named_runtime = raw.runner_type or raw.runtime_ref
     runner, unavailable = runner_for(named_runtime, raw.entry_point)
+    workflow = str(named_runtime).lower() in WORKFLOW_RUNNERS
+    if workflow or (raw.model_extra or {}).get("workflow_file"):
+        runner, unavailable = "unavailable", "workflows are not run by this server (yet)"
     if runner not in ("builtin", "unavailable") and not raw.entry_point:
         raise PackError(f"{source}: 'entry_point' is required for runner_type {runner}")
     try:

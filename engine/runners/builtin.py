@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import aiohttp
 
 from engine.runners import RunRequest, RunResult
-
-#: Largest HTTP response body kept by ``core.http_request``.
-HTTP_BODY_CAP_BYTES = 1024 * 1024
+from engine.runners.http_request import http_request
 
 Builtin = Callable[[RunRequest], Awaitable[RunResult]]
 
@@ -35,59 +30,11 @@ async def _sleep(request: RunRequest) -> RunResult:
     return RunResult(outcome="cancelled", error="cancelled")
 
 
-async def _http_request(request: RunRequest) -> RunResult:
-    p = request.parameters
-    url = str(p["url"])
-    if not url.startswith(("http://", "https://")):
-        return RunResult(outcome="failed", error=f"url must be http or https, got '{url}'")
-    kwargs: dict[str, Any] = {
-        "headers": p.get("headers") or {},
-        "ssl": bool(p.get("verify_tls", True)),
-    }
-    if "json" in p:
-        kwargs["json"] = p["json"]
-    elif "body" in p:
-        kwargs["data"] = str(p["body"]).encode()
-    expected = p.get("expected_status")
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(str(p.get("method", "GET")), url, **kwargs) as resp,
-        ):
-            raw = await resp.content.read(HTTP_BODY_CAP_BYTES + 1)
-            body = raw[:HTTP_BODY_CAP_BYTES].decode("utf-8", errors="replace")
-            data: dict[str, Any] = {
-                "status_code": resp.status,
-                "headers": dict(resp.headers),
-                "body": body,
-            }
-            if resp.content_type == "application/json":
-                try:
-                    data["json"] = (
-                        await resp.json(content_type=None)
-                        if len(raw) <= HTTP_BODY_CAP_BYTES
-                        else None
-                    )
-                except ValueError:
-                    data["json"] = None
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return RunResult(outcome="failed", error=f"request failed: {type(exc).__name__}: {exc}")
-    ok = resp.status in expected if expected else 200 <= resp.status < 300
-    return RunResult(
-        outcome="completed" if ok else "failed",
-        exit_code=0 if ok else 1,
-        stdout=body,
-        stdout_truncated=len(raw) > HTTP_BODY_CAP_BYTES,
-        data=data,
-        error=None if ok else f"HTTP {resp.status}",
-    )
-
-
 BUILTINS: dict[str, Builtin] = {
     "echo": _echo,
     "noop": _noop,
     "sleep": _sleep,
-    "http_request": _http_request,
+    "http_request": http_request,
 }
 
 

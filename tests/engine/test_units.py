@@ -465,6 +465,22 @@ def test_an_action_of_a_runner_this_server_lacks_is_loaded_disabled_with_the_rea
 
 
 @pytest.mark.parametrize(
+    "yaml_text",
+    [
+        "name: deploy\nworkflow_file: workflows/deploy.workflow.yaml\n",
+        "name: deploy\nrunner_type: orquesta\nentry_point: workflows/deploy.yaml\n",
+    ],
+)
+def test_a_workflow_action_is_loaded_disabled_with_the_reason(
+    tmp_path: Path, yaml_text: str
+) -> None:
+    pack = make_pack(tmp_path, {"deploy.yaml": yaml_text})
+    (deploy,) = load_pack(pack).actions
+    assert deploy.enabled is False
+    assert deploy.disabled_reason == "workflows are not run by this server (yet)"
+
+
+@pytest.mark.parametrize(
     ("runtime", "entry", "runner"),
     [
         (None, "x.py", "python"),
