@@ -146,7 +146,32 @@ class Automation:
                     problems.append(f"{source}: {first_error(exc)}")
                 except EngineError as exc:
                     problems.append(f"{source}: {exc.message}")
+        if not problems:
+            await self._forget_stale(pack)
         return problems
+
+    async def _forget_stale(self, pack: PackSpec) -> None:
+        """The pack's folder is the truth: its rules and triggers that a new version of it no
+        longer has are removed (those made over the API stay; a trigger a remaining rule
+        still uses stays too)."""
+        kept_rules = [str(r["ref"]) for r in pack.rules]
+        kept_triggers = [str(t["ref"]) for t in pack.triggers]
+        async with self.store.write() as conn:
+            await conn.execute(
+                delete(rules).where(
+                    rules.c.pack_ref == pack.ref,
+                    rules.c.from_pack.is_(True),
+                    rules.c.ref.not_in(kept_rules),
+                )
+            )
+            await conn.execute(
+                delete(triggers).where(
+                    triggers.c.pack_ref == pack.ref,
+                    triggers.c.from_pack.is_(True),
+                    triggers.c.ref.not_in(kept_triggers),
+                    triggers.c.ref.not_in(select(rules.c.trigger_ref)),
+                )
+            )
 
     async def _upsert_trigger(self, spec: TriggerSpec, webhook: bool) -> None:
         try:

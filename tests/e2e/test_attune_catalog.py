@@ -306,3 +306,34 @@ async def test_an_inline_script_longer_than_a_file_name_is_an_inline_script(
     assert status == 201, ran
     done = await wait_for_status(api, ran["data"]["id"], "completed")
     assert done["result"]["stdout"] == "port=80\n"
+
+
+async def test_a_new_version_of_a_pack_drops_the_rules_and_triggers_it_no_longer_has(
+    api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    ref = f"ver_{uuid.uuid4().hex[:8]}"
+    pack = _pack_dir(tmp_path, ref)
+    (pack / "triggers").mkdir()
+    (pack / "rules").mkdir()
+    (pack / "triggers" / "evt.yaml").write_text("name: evt\ntype: webhook\n")
+    (pack / "rules" / "old.yaml").write_text(
+        f"name: old\ntrigger_ref: {ref}.evt\naction_ref: {ref}.hello\n"
+    )
+    status, resp = await _upload(api, _tarball(pack), force="true")
+    assert status == 201, resp
+    mine = {"ref": f"{ref}.mine", "pack_ref": ref, "label": "Mine"}
+    mine |= {"trigger_ref": "core.intervaltimer", "action_ref": "core.noop"}
+    status, resp = await post(
+        api, "/api/v1/rules", {**mine, "trigger_params": {"unit": "hours", "interval": 1}}
+    )
+    assert status == 201, resp
+
+    (pack / "rules" / "old.yaml").unlink()
+    (pack / "triggers" / "evt.yaml").unlink()
+    status, resp = await _upload(api, _tarball(pack), force="true")
+    assert status == 201, resp
+    for gone in (f"/api/v1/rules/{ref}.old", f"/api/v1/triggers/{ref}.evt"):
+        status, body = await get(api, gone)
+        assert_error(status, body, 404)
+    status, body = await get(api, f"/api/v1/rules/{ref}.mine")  # made over the API: kept
+    assert status == 200, body
