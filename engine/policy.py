@@ -113,6 +113,8 @@ ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "viewer": {
         "packs": ("read",),
         "actions": ("read",),
+        "queues": ("read",),
+        "artifacts": ("read",),
         "rules": ("read",),
         "triggers": ("read",),
         "events": ("read",),

@@ -29,8 +29,8 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import insert, select
 
 from config import Settings
-from engine.api.app import build_app
-from engine.auth import token_hash
+from engine.api.app import ALL_ROUTES, build_app
+from engine.auth import ROLES, token_hash
 from engine.policy import Policy
 from engine.runtime import Runtime, build_runtime
 from engine.session_tokens import signing_key
@@ -44,11 +44,13 @@ REFRESH_TTL_S = 3600
 #: What each role may do, in Attune's resource and action names, with the default policy.
 VIEWER = {
     "actions": ["read"],
+    "artifacts": ["read"],
     "enforcements": ["read"],
     "events": ["read"],
     "executions": ["read"],
     "keys": ["read"],
     "packs": ["read"],
+    "queues": ["read"],
     "rules": ["read"],
     "runtimes": ["read"],
     "triggers": ["read"],
@@ -338,6 +340,35 @@ async def test_what_me_grants_is_what_the_server_allows(env: Env) -> None:
     assert (await env.call("POST", "/api/v1/packs/register", operator, json=pack))[0] == 403
     assert (await env.call("GET", "/api/v1/audit", operator))[0] == 403
     assert (await env.call("GET", "/api/v1/audit", admin))[0] == 200
+
+
+#: Where Attune's UI goes for each resource it reads and writes.
+_PATHS = {"audit_log": "/api/v1/audit-events"}
+_WRITES = {"create": ("POST", ""), "update": ("PUT", "/{ref}"), "delete": ("DELETE", "/{ref}")}
+
+
+def test_every_grant_is_a_route_the_role_may_call_and_no_more() -> None:
+    """Reads, creates, updates and deletes in ``effective_permissions`` against the route
+    table: the role may call the route of each one it holds, and not the write routes of
+    those it lacks."""
+    routes = {(r.method, r.path): r.access for r in ALL_ROUTES}
+    policy = Policy()
+    for role in ROLES:
+        held = {p["resource"]: p["actions"] for p in policy.grants(role)}
+        for resource in held:
+            base = _PATHS.get(resource, f"/api/v1/{resource}")
+            assert ("GET", base) in routes, base
+            assert ROLES.index(role) <= ROLES.index(routes["GET", base]), (role, base)
+        for resource in ("packs", "actions", "rules", "triggers", "keys", "runtimes"):
+            base = f"/api/v1/{resource}"
+            for action, (method, tail) in _WRITES.items():
+                if resource == "packs" and action == "update":
+                    continue  # Attune's packs are configured, not updated
+                access = routes.get((method, base + tail))
+                may = access is not None and ROLES.index(role) <= ROLES.index(access)
+                assert may == (action in held.get(resource, [])), (role, method, base + tail)
+        may_install = ROLES.index(role) <= ROLES.index(routes["POST", "/api/v1/packs/register"])
+        assert may_install == ("install" in held["packs"]), role
 
 
 def test_the_policy_decides_execute_cancel_and_reading_runs() -> None:
