@@ -75,7 +75,7 @@ def status_line(record: dict[str, Any]) -> str:
 
 
 def who(record: dict[str, Any]) -> str:
-    executor = record.get("executor") or {}
+    executor = record.get("requester") or {}
     if executor.get("source") == "rule":
         return f"rule `{executor.get('rule')}` on event #{executor.get('event')}"
     user_id = executor.get("user_id")

@@ -66,6 +66,8 @@ class Principal:
     login: str
     role: Role
     token_name: str
+    #: The user's id (Attune's identity id), None for tokens that stand for no user row.
+    user_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -209,6 +211,7 @@ _TOKEN_LOOKUP = (
         tokens.c.name,
         tokens.c.expires_at,
         users.c.login,
+        users.c.id.label("user_id"),
         users.c.role.label("user_role"),
         users.c.disabled,
     )
@@ -441,7 +444,10 @@ class AuthService:
             if row.disabled:
                 raise Unauthorized(f"the account '{row.login}' is disabled")
             principal = Principal(
-                login=row.login, role=lower_role(row.role, row.user_role), token_name=row.name
+                login=row.login,
+                role=lower_role(row.role, row.user_role),
+                token_name=row.name,
+                user_id=row.user_id,
             )
             expires_at = row.expires_at
             if self.cache_s > 0:

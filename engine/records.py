@@ -67,7 +67,6 @@ EXECUTION_FIELDS = (
     "config",
     "parent",
     "enforcement",
-    "executor",
     "result",
     "created",
     "updated",
@@ -84,4 +83,10 @@ def delivery_record(row: Row[Any]) -> dict[str, Any]:
 def execution_record(row: Row[Any]) -> dict[str, Any]:
     """The execution as the API and chat show it (secrets are already redacted in config)."""
     m = row._mapping
-    return {name: m[name] for name in EXECUTION_FIELDS}
+    record = {name: m[name] for name in EXECUTION_FIELDS}
+    who = m["executor"]
+    # Attune's ``executor`` is the requesting identity's id (None for Slack users, rules and
+    # the command line); who asked, from where, is ours: ``requester``.
+    record["executor"] = who.get("identity_id")
+    record["requester"] = who
+    return record

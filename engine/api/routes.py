@@ -69,9 +69,10 @@ async def metrics(call: Call) -> Any:
 
 def requester(call: Call) -> Requester:
     who = call.caller
-    return Requester(
-        identity=who.login, role=who.role, source="api", extra={"token": who.token_name}
-    )
+    extra: dict[str, Any] = {"token": who.token_name}
+    if who.user_id is not None:
+        extra["identity_id"] = who.user_id  # Attune's ``executor``
+    return Requester(identity=who.login, role=who.role, source="api", extra=extra)
 
 
 async def execute(call: Call) -> Any:

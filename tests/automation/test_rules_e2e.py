@@ -254,7 +254,8 @@ async def test_webhook_rule_runs_echo(
     assert done["status"] == "completed", done
     assert done["result"]["stdout"] == "disk full\n", done
     assert done["enforcement"] == enf["id"], done
-    assert done["executor"]["source"] == "rule", done
+    assert done["requester"]["source"] == "rule", done
+    assert done["executor"] is None  # no identity asked: Attune's executor is null
     assert done["action_ref"] == "core.echo"
 
 

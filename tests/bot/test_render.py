@@ -14,7 +14,7 @@ def record(status: str = "completed", **result: Any) -> dict[str, Any]:
         "action_ref": "ops.restart",
         "status": status,
         "config": {"host": "web1", "token": "********", "note": "two words"},
-        "executor": {"identity": "ana", "source": "slack", "user_id": "U1"},
+        "requester": {"identity": "ana", "source": "slack", "user_id": "U1"},
         "result": {"duration_ms": 1800, "stdout": "", "stderr": "", **result}
         if result or status != "requested"
         else None,

@@ -199,7 +199,9 @@ async def test_execute_test_pack_echo(
     record = await execute(api, "test_pack.echo", {"message": "hi", "count": 2})
     assert record["status"] == "requested"
     assert record["action_ref"] == "test_pack.echo"
-    assert record["executor"]["source"] == "api"
+    assert record["requester"]["source"] == "api"
+    # Attune's executor: the requesting identity's id (the admin is the first user).
+    assert record["executor"] == record["requester"]["identity_id"] == 1
     done = await wait_for_status(api, record["id"], "completed", 15)
     result = done["result"]
     assert result["data"] == {"message": "hi", "repeated": ["hi", "hi"]}

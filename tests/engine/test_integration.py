@@ -320,7 +320,7 @@ async def test_echo_actions_complete(backend: Backend) -> None:
     assert done["result"]["stdout"] == "hello from chat\n"
     assert done["result"]["succeeded"] is True
     assert done["result"]["exit_code"] == 0
-    assert done["executor"] == {"identity": "alice", "source": "api", "channel": "#ops"}
+    assert done["requester"] == {"identity": "alice", "source": "api", "channel": "#ops"}
     assert done["created"] <= done["started_at"] <= done["finished_at"]
 
     done = await wait_status(rt, script["id"], "completed")

@@ -145,8 +145,8 @@ async def test_run_posts_card_updates_it_and_replies_in_thread(
 
     record, rows = await settle(api, execution_id)
     assert record["status"] == "completed"
-    assert record["executor"]["user_id"] == res.user
-    assert record["executor"]["channel"] == res.channel
+    assert record["requester"]["user_id"] == res.user
+    assert record["requester"]["channel"] == res.channel
     events = [r["event"] for r in rows]
     assert events[0] == "created", events
     assert events[-1] == "completed", events

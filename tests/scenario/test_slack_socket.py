@@ -103,7 +103,7 @@ async def test_slash_command_is_acked_over_the_socket_and_results_posted(
     assert all(r["state"] == "delivered" for r in rows), rows
     channel = env["payload"]["channel_id"]
     user = env["payload"]["user_id"]
-    assert record["executor"]["user_id"] == user
+    assert record["requester"]["user_id"] == user
 
     posts = standin.find(
         "chat.postMessage", target=channel, ok=True, where=lambda c: "thread_ts" not in c.params

@@ -193,8 +193,8 @@ async def test_confirm_button_runs_only_for_the_requester_and_only_once(
     runs = await executions_of(api, ref)
     assert [r["id"] for r in runs] == [execution_id]
     assert runs[0]["config"] == {"target": "web7"}
-    assert runs[0]["executor"]["identity"] == OPERATOR.id
-    assert runs[0]["executor"]["user_name"] == OPERATOR.name
+    assert runs[0]["requester"]["identity"] == OPERATOR.id
+    assert runs[0]["requester"]["user_name"] == OPERATOR.name
     assert await wait_status(api, execution_id, {"completed", "failed"}) == "completed"
     card = await wait_for(lambda: cards(standin, chan, execution_id), "the card in the channel")
     assert ref in card[0].all_text()
@@ -318,7 +318,7 @@ async def test_card_cancel_and_rerun_buttons(
         assert rerun_ids == {int(match.group(1))}
         rerun = (await call(api, "GET", f"/api/v1/executions/{int(match.group(1))}")).data
         assert rerun["config"] == {"seconds": 30}
-        assert rerun["executor"]["identity"] == OPERATOR.id
+        assert rerun["requester"]["identity"] == OPERATOR.id
 
         # Slack delivers the Re-run click again: no second execution.
         retry = await click(server.base_url, standin, again, retry_num=1)

@@ -128,7 +128,7 @@ async def test_another_login_with_the_same_key_gets_its_own_execution(
     assert mine.status == theirs.status == 201, (mine.body, theirs.body)
     assert not replayed(theirs)
     assert theirs.data["id"] != mine.data["id"]
-    assert theirs.data["executor"]["identity"] == OTHER_LOGIN
+    assert theirs.data["requester"]["identity"] == OTHER_LOGIN
     # Each one's retry finds its own.
     again = await execute(other, action, key="shared-key")
     assert replayed(again)

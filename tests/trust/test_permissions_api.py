@@ -105,7 +105,7 @@ def forbidden(answer: Any, *words: str) -> str:
 async def test_operator_runs_core_but_not_examples(people: People) -> None:
     ran = await execute(people.operator, "core.echo", {"message": "allowed"})
     assert ran.status == 201, ran.body
-    assert ran.data["executor"]["identity"] == OPERATOR
+    assert ran.data["requester"]["identity"] == OPERATOR
     before = len(await executions_of(people.admin, "examples.greet"))
 
     refused = await execute(people.operator, "examples.greet", {"name": "nope"})
