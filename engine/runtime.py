@@ -26,6 +26,7 @@ from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.keys import KeyStore
 from engine.metrics import Metrics
+from engine.notifications import Notifier
 from engine.pack_install import store_upload
 from engine.packs import PackSpec, discover_packs, load_pack
 from engine.policy import Policy
@@ -258,6 +259,7 @@ async def build_runtime(
         box,
         metrics,
         default_timeout_s=settings.default_timeout_s,
+        notifier=Notifier(),
     )
     auth = AuthService(
         store,

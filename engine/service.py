@@ -27,6 +27,7 @@ from engine.counts import Totals
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
+from engine.notifications import Notifier
 from engine.packs import ActionSpec
 from engine.params import REDACTED, redact, validate_parameters
 from engine.records import (
@@ -86,8 +87,11 @@ class ExecutionService:
         metrics: Metrics,
         *,
         default_timeout_s: float,
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
+        #: Tells the web UI's ``/ws`` listeners of each change (none listening: no cost).
+        self.notifier = notifier
         self.broker = broker
         self.catalog = catalog
         self.secrets = secrets
@@ -608,6 +612,14 @@ class ExecutionService:
             )
 
     def _note(self, execution_id: int, action_ref: str, status: ExecutionStatus) -> None:
+        if self.notifier is not None and self.notifier.listening:
+            kind = "created" if status is ExecutionStatus.REQUESTED else "status_changed"
+            self.notifier.publish(
+                f"execution_{kind}",
+                "execution",
+                execution_id,
+                {"id": execution_id, "action_ref": action_ref, "status": status.value},
+            )
         key = (status.value, action_ref)
         counter = self._transitions.get(key)
         if counter is None:

@@ -14,6 +14,7 @@ from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
 from engine.api.key_routes import KEY_ROUTES
+from engine.api.notify_routes import notifications
 from engine.api.routes import ROUTES, VERSION
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
@@ -152,6 +153,7 @@ def build_app(
         return json_response(document)
 
     app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/ws", notifications)  # Attune's notifier protocol (its web UI)
     if extra_routes:
         app.add_routes(extra_routes)
     ui = runtime.settings.web_ui_dir
