@@ -54,6 +54,13 @@ class Users:
         async with self.store.read() as conn:
             return User.from_row(await self._require(conn, login))
 
+    async def get_by_id(self, user_id: int) -> User:
+        async with self.store.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        if row is None:
+            raise NotFound(f"identity {user_id} not found")
+        return User.from_row(row)
+
     async def all(self) -> list[User]:
         async with self.store.read() as conn:
             rows = (await conn.execute(select(users).order_by(users.c.login))).all()

@@ -13,6 +13,7 @@ from engine.api.auth_routes import AUTH_ROUTES
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
+from engine.api.identity_routes import IDENTITY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.notify_routes import notifications
 from engine.api.routes import ROUTES, VERSION
@@ -21,7 +22,15 @@ from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
-ALL_ROUTES = [*ROUTES, *AUTH_ROUTES, *CATALOG_ROUTES, *AUTOMATION_ROUTES, *KEY_ROUTES, *UI_ROUTES]
+ALL_ROUTES = [
+    *ROUTES,
+    *AUTH_ROUTES,
+    *CATALOG_ROUTES,
+    *AUTOMATION_ROUTES,
+    *KEY_ROUTES,
+    *UI_ROUTES,
+    *IDENTITY_ROUTES,
+]
 _ERROR_TEXT = {
     400: "Invalid request",
     401: "Missing, invalid or expired token",

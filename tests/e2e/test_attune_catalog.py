@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import TEST_PACK, WaitForStatus
+from tests.e2e.conftest import TEST_PACK, WaitForStatus, client
 from tests.e2e.test_api import assert_error, get, post
 
 pytestmark = pytest.mark.e2e
@@ -337,3 +337,25 @@ async def test_a_new_version_of_a_pack_drops_the_rules_and_triggers_it_no_longer
         assert_error(status, body, 404)
     status, body = await get(api, f"/api/v1/rules/{ref}.mine")  # made over the API: kept
     assert status == 200, body
+
+
+async def test_an_executions_executor_is_an_identity_to_look_up(
+    api: aiohttp.ClientSession, viewer_token: str, base_url: str
+) -> None:
+    """Attune's UI links an execution's ``executor`` to ``/identities/{id}``."""
+    status, ran = await post(api, "/api/v1/executions/execute", {"action_ref": "core.noop"})
+    assert status == 201, ran
+    status, who = await get(api, f"/api/v1/identities/{ran['data']['executor']}")
+    assert status == 200, who
+    identity = who["data"]
+    assert (identity["login"], identity["frozen"], identity["role"]) == ("admin", False, "admin")
+    assert identity["roles"][0]["role"] == "admin"
+    status, listed = await get(api, "/api/v1/identities")
+    assert "admin" in {i["login"] for i in listed["items"]}
+    async with client(base_url, viewer_token) as viewer:
+        status, body = await get(viewer, "/api/v1/identities")
+        assert_error(status, body, 403)  # the list is an admin's
+        status, body = await get(viewer, f"/api/v1/identities/{identity['id']}")
+        assert status == 200, body
+    status, body = await get(api, "/api/v1/identities/999999")
+    assert_error(status, body, 404)
