@@ -54,6 +54,13 @@ class Conflict(EngineError):
     http_status = 409
 
 
+class PayloadTooLarge(EngineError):
+    """A body (a webhook's, an uploaded pack) over its limit; the message names the limit."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
 class TooManyRequests(EngineError):
     code = "TOO_MANY_REQUESTS"
     http_status = 429

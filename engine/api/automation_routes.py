@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
 from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
-from engine.errors import EngineError, InvalidRequest
+from engine.errors import InvalidRequest, PayloadTooLarge
 
 #: Body fields of Attune's ``WebhookReceiverRequest``.
 _WEBHOOK_FIELDS = {"payload", "headers", "source_ip", "user_agent"}
@@ -24,10 +24,6 @@ class Deleted(BaseModel):
     success: bool
     message: str
 
-
-class PayloadTooLarge(EngineError):
-    code = "PAYLOAD_TOO_LARGE"
-    http_status = 413
 
 
 def _flag(call: Call, name: str) -> bool | None:

@@ -8,12 +8,7 @@ from dataclasses import dataclass
 from aiohttp import BodyPartReader, web
 
 from config import Settings
-from engine.errors import EngineError, InvalidRequest
-
-
-class PayloadTooLarge(EngineError):
-    code = "PAYLOAD_TOO_LARGE"
-    http_status = 413
+from engine.errors import InvalidRequest, PayloadTooLarge
 
 
 @dataclass(frozen=True)

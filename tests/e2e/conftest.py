@@ -45,6 +45,8 @@ ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "e2e-admin-password-5f3a"
 #: Body size limit the server runs with (``ATTUNE_MAX_BODY_BYTES``).
 MAX_BODY_BYTES = 65536
+#: Pack archive size limit the server runs with (``ATTUNE_PACK_UPLOAD_MAX_BYTES``).
+MAX_UPLOAD_BYTES = 262144
 #: Bound on start-up: the "listening on" line must appear within this time.
 START_TIMEOUT_S = 20.0
 #: Bound on shutdown after SIGTERM before the process is killed (and the test fails).
@@ -122,6 +124,7 @@ def engine_env(tmp: Path, **overrides: str) -> dict[str, str]:
             "ATTUNE_KILL_GRACE_S": "1",
             "ATTUNE_LOG_FORMAT": "json",
             "ATTUNE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "ATTUNE_PACK_UPLOAD_MAX_BYTES": str(MAX_UPLOAD_BYTES),
         }
     )
     env.update(overrides)

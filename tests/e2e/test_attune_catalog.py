@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import TEST_PACK, WaitForStatus, client
+from tests.e2e.conftest import MAX_UPLOAD_BYTES, TEST_PACK, WaitForStatus, client
 from tests.e2e.test_api import assert_error, get, post
 
 pytestmark = pytest.mark.e2e
@@ -172,6 +173,15 @@ async def test_upload_without_the_archive_or_pack_yaml_is_a_400(
     (tmp_path / "empty").mkdir()
     status, resp = await _upload(api, _tarball(tmp_path / "empty"))
     assert "pack.yaml" in assert_error(status, resp, 400)
+
+
+async def test_an_archive_over_the_limit_is_a_413_naming_it(
+    api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    pack = _pack_dir(tmp_path, f"big_{uuid.uuid4().hex[:6]}")
+    (pack / "actions" / "noise.bin").write_bytes(os.urandom(MAX_UPLOAD_BYTES))
+    status, resp = await _upload(api, _tarball(pack), force="true")
+    assert str(MAX_UPLOAD_BYTES) in assert_error(status, resp, 413, "PAYLOAD_TOO_LARGE")
 
 
 async def test_a_broken_yaml_file_is_refused_naming_its_file_and_line(
