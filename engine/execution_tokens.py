@@ -131,28 +131,38 @@ class ExecutionTokens:
     # -- an action's environment ------------------------------------------------------------
 
     async def environment(self, request: RunRequest) -> dict[str, str]:
-        """Attune's variables for one run (the process runner adds them to the action's)."""
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(executions.c.executor, executions.c.enforcement).where(
-                        executions.c.id == request.execution_id
-                    )
-                )
-            ).first()
-            if row is None:
-                return {}
-            executor: dict[str, Any] = dict(row.executor or {})
-            role = await self._role(conn, executor)
-            trigger = None
-            if row.enforcement is not None:
-                trigger = (
+        """Attune's variables for one run (the process runner adds them to the action's).
+        The requester comes with the claim, and records the role it asked with: most runs
+        need no query here (a rule's run reads its enforcement's refs)."""
+        if request.requester is not None:
+            executor: dict[str, Any] = dict(request.requester)
+            enforcement = request.enforcement
+        else:
+            async with self.store.read() as conn:
+                row = (
                     await conn.execute(
-                        select(enforcements.c.rule_ref, enforcements.c.trigger_ref).where(
-                            enforcements.c.id == row.enforcement
+                        select(executions.c.executor, executions.c.enforcement).where(
+                            executions.c.id == request.execution_id
                         )
                     )
                 ).first()
+            if row is None:
+                return {}
+            executor, enforcement = dict(row.executor or {}), row.enforcement
+        trigger = None
+        if executor.get("role") in ROLES and enforcement is None:
+            role = cast(Role, executor["role"])
+        else:
+            async with self.store.read() as conn:
+                role = await self._role(conn, executor)
+                if enforcement is not None:
+                    trigger = (
+                        await conn.execute(
+                            select(enforcements.c.rule_ref, enforcements.c.trigger_ref).where(
+                                enforcements.c.id == enforcement
+                            )
+                        )
+                    ).first()
         login = str(executor.get("identity") or "unknown")
         ttl_s = request.timeout_s + TOKEN_GRACE_S
         env = {

@@ -36,8 +36,13 @@ class Requester:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def executor(self) -> Executor:
+        """Who asked, as the execution records it: with the role they asked with, which is
+        what the run's own API token may do at most (read back without a query per run)."""
         return Executor(
-            identity=self.identity, source=self.source, channel=self.channel, extra=self.extra
+            identity=self.identity,
+            source=self.source,
+            channel=self.channel,
+            extra={**self.extra, "role": self.role},
         )
 
     def entry(self, verb: str, outcome: str, **more: Any) -> AuditEntry:
@@ -271,7 +276,7 @@ class Gate:
                     sealed=self.secrets.seal(params) or "",
                     config=config,
                     requester=who.identity,
-                    executor={"role": who.role, **who.executor().as_dict()},
+                    executor=who.executor().as_dict(),
                     chat=chat,
                     state="pending",
                     expires_at=now + timedelta(seconds=self.confirm_ttl_s),

@@ -37,6 +37,9 @@ class Claimed:
     action_ref: str
     parameters: dict[str, Any]
     timeout_s: float
+    #: Who asked (the execution's ``executor`` column) and the enforcement, if a rule did.
+    requester: dict[str, Any] = field(default_factory=dict)
+    enforcement: int | None = None
 
 
 def delivery_target(chat: dict[str, Any]) -> str:

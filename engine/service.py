@@ -374,6 +374,8 @@ class ExecutionService:
             action_ref=row.action_ref,
             parameters=self._parameters(row),
             timeout_s=row.timeout_s,
+            requester=dict(row.executor or {}),
+            enforcement=row.enforcement,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:

@@ -239,6 +239,8 @@ class Worker:
             timeout_s=claimed.timeout_s,
             cancel=cancel,
             on_spawn=lambda pid: self._spawn_noted(claimed.id, pid),
+            requester=claimed.requester,
+            enforcement=claimed.enforcement,
         )
         try:
             return await runner.run(request)

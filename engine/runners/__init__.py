@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -23,6 +23,9 @@ class RunRequest:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     #: Called with the process group id once a process runner has started the action.
     on_spawn: Callable[[int], None] | None = None
+    #: Who asked for the run and the enforcement (when a rule did), as the claim read them.
+    requester: Mapping[str, Any] | None = None
+    enforcement: int | None = None
 
 
 @dataclass

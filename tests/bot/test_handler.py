@@ -59,7 +59,8 @@ async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Ru
     record = await until_status(runtime, reply.execution_id, "completed")
     # Slack users are known by their user id; the name is kept for people to read.
     assert record["requester"] == {"identity": "U1", "source": "slack", "channel": "C1",
-                                  "user_id": "U1", "user_name": "ana", "team_id": "T1"}
+                                  "user_id": "U1", "user_name": "ana", "team_id": "T1",
+                                  "role": "operator"}
     assert record["config"] == {"message": "hi there"}
     _, route = await runtime.service.get_with_route(reply.execution_id)
     assert route["chat"]["channel"] == "C1"
