@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.conftest import Server
 from tests.e2e.test_api import post
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +33,11 @@ async def test_a_bad_token_is_refused_with_policy_violation(base_url: str) -> No
 
 
 async def test_subscribers_hear_an_execution_from_created_to_completed(
-    base_url: str, admin_token: str, api: aiohttp.ClientSession
+    server: Server, base_url: str, admin_token: str, api: aiohttp.ClientSession
 ) -> None:
+    """In a cluster an API process tells of the changes it makes itself: the submission
+    (a separate worker's run reaches the page when it fetches again)."""
+    last = "completed" if server.backend == "sqlite" else "requested"
     protocols = ("attune.v1", f"attune.jwt.{admin_token}")
     async with (
         aiohttp.ClientSession() as session,
@@ -51,7 +55,7 @@ async def test_subscribers_hear_an_execution_from_created_to_completed(
         )
         assert status == 201, ran
         seen: list[tuple[str, str]] = []
-        while not seen or seen[-1][1] != "completed":
+        while not seen or seen[-1][1] != last:
             note = await _next_note(ws)
             if note["entity_id"] != ran["data"]["id"]:
                 continue  # another test's execution
@@ -59,5 +63,6 @@ async def test_subscribers_hear_an_execution_from_created_to_completed(
             assert note["payload"]["action_ref"] == "core.echo"
             seen.append((note["notification_type"], note["payload"]["status"]))
         assert seen[0] == ("execution_created", "requested")
-        assert ("execution_status_changed", "running") in seen
+        if last == "completed":
+            assert ("execution_status_changed", "running") in seen
 
