@@ -203,7 +203,11 @@ def _fields(row: Row[Any] | Mapping[str, Any]) -> Mapping[Any, Any]:
     return row._mapping if isinstance(row, Row) else row
 
 
-def trigger_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+def trigger_record(
+    row: Row[Any] | Mapping[str, Any], webhook_key: str | None = None
+) -> dict[str, Any]:
+    """``webhook_key``: the key opened for a caller who may manage the trigger, else ``None``
+    (the row holds it only hashed and sealed)."""
     m = _fields(row)
     return {
         "id": m["id"],
@@ -217,7 +221,7 @@ def trigger_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
         "param_schema": m["param_schema"],
         "out_schema": m["out_schema"],
         "webhook_enabled": m["webhook_enabled"],
-        "webhook_key": m["webhook_key"],
+        "webhook_key": webhook_key,
         "created": m["created"],
         "updated": m["updated"],
         # ours

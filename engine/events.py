@@ -31,7 +31,13 @@ from engine.storage import Store
 from engine.storage.tables import actions, now_utc, packs, rules, triggers
 from engine.templates import check_conditions, check_templates
 from engine.timers import fire_due_timers
-from engine.webhooks import Webhooks, check_webhook_allowed, new_webhook_key
+from engine.webhooks import (
+    Webhooks,
+    check_webhook_allowed,
+    new_webhook_key,
+    open_webhook_key,
+    webhook_key_values,
+)
 
 #: Trigger types of an Attune pack's ``triggers/*.yaml`` (whose ``parameters`` is a schema),
 #: as ours.
@@ -213,7 +219,7 @@ class Automation:
             ).first():
                 raise Conflict(f"trigger '{spec.ref}' already exists")
             await conn.execute(insert(triggers).values(**values))
-        return await self.get_trigger(spec.ref)
+        return await self.get_trigger(spec.ref, reveal_key=True)
 
     def _trigger_values(self, spec: TriggerSpec, now: datetime) -> dict[str, Any]:
         return {
@@ -273,7 +279,7 @@ class Automation:
             ):
                 raise Conflict(f"trigger '{row.ref}' has rules; delete them to change its type")
             await conn.execute(update(triggers).where(triggers.c.id == row.id).values(**values))
-        return await self.get_trigger(row.ref)
+        return await self.get_trigger(row.ref, reveal_key=True)
 
     async def delete_trigger(self, ref: str) -> None:
         async with self.store.write() as conn:
@@ -297,11 +303,21 @@ class Automation:
             raise NotFound(f"trigger '{ref}' not found")
         return row
 
-    async def get_trigger(self, ref: str) -> dict[str, Any]:
-        return trigger_record(await self._trigger_row(ref))
+    def _record(self, row: Row[Any], reveal_key: bool) -> dict[str, Any]:
+        key = open_webhook_key(row.webhook_key_sealed, self.secrets) if reveal_key else None
+        return trigger_record(row, key)
+
+    async def get_trigger(self, ref: str, *, reveal_key: bool = False) -> dict[str, Any]:
+        """``reveal_key``: show the webhook key (a credential: only to those who may manage
+        the trigger); otherwise it is ``None``."""
+        return self._record(await self._trigger_row(ref), reveal_key)
 
     async def list_triggers(
-        self, *, pack_ref: str | None = None, enabled: bool | None = None
+        self,
+        *,
+        pack_ref: str | None = None,
+        enabled: bool | None = None,
+        reveal_keys: bool = False,
     ) -> list[dict[str, Any]]:
         query = _trigger_query().order_by(triggers.c.ref)
         if pack_ref is not None:
@@ -310,27 +326,26 @@ class Automation:
             query = query.where(triggers.c.enabled.is_(enabled))
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [trigger_record(r) for r in rows]
+        return [self._record(r, reveal_keys) for r in rows]
 
     async def set_trigger(self, ref: str, **values: Any) -> dict[str, Any]:
+        """Change columns; the answer shows the webhook key (changes are for managing roles)."""
         async with self.store.write() as conn:
             result = await conn.execute(
                 update(triggers).where(triggers.c.ref == ref).values(updated=now_utc(), **values)
             )
         if not result.rowcount:
             raise NotFound(f"trigger '{ref}' not found")
-        return await self.get_trigger(ref)
+        return await self.get_trigger(ref, reveal_key=True)
 
     async def webhook(self, ref: str, action: str) -> dict[str, Any]:
         """``enable`` (a key is made if there is none), ``disable`` or ``regenerate``."""
         row = await self._trigger_row(ref)
         check_webhook_allowed(ref, row.type)
-        if action == "disable":
-            return await self.set_trigger(ref, webhook_enabled=False)
-        key = row.webhook_key
-        if action == "regenerate" or key is None:
-            key = new_webhook_key()
-        return await self.set_trigger(ref, webhook_enabled=True, webhook_key=key)
+        keys: dict[str, Any] = {}
+        if action == "regenerate" or (action == "enable" and row.webhook_key_hash is None):
+            keys = webhook_key_values(new_webhook_key(), self.secrets)
+        return await self.set_trigger(ref, webhook_enabled=action != "disable", **keys)
 
     # -- rules ------------------------------------------------------------------------------
 

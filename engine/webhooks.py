@@ -34,6 +34,22 @@ def new_webhook_key() -> str:
     return WEBHOOK_PREFIX + secrets.token_urlsafe(32)
 
 
+def webhook_key_hash(key: str) -> str:
+    """What a key is stored and looked up by (the key has 256 random bits: no salt needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def webhook_key_values(key: str, box: SecretBox) -> dict[str, Any]:
+    """The trigger columns that store ``key``: its hash, and the key sealed."""
+    return {"webhook_key_hash": webhook_key_hash(key), "webhook_key_sealed": box.seal({"k": key})}
+
+
+def open_webhook_key(sealed: str | None, box: SecretBox) -> str | None:
+    """The key of a trigger's sealed column (``None``: no key, or one kept only as a hash)."""
+    key = box.open(sealed).get("k")
+    return str(key) if key else None
+
+
 def check_webhook_allowed(ref: str, trigger_type: str) -> None:
     """Timers fire themselves (or their rules do): they take no webhook."""
     if trigger_type in TRIGGER_TIMERS or trigger_type in RULE_TIMERS:
@@ -62,7 +78,9 @@ class Webhooks:
         user agent)."""
         async with self.store.read() as conn:
             row = (
-                await conn.execute(select(triggers).where(triggers.c.webhook_key == key))
+                await conn.execute(
+                    select(triggers).where(triggers.c.webhook_key_hash == webhook_key_hash(key))
+                )
             ).first()
         if row is None:
             raise NotFound("unknown webhook key")

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
+from engine.api.routes import requester
+from engine.auth import ROLES
 from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
 from engine.errors import InvalidRequest, PayloadTooLarge
 
@@ -48,20 +50,33 @@ def _id(call: Call, *names: str) -> int | None:
 # -- triggers -------------------------------------------------------------------------------
 
 
+def _manages_triggers(call: Call) -> bool:
+    """Whether the caller may see webhook keys (credentials): the roles the trigger routes
+    that change a trigger let in (operator and admin); a viewer gets ``webhook_key: null``."""
+    return ROLES.index(call.caller.role) <= ROLES.index("operator")
+
+
 async def list_triggers(call: Call) -> Any:
     items = await call.runtime.automation.list_triggers(
-        pack_ref=_text(call, "pack_ref"), enabled=_flag(call, "enabled")
+        pack_ref=_text(call, "pack_ref"),
+        enabled=_flag(call, "enabled"),
+        reveal_keys=_manages_triggers(call),
     )
     return page_of(items, *call.paging())
 
 
 async def list_enabled_triggers(call: Call) -> Any:
-    return page_of(await call.runtime.automation.list_triggers(enabled=True), *call.paging())
+    items = await call.runtime.automation.list_triggers(
+        enabled=True, reveal_keys=_manages_triggers(call)
+    )
+    return page_of(items, *call.paging())
 
 
 async def list_triggers_by_pack(call: Call) -> Any:
     pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
-    items = await call.runtime.automation.list_triggers(pack_ref=pack["ref"])
+    items = await call.runtime.automation.list_triggers(
+        pack_ref=pack["ref"], reveal_keys=_manages_triggers(call)
+    )
     return page_of(items, *call.paging())
 
 
@@ -70,7 +85,10 @@ async def create_trigger(call: Call) -> Any:
 
 
 async def get_trigger(call: Call) -> Any:
-    return {"data": await call.runtime.automation.get_trigger(call.path_param("ref"))}
+    ref = call.path_param("ref")
+    return {
+        "data": await call.runtime.automation.get_trigger(ref, reveal_key=_manages_triggers(call))
+    }
 
 
 async def update_trigger(call: Call) -> Any:
@@ -132,9 +150,12 @@ async def receive_webhook(call: Call) -> Any:
 # -- rules ----------------------------------------------------------------------------------
 
 
-def _may_run(call: Call, action_ref: str) -> None:
-    """A rule runs its action on its own: whoever writes it must be allowed to run it."""
-    call.runtime.gate.policy.check(call.caller.role, "run", action_ref)
+async def _may_run(call: Call, action_ref: str, verb: str) -> None:
+    """A rule runs its action on its own: whoever writes it must be allowed to manage the
+    action (refusals audited as ``verb``) and to run it."""
+    who = requester(call)
+    await call.runtime.gate.manage(who, action_ref, verb)
+    call.runtime.gate.policy.check(who.role, "run", action_ref)
 
 
 async def list_rules(call: Call) -> Any:
@@ -169,7 +190,7 @@ async def list_rules_by_trigger(call: Call) -> Any:
 
 
 async def create_rule(call: Call) -> Any:
-    _may_run(call, call.body.action_ref)
+    await _may_run(call, call.body.action_ref, "create_rule")
     return {"data": await call.runtime.automation.create_rule(call.body)}
 
 
@@ -184,25 +205,30 @@ async def update_rule(call: Call) -> Any:
     change: RuleUpdate = call.body
     if change.ref is not None and change.ref != ref:
         raise InvalidRequest(f"body ref '{change.ref}' differs from the URL's '{ref}'")
-    spec = change.merged(await automation.get_rule(ref))
-    _may_run(call, spec.action_ref)
+    spec = change.merged(current := await automation.get_rule(ref))
+    await _may_run(call, current["action_ref"], "update_rule")
+    await _may_run(call, spec.action_ref, "update_rule")
     return {"data": await automation.update_rule(ref, spec)}
 
 
 async def delete_rule(call: Call) -> Any:
     ref = call.path_param("ref")
+    rule = await call.runtime.automation.get_rule(ref)
+    await _may_run(call, rule["action_ref"], "delete_rule")
     await call.runtime.automation.delete_rule(ref)
     return {"success": True, "message": f"Rule '{ref}' deleted successfully"}
 
 
 async def enable_rule(call: Call) -> Any:
     rule = await call.runtime.automation.get_rule(call.path_param("ref"))
-    _may_run(call, rule["action_ref"])
+    await _may_run(call, rule["action_ref"], "enable_rule")
     return {"data": await call.runtime.automation.set_rule_enabled(rule["ref"], True)}
 
 
 async def disable_rule(call: Call) -> Any:
-    return {"data": await call.runtime.automation.set_rule_enabled(call.path_param("ref"), False)}
+    rule = await call.runtime.automation.get_rule(call.path_param("ref"))
+    await _may_run(call, rule["action_ref"], "disable_rule")
+    return {"data": await call.runtime.automation.set_rule_enabled(rule["ref"], False)}
 
 
 # -- events and enforcements ------------------------------------------------------------------

@@ -332,7 +332,10 @@ triggers = Table(
     Column("out_schema", JsonType, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("webhook_enabled", Boolean, nullable=False, default=False),
-    Column("webhook_key", String(64), nullable=True, unique=True),
+    #: A webhook key is a credential: its SHA-256 (what a call is looked up by) and the key
+    #: sealed with the secret key (shown to those who may manage the trigger), never in clear.
+    Column("webhook_key_hash", String(64), nullable=True, unique=True),
+    Column("webhook_key_sealed", Text, nullable=True),
     #: HMAC key webhook callers sign bodies with, sealed with the secret key; null: unsigned.
     Column("webhook_secret", Text, nullable=True),
     #: Next firing of a timer; the process that moves it on fires the tick (once).

@@ -169,7 +169,7 @@ async def test_rules_and_switching_them(runtime: Runtime) -> None:
 
 
 async def test_a_pack_ships_its_triggers_and_rules(runtime: Runtime) -> None:
-    trigger = await runtime.automation.get_trigger("examples.alert")
+    trigger = await runtime.automation.get_trigger("examples.alert", reveal_key=True)
     assert trigger["type"] == "webhook"
     assert trigger["webhook_enabled"] is True
     assert trigger["webhook_key"].startswith("wh_")
@@ -178,5 +178,5 @@ async def test_a_pack_ships_its_triggers_and_rules(runtime: Runtime) -> None:
     assert rule["action_params"] == {"name": "{{ event.payload.who }}"}
     # Loading the packs again keeps the webhook key (integrations keep working).
     await runtime.sync_packs()
-    assert (await runtime.automation.get_trigger("examples.alert"))["webhook_key"] == \
-        trigger["webhook_key"]
+    again = await runtime.automation.get_trigger("examples.alert", reveal_key=True)
+    assert again["webhook_key"] == trigger["webhook_key"]
