@@ -252,6 +252,11 @@ class Gate:
         await self._deny(who, "view", record["action_ref"], execution_id=execution_id)
         return record
 
+    async def manage(self, who: Requester, action_ref: str, verb: str) -> None:
+        """Refuse (403, audited as ``verb`` denied) a write of ``action_ref`` or of a rule
+        that runs it, unless the role holds ``manage`` on it."""
+        await self._deny(who, "manage", action_ref, audit_verb=verb)
+
     # -- confirmations ----------------------------------------------------------------------
 
     async def _ask(

@@ -1,8 +1,10 @@
-"""Who may do what (pure): roles, and per role which actions (by pattern) it may run, cancel
-and view.
+"""Who may do what (pure): roles, and per role which actions (by pattern) it may run, cancel,
+view and manage (create, change or delete the action, and the rules that run it).
 
 Patterns are shell-style (``ops.*``, ``core.echo``, ``*``). The defaults: ``admin`` may do
 everything, ``operator`` may run, cancel and view every action, ``viewer`` may only view.
+``manage`` defaults to the role's ``run`` patterns for the operator (it manages only what it
+may run: narrowing ``run`` narrows ``manage`` with it) and to nothing for the viewer.
 Configuration replaces the patterns of the permissions it names (the others keep their
 defaults), e.g. in TOML::
 
@@ -10,6 +12,7 @@ defaults), e.g. in TOML::
     run = ["core.*", "examples.*"]
     cancel = ["*"]
     view = ["*"]
+    manage = ["examples.*"]
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import Any, Literal
 
 from engine.errors import Forbidden
 
-Verb = Literal["run", "cancel", "view"]
-VERBS: tuple[Verb, ...] = ("run", "cancel", "view")
+Verb = Literal["run", "cancel", "view", "manage"]
+VERBS: tuple[Verb, ...] = ("run", "cancel", "view", "manage")
 
+#: Without ``manage`` here a role manages what its ``run`` patterns name (see the docstring).
 DEFAULT_RULES: dict[str, dict[str, list[str]]] = {
-    "admin": {"run": ["*"], "cancel": ["*"], "view": ["*"]},
+    "admin": {"run": ["*"], "cancel": ["*"], "view": ["*"], "manage": ["*"]},
     "operator": {"run": ["*"], "cancel": ["*"], "view": ["*"]},
     "viewer": {"run": [], "cancel": [], "view": ["*"]},
 }
@@ -50,11 +54,13 @@ class Policy:
             if unknown:
                 raise ValueError(
                     f"permissions.{role}: unknown permission "
-                    f"{', '.join(sorted(unknown))} (expected run, cancel, view)"
+                    f"{', '.join(sorted(unknown))} (expected run, cancel, view, manage)"
                 )
             if role not in merged:
                 raise ValueError(f"permissions.{role}: unknown role (admin, operator, viewer)")
             merged[role].update({verb: list(patterns) for verb, patterns in verbs.items()})
+        for verbs_of in merged.values():
+            verbs_of.setdefault("manage", list(verbs_of["run"]))
         self.rules = merged
 
     def allows(self, role: str, verb: Verb, action_ref: str) -> bool:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, page_of
+from engine.api.routes import requester
 from engine.api.uploads import receive_pack_archive
 from engine.catalog import action_record
 from engine.errors import Forbidden, InvalidRequest, NotFound, PackError
@@ -195,6 +196,7 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
 
 
 async def create_action(call: Call) -> Any:
+    await call.runtime.gate.manage(requester(call), call.body.ref, "create_action")
     spec = await _action_spec(call, call.body)
     return {"data": await call.runtime.catalog.create_action(spec)}
 
@@ -203,6 +205,7 @@ async def update_action(call: Call) -> Any:
     """Attune's update sends only what changes: the stored action fills in the rest."""
     ref = call.path_param("ref")
     existing = await call.runtime.catalog.get_action_row(ref)
+    await call.runtime.gate.manage(requester(call), ref, "update_action")
     if existing.script is not None and not call.caller.is_admin:
         raise Forbidden("changing an action with an inline script needs the admin role")
     given = call.body.model_dump(exclude_unset=True)
@@ -233,7 +236,10 @@ async def update_action(call: Call) -> Any:
 
 
 async def delete_action(call: Call) -> Any:
-    await call.runtime.catalog.delete_action(call.path_param("ref"))
+    ref = call.path_param("ref")
+    await call.runtime.catalog.get_action_row(ref)  # 404 before 403, as update does
+    await call.runtime.gate.manage(requester(call), ref, "delete_action")
+    await call.runtime.catalog.delete_action(ref)
     return web.Response(status=204)
 
 
