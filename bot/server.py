@@ -136,7 +136,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 await socket_handler.connect_async()
                 slack_mode = "socket"
             if settings.slack_signing_secret is not None:
-                routes = slack_routes(slack_app)
+                routes = slack_routes(slack_app, settings.slack_signing_secret.get_secret_value())
                 slack_mode = slack_mode or "http"
 
         async def wake(_envelope: Envelope) -> None:

@@ -9,9 +9,12 @@ verified by Bolt (forged, or older than 5 minutes: 401).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -32,6 +35,7 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
 from config import Settings
+from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.foreground import Foreground
 
 log = logging.getLogger("attune.slack")
@@ -221,11 +225,59 @@ def build_slack_app(
     return app
 
 
-def slack_routes(app: AsyncApp) -> list[web.RouteDef]:
-    """``POST /slack/events`` for the API server (slash commands and interactivity)."""
+#: What Bolt raises on a body it cannot parse: JSON or UTF-8 errors (ValueError), a payload
+#: that is JSON but not an object (AttributeError, TypeError, LookupError on ``.get``/``[]``).
+_UNPARSABLE = (ValueError, TypeError, AttributeError, LookupError)
+
+
+_TIMESTAMP = "X-Slack-Request-Timestamp"
+_SIGNATURE = "X-Slack-Signature"
+#: How old a signed request may be, as Bolt allows (Slack's own advice).
+SIGNATURE_MAX_AGE_S = 300
+
+
+def _signed(secret: bytes, raw_body: bytes, headers: Mapping[str, str]) -> bool:
+    """Whether ``raw_body`` carries Slack's signature (``v0=HMAC-SHA256(v0:<ts>:<body>)``),
+    made within :data:`SIGNATURE_MAX_AGE_S`; over the bytes, so any body can be checked."""
+    if not _well_formed(headers):
+        return False
+    timestamp = headers[_TIMESTAMP]
+    if abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE_S:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + raw_body
+    expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers[_SIGNATURE])
+
+
+def _well_formed(headers: Mapping[str, str]) -> bool:
+    """A timestamp of digits and an ASCII signature (Bolt fails with a 500 on others)."""
+    timestamp = headers.get(_TIMESTAMP, "")
+    signature = headers.get(_SIGNATURE, "")
+    return timestamp.isascii() and timestamp.isdigit() and signature.isascii()
+
+
+def slack_routes(app: AsyncApp, signing_secret: str | None = None) -> list[web.RouteDef]:
+    """``POST /slack/events`` for the API server (slash commands and interactivity).
+
+    Bolt verifies signatures after parsing the body, and fails with a 500 on a body it cannot
+    parse or a timestamp header that is not a number: those are answered here instead, 401 when
+    the request is not signed with ``signing_secret`` and 400 when it is, without a traceback.
+    """
+    secret = signing_secret.encode() if signing_secret else None
+
+    async def refusal(request: web.Request) -> EngineError:
+        if secret is not None and not _signed(secret, await request.read(), request.headers):
+            return Unauthorized("invalid Slack request signature")
+        return InvalidRequest("malformed Slack request")
 
     async def events(request: web.Request) -> web.Response:
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        if secret is not None and not _well_formed(request.headers):
+            raise Unauthorized("invalid Slack request signature")
+        try:
+            bolt_request = await to_bolt_request(request)
+        except _UNPARSABLE:
+            raise await refusal(request) from None
+        bolt_response = await app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
     return [web.post("/slack/events", events)]

@@ -68,9 +68,7 @@ def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
                 for k, v in definition.items()
                 if k not in {"required", "position", "immutable"}
             }
-            ptype = prop.get("type")
-            if ptype is not None and ptype not in _JSON_TYPES and not isinstance(ptype, list):
-                raise PackError(f"parameter '{name}' has unknown type '{ptype}'")
+            _check_type(str(name), prop.get("type"))
             if definition.get("required"):
                 required.append(str(name))
             properties[str(name)] = prop
@@ -85,6 +83,16 @@ def normalize_schema(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     except SchemaError as exc:
         raise PackError(f"invalid parameter schema: {exc.message}") from exc
     return schema
+
+
+def _check_type(name: str, ptype: Any) -> None:
+    """Refuse a flat parameter's ``type`` unless it is a JSON type or a list of them."""
+    if ptype is None:
+        return
+    for t in ptype if isinstance(ptype, list) else [ptype]:
+        if not isinstance(t, str) or t not in _JSON_TYPES:
+            shown = t if isinstance(t, str) else json.dumps(t, default=str)
+            raise PackError(f"parameter '{name}' has unknown type '{shown}'")
 
 
 def flat_schema(schema: Mapping[str, Any]) -> dict[str, Any]:

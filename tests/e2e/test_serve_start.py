@@ -1,0 +1,93 @@
+"""``attune serve`` at start-up (issue 12): a pack whose parameter has several types loads and
+runs; a busy port or an unreachable database is one line on stderr naming the cause and the
+setting to change, a non-zero exit and no traceback, within a bound."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import (
+    _LISTENING,
+    ADMIN_LOGIN,
+    ADMIN_PASSWORD,
+    PACKS_PATH,
+    START_TIMEOUT_S,
+    client,
+    engine_env,
+    spawn,
+    stop,
+    wait_for_line,
+    wait_for_status,
+)
+
+pytestmark = pytest.mark.e2e
+
+#: Bound on a start-up that must fail: the exit must come within this time.
+FAIL_TIMEOUT_S = 20.0
+
+
+def _several_types_pack(root: Path) -> Path:
+    pack = root / "several"
+    (pack / "actions").mkdir(parents=True)
+    (pack / "pack.yaml").write_text("ref: several\nlabel: Several\nversion: 1.0.0\n")
+    (pack / "actions" / "show.yaml").write_text(
+        "name: show\nrunner_type: shell\nentry_point: show.sh\nparameter_format: json\n"
+        "parameters:\n"
+        '  note: {type: [string, "null"]}\n'
+        '  count: {type: [integer, "null"], default: null}\n'
+    )
+    (pack / "actions" / "show.sh").write_text("#!/bin/sh\ncat\n")
+    return root
+
+
+async def test_a_parameter_of_several_types_loads_at_start_and_runs(tmp_path: Path) -> None:
+    packs = _several_types_pack(tmp_path / "packs")
+    env = engine_env(tmp_path, ATTUNE_PACKS_PATH=f"{PACKS_PATH}:{packs}")
+    proc = spawn("serve", ["serve"], env, tmp_path)
+    try:
+        base = (await wait_for_line(proc, _LISTENING, START_TIMEOUT_S)).group(1).rstrip("/")
+        assert "Pack not loaded" not in proc.stdout(), proc.stdout()
+        async with (
+            aiohttp.ClientSession(base_url=base) as anon,
+            anon.post(
+                "/auth/login", json={"login": ADMIN_LOGIN, "password": ADMIN_PASSWORD}
+            ) as resp,
+        ):
+            token = (await resp.json())["data"]["access_token"]
+        async with client(base, token) as api:
+            async with api.get("/api/v1/actions/several.show") as resp:
+                body = await resp.json()
+                assert resp.status == 200, body
+            assert body["data"]["param_schema"]["note"]["type"] == ["string", "null"]
+            request = {"action_ref": "several.show", "parameters": {"note": None, "count": "3"}}
+            async with api.post("/api/v1/executions/execute", json=request) as resp:
+                ran = await resp.json()
+                assert resp.status == 201, ran
+            done = await wait_for_status(api, ran["data"]["id"], "completed")
+            assert json.loads(done["result"]["stdout"]) == {"note": None, "count": 3}
+
+            ref = f"several.api_{uuid.uuid4().hex[:6]}"
+            action = {
+                "ref": ref,
+                "label": "x",
+                "entrypoint": "echo hi",
+                "runtime_ref": "core.shell",
+                "param_schema": {"when": {"type": ["string", "null"], "required": True}},
+            }
+            async with api.post("/api/v1/actions", json=action) as resp:
+                created = await resp.json()
+                assert resp.status == 201, created
+            bad = {**action, "ref": ref + "x", "param_schema": {"when": {"type": ["strin"]}}}
+            async with api.post("/api/v1/actions", json=bad) as resp:
+                refused = await resp.json()
+                assert resp.status == 400, refused
+            assert "unknown type 'strin'" in refused["error"]
+        assert "Traceback" not in proc.stderr()
+    finally:
+        problem = await stop(proc)
+    assert problem is None, problem + "\n" + proc.stderr()[-4000:]
