@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 
 from engine.outbox import Delivery, DeliveryFailed
+from engine.url_display import shown_url
 
 #: Time allowed for one callback request.
 CALLBACK_TIMEOUT_S = 10.0
@@ -76,12 +77,12 @@ class CallbackSink:
                 status = resp.status
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise DeliveryFailed(f"POST {url}: {type(exc).__name__}: {exc}") from exc
+            raise DeliveryFailed(f"POST {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
         if 200 <= status < 300:
             return
         retryable = status in _RETRYABLE or status >= 500
         raise DeliveryFailed(
-            f"POST {url}: HTTP {status}",
+            f"POST {shown_url(url)}: HTTP {status}",
             permanent=not retryable,
             retry_after_s=retry_after if retryable else None,
         )

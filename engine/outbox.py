@@ -25,6 +25,7 @@ from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.fast import hot
 from engine.storage.tables import deliveries, now_utc
+from engine.url_display import scrub_urls
 
 log = logging.getLogger("attune.outbox")
 
@@ -265,6 +266,7 @@ class OutboxDrainer:
             execution, route = found
             await sink.deliver(delivery, execution, route)
         except DeliveryFailed as exc:
+            error = scrub_urls(exc.message)  # a URL's credentials and query never shown
             final = exc.permanent or attempts >= self.max_attempts
             delay = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempts)
             log.warning(
@@ -275,16 +277,19 @@ class OutboxDrainer:
                 delivery.execution_id,
                 attempts,
                 " (giving up)" if final else f", next in {delay:.1f} s",
-                exc.message,
+                error,
             )
-            await self._settle(
-                delivery.id, attempts, "failed" if final else "pending", exc.message, delay
-            )
+            state = "failed" if final else "pending"
+            await self._settle(delivery.id, attempts, state, error, delay)
             return False
         except Exception as exc:
             log.exception("delivery %s crashed", delivery.id)
             await self._settle(
-                delivery.id, attempts, "pending", f"internal error: {exc!r}", backoff_s(attempts)
+                delivery.id,
+                attempts,
+                "pending",
+                scrub_urls(f"internal error: {exc!r}"),
+                backoff_s(attempts),
             )
             return False
         self._delivered.append(delivery.id)

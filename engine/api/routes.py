@@ -135,7 +135,9 @@ async def list_audit(call: Call) -> Any:
 
 
 async def list_deliveries(call: Call) -> Any:
-    items = await call.runtime.service.deliveries(call.int_path_param("id"))
+    execution_id = call.int_path_param("id")
+    await call.runtime.gate.view(requester(call), execution_id)  # 403 as for the execution
+    items = await call.runtime.service.deliveries(execution_id)
     return page_of(items, *call.paging())
 
 
