@@ -162,15 +162,40 @@ def lower_role(a: Role, b: Role) -> Role:
 _DUMMY_HASH = "scrypt$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 86 + "=="
 
 
-class LoginThrottle:
-    """Counts failed logins per key (login, client address) in a sliding window; past
-    ``max_failures`` the key is locked out until its oldest failure leaves the window."""
+#: First wait of a (login, client address) pair past its ``max_failures`` free failures; each
+#: further failure doubles it, up to the window.
+LOGIN_BACKOFF_BASE_S = 15.0
+#: The looser limits, as multiples of ``max_failures``: one login from all addresses together
+#: (so a guesser elsewhere cannot lock its owner out on their own), one address for all logins
+#: (an office or a proxy shares one).
+LOGIN_FACTOR = 10
+ADDRESS_FACTOR = 10
 
-    def __init__(self, max_failures: int, window_s: float, address_factor: int = 10) -> None:
+
+def throttle_keys(login: str, client: str) -> list[str]:
+    """What a login attempt counts against: the (login, client address) pair, the login, the
+    address."""
+    return [f"pair:{client}\x00{login}", f"login:{login}", f"client:{client}"]
+
+
+class LoginThrottle:
+    """Counts failed logins per key (:func:`throttle_keys`) in a sliding window of ``window_s``.
+    A (login, address) pair backs off: past ``max_failures`` failures it waits
+    :data:`LOGIN_BACKOFF_BASE_S` after its last failure, twice as long per further failure, at
+    most the window. A login (all addresses) and an address (all logins) have looser walls,
+    ``max_failures`` times their factor, until their oldest failure leaves the window."""
+
+    def __init__(
+        self,
+        max_failures: int,
+        window_s: float,
+        address_factor: int = ADDRESS_FACTOR,
+        login_factor: int = LOGIN_FACTOR,
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
-        #: Many people may share an address (an office, a proxy): a looser limit per address.
         self.address_factor = address_factor
+        self.login_factor = login_factor
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, key: str, now: float) -> deque[float]:
@@ -179,13 +204,23 @@ class LoginThrottle:
             failures.popleft()
         return failures
 
+    def _wait_s(self, key: str, failures: deque[float], now: float) -> float:
+        if key.startswith("pair:"):
+            extra = len(failures) - self.max_failures
+            if extra < 0:
+                return 0.0
+            delay_s = min(self.window_s, LOGIN_BACKOFF_BASE_S * float(2 ** min(extra, 20)))
+            return failures[-1] + delay_s - now
+        factor = self.address_factor if key.startswith("client:") else self.login_factor
+        if len(failures) < self.max_failures * factor:
+            return 0.0
+        return failures[0] + self.window_s - now
+
     def check(self, keys: list[str]) -> None:
         now = time.monotonic()
         for key in keys:
-            failures = self._recent(key, now)
-            limit = self.max_failures * (self.address_factor if key.startswith("client:") else 1)
-            if len(failures) >= limit:
-                wait_s = failures[0] + self.window_s - now
+            wait_s = self._wait_s(key, self._recent(key, now), now)
+            if wait_s > 0:
                 raise TooManyRequests(
                     f"too many failed logins; try again in {max(1, round(wait_s))} s", wait_s
                 )
@@ -282,10 +317,11 @@ class AuthService:
     async def login(self, login: str, password: str, client: str = "") -> Session:
         """Check a password; start a session.
 
-        Failures are counted per login and per client address (TooManyRequests past the
-        limit); scrypt runs in a thread so a login does not stall other requests. A disabled
+        Failures are counted per (login, client address), per login and per address
+        (TooManyRequests past a limit: :class:`LoginThrottle`); a success clears only its
+        pair. scrypt runs in a thread so a login does not stall other requests. A disabled
         user with the right password is Forbidden."""
-        keys = [f"login:{login}", f"client:{client}"]
+        keys = throttle_keys(login, client)
         self.throttle.check(keys)
         async with self.store.read() as conn:
             row = await user_row(conn, login)

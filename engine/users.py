@@ -24,6 +24,7 @@ from engine.auth import (
     check_login,
     check_new_password,
     hash_password,
+    throttle_keys,
     user_row,
     verify_password,
 )
@@ -145,7 +146,7 @@ class Users:
         counted as a failed login, otherwise); every session of the user ends, the one that
         asked included."""
         check_new_password(new)
-        keys = [f"login:{login}"]
+        keys = throttle_keys(login, "password-change")[:2]  # the pair backs off; the login
         self.auth.throttle.check(keys)
         async with self.store.read() as conn:
             row = await self._require(conn, login)

@@ -1,6 +1,6 @@
 """Webhooks: a trigger's webhook key (enable, disable, regenerate) and the public
-``POST /api/v1/webhooks/{key}``: rate-limited per key, checked against the trigger's HMAC secret
-when it has one, recorded as an event of the trigger, its rules processed in the background.
+``POST /api/v1/webhooks/{key}``: checked against the trigger's HMAC secret when it has one, then
+rate-limited per key, recorded as an event of the trigger, its rules processed in the background.
 
 The body is Attune's ``WebhookReceiverRequest``: ``{"payload": ..., "headers"?, "source_ip"?,
 "user_agent"?}``. The event's ``config`` records where it came from, as Attune's does (the key
@@ -86,7 +86,6 @@ class Webhooks:
             raise NotFound("unknown webhook key")
         if not row.webhook_enabled or not row.enabled:
             raise InvalidRequest(f"the webhook of trigger '{row.ref}' is disabled")
-        self.limiter.take(key)
         config: dict[str, Any] = {"source": "webhook", **origin}
         if row.webhook_secret is not None:
             secret = str(self.secrets.open(row.webhook_secret)["s"]).encode()
@@ -97,6 +96,9 @@ class Webhooks:
                     "missing or bad X-Webhook-Signature (sha256=<hex HMAC-SHA256 of the body>)"
                 )
             config["hmac_verified"] = True
+        # Spent only by calls that passed the signature check: a caller without the secret
+        # cannot use up the signed sender's budget.
+        self.limiter.take(key)
         event = await self.enforcer.record_event(
             row.ref, payload, "webhook", trigger_id=row.id, config=config
         )
