@@ -17,7 +17,7 @@ from engine.audit import AuditEntry, AuditLog
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound
-from engine.params import redact, validate_parameters
+from engine.params import REDACTED, redact, validate_parameters
 from engine.policy import Denied, Policy, Verb
 from engine.records import Executor, Source
 from engine.service import ExecutionService
@@ -222,9 +222,37 @@ class Gate:
     ) -> Submitted | NeedsConfirmation:
         action_ref, params = await self.service.parameters_of(execution_id)
         await self._deny(who, "view", action_ref, audit_verb="rerun", execution_id=execution_id)
+        await self._own_secrets(who, execution_id, await self.service.get(execution_id))
         return await self.run(
             who, action_ref, params, chat=chat, verb="rerun", idempotency_key=idempotency_key
         )
+
+    async def _own_secrets(self, who: Requester, execution_id: int, record: dict[str, Any]) -> None:
+        """A re-run carries the original's secret values: only its requester (same identity,
+        same source) or an admin may re-run an execution whose secret parameters were set.
+        Anyone else is refused (audited); they run the action anew with their own values."""
+        config = record.get("config") or {}
+        secret = sorted(str(name) for name, value in config.items() if value == REDACTED)
+        original = record.get("requester") or {}
+        mine = (original.get("identity"), original.get("source")) == (who.identity, who.source)
+        if not secret or mine or who.role == "admin":
+            return
+        owner = original.get("identity") or "someone else"
+        error = Forbidden(
+            f"execution #{execution_id} was requested by {owner} with secret parameters "
+            f"({', '.join(secret)}): only they or an admin can re-run it; run "
+            f"{record['action_ref']} anew with your own values"
+        )
+        await self.audit.record(
+            who.entry(
+                "rerun",
+                "denied",
+                target=record["action_ref"],
+                detail=error.message,
+                execution_id=execution_id,
+            )
+        )
+        raise error
 
     async def cancel(self, who: Requester, execution_id: int) -> dict[str, Any]:
         record = await self.service.get(execution_id)
