@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -19,6 +20,7 @@ from engine import broker as topics
 from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
+from engine.errors import CannotStart, Unavailable
 from engine.execution_tokens import api_url
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
@@ -57,6 +59,15 @@ def return_freed_memory() -> None:
 
 #: glibc's mallopt parameter (malloc.h).
 _M_MMAP_THRESHOLD = -3
+
+
+async def _build_runtime(settings: Settings, **options: bool) -> Runtime:
+    """:func:`build_runtime`, with a database that cannot be reached said in one line that
+    names the setting to change."""
+    try:
+        return await build_runtime(settings, **options)
+    except Unavailable as exc:
+        raise CannotStart(f"{exc.message}; check ATTUNE_DATABASE_URL") from exc
 
 
 def _stop_event() -> asyncio.Event:
@@ -99,7 +110,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     """Everything in one process until SIGINT/SIGTERM."""
     return_freed_memory()
     stop = _stop_event()
-    runtime = await build_runtime(settings)
+    runtime = await _build_runtime(settings)
     runner: web.AppRunner | None = None
     socket_handler: Any = None
     callbacks = CallbackSink(runtime.callback_secret())
@@ -151,7 +162,14 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotStart(
+                f"cannot listen on {settings.http_host}:{settings.http_port} "
+                f"({os.strerror(exc.errno) if exc.errno else exc}): set ATTUNE_HTTP_PORT "
+                "to a free port (or ATTUNE_HTTP_HOST to an address of this machine)"
+            ) from exc
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         runtime.execution_tokens.api_url = api_url(settings.http_host, port)  # for actions
         announce(runtime, f"http://{settings.http_host}:{port}", slack_mode)
@@ -182,7 +200,7 @@ async def worker(settings: Settings) -> None:
     """Workers alone (with the sweep), sharing the database and RabbitMQ with other processes."""
     return_freed_memory()
     stop = _stop_event()
-    runtime = await build_runtime(settings, sync_packs=False, ensure_admin=False)
+    runtime = await _build_runtime(settings, sync_packs=False, ensure_admin=False)
     try:
         w = await runtime.start_worker()
         print(

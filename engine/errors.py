@@ -75,3 +75,8 @@ class Unavailable(EngineError):
 
     code = "SERVICE_UNAVAILABLE"
     http_status = 503
+
+
+class CannotStart(EngineError):
+    """A process cannot start (a busy port, an unreachable database); the message names the
+    cause and the setting to change, and is shown as one line."""

@@ -410,11 +410,26 @@ class Store:
         return await asyncio.to_thread(run)
 
     async def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (safe to run from several processes at once)."""
-        if await self.run_sync(_at_head):
+        """Apply Alembic migrations up to head (safe to run from several processes at once).
+
+        Raises :class:`Unavailable` in one line naming the database (without its password)
+        and the cause when no connection can be made (a failing migration keeps its error)."""
+        try:
+            at_head = await self.run_sync(_at_head)  # the version query's own errors: False
+        except (SQLAlchemyError, OSError) as exc:
+            cause = _cause(exc)
+            raise Unavailable(f"cannot connect to the database {self.where}: {cause}") from exc
+        if at_head:
             return
         async with self.exclusive():
             await self.run_sync(_run_upgrade, commit=True)
+
+    @property
+    def where(self) -> str:
+        """The database's URL without its password."""
+        either = self._async if self._async is not None else self._sync
+        assert either is not None
+        return either.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
         if self._committer is not None:
@@ -427,6 +442,13 @@ class Store:
                 sync.dispose()
         if self._async is not None:
             await self._async.dispose()
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what the driver said (SQLAlchemy adds the statement and a link)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def _at_head(connection: Connection) -> bool:
@@ -470,7 +492,13 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
         event.listen(engine.sync_engine, "checkout", _closed_by_server)
         return Store(engine)
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.database).expanduser().resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot create the database's folder {folder}: {exc.strerror or exc}"
+            ) from exc
 
     def migrations_engine() -> Engine:
         # The driver's default transaction handling, as Alembic expects; one connection.

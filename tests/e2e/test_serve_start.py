@@ -4,7 +4,10 @@ setting to change, a non-zero exit and no traceback, within a bound."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +19,9 @@ from tests.e2e.conftest import (
     ADMIN_LOGIN,
     ADMIN_PASSWORD,
     PACKS_PATH,
+    POLL_S,
     START_TIMEOUT_S,
+    Proc,
     client,
     engine_env,
     spawn,
@@ -91,3 +96,66 @@ async def test_a_parameter_of_several_types_loads_at_start_and_runs(tmp_path: Pa
     finally:
         problem = await stop(proc)
     assert problem is None, problem + "\n" + proc.stderr()[-4000:]
+
+
+async def _fails_at_start(proc: Proc) -> tuple[int, str]:
+    """Wait (bounded) for a start-up that must fail; return its exit code and stderr."""
+    deadline = time.monotonic() + FAIL_TIMEOUT_S
+    try:
+        while proc.popen.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve still running after {FAIL_TIMEOUT_S} s:\n{proc.stderr()}")
+            await asyncio.sleep(POLL_S)
+        return proc.popen.returncode, proc.stderr()
+    finally:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(timeout=5)
+        proc.close_files()
+
+
+def _one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+async def test_a_busy_port_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = engine_env(tmp_path, ATTUNE_HTTP_PORT=str(port))
+        code, stderr = await _fails_at_start(spawn("serve", ["serve"], env, tmp_path))
+    line = _one_line(stderr)
+    assert code != 0
+    assert "ATTUNE_HTTP_PORT" in line, line
+    assert f"127.0.0.1:{port} (Address already in use)" in line, line
+
+
+async def test_an_unreachable_database_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+asyncpg://attune:secret-pw@127.0.0.1:{port}/attune"
+    env = engine_env(tmp_path, ATTUNE_DATABASE_URL=url)
+    code, stderr = await _fails_at_start(spawn("serve", ["serve"], env, tmp_path))
+    line = _one_line(stderr)
+    assert code != 0
+    assert "ATTUNE_DATABASE_URL" in line, line
+    assert (
+        f"cannot connect to the database postgresql+asyncpg://attune:***@127.0.0.1:{port}" in line
+    )
+    assert "secret-pw" not in line
+
+
+async def test_a_sqlite_database_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a folder")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plain-file' / 'attune.db'}"
+    env = engine_env(tmp_path, ATTUNE_DATABASE_URL=url)
+    code, stderr = await _fails_at_start(spawn("serve", ["serve"], env, tmp_path))
+    line = _one_line(stderr)
+    assert code != 0
+    assert "ATTUNE_DATABASE_URL" in line, line
+    assert f"cannot create the database's folder {tmp_path / 'plain-file'}" in line, line
