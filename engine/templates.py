@@ -15,10 +15,10 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.nativetypes import NativeCodeGenerator
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine import json_logic
 from engine.errors import EngineError
+from engine.template_limits import BoundedSandbox, LimitExceeded, check_output
 
 #: Longest regular expression a ``matches`` condition may use, and longest text it scans.
 MAX_PATTERN_CHARS = 1000
@@ -45,8 +45,9 @@ def _concat(values: Iterable[Any]) -> Any:
     return "".join(str(v) for v in chain(head, it))
 
 
-class _NativeSandbox(ImmutableSandboxedEnvironment):
-    """Sandboxed (no attribute tricks, nothing mutable) and native (keeps JSON types)."""
+class _NativeSandbox(BoundedSandbox):
+    """Sandboxed (no attribute tricks, nothing mutable, growth bounded:
+    :mod:`engine.template_limits`) and native (keeps JSON types)."""
 
     code_generator_class = NativeCodeGenerator
     concat = staticmethod(_concat)
@@ -92,10 +93,11 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             result = _ENV.from_string(value).render(context)
             if isinstance(result, Undefined):
                 str(result)  # a lone undefined name: StrictUndefined raises here
+            check_output(result)
             return result
         except TemplateError as exc:
             raise TemplateProblem(f"template {value!r} failed: {exc}") from None
-        except TemplateProblem as exc:  # raised by a helper such as kv.get
+        except (TemplateProblem, LimitExceeded) as exc:  # a helper such as kv.get; a limit
             raise TemplateProblem(f"template {value!r} failed: {exc.message}") from None
         except Exception as exc:  # errors raised inside template expressions
             raise TemplateProblem(

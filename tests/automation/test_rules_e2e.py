@@ -530,6 +530,27 @@ async def test_missing_payload_key_fails_the_enforcement(
     assert await executions_of(api, action) == 0
 
 
+@pytest.mark.parametrize(
+    ("template", "n"),
+    [("{{ event.payload.n ** event.payload.n }}", 10**5), ("{{ 'a' * event.payload.n }}", 10**7)],
+)
+async def test_a_small_payload_that_would_grow_a_template_fails_the_enforcement(
+    api: aiohttp.ClientSession, anon: aiohttp.ClientSession, template: str, n: int
+) -> None:
+    """Issue 12, hole 3: a 20-byte payload must not stall the server or grow it by gigabytes."""
+    action = await inline_action(api, parameters={"message": {"type": "string"}})
+    trigger, key = await make_trigger(api)
+    assert key is not None
+    await make_rule(api, trigger, action, action_params={"message": template})
+
+    enf = await one_enforcement(api, await fire_ok(anon, key, {"n": n}))
+    assert (enf["status"], enf["outcome"]) == ("processed", "failed"), enf
+    assert "would make a" in enf["error"], enf
+    assert await executions_of(api, action) == 0
+    async with anon.get("/health") as resp:
+        assert resp.status == 200
+
+
 # -- limits -----------------------------------------------------------------------------------
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -114,3 +117,86 @@ def test_a_lone_template_keeps_a_string_a_string(text: str) -> None:
     context = {"event": {"payload": {"m": text}}}
     assert render("{{ event.payload.m }}", context) == text
     assert render("{{ event.payload.m }}{{ event.payload.m }}", context) == text + text
+
+
+# -- a small payload must not stall the server (issue 12, hole 3) ---------------------------------
+
+#: Bound on rendering one hostile template. Each renders in a child process with its memory
+#: capped, so a template that would hang or grow the process fails the test instead of the run.
+HOSTILE_TIMEOUT_S = 10.0
+_CHILD = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from engine.templates import TemplateProblem, render
+template, payload = json.loads(sys.argv[1])
+try:
+    result = render(template, {"event": {"payload": payload}})
+    print(json.dumps({"ok": str(result)[:100]}))
+except TemplateProblem as exc:
+    print(json.dumps({"refused": exc.message}))
+"""
+
+
+def _render_in_child(template: str, payload: dict[str, Any]) -> dict[str, str]:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps([template, payload])],
+            capture_output=True,
+            text=True,
+            timeout=HOSTILE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{template} with {payload} took over {HOSTILE_TIMEOUT_S} s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize(
+    ("template", "payload", "reason"),
+    [
+        ("{{ event.payload.n ** event.payload.n }}", {"n": 10**6}, "'**' would make a number"),
+        ("{{ 9 ** (9 ** 8) }}", {}, "'**' would make a number of more than 4096 bits"),
+        ("{{ 'a' * event.payload.n }}", {"n": 10**10}, "'*' would make a str of more than"),
+        ("{{ event.payload.n * [0] }}", {"n": 10**9}, "'*' would make a list of more than"),
+        ("{{ '%0999999999d' % 1 }}", {}, "'%' formatting wider than"),
+        ("{{ '%*d' % (event.payload.n, 1) }}", {"n": 10**9}, "'%' formatting with a width"),
+        ("{{ '%(a)0999999999d' % {'a': 1} }}", {}, "'%' formatting wider than"),
+        ("{{ '%0999999999d' | format(1) }}", {}, "'%' formatting wider than"),
+        ("{{ '{:>9999999}'.format(1) }}", {}, "'format' with a width"),
+        ("{{ '{:>{}}'.format(1, event.payload.n) }}", {"n": 10**10}, "'format' with a width"),
+        ("{{ 'a'.ljust(event.payload.n) }}", {"n": 10**10}, "'ljust': a size over"),
+        ("{{ 'a' | center(event.payload.n) }}", {"n": 10**10}, "filter 'center': a size over"),
+        ("{{ [1] | slice(event.payload.n) | list }}", {"n": 10**8}, "filter 'slice'"),
+        ("{{ lipsum(event.payload.n) }}", {"n": 10**6}, "'lipsum' is undefined"),
+        ("{{ 'a' * 900000 }}{{ 'b' * 900000 }}", {}, "longer than 1000000 characters"),
+    ],
+)
+def test_a_template_that_would_grow_without_bound_fails_with_the_reason(
+    template: str, payload: dict[str, Any], reason: str
+) -> None:
+    answer = _render_in_child(template, payload)
+    assert "refused" in answer, answer
+    assert reason in answer["refused"], answer
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ 2 ** event.payload.count }}", 8),
+        ("{{ event.payload.count ** 2.0 }}", 9.0),
+        ("{{ 2 ** -event.payload.count }}", 0.125),
+        ("{{ 'ab' * event.payload.count }}", "ababab"),
+        ("{{ event.payload.tags * 2 }}", ["db", "prod", "db", "prod"]),
+        ("{{ event.payload.count * 14 }}", 42),
+        ("{{ 7 % event.payload.count }}", 1),
+        ("{{ '%5.1f|%-3s|%%' % (event.payload.count, 'x') }}", "  3.0|x  |%"),
+        ("{{ event.payload.host.name | center(7) }}", "  web1 "),
+        ("{{ event.payload.host.name.rjust(6, '.') }}", "..web1"),
+        ("{{ '{}-{:>6}'.format(event.payload.count, 'x') }}", "3-     x"),
+        ("{{ '%(n)03d' % {'n': event.payload.count} }}", "003"),
+        ("{{ '%s!' | format(event.payload.count) }}", "3!"),
+    ],
+)
+def test_small_arithmetic_and_padding_still_work(template: str, expected: Any) -> None:
+    assert render(template, CTX) == expected
