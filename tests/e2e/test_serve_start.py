@@ -134,13 +134,16 @@ async def test_a_busy_port_is_one_line_naming_the_setting(tmp_path: Path) -> Non
     assert f"127.0.0.1:{port} (Address already in use)" in line, line
 
 
-async def test_an_unreachable_database_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["serve", "worker"])
+async def test_an_unreachable_database_is_one_line_naming_the_setting(
+    tmp_path: Path, command: str
+) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"postgresql+asyncpg://attune:secret-pw@127.0.0.1:{port}/attune"
     env = engine_env(tmp_path, ATTUNE_DATABASE_URL=url)
-    code, stderr = await _fails_at_start(spawn("serve", ["serve"], env, tmp_path))
+    code, stderr = await _fails_at_start(spawn(command, [command], env, tmp_path))
     line = _one_line(stderr)
     assert code != 0
     assert "ATTUNE_DATABASE_URL" in line, line
