@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     #: Largest webhook body, and webhook calls per second per key (with bursts of 2x).
     webhook_max_bytes: int = Field(default=64 * 1024, ge=1024)
     webhook_rate_per_s: float = Field(default=10.0, gt=0)
+    #: How far a webhook's signed ``X-Webhook-Timestamp`` may be from the server's clock.
+    webhook_tolerance_s: float = Field(default=300.0, gt=0)
     #: How often due timers are looked for.
     timer_poll_s: float = Field(default=0.25, gt=0)
     #: How long a process trusts its cached copy of an action (changes made by other

@@ -94,6 +94,7 @@ class Automation:
         *,
         webhook_rate_per_s: float = 10.0,
         webhook_burst: int = 20,
+        webhook_tolerance_s: float = 300.0,
     ) -> None:
         self.store = store
         self.service = service
@@ -102,7 +103,9 @@ class Automation:
         self.audit = audit
         self.enforcer = Enforcer(store, service, secrets_box)
         self.limiter = RateLimiter(webhook_rate_per_s, webhook_burst)
-        self.webhooks = Webhooks(store, secrets_box, self.enforcer, self.limiter)
+        self.webhooks = Webhooks(
+            store, secrets_box, self.enforcer, self.limiter, webhook_tolerance_s
+        )
         # The parts' entry points, as this facade's own.
         self.record_event = self.enforcer.record_event
         self.process_event = self.enforcer.process_event

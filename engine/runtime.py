@@ -298,6 +298,7 @@ async def build_runtime(
             audit,
             webhook_rate_per_s=settings.webhook_rate_per_s,
             webhook_burst=max(1, int(2 * settings.webhook_rate_per_s)),
+            webhook_tolerance_s=settings.webhook_tolerance_s,
         ),
         keys=KeyStore(store, box, audit),
         execution_tokens=ExecutionTokens(

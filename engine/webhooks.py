@@ -5,6 +5,11 @@ rate-limited per key, recorded as an event of the trigger, its rules processed i
 The body is Attune's ``WebhookReceiverRequest``: ``{"payload": ..., "headers"?, "source_ip"?,
 "user_agent"?}``. The event's ``config`` records where it came from, as Attune's does (the key
 itself is left out: it is the webhook's credential).
+
+Replays: a sender that sends ``X-Webhook-Timestamp`` (Unix seconds) signs ``<timestamp>.<body>``;
+such a call is refused outside the tolerance window of the server's clock, and the same signed
+call twice within it is refused the second time (remembered per process). A signature of the
+body alone keeps working, and can be replayed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -19,7 +25,7 @@ from sqlalchemy import select
 from engine.automation import RateLimiter
 from engine.crypto import SecretBox
 from engine.enforcement import Enforcer
-from engine.errors import InvalidRequest, NotFound, Unauthorized
+from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
 from engine.schedules import RULE_TIMERS, TRIGGER_TIMERS
 from engine.storage import Store
 from engine.storage.tables import triggers
@@ -28,6 +34,11 @@ from engine.storage.tables import triggers
 WEBHOOK_PREFIX = "wh_"
 #: Headers that carry the body's signature (``sha256=<hex HMAC-SHA256>``), ours and GitHub's.
 SIGNATURE_HEADERS = ("X-Webhook-Signature", "X-Hub-Signature-256")
+#: Header of a signed call's time (Unix seconds): with it the signature covers
+#: ``<timestamp>.<body>``.
+TIMESTAMP_HEADER = "X-Webhook-Timestamp"
+#: Timestamped calls remembered at most per process (the oldest are forgotten first).
+SEEN_MAX = 100_000
 
 
 def new_webhook_key() -> str:
@@ -45,9 +56,55 @@ def webhook_key_values(key: str, box: SecretBox) -> dict[str, Any]:
 
 
 def open_webhook_key(sealed: str | None, box: SecretBox) -> str | None:
-    """The key of a trigger's sealed column (``None``: no key, or one kept only as a hash)."""
-    key = box.open(sealed).get("k")
+    """The key of a trigger's sealed column (``None``: no key, one kept only as a hash, or one
+    sealed with another secret key: regenerating shows a new one; calls find it by hash)."""
+    try:
+        key = box.open(sealed).get("k")
+    except EngineError:
+        return None
     return str(key) if key else None
+
+
+def body_signature(secret: bytes, body: bytes, timestamp: str | None) -> str:
+    """Hex HMAC-SHA256 of the body, or of ``<timestamp>.<body>`` when a timestamp is sent."""
+    message = body if timestamp is None else timestamp.encode() + b"." + body
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def check_fresh(timestamp: str, tolerance_s: float, now_s: float) -> None:
+    """A signed timestamp must be within ``tolerance_s`` of the server's clock."""
+    try:
+        sent_s = int(timestamp)
+    except ValueError:
+        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+    if abs(now_s - sent_s) > tolerance_s:
+        raise Unauthorized(
+            f"{TIMESTAMP_HEADER} is more than {tolerance_s:g} s from the server's time "
+            "(ATTUNE_WEBHOOK_TOLERANCE_S); sign each call with the current time"
+        )
+
+
+class SeenCalls:
+    """Signatures of timestamped calls still within the tolerance window: a second one is a
+    replay. Bounded: past ``max_size`` the expired go, then the oldest."""
+
+    def __init__(self, tolerance_s: float, max_size: int = SEEN_MAX) -> None:
+        #: A timestamp may be up to the tolerance ahead: remember twice that long.
+        self.keep_s = 2 * tolerance_s
+        self.max_size = max_size
+        self._until: dict[str, float] = {}  # key -> monotonic time it may be forgotten
+
+    def seen(self, key: str) -> bool:
+        until = self._until.get(key)
+        return until is not None and until > time.monotonic()
+
+    def remember(self, key: str) -> None:
+        now = time.monotonic()
+        if len(self._until) >= self.max_size:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            while len(self._until) >= self.max_size:
+                del self._until[next(iter(self._until))]
+        self._until[key] = now + self.keep_s
 
 
 def check_webhook_allowed(ref: str, trigger_type: str) -> None:
@@ -58,12 +115,19 @@ def check_webhook_allowed(ref: str, trigger_type: str) -> None:
 
 class Webhooks:
     def __init__(
-        self, store: Store, secrets_box: SecretBox, enforcer: Enforcer, limiter: RateLimiter
+        self,
+        store: Store,
+        secrets_box: SecretBox,
+        enforcer: Enforcer,
+        limiter: RateLimiter,
+        tolerance_s: float = 300.0,
     ) -> None:
         self.store = store
         self.secrets = secrets_box
         self.enforcer = enforcer
         self.limiter = limiter
+        self.tolerance_s = tolerance_s
+        self.seen_calls = SeenCalls(tolerance_s)
 
     async def receive(
         self,
@@ -72,10 +136,11 @@ class Webhooks:
         signature: str | None,
         payload: Any,
         origin: dict[str, Any],
+        timestamp: str | None = None,
     ) -> dict[str, Any]:
         """Check a webhook call, record its event, and process the rules in the background.
         ``origin``: what the event's ``config`` records besides the source (headers, address,
-        user agent)."""
+        user agent); ``timestamp``: the ``X-Webhook-Timestamp`` header, if sent."""
         async with self.store.read() as conn:
             row = (
                 await conn.execute(
@@ -87,18 +152,30 @@ class Webhooks:
         if not row.webhook_enabled or not row.enabled:
             raise InvalidRequest(f"the webhook of trigger '{row.ref}' is disabled")
         config: dict[str, Any] = {"source": "webhook", **origin}
+        replay_key = None
         if row.webhook_secret is not None:
             secret = str(self.secrets.open(row.webhook_secret)["s"]).encode()
-            expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            expected = body_signature(secret, body, timestamp)
             given = (signature or "").removeprefix("sha256=").strip()
             if not given or not hmac.compare_digest(expected, given):
                 raise Unauthorized(
-                    "missing or bad X-Webhook-Signature (sha256=<hex HMAC-SHA256 of the body>)"
+                    "missing or bad X-Webhook-Signature (sha256=<hex HMAC-SHA256 of the body, "
+                    f"or of '<timestamp>.<body>' when {TIMESTAMP_HEADER} is sent>)"
                 )
             config["hmac_verified"] = True
+            if timestamp is not None:
+                check_fresh(timestamp, self.tolerance_s, time.time())
+                replay_key = f"{row.id}:{expected}"
+                if self.seen_calls.seen(replay_key):
+                    raise Conflict(
+                        "this signed call was already received (a replay); "
+                        f"sign each call with a new {TIMESTAMP_HEADER}"
+                    )
         # Spent only by calls that passed the signature check: a caller without the secret
         # cannot use up the signed sender's budget.
         self.limiter.take(key)
+        if replay_key is not None:
+            self.seen_calls.remember(replay_key)
         event = await self.enforcer.record_event(
             row.ref, payload, "webhook", trigger_id=row.id, config=config
         )

@@ -142,7 +142,12 @@ async def receive_webhook(call: Call) -> Any:
         origin["user_agent"] = headers["User-Agent"][:512]
     signature = headers.get("X-Webhook-Signature") or headers.get("X-Hub-Signature-256")
     accepted = await call.runtime.automation.receive_webhook(
-        call.path_param("key"), raw, signature, body.get("payload", {}), origin
+        call.path_param("key"),
+        raw,
+        signature,
+        body.get("payload", {}),
+        origin,
+        headers.get("X-Webhook-Timestamp"),
     )
     return {"data": accepted}
 
@@ -421,14 +426,21 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         "public",
         body=s.WebhookBody,
         response=s.Single[s.WebhookAccepted],
-        errors=(400, 401, 404, 413, 429),
+        errors=(400, 401, 404, 409, 413, 429),
         tags=("webhooks",),
         query=(
             QueryParam(
                 "X-Webhook-Signature",
                 "string",
                 "sha256=<hex HMAC-SHA256 of the body>, when the trigger has a webhook secret "
-                "(X-Hub-Signature-256 is read too)",
+                "(X-Hub-Signature-256 is read too); of '<timestamp>.<body>' with a timestamp",
+                "header",
+            ),
+            QueryParam(
+                "X-Webhook-Timestamp",
+                "integer",
+                "Unix seconds, signed with the body: refused outside ATTUNE_WEBHOOK_TOLERANCE_S "
+                "of the server's clock, and refused again (409) when replayed",
                 "header",
             ),
         ),

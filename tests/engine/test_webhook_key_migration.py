@@ -9,10 +9,16 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import Connection, select, text
 
+from engine.crypto import SecretBox
 from engine.storage import build_store
 from engine.storage.store import alembic_config
 from engine.storage.tables import triggers
-from engine.webhooks import new_webhook_key, webhook_key_hash
+from engine.webhooks import (
+    new_webhook_key,
+    open_webhook_key,
+    webhook_key_hash,
+    webhook_key_values,
+)
 
 WAIT_S = 30.0
 
@@ -49,3 +55,10 @@ async def test_existing_webhook_keys_are_hashed_and_keep_working(tmp_path: Path)
         assert key not in everything
     finally:
         await store.close()
+
+
+def test_a_key_sealed_with_another_secret_key_reads_as_none() -> None:
+    """Packs still load and operators still list triggers after the secret key changed."""
+    sealed = webhook_key_values("wh_example", SecretBox("first"))["webhook_key_sealed"]
+    assert open_webhook_key(sealed, SecretBox("first")) == "wh_example"
+    assert open_webhook_key(sealed, SecretBox("second")) is None
