@@ -184,5 +184,5 @@ class Webhooks:
             "event_id": event["id"],
             "trigger_ref": row.ref,
             "received_at": event["created"],
-            "message": "Webhook received; the event is being processed",
+            "message": "Webhook received successfully",
         }

@@ -348,6 +348,7 @@ async def test_webhook_event_and_enforcement_as_attune(
         headers={"User-Agent": "contract-test"},
     )
     assert {"event_id", "trigger_ref", "received_at", "message"} <= set(accepted)
+    assert accepted["message"] == "Webhook received successfully"  # Attune's words
     event = await processed(api, accepted["event_id"])
     has_fields(event, EVENT, EVENT_OPTIONAL)
     assert event["trigger"] == trigger["id"]
