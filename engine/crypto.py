@@ -13,6 +13,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from engine.errors import EngineError
+from engine.private_files import make_private_dir
 
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name)
 
@@ -22,7 +23,7 @@ def load_or_create_secret_key(data_dir: Path) -> str:
     path = data_dir / SECRET_KEY_FILE
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     key = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 from engine.errors import EngineError
 from engine.packs import ActionSpec
+from engine.private_files import make_private_dir
 from engine.runners import Outcome, RunRequest, RunResult, shell_vars
 from engine.runners.formats import format_parameters, parse_output
 
@@ -264,7 +265,7 @@ class ProcessRunner:
         if request.cancel.is_set():
             return RunResult(outcome="cancelled", error="cancelled")
         try:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.work_dir)
             tmp = Path(tempfile.mkdtemp(prefix=f"run-{request.execution_id}-", dir=self.work_dir))
         except OSError as exc:
             return RunResult(outcome="failed", error=f"cannot create a work dir: {exc}")

@@ -38,6 +38,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from engine.errors import Conflict, EngineError, Unavailable
+from engine.private_files import touch_private_file
 from engine.storage import fast
 
 if TYPE_CHECKING:
@@ -498,6 +499,12 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
         except OSError as exc:
             raise Unavailable(
                 f"cannot create the database's folder {folder}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            touch_private_file(Path(url.database).expanduser())  # WAL and SHM files follow its mode
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot create the database {url.database}: {exc.strerror or exc}"
             ) from exc
 
     def migrations_engine() -> Engine:
