@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shlex
 import sys
@@ -182,7 +183,7 @@ async def _token_create(
 
     runtime = await build_runtime(settings, sync_packs=False)
     try:
-        ttl_s = int(ttl_days * 86400) if ttl_days else None
+        ttl_s = math.ceil(ttl_days * 86400) if ttl_days else None
         token = await runtime.auth.issue_token(
             login,
             name=name,
@@ -299,6 +300,29 @@ def _positive(text: str) -> float:
     return value
 
 
+#: Shortest token lifetime ``--ttl-days`` accepts: anything shorter rounded to 0 s, which
+#: meant "never expires".
+MIN_TOKEN_TTL_S = 60
+#: Longest: 100 years (past that the expiry date overflows).
+MAX_TOKEN_TTL_DAYS = 36500
+
+
+def _ttl_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TOKEN_TTL_DAYS:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TOKEN_TTL_DAYS}")
+    if value * 86400 < MIN_TOKEN_TTL_S:
+        raise argparse.ArgumentTypeError(
+            f"{text} days is under {MIN_TOKEN_TTL_S} s; give at least "
+            f"{math.ceil(MIN_TOKEN_TTL_S / 86400 * 1e4) / 1e4} days, "
+            "or leave it out for a token that never expires"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attune", description="Attune chat-ops")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
     create.add_argument("--role", choices=["admin", "operator", "viewer"], default=None)
     create.add_argument(
-        "--ttl-days", type=_positive, default=None, help="expiry in days (default: never)"
+        "--ttl-days", type=_ttl_days, default=None, help="expiry in days (default: never)"
     )
     _user_parser(sub)
     return parser

@@ -62,3 +62,18 @@ async def test_cli_pack_register_list_remove(tmp_path: Path) -> None:
     assert code == 2, out
     assert "pack 'test_pack' not found" in err
     assert "Traceback" not in err
+
+
+async def test_token_create_refuses_a_ttl_under_a_minute(tmp_path: Path) -> None:
+    """Issue 12: ``--ttl-days 0.000001`` rounded to 0 s, which made a token that never expires."""
+    env = engine_env(tmp_path)
+    args = ["token", "create", "--name", "short"]
+    code, out, err = await run_cli([*args, "--ttl-days", "0.000001"], env, tmp_path)
+    assert code != 0, out
+    assert out.strip() == "", out  # no token printed
+    assert "under 60 s" in err, err
+    assert "Traceback" not in err
+
+    code, out, err = await run_cli([*args, "--ttl-days", "0.001"], env, tmp_path)
+    assert code == 0, err
+    assert out.strip(), err
