@@ -8,6 +8,7 @@ from aiohttp import web
 
 from engine.api import schemas as s
 from engine.api.http import Call, QueryParam, RouteSpec, json_response, page_of, paged
+from engine.auth import Principal
 from engine.errors import InvalidRequest
 from engine.gate import Requester, Submitted
 from engine.status import PENDING, ExecutionStatus
@@ -75,6 +76,15 @@ def requester(call: Call) -> Requester:
     return Requester(identity=who.login, role=who.role, source="api", extra=extra)
 
 
+def scoped_idempotency_key(caller: Principal, key: str) -> str:
+    """``key`` scoped to its sender so no two (sender, key) pairs give one string: the user id
+    (digits, no ``:``), or for a token standing for no user row the login with its length
+    (a login may hold ``:``)."""
+    if caller.user_id is not None:
+        return f"api:u{caller.user_id}:{key}"
+    return f"api:l{len(caller.login)}:{caller.login}:{key}"
+
+
 async def execute(call: Call) -> Any:
     body: s.ExecuteRequest = call.body
     key = call.request.headers.get("Idempotency-Key")
@@ -85,7 +95,7 @@ async def execute(call: Call) -> Any:
         body.action_ref,
         body.parameters,
         callback_url=str(body.callback_url) if body.callback_url else None,
-        idempotency_key=f"api:{call.caller.login}:{key}" if key else None,
+        idempotency_key=scoped_idempotency_key(call.caller, key) if key else None,
     )
     assert isinstance(outcome, Submitted)  # the API never asks for confirmation
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
