@@ -314,6 +314,8 @@ class Backend:
             "ATTUNE_ADMIN_PASSWORD": PASSWORD,
             "ATTUNE_SECRET_KEY": self.secret_key,
             "ATTUNE_LOG_LEVEL": "WARNING",
+            # Callbacks go to the bench's receiver on loopback.
+            "ATTUNE_OUTBOUND_ALLOW": '["127.0.0.0/8", "::1/128"]',
         }
         if self.mode == "embedded":
             env["ATTUNE_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.sqlite_path}"

@@ -22,6 +22,7 @@ from engine.broker import Envelope
 from engine.callbacks import CallbackSink
 from engine.errors import CannotStart, Unavailable
 from engine.execution_tokens import api_url
+from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
 
@@ -113,7 +114,9 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     runtime = await _build_runtime(settings)
     runner: web.AppRunner | None = None
     socket_handler: Any = None
-    callbacks = CallbackSink(runtime.callback_secret())
+    callbacks = CallbackSink(
+        runtime.callback_secret(), policy=OutboundPolicy.from_ranges(settings.outbound_allow)
+    )
     sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
     slack_sink: Any = None  # a SlackSink when Slack is configured
     roles: Any = None  # SlackRoles

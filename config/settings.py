@@ -7,11 +7,12 @@ then defaults that run with nothing installed (SQLite file, in-process broker).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -114,6 +115,10 @@ class Settings(BaseSettings):
     web_ui_dir: Path | None = None
     #: Largest pack archive accepted by ``POST /api/v1/packs/upload``.
     pack_upload_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: Address ranges (CIDR) that ``core.http_request`` and callbacks may reach although they
+    #: are loopback, link-local, private, multicast or reserved (refused by default), e.g.
+    #: ``ATTUNE_OUTBOUND_ALLOW='["10.1.0.0/16"]'``.
+    outbound_allow: list[str] = Field(default_factory=list)
 
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ATTUNE_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
@@ -124,6 +129,16 @@ class Settings(BaseSettings):
     )
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _cidr_ranges(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an address range (CIDR): {item!r}") from exc
+        return value
 
     @property
     def pack_dirs(self) -> list[Path]:

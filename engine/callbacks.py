@@ -21,7 +21,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
+from engine import outbound
+from engine.outbound import OutboundPolicy
 from engine.outbox import Delivery, DeliveryFailed
 from engine.url_display import shown_url
 
@@ -40,9 +43,18 @@ def sign(secret: bytes, body: bytes) -> str:
 
 
 class CallbackSink:
-    def __init__(self, secret: bytes, *, timeout_s: float = CALLBACK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        timeout_s: float = CALLBACK_TIMEOUT_S,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
         self.secret = secret
         self.timeout_s = timeout_s
+        #: Where callbacks may go (by default no loopback, link-local, private, multicast or
+        #: reserved address: ``ATTUNE_OUTBOUND_ALLOW`` widens it).
+        self.policy = policy if policy is not None else OutboundPolicy()
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -66,9 +78,14 @@ class CallbackSink:
             "X-Attune-Delivery": str(delivery.id),
             "X-Attune-Event": f"execution.{delivery.event}",
         }
+        try:
+            self.policy.check_url(yarl.URL(url))
+        except (ValueError, outbound.DestinationNotAllowed) as exc:
+            text = outbound.failure_text(exc)
+            raise DeliveryFailed(f"POST {shown_url(url)}: {text}", permanent=True) from exc
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            self._session = outbound.session(
+                self.policy, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
         try:
             async with self._session.post(
@@ -76,8 +93,13 @@ class CallbackSink:
             ) as resp:
                 status = resp.status
                 retry_after = _retry_after_s(resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise DeliveryFailed(f"POST {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise DeliveryFailed(f"POST {shown_url(url)}: no answer") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # One text for a refused destination, a closed port and an unknown host alike.
+            text = outbound.failure_text(exc)
+            permanent = text == outbound.NOT_ALLOWED
+            raise DeliveryFailed(f"POST {shown_url(url)}: {text}", permanent=permanent) from exc
         if 200 <= status < 300:
             return
         retryable = status in _RETRYABLE or status >= 500

@@ -27,6 +27,7 @@ from engine.housekeeping import Housekeeper
 from engine.keys import KeyStore
 from engine.metrics import Metrics
 from engine.notifications import Notifier
+from engine.outbound import OutboundPolicy
 from engine.pack_install import store_upload
 from engine.packs import PackSpec, discover_packs, load_pack
 from engine.policy import Policy
@@ -58,7 +59,8 @@ def build_runners(
         work_dir=settings.data_dir.resolve() / "work",
         environment=environment.environment if environment is not None else None,
     )
-    return {"builtin": BuiltinRunner(), "shell": process, "python": process}
+    policy = OutboundPolicy.from_ranges(settings.outbound_allow)
+    return {"builtin": BuiltinRunner(policy), "shell": process, "python": process}
 
 
 @dataclass

@@ -15,6 +15,9 @@ POSTGRES_URL = os.environ.get(
 )
 AMQP_URL = os.environ.get("ATTUNE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+#: In-process settings (``load_settings()``) let callbacks and ``core.http_request`` reach the
+#: tests' own servers on loopback; tests of the default policy pass ``outbound_allow=[]``.
+os.environ.setdefault("ATTUNE_OUTBOUND_ALLOW", '["127.0.0.0/8", "::1/128"]')
 
 
 def _reachable(host: str, port: int) -> bool:

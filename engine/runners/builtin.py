@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
+from engine.outbound import OutboundPolicy
 from engine.runners import RunRequest, RunResult
 from engine.runners.http_request import http_request
 
@@ -39,11 +41,18 @@ BUILTINS: dict[str, Builtin] = {
 
 
 class BuiltinRunner:
-    """Runs ``runner_type: builtin`` actions; honours the time limit and cancel."""
+    """Runs ``runner_type: builtin`` actions; honours the time limit and cancel.
+    ``core.http_request`` reaches only what ``outbound`` allows (by default: no loopback,
+    link-local, private, multicast or reserved address)."""
+
+    def __init__(self, outbound: OutboundPolicy | None = None) -> None:
+        self._builtins: dict[str, Builtin] = BUILTINS | {
+            "http_request": partial(http_request, policy=outbound or OutboundPolicy())
+        }
 
     async def run(self, request: RunRequest) -> RunResult:
         started = time.monotonic()
-        func = BUILTINS.get(request.action.entry_point or "")
+        func = self._builtins.get(request.action.entry_point or "")
         if func is None:
             return RunResult(
                 outcome="failed", error=f"unknown built-in '{request.action.entry_point}'"

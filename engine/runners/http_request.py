@@ -9,7 +9,10 @@ import time
 from typing import Any
 
 import aiohttp
+import yarl
 
+from engine import outbound
+from engine.outbound import OutboundPolicy
 from engine.runners import RunRequest, RunResult
 
 #: Most of a response body kept in the result.
@@ -59,7 +62,10 @@ def _request_options(p: dict[str, Any]) -> dict[str, Any] | str:
     return options
 
 
-async def http_request(request: RunRequest) -> RunResult:
+async def http_request(request: RunRequest, policy: OutboundPolicy | None = None) -> RunResult:
+    """Run the request; destinations ``policy`` refuses (by default loopback, link-local,
+    private, multicast and reserved addresses) fail with ``destination not allowed``."""
+    policy = policy if policy is not None else OutboundPolicy()
     p = request.parameters
     url = str(p["url"])
     started = time.monotonic()
@@ -69,8 +75,12 @@ async def http_request(request: RunRequest) -> RunResult:
     if isinstance(options, str):
         return _failed(options, url, started)
     try:
+        policy.check_url(yarl.URL(url))
+    except (ValueError, outbound.DestinationNotAllowed) as exc:
+        return _failed(outbound.failure_text(exc), url, started)
+    try:
         async with (
-            aiohttp.ClientSession() as session,
+            outbound.session(policy) as session,
             session.request(str(p.get("method", "GET")), url, **options) as resp,
         ):
             raw = await resp.content.read(HTTP_BODY_CAP_BYTES + 1)
@@ -79,7 +89,9 @@ async def http_request(request: RunRequest) -> RunResult:
             is_json = resp.content_type == "application/json"
     except TimeoutError:
         return _failed(f"no answer within {p.get('timeout', 30)} s", url, started)
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        return _failed(outbound.failure_text(exc), url, started)
+    except (aiohttp.ClientError, ValueError) as exc:
         return _failed(f"request failed: {type(exc).__name__}: {exc}", url, started)
     body = raw[:HTTP_BODY_CAP_BYTES].decode("utf-8", errors="replace")
     parsed: Any = None

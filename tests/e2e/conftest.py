@@ -101,6 +101,10 @@ class Server:
         return "\n".join(p.stdout() + "\n" + p.stderr() for p in self.procs)
 
 
+#: ``ATTUNE_OUTBOUND_ALLOW`` of the test servers: loopback, where the tests' receivers listen.
+LOOPBACK_ALLOW = '["127.0.0.0/8", "::1/128"]'
+
+
 def _clean_env() -> dict[str, str]:
     """The test process's environment without settings that could leak into the server."""
     return {
@@ -125,6 +129,8 @@ def engine_env(tmp: Path, **overrides: str) -> dict[str, str]:
             "ATTUNE_LOG_FORMAT": "json",
             "ATTUNE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
             "ATTUNE_PACK_UPLOAD_MAX_BYTES": str(MAX_UPLOAD_BYTES),
+            # Callbacks and core.http_request reach the test's own servers on loopback.
+            "ATTUNE_OUTBOUND_ALLOW": LOOPBACK_ALLOW,
         }
     )
     env.update(overrides)

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from engine.outbound import OutboundPolicy
 from engine.packs import BUILTIN_PACKS_DIR, load_pack
 from engine.params import validate_parameters
 from engine.runners import RunRequest, RunResult
@@ -63,9 +64,13 @@ async def base() -> AsyncIterator[str]:
     await server.close()
 
 
+#: The test server listens on loopback, which the default policy refuses (see test_outbound.py).
+LOOPBACK = OutboundPolicy.from_ranges(["127.0.0.0/8"])
+
+
 async def call(**params: Any) -> RunResult:
     valid = validate_parameters(ACTION.param_schema, params)
-    return await BuiltinRunner().run(
+    return await BuiltinRunner(LOOPBACK).run(
         RunRequest(execution_id=1, action=ACTION, parameters=valid, timeout_s=10)
     )
 
@@ -133,6 +138,6 @@ async def test_no_answer_fails_with_the_reason(base: str) -> None:
     nowhere = await call(url="http://127.0.0.1:9/")
     assert nowhere.outcome == "failed"
     assert nowhere.error is not None
-    assert nowhere.error.startswith("request failed: ")
+    assert nowhere.error == "could not connect"
     bad = await call(url="ftp://example/")
     assert bad.error == "url must be http or https, got 'ftp://example/'"
