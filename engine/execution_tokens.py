@@ -32,7 +32,7 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import select
 
-from engine.auth import ROLES, Principal, Role
+from engine.auth import ROLES, Principal, Role, lower_role
 from engine.errors import Unauthorized
 from engine.runners import RunRequest
 from engine.storage import Store
@@ -58,11 +58,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _least(a: Role, b: Role) -> Role:
-    """The lesser of two roles."""
-    return a if ROLES.index(a) > ROLES.index(b) else b
 
 
 def api_url(host: str, port: int) -> str:
@@ -197,7 +192,7 @@ class ExecutionTokens:
                 return "viewer"
             inherited = await self._role(conn, parent, depth + 1)
             if user is not None and user.role in ROLES:
-                return _least(inherited, cast(Role, user.role))
+                return lower_role(inherited, cast(Role, user.role))
             return inherited
         if source == "slack":
             slack_user = str(executor.get("user_id") or identity)
@@ -217,7 +212,7 @@ class ExecutionTokens:
             ).scalars()
             for token_role in held:
                 if token_role in ROLES:
-                    role = _least(role, cast(Role, token_role))
+                    role = lower_role(role, cast(Role, token_role))
         return role
 
     @staticmethod

@@ -10,7 +10,7 @@ import orjson
 from pydantic import BaseModel
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, page_of, paged
+from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of, paged
 from engine.api.routes import requester
 from engine.auth import ROLES
 from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
@@ -278,17 +278,13 @@ async def get_enforcement(call: Call) -> Any:
     return {"data": await call.runtime.automation.get_enforcement(call.int_path_param("id"))}
 
 
-_PAGING = (
-    QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
-)
 _TIMES = (QueryParam("since", "string", "ISO 8601 time, inclusive"),)
 _RULE_FILTERS = (
     QueryParam("trigger_ref", "string", "Only this trigger's rules"),
     QueryParam("action_ref", "string", "Only the rules that run this action"),
     QueryParam("pack_ref", "string", "Only this pack's rules"),
     QueryParam("enabled", "string", "true or false"),
-    *_PAGING,
+    *PAGING,
 )
 T, R = ("triggers",), ("rules",)
 
@@ -301,7 +297,7 @@ def _lister(path: str, handler: Any, summary: str, model: Any, tags: tuple[str, 
         summary,
         response=s.Page[model],
         errors=(400, 404),
-        query=_PAGING,
+        query=PAGING,
         tags=tags,
     )
 
@@ -355,7 +351,7 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
         query=(
             QueryParam("pack_ref", "string", "Only this pack's triggers"),
             QueryParam("enabled", "string", "true or false"),
-            *_PAGING,
+            *PAGING,
         ),
         tags=T,
     ),
@@ -523,7 +519,7 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
             QueryParam("source", "string", "Only events from webhook, timer or api"),
             *_TIMES,
             QueryParam("until", "string", "ISO 8601 time, exclusive"),
-            *_PAGING,
+            *PAGING,
         ),
     ),
     RouteSpec(
@@ -550,7 +546,7 @@ AUTOMATION_ROUTES: list[RouteSpec] = [
             QueryParam("event", "integer", "Only this event (alias event_id)"),
             QueryParam("status", "string", "created, processed or disabled (or ours)"),
             *_TIMES,
-            *_PAGING,
+            *PAGING,
         ),
     ),
     RouteSpec(

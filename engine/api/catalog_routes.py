@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, page_of
+from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of
 from engine.api.routes import requester
 from engine.api.uploads import receive_pack_archive
 from engine.catalog import action_record
@@ -243,10 +243,6 @@ async def delete_action(call: Call) -> Any:
     return web.Response(status=204)
 
 
-_PAGING = (
-    QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
-)
 P, A = ("packs",), ("actions",)
 
 CATALOG_ROUTES: list[RouteSpec] = [
@@ -256,7 +252,7 @@ CATALOG_ROUTES: list[RouteSpec] = [
         list_packs,
         "List packs",
         response=s.Page[s.Pack],
-        query=_PAGING,
+        query=PAGING,
         errors=(401,),
         tags=P,
     ),
@@ -320,7 +316,7 @@ CATALOG_ROUTES: list[RouteSpec] = [
         list_pack_actions,
         "A pack's actions",
         response=s.Page[s.Action],
-        query=_PAGING,
+        query=PAGING,
         errors=(401, 404),
         tags=P,
     ),
@@ -330,7 +326,7 @@ CATALOG_ROUTES: list[RouteSpec] = [
         list_actions,
         "List actions",
         response=s.Page[s.Action],
-        query=(QueryParam("pack_ref", "string", "Only this pack's actions"), *_PAGING),
+        query=(QueryParam("pack_ref", "string", "Only this pack's actions"), *PAGING),
         errors=(401,),
         tags=A,
     ),

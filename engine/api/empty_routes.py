@@ -9,14 +9,9 @@ from typing import Any
 
 from engine.api import schemas as s
 from engine.api import ui_schemas as u
-from engine.api.http import Call, QueryParam, RouteSpec, page_of
+from engine.api.http import PAGING, Call, RouteSpec, page_of
 from engine.api.routes import requester
 from engine.errors import NotFound
-
-_PAGING = (
-    QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
-)
 
 
 def _none(call: Call) -> dict[str, Any]:
@@ -92,7 +87,7 @@ def _list(path: str, handler: Any, summary: str, item: Any, tag: str) -> RouteSp
         handler,
         summary,
         response=s.Page[item],
-        query=_PAGING,
+        query=PAGING,
         errors=(400, *missing),
         tags=(tag,),
     )

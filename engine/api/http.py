@@ -93,6 +93,12 @@ class Call:
 
 Handler = Callable[[Call], Awaitable[Any]]
 
+#: The query parameters of every list (what :meth:`Call.paging` reads), for the OpenAPI document.
+PAGING = (
+    QueryParam("page", "integer", "Page number, from 1"),
+    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
+)
+
 
 def _bounded_int(what: str, raw: str, low: int, high: int) -> int:
     try:

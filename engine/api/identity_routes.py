@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.api.http import Call, QueryParam, RouteSpec, page_of
+from engine.api.http import PAGING, Call, RouteSpec, page_of
 from engine.auth import User
 from engine.users import Users
 
@@ -51,10 +51,7 @@ IDENTITY_ROUTES: list[RouteSpec] = [
         list_identities,
         "Users, as Attune's identities (admin)",
         "admin",
-        query=(
-            QueryParam("page", "integer", "Page number, from 1"),
-            QueryParam("per_page", "integer", "Items per page, 1-100 (default 50)"),
-        ),
+        query=PAGING,
         errors=(401, 403),
         tags=("identities",),
     ),

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, paged
+from engine.api.http import PAGING, Call, QueryParam, RouteSpec, paged
 from engine.keys import KeyCreate, KeyUpdate, OwnerType
 
 
@@ -99,8 +99,7 @@ KEY_ROUTES: list[RouteSpec] = [
         query=(
             QueryParam("owner_type", "string", "system, identity, pack, action or sensor"),
             QueryParam("owner", "string", "Only keys with this owner"),
-            QueryParam("page", "integer", "Page number, from 1"),
-            QueryParam("per_page", "integer", "Items per page, 1-100 (default 50)"),
+            *PAGING,
         ),
     ),
     RouteSpec(

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, json_response, page_of, paged
+from engine.api.http import PAGING, Call, QueryParam, RouteSpec, json_response, page_of, paged
 from engine.auth import Principal
 from engine.errors import InvalidRequest
 from engine.gate import Requester, Submitted
@@ -151,10 +151,6 @@ async def list_deliveries(call: Call) -> Any:
     return page_of(items, *call.paging())
 
 
-_PAGING = (
-    QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
-)
 
 ROUTES: list[RouteSpec] = [
     RouteSpec(
@@ -232,7 +228,7 @@ ROUTES: list[RouteSpec] = [
             QueryParam("pack_name", "string", "Only this pack's actions"),
             QueryParam("enforcement", "integer", "Only the executions of this enforcement"),
             QueryParam("parent", "integer", "Only the children of this execution"),
-            *_PAGING,
+            *PAGING,
         ),
     ),
     RouteSpec(
@@ -265,7 +261,7 @@ ROUTES: list[RouteSpec] = [
             QueryParam("verb", "string", "run, rerun, cancel, confirm, abort, login"),
             QueryParam("outcome", "string", "accepted, denied, refused, ..."),
             QueryParam("since", "string", "ISO 8601 time"),
-            *_PAGING,
+            *PAGING,
         ),
         errors=(400, 401, 403),
         tags=("audit",),

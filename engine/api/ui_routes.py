@@ -11,7 +11,7 @@ from engine.analytics import Analytics, TimeRange, time_range
 from engine.api import schemas as s
 from engine.api import ui_schemas as u
 from engine.api.empty_routes import EMPTY_ROUTES
-from engine.api.http import MAX_ID, Call, QueryParam, RouteSpec, page_of, paged
+from engine.api.http import MAX_ID, PAGING, Call, QueryParam, RouteSpec, page_of, paged
 from engine.api.routes import requester
 from engine.audit_events import AuditEvents, conditions
 from engine.errors import InvalidRequest, NotFound
@@ -163,10 +163,6 @@ async def get_audit_event(call: Call) -> Any:
 
 # -- routes -----------------------------------------------------------------------------------
 
-_PAGING = (
-    QueryParam("page", "integer", "Page number, from 1"),
-    QueryParam("per_page", "integer", "Items per page, 1-100 (default 50; alias page_size)"),
-)
 _WINDOW = (
     QueryParam("since", "string", "Start of the window (ISO 8601); default: hours before until"),
     QueryParam("until", "string", "End of the window (ISO 8601); default: now"),
@@ -237,7 +233,7 @@ UI_ROUTES: list[RouteSpec] = [
             QueryParam("changed_field", "string", "Only changes of this field (e.g. status)"),
             QueryParam("since", "string", "ISO 8601 time"),
             QueryParam("until", "string", "ISO 8601 time"),
-            *_PAGING,
+            *PAGING,
         ),
         errors=(400, 403, 404),
         tags=("executions",),
@@ -253,7 +249,7 @@ UI_ROUTES: list[RouteSpec] = [
             QueryParam("status", "string", "active, inactive, busy or error"),
             QueryParam("cordoned", "string", "true or false"),
             QueryParam("health_state", "string", "active, busy, cordoned, offline, ..."),
-            *_PAGING,
+            *PAGING,
         ),
         errors=(400,),
         tags=("workers",),
@@ -273,7 +269,7 @@ UI_ROUTES: list[RouteSpec] = [
         list_runtimes,
         "The runtimes this server has (shell, python, builtin); read-only",
         response=s.Page[u.Runtime],
-        query=_PAGING,
+        query=PAGING,
         errors=(400,),
         tags=("runtimes",),
     ),
@@ -292,7 +288,7 @@ UI_ROUTES: list[RouteSpec] = [
         list_pack_runtimes,
         "A pack's runtimes (the core pack has this server's)",
         response=s.Page[u.Runtime],
-        query=_PAGING,
+        query=PAGING,
         errors=(400, 404),
         tags=("runtimes",),
     ),
@@ -316,7 +312,7 @@ UI_ROUTES: list[RouteSpec] = [
             QueryParam("http_path", "string", "Refused requests whose path contains this"),
             QueryParam("created_after", "string", "ISO 8601 time (inclusive)"),
             QueryParam("created_before", "string", "ISO 8601 time (exclusive)"),
-            *_PAGING,
+            *PAGING,
         ),
         errors=(400, 403),
         tags=("audit",),
