@@ -368,16 +368,13 @@ class Enforcer:
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
-        where = []
-        for column, value in (
+        where = _equal(
             (events.c.trigger_id, trigger_id),
             (events.c.trigger_ref, trigger_ref),
             (events.c.rule_id, rule_id),
             (events.c.rule_ref, rule_ref),
             (events.c.source, source),
-        ):
-            if value is not None:
-                where.append(column == value)
+        )
         if since is not None:
             where.append(events.c.received_at >= since)
         if until is not None:
@@ -404,15 +401,12 @@ class Enforcer:
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[list[dict[str, Any]], int]:
-        where = []
-        for column, value in (
+        where = _equal(
             (enforcements.c.rule_id, rule_id),
             (enforcements.c.rule_ref, rule_ref),
             (enforcements.c.trigger_ref, trigger_ref),
             (enforcements.c.event_id, event_id),
-        ):
-            if value is not None:
-                where.append(column == value)
+        )
         if status is not None:
             if status not in STATUS_FILTER:
                 raise InvalidRequest(
@@ -467,3 +461,8 @@ def _new(rule: Row[Any], event: Row[Any]) -> dict[str, Any]:
 
 def _with_payload(row: Row[Any], payload: Any) -> dict[str, Any]:
     return {**row._mapping, "event_payload": payload}
+
+
+def _equal(*filters: tuple[Any, Any]) -> list[Any]:
+    """``column == value`` for each filter given a value (a list's optional query filters)."""
+    return [column == value for column, value in filters if value is not None]
