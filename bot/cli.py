@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import math
 import os
@@ -428,12 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from bot.server import serve
 
-            asyncio.run(serve(settings, with_worker=not args.no_worker))
+            try:
+                asyncio.run(serve(settings, with_worker=not args.no_worker))
+            finally:  # the watchdog armed when stopping began (it covers asyncio.run's end)
+                faulthandler.cancel_dump_traceback_later()
             return 0
         if args.command == "worker":
             from bot.server import worker
 
-            asyncio.run(worker(settings))
+            try:
+                asyncio.run(worker(settings))
+            finally:
+                faulthandler.cancel_dump_traceback_later()
             return 0
         if args.command == "chat":
             from bot.terminal import chat

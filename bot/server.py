@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -71,6 +74,57 @@ async def _build_runtime(settings: Settings, **options: bool) -> Runtime:
         raise CannotStart(f"{exc.message}; check ATTUNE_DATABASE_URL") from exc
 
 
+#: Time the HTTP server gives requests in flight when stopping (open WebSockets are closed).
+HTTP_SHUTDOWN_S = 3.0
+#: How long the start-up banner waits for Socket Mode's first attempt.
+SOCKET_BANNER_WAIT_S = 5.0
+#: Beyond the configured graces, time stopping may take before the process dumps every
+#: thread's stack to stderr and exits 1 (a hang is never silent, and never forever).
+STOP_WATCHDOG_S = 30.0
+#: A step of stopping slower than this is logged.
+SLOW_STEP_S = 1.0
+
+
+class Stopping:
+    """The steps of stopping, each bounded: a step that overruns or fails is logged by name and
+    the rest still run. A watchdog (faulthandler) ends the process, with every thread's stack
+    on stderr, if stopping as a whole hangs anyway (say, in a thread asyncio waits for)."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.started = time.monotonic()
+        faulthandler.dump_traceback_later(grace_s + STOP_WATCHDOG_S, exit=True)
+
+    async def run(self, name: str, work: Awaitable[Any], bound_s: float) -> None:
+        began = time.monotonic()
+        try:
+            await asyncio.wait_for(work, bound_s)
+        except TimeoutError:
+            log.warning("stopping: %s did not finish within %.0f s; going on", name, bound_s)
+        except Exception as exc:
+            log.warning("stopping: %s failed (%s: %s); going on", name, type(exc).__name__, exc)
+        else:
+            spent = time.monotonic() - began
+            if spent > SLOW_STEP_S:
+                log.info("stopping: %s took %.1f s", name, spent)
+
+    def done(self, signalled: bool) -> None:
+        """Say how long stopping took, after a stop signal (a start-up that failed has said
+        why in one line, and only that)."""
+        if signalled:
+            log.info("stopped in %.1f s", time.monotonic() - self.started)
+
+
+async def _first_of(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """``work``, unless a stop signal comes first."""
+    waiter = asyncio.ensure_future(stop.wait())
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (waiter, task):
+            t.cancel()
+
+
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,7 +145,13 @@ def announce(runtime: Runtime, url: str | None, slack_mode: str | None) -> None:
     if slack_mode == "http":
         print(f"  Slack:    HTTP mode, request URL {url}/slack/events", file=out)
     elif slack_mode == "socket":
-        print("  Slack:    Socket Mode", file=out)
+        print("  Slack:    Socket Mode, connected", file=out)
+    elif slack_mode is not None and slack_mode.startswith("socket-down:"):
+        why = slack_mode.removeprefix("socket-down:")
+        print(
+            f"  Slack:    Socket Mode, NOT connected ({why}); retrying in the background",
+            file=out,
+        )
     else:
         print(
             "  Slack:    off (set ATTUNE_SLACK_BOT_TOKEN and ATTUNE_SLACK_SIGNING_SECRET)", file=out
@@ -113,7 +173,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     stop = _stop_event()
     runtime = await _build_runtime(settings)
     runner: web.AppRunner | None = None
-    socket_handler: Any = None
+    socket_link: Any = None  # a SocketModeLink in Socket Mode
     callbacks = CallbackSink(
         runtime.callback_secret(), policy=OutboundPolicy.from_ranges(settings.outbound_allow)
     )
@@ -144,10 +204,13 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-                socket_handler = AsyncSocketModeHandler(
-                    slack_app, settings.slack_app_token.get_secret_value()
+                from bot.slack_socket import SocketModeLink
+
+                socket_link = SocketModeLink(
+                    AsyncSocketModeHandler(slack_app, settings.slack_app_token.get_secret_value())
                 )
-                await socket_handler.connect_async()
+                socket_link.start()  # in the background: Slack being down stops nothing
+                runtime.links["slack"] = socket_link.up
                 slack_mode = "socket"
             if settings.slack_signing_secret is not None:
                 routes = slack_routes(slack_app, settings.slack_signing_secret.get_secret_value())
@@ -162,7 +225,9 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         runtime.service.on_chat_submitted = drainer.wake
         drainer.start()
         app = build_app(runtime, extra_routes=routes)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         try:
@@ -175,28 +240,35 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             ) from exc
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         runtime.execution_tokens.api_url = api_url(settings.http_host, port)  # for actions
+        if socket_link is not None:  # the banner says how the first attempt went
+            await _first_of(stop, socket_link.first_attempt(SOCKET_BANNER_WAIT_S))
+            if not socket_link.up():
+                slack_mode = f"socket-down:{socket_link.last_error or 'connecting'}"
         announce(runtime, f"http://{settings.http_host}:{port}", slack_mode)
         await stop.wait()
         log.info("stopping")
     finally:
-        if socket_handler is not None:
-            with contextlib.suppress(Exception):
-                await socket_handler.close_async()
+        steps = Stopping(settings.shutdown_grace_s)
+        if socket_link is not None:
+            await steps.run("Slack Socket Mode", socket_link.close(), 3)
         if runner is not None:
-            await runner.cleanup()
+            await steps.run("the HTTP server", runner.cleanup(), HTTP_SHUTDOWN_S + 2)
         if runtime.worker is not None:
-            await runtime.worker.stop(settings.shutdown_grace_s)
-        with contextlib.suppress(Exception):  # a last round for what just finished
-            await asyncio.wait_for(drainer.drain_once(), 5)
-        await drainer.stop()
-        await runtime.close()
-        await callbacks.close()
+            grace = settings.shutdown_grace_s
+            bound = grace + settings.kill_grace_s + 5
+            await steps.run("the worker", runtime.worker.stop(grace), bound)
+        # A last round for what just finished, then the drainer hands back what it holds.
+        await steps.run("the last deliveries", drainer.drain_once(), 5)
+        await steps.run("the outbox", drainer.stop(), 5)
+        await steps.run("the engine", runtime.close(), 15)
+        await steps.run("callbacks", callbacks.close(), 2)
         if roles is not None:
-            await roles.stop()
+            await steps.run("Slack roles", roles.stop(), 2)
         if slack_sink is not None:
-            await slack_sink.close()
+            await steps.run("Slack", slack_sink.close(), 3)
             if slack_sink.client.session is not None:
-                await slack_sink.client.session.close()
+                await steps.run("Slack's session", slack_sink.client.session.close(), 2)
+        steps.done(stop.is_set())
 
 
 async def worker(settings: Settings) -> None:
@@ -211,5 +283,9 @@ async def worker(settings: Settings) -> None:
             flush=True,
         )
         await stop.wait()
+        log.info("stopping")
     finally:
-        await runtime.close()
+        steps = Stopping(settings.shutdown_grace_s)
+        bound = settings.shutdown_grace_s + settings.kill_grace_s + 15
+        await steps.run("the worker and the engine", runtime.close(), bound)
+        steps.done(stop.is_set())

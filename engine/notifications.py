@@ -22,9 +22,7 @@ QUEUE_SIZE = 256
 
 @dataclass(eq=False)  # each listener is itself (kept in a set)
 class Listener:
-    queue: asyncio.Queue[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
-    )
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     filters: set[str] = field(default_factory=set)
     dropped: int = 0
 

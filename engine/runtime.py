@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ class Runtime:
     pack_errors: list[str] = field(default_factory=list)
     #: Requests a person waits on (Slack acks); background work steps aside for them.
     foreground: Foreground = field(default_factory=Foreground)
+    #: Connections beside the database and the broker that ``/health/ready`` reports (Slack's
+    #: Socket Mode): name -> whether it is up now. They do not make the server unready.
+    links: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
     async def sync_packs(self) -> list[str]:
         """Register every pack found on disk, actions first, then every pack's triggers and

@@ -3,6 +3,7 @@ generated from the same specs and their pydantic models, and the error middlewar
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from engine.api.catalog_routes import CATALOG_ROUTES
 from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
 from engine.api.identity_routes import IDENTITY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
-from engine.api.notify_routes import notifications
+from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
@@ -163,6 +164,8 @@ def build_app(
 
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/ws", notifications)  # Attune's notifier protocol (its web UI)
+    app[SOCKETS_KEY] = weakref.WeakSet()
+    app.on_shutdown.append(close_sockets)
     if extra_routes:
         app.add_routes(extra_routes)
     ui = runtime.settings.web_ui_dir

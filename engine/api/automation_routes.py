@@ -27,7 +27,6 @@ class Deleted(BaseModel):
     message: str
 
 
-
 def _flag(call: Call, name: str) -> bool | None:
     raw = call.request.query.get(name)
     if raw is None or raw == "":

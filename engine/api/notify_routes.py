@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import weakref
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine.api.http import RUNTIME_KEY
 from engine.auth import Principal
@@ -27,6 +28,16 @@ TOKEN_PREFIX = "attune.jwt."  # noqa: S105 (a prefix, not a secret)
 MAX_FILTER = 200
 MAX_FILTERS = 100
 _ids = itertools.count(1)
+#: The open notifier connections of an app, closed when the server stops (a browser tab left
+#: open must not hold the HTTP server's shutdown for its whole timeout).
+SOCKETS_KEY = web.AppKey("notifier_sockets", weakref.WeakSet[web.WebSocketResponse])
+
+
+async def close_sockets(app: web.Application) -> None:
+    """``on_shutdown``: close every notifier connection with 1001 (going away)."""
+    for ws in list(app.get(SOCKETS_KEY, ())):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
 
 def _offered_token(request: web.Request) -> str | None:
@@ -86,6 +97,7 @@ async def notifications(request: web.Request) -> web.StreamResponse:
     notifier: Notifier | None = runtime.service.notifier
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, compress=False)
     await ws.prepare(request)
+    request.app[SOCKETS_KEY].add(ws)
     token = _offered_token(request)
     try:
         if token is None:

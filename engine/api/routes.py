@@ -42,13 +42,19 @@ async def live(call: Call) -> Any:
 
 
 async def ready(call: Call) -> Any:
+    """503 while the database or the broker does not answer (nothing can run); a link that is
+    down (Slack's Socket Mode) is reported and makes the status ``degraded``, not unready: the
+    API still serves."""
     rt = call.runtime
     db_ok, broker_ok = await rt.store.ping(), await rt.broker.ping()
-    body = {
-        "status": "ready" if db_ok and broker_ok else "not_ready",
+    links = {name: up() for name, up in rt.links.items()}
+    status = "ready" if all(links.values()) else "degraded"
+    body: dict[str, Any] = {
+        "status": status if db_ok and broker_ok else "not_ready",
         "database": "ok" if db_ok else "unavailable",
         "broker": "ok" if broker_ok else "unavailable",
     }
+    body.update({name: "ok" if up else "unavailable" for name, up in links.items()})
     return json_response(body, 200 if db_ok and broker_ok else 503)
 
 
@@ -149,7 +155,6 @@ async def list_deliveries(call: Call) -> Any:
     await call.runtime.gate.view(requester(call), execution_id)  # 403 as for the execution
     items = await call.runtime.service.deliveries(execution_id)
     return page_of(items, *call.paging())
-
 
 
 ROUTES: list[RouteSpec] = [
