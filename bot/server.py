@@ -83,6 +83,15 @@ SOCKET_BANNER_WAIT_S = 5.0
 STOP_WATCHDOG_S = 30.0
 #: A step of stopping slower than this is logged.
 SLOW_STEP_S = 1.0
+#: Beyond the graces for running executions, the time all other steps of stopping share.
+STOP_BUDGET_S = 10.0
+#: What a step gets once that budget is spent (to close its connections).
+MIN_STEP_S = 0.5
+
+
+def stop_budget_s(settings: Settings) -> float:
+    """How long stopping may take: the graces of running executions, then STOP_BUDGET_S."""
+    return settings.shutdown_grace_s + settings.kill_grace_s + STOP_BUDGET_S
 
 
 class Stopping:
@@ -90,16 +99,19 @@ class Stopping:
     the rest still run. A watchdog (faulthandler) ends the process, with every thread's stack
     on stderr, if stopping as a whole hangs anyway (say, in a thread asyncio waits for)."""
 
-    def __init__(self, grace_s: float) -> None:
+    def __init__(self, budget_s: float) -> None:
         self.started = time.monotonic()
-        faulthandler.dump_traceback_later(grace_s + STOP_WATCHDOG_S, exit=True)
+        #: Time for all the steps together: once spent, each step left gets MIN_STEP_S.
+        self.deadline = self.started + budget_s
+        faulthandler.dump_traceback_later(budget_s + STOP_WATCHDOG_S, exit=True)
 
     async def run(self, name: str, work: Awaitable[Any], bound_s: float) -> None:
         began = time.monotonic()
+        bound_s = max(min(bound_s, self.deadline - began), MIN_STEP_S)
         try:
             await asyncio.wait_for(work, bound_s)
         except TimeoutError:
-            log.warning("stopping: %s did not finish within %.0f s; going on", name, bound_s)
+            log.warning("stopping: %s did not finish within %.3g s; going on", name, bound_s)
         except Exception as exc:
             log.warning("stopping: %s failed (%s: %s); going on", name, type(exc).__name__, exc)
         else:
@@ -248,7 +260,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
-        steps = Stopping(settings.shutdown_grace_s)
+        steps = Stopping(stop_budget_s(settings))
         if socket_link is not None:
             await steps.run("Slack Socket Mode", socket_link.close(), 3)
         if runner is not None:
@@ -260,7 +272,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         # A last round for what just finished, then the drainer hands back what it holds.
         await steps.run("the last deliveries", drainer.drain_once(), 5)
         await steps.run("the outbox", drainer.stop(), 5)
-        await steps.run("the engine", runtime.close(), 15)
+        await steps.run("the engine", runtime.close(), 10)
         await steps.run("callbacks", callbacks.close(), 2)
         if roles is not None:
             await steps.run("Slack roles", roles.stop(), 2)
@@ -285,7 +297,6 @@ async def worker(settings: Settings) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
-        steps = Stopping(settings.shutdown_grace_s)
-        bound = settings.shutdown_grace_s + settings.kill_grace_s + 15
-        await steps.run("the worker and the engine", runtime.close(), bound)
+        steps = Stopping(stop_budget_s(settings))
+        await steps.run("the worker and the engine", runtime.close(), stop_budget_s(settings))
         steps.done(stop.is_set())

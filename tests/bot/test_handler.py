@@ -58,9 +58,15 @@ async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Ru
     assert f"#{reply.execution_id} queued" in reply.text
     record = await until_status(runtime, reply.execution_id, "completed")
     # Slack users are known by their user id; the name is kept for people to read.
-    assert record["requester"] == {"identity": "U1", "source": "slack", "channel": "C1",
-                                  "user_id": "U1", "user_name": "ana", "team_id": "T1",
-                                  "role": "operator"}
+    assert record["requester"] == {
+        "identity": "U1",
+        "source": "slack",
+        "channel": "C1",
+        "user_id": "U1",
+        "user_name": "ana",
+        "team_id": "T1",
+        "role": "operator",
+    }
     assert record["config"] == {"message": "hi there"}
     _, route = await runtime.service.get_with_route(reply.execution_id)
     assert route["chat"]["channel"] == "C1"
@@ -156,8 +162,9 @@ async def test_rules_and_switching_them(runtime: Runtime) -> None:
     off = await handler.handle("rule disable examples.greet_on_alert", SLACK)
     assert off.ok, off.text
     assert (await runtime.automation.get_rule("examples.greet_on_alert"))["enabled"] is False
-    viewer = ChatContext(source="slack", sink="slack", user_id="U9", user_name="vic",
-                         role="viewer", channel_id="C1")
+    viewer = ChatContext(
+        source="slack", sink="slack", user_id="U9", user_name="vic", role="viewer", channel_id="C1"
+    )
     refused = await handler.handle("rule enable examples.greet_on_alert", viewer)
     assert not refused.ok
     assert "may not enable" in refused.text

@@ -107,8 +107,12 @@ def test_plain_strips_mrkdwn() -> None:
 
 
 def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(e["action_id"], e["value"]) for b in blocks if b["type"] == "actions"
-            for e in b["elements"]]
+    return [
+        (e["action_id"], e["value"])
+        for b in blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
 
 
 def test_card_offers_cancel_while_running_and_rerun_after() -> None:
@@ -119,11 +123,14 @@ def test_card_offers_cancel_while_running_and_rerun_after() -> None:
 
 
 def test_confirmation_has_confirm_and_abort_buttons_in_slack_only() -> None:
-    text, blocks = render.confirmation("1a2b3c4d", "ops.restart", {"host": "web1"}, 300,
-                                       buttons=True)
+    text, blocks = render.confirmation(
+        "1a2b3c4d", "ops.restart", {"host": "web1"}, 300, buttons=True
+    )
     assert "confirm 1a2b3c4d" in text
     assert blocks is not None
-    assert buttons(blocks) == [(render.CONFIRM_ACTION, "1a2b3c4d"),
-                               (render.ABORT_ACTION, "1a2b3c4d")]
+    assert buttons(blocks) == [
+        (render.CONFIRM_ACTION, "1a2b3c4d"),
+        (render.ABORT_ACTION, "1a2b3c4d"),
+    ]
     assert "host=web1" in blocks[0]["text"]["text"]
     assert render.confirmation("1a2b3c4d", "ops.restart", {}, 300, buttons=False)[1] is None
