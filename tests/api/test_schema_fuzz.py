@@ -74,6 +74,7 @@ def token(server: str) -> str:
         return str(json.load(resp)["data"]["access_token"])
 
 
+@pytest.mark.timeout(600)  # every operation of ~150, 30 examples each: 1-2 minutes alone
 def test_api_keeps_its_contract(server: str, token: str) -> None:
     """Every operation, ``EXAMPLES`` generated requests each (schemathesis's pytest plugin does
     not run on this pytest, so its strategies drive plain hypothesis tests)."""
