@@ -2,6 +2,7 @@
 
 attune serve                     API, bot, worker and sweep in one process
 attune worker                    a worker alone (PostgreSQL + RabbitMQ)
+attune health [--http|--worker]  container health check: exit 0 when alive
 attune run pack.action k=v       run one action and print its result
 attune chat                      the chat in a terminal (no Slack needed)
 attune callback-secret           the key that signs callback deliveries
@@ -24,6 +25,7 @@ import shlex
 import sys
 from typing import Any
 
+from bot.health_cli import add_health_parser, run_health
 from bot.pack_cli import add_pack_parser, run_pack_command
 from config import Settings, load_settings
 from engine.errors import EngineError
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-worker", action="store_true", help="API only (workers run as `attune worker`)"
     )
     sub.add_parser("worker", help="run workers only (shared PostgreSQL and RabbitMQ)")
+    add_health_parser(sub)
     run = sub.add_parser("run", help="run an action: attune run pack.action key=value ...")
     run.add_argument("action_ref")
     run.add_argument("params", nargs="*", metavar="key=value")
@@ -421,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "purge",
         "pack",
         "user",
+        "health",
     )
     if args.command in interactive and ("ATTUNE_LOG_LEVEL" not in os.environ):
         level = "WARNING"  # interactive commands: the state-change lines would bury the answer
@@ -442,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 faulthandler.cancel_dump_traceback_later()
             return 0
+        if args.command == "health":
+            return run_health(settings, args)
         if args.command == "chat":
             from bot.terminal import chat
 

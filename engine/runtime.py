@@ -26,6 +26,7 @@ from engine.foreground import Foreground
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.keys import KeyStore
+from engine.liveness import AliveFile, alive_dir
 from engine.metrics import Metrics
 from engine.notifications import Notifier
 from engine.outbound import OutboundPolicy
@@ -151,12 +152,13 @@ class Runtime:
         """Start a worker; ``housekeeping=False`` for one that only runs this process's own
         submissions (no sweep, no reaping, no crash recovery, no database polling)."""
         s = self.settings
+        worker_id = worker_id or default_worker_id()
         self.worker = Worker(
             self.service,
             self.catalog,
             self.broker,
             build_runners(s, self.execution_tokens),
-            worker_id=worker_id or default_worker_id(),
+            worker_id=worker_id,
             concurrency=s.worker_concurrency,
             sweep_interval_s=s.sweep_interval_s,
             requeue_after_s=s.requeue_after_s,
@@ -166,6 +168,8 @@ class Runtime:
             requeue_on_start=not s.amqp_url,
             housekeeping=housekeeping,
             foreground=self.foreground,
+            # A long-lived worker's sign of life, for `attune health --worker`.
+            alive_file=AliveFile(alive_dir(s.data_dir), worker_id) if housekeeping else None,
         )
         await self.worker.start()
         return self.worker

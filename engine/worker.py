@@ -25,6 +25,7 @@ from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.foreground import Foreground
 from engine.housekeeping import Housekeeper
+from engine.liveness import AliveFile
 from engine.records import Claimed
 from engine.runners import Runner, RunRequest, RunResult
 from engine.service import ExecutionService
@@ -58,6 +59,7 @@ class Worker:
         requeue_on_start: bool = False,
         housekeeping: bool = True,
         foreground: Foreground | None = None,
+        alive_file: AliveFile | None = None,
     ) -> None:
         self.service = service
         self.foreground = foreground or Foreground()
@@ -76,6 +78,8 @@ class Worker:
         #: Sweep, reaping, crash recovery and database polling: off for a worker that only
         #: runs its own process's submissions (``attune run``, ``attune chat``).
         self.housekeeping = housekeeping
+        #: Rewritten at every heartbeat tick, for ``attune health --worker`` (engine/liveness.py).
+        self.alive_file = alive_file
         self.housekeeper = Housekeeper(
             service,
             broker,
@@ -113,6 +117,7 @@ class Worker:
             loops.append((self._db_poll_loop, "db-poll"))
         for loop, name in loops:
             self._loops.append(asyncio.create_task(loop(), name=f"attune-{name}"))
+        self._beat_alive_file()
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking work and sweeping; give running executions ``grace_s`` to finish.
@@ -140,6 +145,8 @@ class Worker:
         for task in list(self._direct):
             task.cancel()
         await asyncio.gather(*self._direct, return_exceptions=True)
+        if self.alive_file is not None:
+            self.alive_file.remove()
 
     # -- taking work ------------------------------------------------------------------------
 
@@ -287,9 +294,19 @@ class Worker:
 
     # -- keeping promises under faults ------------------------------------------------------
 
+    def _beat_alive_file(self) -> None:
+        if self.alive_file is None:
+            return
+        try:
+            self.alive_file.beat(len(self._running))
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.alive_file.path, exc.strerror or exc)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
+            # After the previous round's database heartbeat: one that hangs stops the beats.
+            self._beat_alive_file()
             if not self._running:
                 continue
             try:
