@@ -130,6 +130,15 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
 
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``ATTUNE_SLACK_BOT_TOKEN=`` (an empty line in ``.env``, a compose variable passed
+        through empty) means not set, never an empty token that turns Slack on."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("outbound_allow")
     @classmethod
     def _cidr_ranges(cls, value: list[str]) -> list[str]:

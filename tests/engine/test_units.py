@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from config import Settings
+from config import Settings, slack_enabled
 from config.settings import DEFAULT_DATABASE_URL
 from engine.broker import topic_matches
 from engine.errors import InvalidParameters, PackError
@@ -610,6 +610,18 @@ def test_slack_variables_and_bolt_aliases(clean_env: pytest.MonkeyPatch) -> None
     assert s.slack_bot_token.get_secret_value() == "xoxb-attune", "ATTUNE_ name wins"
     assert s.slack_app_token is not None
     assert s.slack_app_token.get_secret_value() == "xapp-1"
+
+
+def test_an_empty_slack_variable_leaves_slack_off(clean_env: pytest.MonkeyPatch) -> None:
+    """An empty line in .env (or a compose variable passed through empty) is not a token."""
+    clean_env.setenv("ATTUNE_SLACK_BOT_TOKEN", "")
+    clean_env.setenv("ATTUNE_SLACK_SIGNING_SECRET", " ")
+    clean_env.setenv("ATTUNE_SLACK_APP_TOKEN", "")
+    s = Settings()
+    assert s.slack_bot_token is None
+    assert s.slack_signing_secret is None
+    assert s.slack_app_token is None
+    assert not slack_enabled(s)
 
 
 def test_invalid_environment_value_is_refused(clean_env: pytest.MonkeyPatch) -> None:
