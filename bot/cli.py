@@ -32,6 +32,9 @@ from engine.errors import EngineError
 from engine.logs import configure_logging
 from engine.status import TERMINAL, ExecutionStatus
 
+#: engine.auth.ROLES (not imported: it loads the database layer); ``none`` may do nothing.
+_ROLES = ["admin", "operator", "viewer", "none"]
+
 #: How often ``attune run --wait`` looks at the execution.
 POLL_INTERVAL_S = 0.05
 
@@ -372,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--login", default=None, help="the user it acts as (default: the admin)")
     create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
-    create.add_argument("--role", choices=["admin", "operator", "viewer"], default=None)
+    create.add_argument("--role", choices=_ROLES, default=None)
     create.add_argument(
         "--ttl-days", type=_ttl_days, default=None, help="expiry in days (default: never)"
     )
@@ -381,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_parser(sub: Any) -> None:
-    roles = ["admin", "operator", "viewer"]
+    roles = _ROLES
     user = sub.add_parser("user", help="users and roles (also: reset a lost admin password)")
     cmds = user.add_subparsers(dest="user_command", required=True)
     create = cmds.add_parser("create", help="create a user; prints a generated password")

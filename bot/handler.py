@@ -8,6 +8,7 @@ a trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from bot.commands import (
 from engine.catalog import action_record
 from engine.errors import EngineError, Forbidden
 from engine.gate import NeedsConfirmation, Requester, Submitted
+from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
 
 log = logging.getLogger("attune.bot")
@@ -117,6 +119,8 @@ class CommandHandler:
     ) -> Reply:
         """Carry out a parsed command (typed, or a button's); never raises."""
         try:
+            if ctx.role == NO_ACCESS:
+                return await self._no_access(command, ctx)
             return await self.dispatch(command, ctx, idempotency_key)
         except EngineError as exc:
             return Reply(_user_message(exc), ok=False)
@@ -178,6 +182,30 @@ class CommandHandler:
                 word = "cancelled" if record["status"] == "cancelled" else "being cancelled"
                 return Reply(f"Execution #{execution_id} is {word}.", execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
+
+    async def _no_access(self, command: commands.Command, ctx: ChatContext) -> Reply:
+        """The ``none`` role may do nothing, ``help`` included: say so, and who grants more
+        (audited, like every refusal)."""
+        who = ctx.requester()
+        word = type(command).__name__.lower()
+        await self.runtime.audit.record(
+            who.entry("chat", "denied", detail=f"the {NO_ACCESS} role may do nothing ({word})")
+        )
+        if ctx.source == "slack":
+            example = json.dumps({ctx.user_id: "operator"})
+            grant = (
+                "An Attune administrator can grant you a role by adding your Slack user id "
+                f"`{ctx.user_id}` (or one of your user groups) to `ATTUNE_SLACK_ROLES`, "
+                f"e.g. `{example}`."
+            )
+        else:
+            grant = (
+                f"An Attune administrator can grant you a role with "
+                f"`attune user set-role {ctx.user_name} viewer` (or operator, admin)."
+            )
+        return Reply(
+            f"You have no access to Attune (your role is `{NO_ACCESS}`). {grant}", ok=False
+        )
 
     async def _switch_rule(self, who: Requester, rule_ref: str, enable: bool) -> Reply:
         automation, policy = self.runtime.automation, self.runtime.gate.policy

@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./attune.db"
+#: The roles (engine.auth.Role), most powerful first; ``none`` may do nothing.
+RoleName = Literal["admin", "operator", "viewer", "none"]
 
 
 class Settings(BaseSettings):
@@ -49,14 +51,16 @@ class Settings(BaseSettings):
     #: (``attune callback-secret`` prints it).
     callback_secret: SecretStr | None = None
     allow_registration: bool = False
-    #: Role of users made by ``POST /auth/register``: viewer (read only) unless raised here;
-    #: an administrator promotes people with ``attune user set-role``.
-    registration_role: Literal["admin", "operator", "viewer"] = "viewer"
+    #: Role of users made by ``POST /auth/register``: viewer (read only) unless raised here
+    #: (or lowered to ``none``: no access until an administrator grants a role); an
+    #: administrator promotes people with ``attune user set-role``.
+    registration_role: RoleName = "viewer"
     #: Role of each Slack user id (``U...``) or user group id (``S...``), e.g.
     #: ``ATTUNE_SLACK_ROLES='{"U0123": "admin", "S0456": "operator"}'``.
-    slack_roles: dict[str, Literal["admin", "operator", "viewer"]] = Field(default_factory=dict)
-    #: Role of Slack users not named in ``slack_roles``.
-    slack_default_role: Literal["admin", "operator", "viewer"] = "operator"
+    slack_roles: dict[str, RoleName] = Field(default_factory=dict)
+    #: Role of Slack users not named in ``slack_roles``: ``viewer`` (read only); ``none`` answers
+    #: them that they have no access.
+    slack_default_role: RoleName = "viewer"
     #: Per role, which actions (shell-style patterns) it may run, cancel and view; roles not
     #: named keep the defaults (see engine/policy.py).
     permissions: dict[str, dict[str, list[str]]] = Field(default_factory=dict)

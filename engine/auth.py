@@ -39,8 +39,9 @@ from engine.session_tokens import SessionTokens, expiry, looks_like_jwt
 from engine.storage import Conn, Store
 from engine.storage.tables import now_utc, refresh_tokens, tokens, users
 
-Role = Literal["admin", "operator", "viewer"]
-ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
+Role = Literal["admin", "operator", "viewer", "none"]
+#: Most powerful first. ``none`` may do nothing: it signs in (or types in Slack) and is refused.
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "none")
 #: Prefix of the integration tokens of ``attune token create`` (session tokens are JWTs).
 TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
 #: Name of the access tokens of login sessions (what the audit log shows as ``token:login``);

@@ -2,7 +2,8 @@
 view and manage (create, change or delete the action, and the rules that run it).
 
 Patterns are shell-style (``ops.*``, ``core.echo``, ``*``). The defaults: ``admin`` may do
-everything, ``operator`` may run, cancel and view every action, ``viewer`` may only view.
+everything, ``operator`` may run, cancel and view every action, ``viewer`` may only view,
+``none`` may do nothing (configuration cannot give it permissions).
 ``manage`` defaults to the role's ``run`` patterns for the operator (it manages only what it
 may run: narrowing ``run`` narrows ``manage`` with it) and to nothing for the viewer.
 Configuration replaces the patterns of the permissions it names (the others keep their
@@ -32,7 +33,10 @@ DEFAULT_RULES: dict[str, dict[str, list[str]]] = {
     "admin": {"run": ["*"], "cancel": ["*"], "view": ["*"], "manage": ["*"]},
     "operator": {"run": ["*"], "cancel": ["*"], "view": ["*"]},
     "viewer": {"run": [], "cancel": [], "view": ["*"]},
+    "none": {"run": [], "cancel": [], "view": [], "manage": []},
 }
+#: The role that may do nothing, whatever the configuration says.
+NO_ACCESS = "none"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Policy:
                     f"permissions.{role}: unknown permission "
                     f"{', '.join(sorted(unknown))} (expected run, cancel, view, manage)"
                 )
+            if role == NO_ACCESS:
+                raise ValueError(f"permissions.{role}: the {NO_ACCESS} role may do nothing")
             if role not in merged:
                 raise ValueError(f"permissions.{role}: unknown role (admin, operator, viewer)")
             merged[role].update({verb: list(patterns) for verb, patterns in verbs.items()})
@@ -142,6 +148,7 @@ ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: Each role holds the grants of the roles below it.
 _INHERITS = {"viewer": (), "operator": ("viewer",), "admin": ("viewer", "operator")}
+# ``none`` holds no grant: it is in neither table.
 
 
 def slack_role(

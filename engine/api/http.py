@@ -24,7 +24,9 @@ from engine.runtime import Runtime
 
 log = logging.getLogger("attune.api")
 
-Access = Literal["public", "viewer", "operator", "admin"]
+#: Who may call a route: anyone, any signed-in principal (the ``none`` role included), or a
+#: role at least as powerful as the one named.
+Access = Literal["public", "signed-in", "viewer", "operator", "admin"]
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 #: Largest id a database column holds (signed 64 bits).
 MAX_ID = 2**63 - 1
@@ -208,8 +210,17 @@ def require(principal: Principal | None, access: Access) -> None:
         return
     if principal is None:
         raise Unauthorized("missing bearer token")
+    if access == "signed-in":
+        return
     if ROLES.index(principal.role) > ROLES.index(access):
-        raise Forbidden(f"this needs the {access} role; your token has {principal.role}")
+        raise Forbidden(
+            f"this needs the {access} role; your token has {principal.role}"
+            + (
+                "; an administrator grants one with 'attune user set-role'"
+                if principal.role == "none"
+                else ""
+            )
+        )
 
 
 def make_handler(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -1,6 +1,6 @@
 """Identities as Attune's clients read them (``IdentityResponse``): our users, each with the
-one role it holds (``admin``, ``operator`` or ``viewer``) as a role assignment. Read only; users
-are managed with ``attune user`` and ``/auth``. Attune's web UI links an execution's
+one role it holds (``admin``, ``operator``, ``viewer`` or ``none``) as a role assignment. Read
+only; users are managed with ``attune user`` and ``/auth``. Attune's web UI links an execution's
 ``executor`` to its identity."""
 
 from __future__ import annotations

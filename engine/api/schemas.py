@@ -172,7 +172,7 @@ class CurrentUser(BaseModel):
     id: int
     login: str
     display_name: str | None
-    role: Literal["admin", "operator", "viewer"]
+    role: Literal["admin", "operator", "viewer", "none"]
     auth_provider: Literal["local"] = "local"
     is_local: bool = True
     can_change_password: bool

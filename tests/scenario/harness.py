@@ -48,6 +48,9 @@ def scenario_env(tmp: Path, standin: SlackStandIn, **overrides: str) -> dict[str
         ATTUNE_SLACK_SIGNING_SECRET=SIGNING_SECRET,
         ATTUNE_SLACK_API_URL=standin.api_url,
         ATTUNE_LOG_FORMAT="text",
+        # The scenarios type commands as operators (new user ids each time, so not listed one
+        # by one); unlisted users are viewers by default, tested in tests/trust.
+        ATTUNE_SLACK_DEFAULT_ROLE="operator",
     )
     env.update(overrides)
     return {k: v for k, v in env.items() if v != ""}  # "" removes a setting
