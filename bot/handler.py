@@ -241,6 +241,8 @@ class CommandHandler:
             text += f" `{params}`"
         if rerun_of is not None:
             text += f" (re-run of #{rerun_of})"
+        if outcome.replayed:
+            text += " (already queued for this same request: not run again)"
         return Reply(text, execution_id=record["id"])
 
 

@@ -4,6 +4,14 @@ own aiohttp route ``POST /slack/events``) or in Socket Mode (when an app token i
 The ack carries the reply of the command handler, and waits only on the database write of the
 submission: the card and the results are posted later by the callback listener. Signatures are
 verified by Bolt (forged, or older than 5 minutes: 401).
+
+Replays (HTTP mode): a signed request is good for 5 minutes, so each process remembers the
+signatures (and body digests) it was sent for twice that long, and answers the same signed
+request again without acting on it: a slash command with an ephemeral "already received", any
+other request (a button click, Slack's retry marked ``X-Slack-Retry-Num``) with an empty 200 so
+Slack stops retrying. Across processes (several ``attune serve`` behind a load balancer) the
+memory is not shared; there a replayed ``run`` or ``rerun`` finds the execution of the first by
+its idempotency key (the signature) in the database and starts nothing new.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from bot.slack_roles import SlackRoles
 from config import Settings
 from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.foreground import Foreground
+from engine.webhooks import SeenCalls
 
 log = logging.getLogger("attune.slack")
 
@@ -160,7 +169,7 @@ def build_slack_app(
     )
 
     @app.command(SLASH_COMMAND)
-    async def on_command(ack: Any, command: dict[str, Any]) -> None:
+    async def on_command(ack: Any, command: dict[str, Any], request: AsyncBoltRequest) -> None:
         ctx = ChatContext(
             source="slack",
             sink="slack",
@@ -171,7 +180,11 @@ def build_slack_app(
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx)
+        # A signed request is one command: the same one replayed to another process (that did
+        # not see it) finds the first's execution by this key instead of starting another.
+        signature = _header(request.headers, _SIGNATURE)
+        key = f"slack-signature:{signature}" if signature else None
+        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx, key)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
     action_ids = re.compile(
@@ -232,8 +245,58 @@ _UNPARSABLE = (ValueError, TypeError, AttributeError, LookupError)
 
 _TIMESTAMP = "X-Slack-Request-Timestamp"
 _SIGNATURE = "X-Slack-Signature"
+#: Set by Slack on its retries of a delivery it got no timely 200 for (same body).
+_RETRY_NUM = "X-Slack-Retry-Num"
 #: How old a signed request may be, as Bolt allows (Slack's own advice).
 SIGNATURE_MAX_AGE_S = 300
+#: What a replayed slash command is answered (it is not run again).
+REPLAY_TEXT = (
+    "This request was already received (the same signed request came twice); it was not run again."
+)
+
+
+def _header(headers: Mapping[str, Any], name: str) -> str | None:
+    """A header of a Bolt request (lower-case names, each a list of values)."""
+    values = headers.get(name.lower())
+    if isinstance(values, str):
+        return values
+    return str(values[0]) if values else None
+
+
+class SeenRequests:
+    """The signed Slack requests this process acted on, for as long as their signature is
+    good (:data:`SIGNATURE_MAX_AGE_S` either way of the server's clock). Bounded in time and
+    size as the webhooks' memory of timestamped calls (:class:`engine.webhooks.SeenCalls`).
+
+    A request is known by its signature, and by its body's digest when Slack marks it as a
+    retry (Slack may sign a retry anew). Only requests that carry a valid signature are
+    remembered: anyone else cannot make a real request look like a replay."""
+
+    def __init__(self, max_age_s: float = SIGNATURE_MAX_AGE_S) -> None:
+        self._seen = SeenCalls(max_age_s)
+
+    def first_time(self, signature: str, body: bytes, retried: bool) -> bool:
+        """True, and remembered, the first time; False for a replay or a retry of a request
+        already taken."""
+        by_signature = "signature:" + signature
+        by_body = "body:" + hashlib.sha256(body).hexdigest()
+        if self._seen.seen(by_body) or (not retried and self._seen.seen(by_signature)):
+            return False
+        self._seen.remember(by_signature)
+        self._seen.remember(by_body)
+        return True
+
+    def failed(self, body: bytes) -> None:
+        """The request failed on our side: Slack's retry of it may act."""
+        self._seen.forget("body:" + hashlib.sha256(body).hexdigest())
+
+
+def _replay_answer(bolt_request: AsyncBoltRequest) -> web.Response:
+    """200, so Slack does not retry; a slash command also tells whoever sent it again."""
+    body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
+    if body.get("command"):
+        return web.json_response({"response_type": "ephemeral", "text": REPLAY_TEXT})
+    return web.Response(status=200)
 
 
 def _signed(secret: bytes, raw_body: bytes, headers: Mapping[str, str]) -> bool:
@@ -246,7 +309,7 @@ def _signed(secret: bytes, raw_body: bytes, headers: Mapping[str, str]) -> bool:
         return False
     base = b"v0:" + timestamp.encode() + b":" + raw_body
     expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers[_SIGNATURE])
+    return hmac.compare_digest(expected, headers.get(_SIGNATURE, ""))
 
 
 def _well_formed(headers: Mapping[str, str]) -> bool:
@@ -264,6 +327,7 @@ def slack_routes(app: AsyncApp, signing_secret: str | None = None) -> list[web.R
     the request is not signed with ``signing_secret`` and 400 when it is, without a traceback.
     """
     secret = signing_secret.encode() if signing_secret else None
+    seen = SeenRequests()
 
     async def refusal(request: web.Request) -> EngineError:
         if secret is not None and not _signed(secret, await request.read(), request.headers):
@@ -277,7 +341,21 @@ def slack_routes(app: AsyncApp, signing_secret: str | None = None) -> list[web.R
             bolt_request = await to_bolt_request(request)
         except _UNPARSABLE:
             raise await refusal(request) from None
+        raw = await request.read()
+        # Bolt verifies every request below; a request signed here is one Bolt will take, so
+        # only those are remembered (the others Bolt refuses with a 401).
+        remembered = secret is not None and _signed(secret, raw, request.headers)
+        if remembered:
+            retried = _RETRY_NUM in request.headers
+            if not seen.first_time(request.headers[_SIGNATURE], raw, retried):
+                log.warning(
+                    "a signed Slack request came again (%s); answered without acting on it",
+                    f"Slack's retry {request.headers[_RETRY_NUM]}" if retried else "a replay",
+                )
+                return _replay_answer(bolt_request)
         bolt_response = await app.async_dispatch(bolt_request)
+        if remembered and bolt_response.status >= 500:
+            seen.failed(raw)
         return await to_aiohttp_response(bolt_response)
 
     return [web.post("/slack/events", events)]

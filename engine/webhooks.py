@@ -106,6 +106,9 @@ class SeenCalls:
                 del self._until[next(iter(self._until))]
         self._until[key] = now + self.keep_s
 
+    def forget(self, key: str) -> None:
+        self._until.pop(key, None)
+
 
 def check_webhook_allowed(ref: str, trigger_type: str) -> None:
     """Timers fire themselves (or their rules do): they take no webhook."""
