@@ -268,9 +268,9 @@ class SeenRequests:
     good (:data:`SIGNATURE_MAX_AGE_S` either way of the server's clock). Bounded in time and
     size as the webhooks' memory of timestamped calls (:class:`engine.webhooks.SeenCalls`).
 
-    A request is known by its signature, and by its body's digest when Slack marks it as a
-    retry (Slack may sign a retry anew). Only requests that carry a valid signature are
-    remembered: anyone else cannot make a real request look like a replay."""
+    A request is known by its signature and by its body's digest: Slack may sign its retry
+    (``X-Slack-Retry-Num``) anew, over the same body. Only requests that carry a valid
+    signature are remembered: anyone else cannot make a real request look like a replay."""
 
     def __init__(self, max_age_s: float = SIGNATURE_MAX_AGE_S) -> None:
         self._seen = SeenCalls(max_age_s)
@@ -350,7 +350,7 @@ def slack_routes(app: AsyncApp, signing_secret: str | None = None) -> list[web.R
             if not seen.first_time(request.headers[_SIGNATURE], raw, retried):
                 log.warning(
                     "a signed Slack request came again (%s); answered without acting on it",
-                    f"Slack's retry {request.headers[_RETRY_NUM]}" if retried else "a replay",
+                    f"Slack's retry {request.headers[_RETRY_NUM][:8]}" if retried else "a replay",
                 )
                 return _replay_answer(bolt_request)
         bolt_response = await app.async_dispatch(bolt_request)
