@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, or_, select
 
 from engine.errors import (
     EngineError,
@@ -35,6 +35,9 @@ from engine.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from engine.logins import MAX_LOGIN_CHARS as MAX_LOGIN_CHARS
+from engine.logins import check_login as check_login
+from engine.logins import login_key
 from engine.session_tokens import SessionTokens, expiry, looks_like_jwt
 from engine.storage import Conn, Store
 from engine.storage.tables import now_utc, refresh_tokens, tokens, users
@@ -49,8 +52,6 @@ TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
 SESSION_TOKEN_NAME = "login"  # noqa: S105 (a name, not a secret)
 #: Attune's bounds on a new password (RegisterRequest, ChangePasswordRequest).
 MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 128
-#: Longest login (the column's size).
-MAX_LOGIN_CHARS = 128
 #: scrypt cost parameters (about 50 ms per hash on these machines).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -147,13 +148,6 @@ def check_new_password(password: str) -> None:
         )
 
 
-def check_login(login: str) -> None:
-    if not login or login != login.strip() or len(login) > MAX_LOGIN_CHARS:
-        raise InvalidRequest(
-            f"login must be 1 to {MAX_LOGIN_CHARS} characters, without leading or trailing spaces"
-        )
-
-
 def lower_role(a: Role, b: Role) -> Role:
     """The less powerful of two roles."""
     return a if ROLES.index(a) > ROLES.index(b) else b
@@ -176,7 +170,8 @@ ADDRESS_FACTOR = 10
 def throttle_keys(login: str, client: str) -> list[str]:
     """What a login attempt counts against: the (login, client address) pair, the login, the
     address."""
-    return [f"pair:{client}\x00{login}", f"login:{login}", f"client:{client}"]
+    key = login_key(login)
+    return [f"pair:{client}\x00{key}", f"login:{key}", f"client:{client}"]
 
 
 class LoginThrottle:
@@ -261,7 +256,17 @@ def token_hash(token: str) -> str:
 
 
 async def user_row(conn: Conn, login: str) -> Any:
-    return (await conn.execute(select(users).where(users.c.login == login))).first()
+    """The user whose login is ``login`` as logins are compared (:mod:`engine.logins`: no
+    case, no surrounding spaces, NFKC); the exact login first (a user left without a key by
+    migration 0013 is found by it)."""
+    rows = (
+        await conn.execute(
+            select(users).where(or_(users.c.login_key == login_key(login), users.c.login == login))
+        )
+    ).all()
+    exact = [row for row in rows if row.login == login]
+    found = exact or rows
+    return found[0] if found else None
 
 
 class AuthService:
@@ -294,9 +299,11 @@ class AuthService:
             generated = None
             if not password:
                 password = generated = secrets.token_urlsafe(12)
+            login = check_login(login)
             await conn.execute(
                 insert(users).values(
                     login=login,
+                    login_key=login_key(login),
                     password_hash=hash_password(password),
                     role="admin",
                     display_name="Administrator",
@@ -424,7 +431,8 @@ class AuthService:
     def forget(self, login: str) -> None:
         """Drop this process's cached tokens of ``login`` (other processes trust theirs for at
         most ``cache_s``)."""
-        for key in [k for k, v in self._cache.items() if v[1].login == login]:
+        key_of = login_key(login)
+        for key in [k for k, v in self._cache.items() if login_key(v[1].login) == key_of]:
             del self._cache[key]
 
     # -- tokens ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from engine.auth import (
     verify_password,
 )
 from engine.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from engine.logins import login_key
 from engine.storage import Conn
 from engine.storage.tables import now_utc, users
 
@@ -76,17 +77,25 @@ class Users:
     ) -> User:
         """A new user; Conflict when the login is taken, ValidationFailed for a weak
         password."""
-        check_login(login)
+        login = check_login(login)
         check_new_password(password)
         if role not in ROLES:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
         password_hash = await asyncio.to_thread(hash_password, password)
         async with self.store.write() as conn:
-            if await user_row(conn, login) is not None:
+            taken = await user_row(conn, login)
+            if taken is not None and taken.login == login:
                 raise Conflict(f"user '{login}' already exists")
+            if taken is not None:
+                raise Conflict(
+                    f"login '{login}' is taken: it is the same as the existing login "
+                    f"'{taken.login}' (logins are compared without case, surrounding spaces "
+                    "and Unicode compatibility forms)"
+                )
             await conn.execute(
                 insert(users).values(
                     login=login,
+                    login_key=login_key(login),
                     password_hash=password_hash,
                     role=role,
                     display_name=display_name or None,

@@ -22,6 +22,7 @@ from engine.api.http import Call, RouteSpec
 from engine.audit import AuditEntry
 from engine.auth import MAX_LOGIN_CHARS, SESSION_TOKEN_NAME, ValidationFailed
 from engine.errors import EngineError, Forbidden, TooManyRequests, Unauthorized
+from engine.logins import normal_login
 from engine.users import Users
 
 #: Attune's shortest login at registration (RegisterRequest).
@@ -64,7 +65,7 @@ async def register(call: Call) -> Any:
             "users with `attune user create`"
         )
     body: s.RegisterRequest = call.body
-    if not MIN_REGISTER_LOGIN_CHARS <= len(body.login) <= MAX_LOGIN_CHARS:
+    if not MIN_REGISTER_LOGIN_CHARS <= len(normal_login(body.login)) <= MAX_LOGIN_CHARS:
         raise ValidationFailed(
             f"login must be {MIN_REGISTER_LOGIN_CHARS} to {MAX_LOGIN_CHARS} characters long"
         )

@@ -239,6 +239,10 @@ users = Table(
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("login", String(128), nullable=False, unique=True),
+    #: The login as logins are compared (:func:`engine.logins.login_key`: no case, no
+    #: surrounding spaces, NFKC); null only for a user whose login shared a key with an older
+    #: one before migration 0013 (found by their exact login).
+    Column("login_key", String(128), nullable=True, unique=True),
     Column("password_hash", Text, nullable=True),
     Column("display_name", String(256), nullable=True),
     Column("role", String(32), nullable=False),
@@ -381,7 +385,10 @@ rules = Table(
     Column("trigger_ref", String(256), nullable=False),
     Column("action_ref", String(256), nullable=False),
     Column("conditions", JsonType, nullable=True),
+    #: The parameters given to the action; a secret one's value is a marker here and is
+    #: sealed in ``action_params_sealed`` (see :mod:`engine.rule_secrets`).
     Column("action_params", JsonType, nullable=False),
+    Column("action_params_sealed", Text, nullable=True),
     #: The rule's settings for its trigger; on a rule-timer trigger, its schedule.
     Column("trigger_params", JsonType, nullable=True),
     #: A rule timer's next tick (the process that moves it on fires the tick, once), and the
