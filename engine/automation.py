@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import Row
 
 from engine.errors import TooManyRequests
+from engine.params import secret_names
+from engine.rule_secrets import shown
 from engine.schedules import TRIGGER_TIMERS, trigger_timer_problem
 from engine.schedules import next_fire as next_fire  # where it was
 
@@ -247,7 +249,9 @@ def rule_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
         "trigger": m.get("trigger_id"),
         "trigger_ref": m["trigger_ref"],
         "conditions": {} if conditions is None else conditions,
-        "action_params": m["action_params"],
+        "action_params": shown(
+            m["action_params"], secret_names(m.get("action_param_schema") or {})
+        ),
         "trigger_params": m["trigger_params"] or {},
         "permission_set_refs": None,
         "enabled": m["enabled"],

@@ -27,6 +27,7 @@ from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
 from engine.key_templates import render_with_keys
 from engine.records import Executor
+from engine.rule_secrets import opened, sealed_names
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
@@ -210,11 +211,14 @@ class Enforcer:
         try:
             if not matches(rule.conditions, context):
                 return None
-            params, kv_secrets = await render_with_keys(
-                self.store, self.secrets, rule.action_params, context
-            )
+            given = opened(rule.action_params, rule.action_params_sealed, self.secrets)
+            params, kv_secrets = await render_with_keys(self.store, self.secrets, given, context)
         except TemplateProblem as exc:
             return await self._settle(rule, event, existing, "failed", None, exc.message)
+        except EngineError as exc:  # sealed with another secret key: a reason, not a retry
+            return await self._settle(rule, event, existing, "failed", None, exc.message)
+        # A value sealed in the rule stays secret in the run, whatever the schema says now.
+        kv_secrets = kv_secrets | sealed_names(rule.action_params_sealed, self.secrets)
         if existing is None:
             try:
                 async with self.store.write() as conn:

@@ -4,6 +4,7 @@ the parts that do the work: :mod:`engine.enforcement` (events and their rules),
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,8 @@ from engine.crypto import SecretBox
 from engine.enforcement import Enforcer
 from engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound
 from engine.packs import PackSpec, first_error
-from engine.params import normalize_schema, validate_parameters
+from engine.params import REDACTED, normalize_schema, secret_names, validate_parameters
+from engine.rule_secrets import opened, sealed_names, split_secrets
 from engine.schedules import RULE_TIMERS, TRIGGER_TIMERS, next_fire, rule_schedule
 from engine.service import ExecutionService
 from engine.storage import Store
@@ -38,6 +40,8 @@ from engine.webhooks import (
     open_webhook_key,
     webhook_key_values,
 )
+
+log = logging.getLogger("attune.rules")
 
 #: Trigger types of an Attune pack's ``triggers/*.yaml`` (whose ``parameters`` is a schema),
 #: as ours.
@@ -62,6 +66,7 @@ def _rule_query() -> Any:
             *rules.c,
             packs.c.id.label("pack_id"),
             actions.c.id.label("action_id"),
+            actions.c.param_schema.label("action_param_schema"),
             triggers.c.id.label("trigger_id"),
         )
         .outerjoin(packs, packs.c.ref == rules.c.pack_ref)
@@ -352,13 +357,15 @@ class Automation:
 
     # -- rules ------------------------------------------------------------------------------
 
-    async def _check_rule(self, spec: RuleSpec, *, from_pack: bool) -> datetime | None:
+    async def _check_rule(
+        self, spec: RuleSpec, *, from_pack: bool
+    ) -> tuple[datetime | None, frozenset[str]]:
         """Refuse a rule that cannot run (the message names the field); return its timer's
-        first tick, if it has a timer and is enabled."""
+        first tick (if it has a timer and is enabled) and its action's secret parameters."""
         if not from_pack:
             await self._check_pack(spec.pack_ref)
         trigger = await self._trigger_row(spec.trigger_ref)
-        await self.catalog.get_action(spec.action_ref)
+        action = await self.catalog.get_action(spec.action_ref)
         check_conditions(spec.conditions)
         check_templates(spec.action_params)
         schedule = rule_schedule(trigger.type, spec.trigger_params)
@@ -369,16 +376,33 @@ class Automation:
             except InvalidParameters as exc:
                 raise InvalidParameters(f"trigger_params: {exc.message}") from None
         if schedule is None or not spec.enabled:
-            return None
-        return schedule.next_after(now_utc())
+            return None, action.secrets
+        return schedule.next_after(now_utc()), action.secrets
 
-    def _rule_values(self, spec: RuleSpec, next_fire_at: datetime | None) -> dict[str, Any]:
+    def _rule_values(
+        self,
+        spec: RuleSpec,
+        next_fire_at: datetime | None,
+        secret_params: frozenset[str],
+        current: Row[Any] | None = None,
+    ) -> dict[str, Any]:
+        """The columns of a rule; its secret parameters sealed (see :mod:`engine.rule_secrets`:
+        a value sent as the marker keeps ``current``'s)."""
+        before: dict[str, Any] = {}
+        sealed_before: frozenset[str] = frozenset()
+        if current is not None:
+            before = opened(current.action_params, current.action_params_sealed, self.secrets)
+            sealed_before = sealed_names(current.action_params_sealed, self.secrets)
+        action_params, sealed = split_secrets(
+            spec.action_params, secret_params, self.secrets, before, sealed_before
+        )
         return {
             **spec.named(),
             "trigger_ref": spec.trigger_ref,
             "action_ref": spec.action_ref,
             "conditions": spec.conditions,
-            "action_params": spec.action_params,
+            "action_params": action_params,
+            "action_params_sealed": sealed,
             "trigger_params": spec.trigger_params,
             "enabled": spec.enabled,
             "chat_channel": spec.chat_channel,
@@ -388,14 +412,13 @@ class Automation:
         }
 
     async def create_rule(self, spec: RuleSpec, *, from_pack: bool = False) -> dict[str, Any]:
-        first = await self._check_rule(spec, from_pack=from_pack)
+        first, secret_params = await self._check_rule(spec, from_pack=from_pack)
+        values = self._rule_values(spec, first, secret_params)
         async with self.store.write() as conn:
             if (await conn.execute(select(rules.c.id).where(rules.c.ref == spec.ref))).first():
                 raise Conflict(f"rule '{spec.ref}' already exists")
             await conn.execute(
-                insert(rules).values(
-                    **self._rule_values(spec, first), from_pack=from_pack, created=now_utc()
-                )
+                insert(rules).values(**values, from_pack=from_pack, created=now_utc())
             )
         return await self.get_rule(spec.ref)
 
@@ -408,13 +431,15 @@ class Automation:
             current = (await conn.execute(select(rules).where(rules.c.ref == ref))).first()
         if current is None:
             raise NotFound(f"rule '{ref}' not found")
-        first = await self._check_rule(spec, from_pack=current.from_pack)
+        first, secret_params = await self._check_rule(spec, from_pack=current.from_pack)
         same_timer = (spec.trigger_ref, spec.trigger_params, spec.enabled) == (
             current.trigger_ref,
             current.trigger_params or {},
             current.enabled,
         )
-        values = self._rule_values(spec, current.next_fire_at if same_timer else first)
+        values = self._rule_values(
+            spec, current.next_fire_at if same_timer else first, secret_params, current
+        )
         async with self.store.write() as conn:
             result = await conn.execute(update(rules).where(rules.c.ref == ref).values(**values))
         if not result.rowcount:
@@ -456,6 +481,45 @@ class Automation:
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
         return [rule_record(r) for r in rows]
+
+    async def seal_rule_secrets(self, action_ref: str | None = None) -> int:
+        """Seal the values of rules' parameters that their action marks secret and that are
+        still in clear (rules saved before the parameter became secret, or before this
+        server sealed them); ``action_ref``: only the rules that run it. Returns how many
+        rules changed."""
+        query = select(
+            rules.c.id,
+            rules.c.ref,
+            rules.c.action_params,
+            rules.c.action_params_sealed,
+            rules.c.updated,
+            actions.c.param_schema,
+        ).join(actions, actions.c.ref == rules.c.action_ref)
+        if action_ref is not None:
+            query = query.where(rules.c.action_ref == action_ref)
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        changed = 0
+        for row in rows:
+            names = secret_names(row.param_schema or {})
+            params = row.action_params or {}
+            if not any(k in names and v != REDACTED for k, v in params.items()):
+                continue
+            try:
+                values = opened(params, row.action_params_sealed, self.secrets)
+                before = sealed_names(row.action_params_sealed, self.secrets)
+            except EngineError as exc:  # sealed with another secret key: left as it is
+                log.warning("rule %s: secret parameters not sealed: %s", row.ref, exc.message)
+                continue
+            stored, sealed = split_secrets(values, names, self.secrets, None, before)
+            async with self.store.write() as conn:
+                await conn.execute(
+                    update(rules)
+                    .where(rules.c.id == row.id, rules.c.updated == row.updated)
+                    .values(action_params=stored, action_params_sealed=sealed)
+                )
+            changed += 1
+        return changed
 
     async def set_rule_enabled(self, ref: str, enabled: bool) -> dict[str, Any]:
         """Enable or disable a rule; a rule timer stops while it is disabled and starts again,

@@ -114,6 +114,7 @@ class Runtime:
                 for problem in await self.automation.register_pack(spec):
                     self.pack_errors.append(problem)
                     log.error("pack %s: %s", spec.ref, problem)
+            await self.automation.seal_rule_secrets()  # a parameter may have become secret
         return [spec.ref for spec in loaded]
 
     @property
@@ -127,6 +128,7 @@ class Runtime:
         spec = load_pack(path)
         record = await self.catalog.register(spec, force=force)
         problems = await self.automation.register_pack(spec)
+        await self.automation.seal_rule_secrets()  # its actions may have new secrets
         if problems:
             raise PackError("; ".join(problems))
         return record

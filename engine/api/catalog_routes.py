@@ -232,7 +232,9 @@ async def update_action(call: Call) -> Any:
         merged.pop("param_schema")
     merged.update(given)
     spec = await _action_spec(call, s.ActionWrite.model_validate(merged))
-    return {"data": await call.runtime.catalog.update_action(ref, spec)}
+    record = await call.runtime.catalog.update_action(ref, spec)
+    await call.runtime.automation.seal_rule_secrets(ref)  # a parameter may have become secret
+    return {"data": record}
 
 
 async def delete_action(call: Call) -> Any:
