@@ -3,7 +3,8 @@
 A pack is a folder with ``pack.yaml`` (``ref, label, description, version`` and Attune's
 ``conf_schema, config, meta, tags, runtime_deps, dependencies, is_standard``) and
 ``actions/<name>.yaml``. An action's ``entry_point`` is resolved against the pack's ``actions/``
-folder (StackStorm's rule), falling back to the pack folder itself.
+folder (StackStorm's rule), falling back to the pack folder itself; either way the script must
+be under ``actions/`` once symbolic links are followed (:func:`resolve_entry`).
 
 As Attune's loader does, an action whose runner this server does not have (``node``, ``native``,
 a workflow) is loaded disabled, with the reason, and the rest of the pack works.
@@ -81,17 +82,39 @@ class ActionSpec(BaseModel):
         return secret_names(self.param_schema)
 
     def entry_path(self) -> Path | None:
-        """Absolute path of the script file, or None for inline and built-in actions."""
+        """Absolute path of the script file, or None for inline and built-in actions;
+        PackError when it is not under the pack's ``actions/`` folder (see
+        :func:`resolve_entry`; checked again at run time, as the folder may have changed)."""
         if self.script is not None or self.entry_point is None or self.runner_type == "builtin":
             return None
-        path = Path(self.entry_point)
-        if not path.is_absolute() and self.base_dir:
-            base = Path(self.base_dir)
-            for candidate in (base / "actions" / path, base / path):
-                if candidate.exists():
-                    return candidate.resolve()
-            return (base / "actions" / path).resolve()
-        return path
+        if not self.base_dir:
+            raise PackError(f"entry_point '{self.entry_point}' has no pack folder to be in")
+        return resolve_entry(Path(self.base_dir), self.entry_point)
+
+
+def resolve_entry(base_dir: Path, entry: str) -> Path:
+    """The script an ``entry_point`` names: a path relative to the pack's ``actions/`` folder
+    (StackStorm's and Attune's rule), or to the pack folder (``actions/hello.sh``), that
+    resolves, after symbolic links, to a place under ``actions/``. Anything else (an absolute
+    path, ``..``, a link out of ``actions/``, a file elsewhere in the pack) is a PackError
+    naming the entry point. A file that does not exist yet is failed at run time."""
+    base = base_dir.resolve()
+    actions_dir = (base / "actions").resolve()
+    outside = (
+        f"entry_point '{entry}' must name a script under the pack's actions/ folder ({actions_dir})"
+    )
+    if not actions_dir.is_relative_to(base):
+        raise PackError(f"{outside}; actions/ itself leads out of the pack")
+    path = Path(entry)
+    if path.is_absolute() or not entry.strip():
+        raise PackError(outside)
+    candidates = (base / "actions" / path, base / path)
+    found = [c for c in candidates if c.exists() or c.is_symlink()]
+    target = (found[0] if found else candidates[0]).resolve()
+    if not target.is_relative_to(actions_dir):
+        where = target.relative_to(base) if target.is_relative_to(base) else target
+        raise PackError(f"{outside}; it leads to {where}")
+    return target
 
 
 class PackSpec(BaseModel):
@@ -199,6 +222,11 @@ def action_from_dict(
         schema = normalize_schema(raw.parameters)
     except PackError as exc:
         raise PackError(f"{source}: {exc.message}") from exc
+    if runner in ("shell", "python") and raw.entry_point and base_dir is not None:
+        try:
+            resolve_entry(Path(base_dir), raw.entry_point)
+        except PackError as exc:
+            raise PackError(f"{source}: {exc.message}") from exc
     return ActionSpec(
         ref=f"{pack_ref}.{name}",
         pack_ref=pack_ref,

@@ -3,6 +3,7 @@ register a folder, upload a tarball, delete) and ``/api/v1/actions`` (create, re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from engine.api.routes import requester
 from engine.api.uploads import receive_pack_archive
 from engine.catalog import action_record
 from engine.errors import Forbidden, InvalidRequest, NotFound, PackError
-from engine.packs import ActionSpec, PackSpec, runner_for
+from engine.packs import ActionSpec, PackSpec, resolve_entry, runner_for
 from engine.params import normalize_schema
 
 # -- packs ------------------------------------------------------------------------------------
@@ -120,16 +121,23 @@ async def _pack_folder(call: Call, pack_ref: str) -> Path | None:
 
 def _file_in(base: Path | None, entry: str) -> str | None:
     """``entry`` as a path relative to the pack folder when it names a file inside it (tried
-    as given and under ``actions/``, as Attune's worker resolves it)."""
+    as given and under ``actions/``, as Attune's worker resolves it); None when it names
+    nothing in the pack (an inline script). A file in the pack that is not, after symbolic
+    links, under its ``actions/`` folder is refused (400, naming it)."""
     if base is None or not entry or "\n" in entry or len(entry) > 4096:
         return None
     for candidate in (base / entry, base / "actions" / entry):
         try:  # an inline script is no file name: too long, NUL, bad encoding
-            target = candidate.resolve()
-            if base in target.parents and target.is_file():
-                return str(target.relative_to(base))
+            inside = Path(os.path.normpath(candidate)).is_relative_to(base)
+            if not inside or not (candidate.exists() or candidate.is_symlink()):
+                continue
         except (OSError, ValueError):
             return None
+        try:
+            target = resolve_entry(base, entry)
+        except PackError as exc:
+            raise InvalidRequest(exc.message) from None
+        return str(target.relative_to(base)) if target.is_file() else None
     return None
 
 

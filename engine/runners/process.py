@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.errors import EngineError
+from engine.errors import EngineError, PackError
 from engine.packs import ActionSpec
 from engine.private_files import make_private_dir
 from engine.runners import Outcome, RunRequest, RunResult, shell_vars
@@ -193,7 +193,10 @@ class ProcessRunner:
                     fh.write(shell_vars.PREAMBLE)
                 fh.write(action.script)
             return [interpreter, str(script)]
-        path = action.entry_path()
+        try:
+            path = action.entry_path()
+        except PackError as exc:
+            return exc.message
         if path is None:
             return "action has neither an entry_point nor an inline script"
         if not path.is_file():
