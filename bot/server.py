@@ -29,6 +29,9 @@ from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.runtime import Runtime, build_runtime
 
+#: How long the rest of a refused request body is read and dropped before the connection closes.
+LINGER_S = 2.0
+
 log = logging.getLogger("attune")
 
 
@@ -238,7 +241,15 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         drainer.start()
         app = build_app(runtime, extra_routes=routes)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_S
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=HTTP_SHUTDOWN_S,
+            # Bounds the wait for a request's line and headers (a slow client's trickle).
+            keepalive_timeout=settings.http_header_timeout_s,
+            # After an early answer (408, 413), the rest of a body is read and dropped for at
+            # most this long so the client sees the answer; then the connection closes.
+            lingering_time=LINGER_S,
         )
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     #: process (``attune user disable``, a password changed elsewhere) is refused within this
     #: time; the process that revokes it refuses it at once. Expiry is checked on every request.
     token_cache_s: float = Field(default=5.0, ge=0)
+    #: A connection must send a whole request line and headers within this long (from when
+    #: it opens, or from its previous answer: also how long an idle keep-alive connection
+    #: stays open), its body within ``http_body_timeout_s`` after that, and the server
+    #: answers within ``http_handler_timeout_s`` (503 otherwise; the notifier's ``/ws`` is
+    #: exempt). A body too slow is answered 408 and the connection closed.
+    http_header_timeout_s: float = Field(default=60.0, gt=0)
+    http_body_timeout_s: float = Field(default=60.0, gt=0)
+    http_handler_timeout_s: float = Field(default=120.0, gt=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: A built web UI (Attune's ``web/dist``) to serve beside the API, from the same origin.

@@ -13,7 +13,14 @@ from engine.api import schemas
 from engine.api.auth_routes import AUTH_ROUTES
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
-from engine.api.http import RUNTIME_KEY, RouteSpec, error_middleware, json_response, make_handler
+from engine.api.http import (
+    RUNTIME_KEY,
+    RouteSpec,
+    deadline_middleware,
+    error_middleware,
+    json_response,
+    make_handler,
+)
 from engine.api.identity_routes import IDENTITY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
@@ -152,7 +159,8 @@ def build_app(
 ) -> web.Application:
     """The whole HTTP surface of ``attune serve``; the bot adds its ``/slack/events`` route."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=runtime.settings.max_body_bytes
+        middlewares=[error_middleware, deadline_middleware],
+        client_max_size=runtime.settings.max_body_bytes,
     )
     app[RUNTIME_KEY] = runtime
     for spec in ALL_ROUTES:

@@ -6,6 +6,7 @@ document are both built from that list, so they cannot disagree.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -288,3 +289,51 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error; see the server log", "INTERNAL_ERROR")
+
+
+#: Paths whose connections live on by design (the notifier's WebSocket): no handler time limit.
+UNBOUNDED_PATHS = frozenset({"/ws"})
+
+
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A slow client or a stuck handler cannot hold a connection for ever: a request body
+    must arrive within ``http_body_timeout_s`` (else 408, and the connection is closed), and
+    a handler must answer within ``http_handler_timeout_s`` (else 503). The request line and
+    headers are bounded by the server's keep-alive timer (``http_header_timeout_s``, set
+    where the server is made). A multipart upload is read by its handler, within the
+    handler's limit."""
+    settings = request.app[RUNTIME_KEY].settings
+    if request.path in UNBOUNDED_PATHS:
+        return await handler(request)  # type: ignore[no-any-return]
+    if request.body_exists and not request.content_type.startswith("multipart/"):
+        try:
+            async with asyncio.timeout(settings.http_body_timeout_s):
+                await request.read()  # kept: the handler reads it again from memory
+        except TimeoutError:
+            response = error_response(
+                408,
+                f"request body not received within {settings.http_body_timeout_s:g} s "
+                "(ATTUNE_HTTP_BODY_TIMEOUT_S)",
+                "REQUEST_TIMEOUT",
+            )
+            response.force_close()
+            return response
+    try:
+        async with asyncio.timeout(settings.http_handler_timeout_s):
+            return await handler(request)  # type: ignore[no-any-return]
+    except TimeoutError:
+        log.warning(
+            "%s %s: no answer within %g s",
+            request.method,
+            request.path,
+            settings.http_handler_timeout_s,
+        )
+        response = error_response(
+            503,
+            f"the server did not answer within {settings.http_handler_timeout_s:g} s "
+            "(ATTUNE_HTTP_HANDLER_TIMEOUT_S); try again later",
+            "TIMEOUT",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
