@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     #: process (``attune user disable``, a password changed elsewhere) is refused within this
     #: time; the process that revokes it refuses it at once. Expiry is checked on every request.
     token_cache_s: float = Field(default=5.0, ge=0)
+    #: Who may read ``GET /metrics``: ``authenticated`` (any valid bearer token, a viewer's
+    #: included), ``public`` (anyone who reaches the port) or ``off`` (404).
+    metrics: Literal["off", "public", "authenticated"] = "authenticated"
     #: A connection must send a whole request line and headers within this long (from when
     #: it opens, or from its previous answer: also how long an idle keep-alive connection
     #: stays open), its body within ``http_body_timeout_s`` after that, and the server

@@ -9,7 +9,7 @@ from aiohttp import web
 from engine.api import schemas as s
 from engine.api.http import PAGING, Call, QueryParam, RouteSpec, json_response, page_of, paged
 from engine.auth import Principal
-from engine.errors import InvalidRequest
+from engine.errors import InvalidRequest, NotFound, Unauthorized
 from engine.gate import Requester, Submitted
 from engine.status import PENDING, ExecutionStatus
 
@@ -59,7 +59,16 @@ async def ready(call: Call) -> Any:
 
 
 async def metrics(call: Call) -> Any:
+    """Prometheus metrics, as ``ATTUNE_METRICS`` says: ``authenticated`` (the default: any
+    valid bearer token), ``public`` (no token) or ``off`` (404)."""
     rt = call.runtime
+    mode = rt.settings.metrics
+    if mode == "off":
+        raise NotFound("metrics are off on this server (ATTUNE_METRICS=off)")
+    if mode == "authenticated" and call.principal is None:
+        raise Unauthorized(
+            "missing bearer token: /metrics needs one (ATTUNE_METRICS=authenticated)"
+        )
     counts = await rt.service.count_by_status()
     for status in ExecutionStatus:
         rt.metrics.executions.labels(status.value).set(counts.get(status.value, 0))
@@ -197,7 +206,14 @@ ROUTES: list[RouteSpec] = [
         tags=("health",),
     ),
     RouteSpec(
-        "GET", "/metrics", metrics, "Prometheus metrics", "public", raw=True, tags=("health",)
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics (a bearer token unless ATTUNE_METRICS=public; 404 when off)",
+        "public",
+        raw=True,
+        errors=(401, 404),
+        tags=("health",),
     ),
     RouteSpec(
         "POST",

@@ -1,5 +1,5 @@
-"""A handler that hangs is answered 503 within ``ATTUNE_HTTP_HANDLER_TIMEOUT_S`` (issue 12,
-hole 10).
+"""``/metrics`` follows ``ATTUNE_METRICS`` (authenticated by default, public, or off) and a
+handler that hangs is answered 503 within ``ATTUNE_HTTP_HANDLER_TIMEOUT_S`` (issue 12, hole 10).
 
 One runtime (SQLite) serves the module in-process over real HTTP, with one extra route whose
 handler never returns.
@@ -62,11 +62,41 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     await server.start_server()
     session = aiohttp.ClientSession()
     try:
-        yield Env(rt, str(server.make_url("")).rstrip("/"), session, "")
+        await rt.auth.create_user("viewer1", "viewer-password-1", "viewer")
+        token = await rt.auth.issue_token("viewer1", name="metrics", role="viewer")
+        yield Env(rt, str(server.make_url("")).rstrip("/"), session, token)
     finally:
         await session.close()
         await server.close()
         await rt.close()
+
+
+async def test_metrics_need_a_token_by_default(env: Env) -> None:
+    assert Settings().metrics == "authenticated"
+    assert env.rt.settings.metrics == "authenticated"
+    status, text, _ = await env.get("/metrics")
+    assert status == 401, text
+    assert "ATTUNE_METRICS" in json.loads(text)["error"]
+    status, text, _ = await env.get("/metrics", "att_not-a-token")
+    assert status == 401, text
+    status, text, _ = await env.get("/metrics", env.token)  # a viewer's token will do
+    assert status == 200, text
+    assert "attune_queue_depth" in text
+
+
+async def test_metrics_public_and_off(env: Env) -> None:
+    try:
+        env.rt.settings.metrics = "public"
+        status, text, _ = await env.get("/metrics")
+        assert status == 200, text
+        assert "attune_queue_depth" in text
+        env.rt.settings.metrics = "off"
+        for token in (None, env.token):
+            status, text, _ = await env.get("/metrics", token)
+            assert status == 404, text
+            assert "ATTUNE_METRICS=off" in json.loads(text)["error"]
+    finally:
+        env.rt.settings.metrics = "authenticated"
 
 
 async def test_a_hanging_handler_is_answered_503(env: Env) -> None:

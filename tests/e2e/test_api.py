@@ -535,7 +535,9 @@ async def test_openapi(anon: aiohttp.ClientSession) -> None:
 
 async def test_metrics(anon: aiohttp.ClientSession, api: aiohttp.ClientSession) -> None:
     await execute(api, "core.noop")  # at least one transition in this process
-    async with anon.get("/metrics") as resp:
+    async with anon.get("/metrics") as resp:  # ATTUNE_METRICS=authenticated by default
+        assert resp.status == 401, await resp.text()
+    async with api.get("/metrics") as resp:
         text = await resp.text()
         assert resp.status == 200, text
         assert resp.content_type == "text/plain"
