@@ -319,10 +319,13 @@ async def deadline_middleware(request: web.Request, handler: Any) -> web.StreamR
             )
             response.force_close()
             return response
+    limit = asyncio.timeout(settings.http_handler_timeout_s)
     try:
-        async with asyncio.timeout(settings.http_handler_timeout_s):
+        async with limit:
             return await handler(request)  # type: ignore[no-any-return]
     except TimeoutError:
+        if not limit.expired():
+            raise  # a time limit of the handler's own, not this one: its own error
         log.warning(
             "%s %s: no answer within %g s",
             request.method,
