@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from itertools import chain, islice
 from typing import Any
 
+import re2
 from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.nativetypes import NativeCodeGenerator
 
@@ -31,6 +33,25 @@ class TemplateProblem(EngineError):
 
     code = "UNPROCESSABLE_ENTITY"
     http_status = 422
+
+
+#: RE2 (linear time in the text: no back-references, no look-arounds); errors are raised, not
+#: written to stderr.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, whose matching time is linear in the text (Python's ``re``
+    backtracks: ``^(a+)+$`` took exponential time). Raises ``ValueError`` with RE2's reason
+    for a pattern it does not accept (back-references and look-arounds among them)."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(text) from None
 
 
 def _concat(values: Iterable[Any]) -> Any:
@@ -146,9 +167,12 @@ def check_conditions(conditions: Any) -> None:
                     f"of at most {MAX_PATTERN_CHARS} characters"
                 )
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise TemplateProblem(f"conditions[{i}]: bad regular expression: {exc}") from None
+                compile_regex(pattern)
+            except ValueError as exc:
+                raise TemplateProblem(
+                    f"conditions[{i}] ({cond['field']} matches): regular expression not "
+                    f"accepted by RE2 (linear time; no back-references or look-arounds): {exc}"
+                ) from None
 
 
 _MISSING = object()
@@ -206,9 +230,12 @@ def _holds(cond: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
         if op == "less_than":
             return bool(actual < expected)
         if op == "matches":
-            return re.search(str(expected), str(actual)[:MAX_MATCH_TEXT_CHARS]) is not None
+            text = str(actual)[:MAX_MATCH_TEXT_CHARS]
+            return compile_regex(str(expected)).search(text) is not None
     except TypeError:
         return False  # comparing a number with text: the condition does not hold
+    except ValueError as exc:  # a pattern saved before RE2 was the engine
+        raise TemplateProblem(f"conditions: 'matches' {str(expected)[:80]!r}: {exc}") from None
     return False
 
 

@@ -353,6 +353,9 @@ async def test_bad_condition_is_refused(api: aiohttp.ClientSession) -> None:
     for conditions, needle in [
         ([{"field": "payload.x", "operator": "bigger", "value": 1}], "operator"),
         ([{"field": "payload.x", "operator": "matches", "value": "("}], "regular expression"),
+        # Issue 12, hole 3: RE2 (linear time) runs `matches`; what it cannot run is refused.
+        ([{"field": "payload.x", "operator": "matches", "value": "(a)\\1"}], "conditions[0]"),
+        ([{"field": "payload.x", "operator": "matches", "value": "a(?=b)"}], "RE2"),
         ({"expression": "{{ event.payload.n > }}"}, "conditions.expression"),
     ]:
         status, body = await call(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -87,6 +88,39 @@ def test_conditions(conditions: Any, expected: bool) -> None:
 def test_bad_conditions_are_refused_when_saved(conditions: Any) -> None:
     with pytest.raises(TemplateProblem):
         check_conditions(conditions)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [("(a)\\1", "invalid escape sequence"), ("foo(?=bar)", "invalid perl operator"),
+     ("(?<!x)a", "invalid perl operator")],
+)
+def test_a_pattern_re2_cannot_run_is_refused_when_saved(pattern: str, reason: str) -> None:
+    """Issue 12, hole 3: ``matches`` uses RE2 (linear time); back-references and look-arounds
+    are refused at save time, naming the condition and RE2's reason."""
+    conditions = [
+        {"field": "payload.severity", "value": "high"},
+        {"field": "payload.host.name", "operator": "matches", "value": pattern},
+    ]
+    with pytest.raises(TemplateProblem) as caught:
+        check_conditions(conditions)
+    message = caught.value.message
+    assert message.startswith("conditions[1] (payload.host.name matches)"), message
+    assert "RE2" in message, message
+    assert reason in message, message
+
+
+def test_a_catastrophic_pattern_is_answered_in_linear_time() -> None:
+    """Issue 12, hole 3: ``^(a+)+$`` on 'aaa...!' took exponential time with Python's ``re``
+    (26 letters: seconds; 40: hours)."""
+    conditions = [{"field": "payload.text", "operator": "matches", "value": "^(a+)+$"}]
+    check_conditions(conditions)
+    for length in (26, 99_000):
+        ctx = {"event": {"payload": {"text": "a" * length + "!"}}}
+        started = time.monotonic()
+        assert matches(conditions, ctx) is False
+        assert time.monotonic() - started < 0.5, length
+    assert matches(conditions, {"event": {"payload": {"text": "aaaa"}}}) is True
 
 
 def test_timers_schedule() -> None:
