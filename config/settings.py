@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     webhook_tolerance_s: float = Field(default=300.0, gt=0)
     #: How often due timers are looked for.
     timer_poll_s: float = Field(default=0.25, gt=0)
+    #: Time limit of one evaluation of a rule's templated conditions and ``action_params`` on
+    #: an event (in a worker process, killed past it: the enforcement fails with the reason).
+    template_timeout_s: float = Field(default=2.0, gt=0)
+    #: Worker processes that evaluate rule templates, each one rule at a time.
+    template_workers: int = Field(default=2, ge=1, le=64)
     #: How long a process trusts its cached copy of an action (changes made by other
     #: processes are seen after at most this long).
     action_cache_s: float = Field(default=2.0, ge=0)

@@ -25,13 +25,13 @@ from engine.automation import STATUS_FILTER, enforcement_record, event_record
 from engine.counts import Totals
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
-from engine.key_templates import render_with_keys
+from engine.key_templates import Evaluator, InProcess, evaluate_rule
 from engine.records import Executor
 from engine.rule_secrets import opened, sealed_names
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
-from engine.templates import TemplateProblem, matches
+from engine.templates import TemplateProblem
 
 log = logging.getLogger("attune.rules")
 
@@ -101,10 +101,19 @@ def _context(rule: Row[Any], event: Row[Any], trigger: Row[Any] | None) -> dict[
 
 
 class Enforcer:
-    def __init__(self, store: Store, service: ExecutionService, secrets_box: SecretBox) -> None:
+    def __init__(
+        self,
+        store: Store,
+        service: ExecutionService,
+        secrets_box: SecretBox,
+        evaluator: Evaluator | None = None,
+    ) -> None:
         self.store = store
         self.service = service
         self.secrets = secrets_box
+        #: Where conditions and templates run: a TemplatePool (worker processes with a time
+        #: limit) in a server, this process otherwise.
+        self.evaluator: Evaluator = evaluator if evaluator is not None else InProcess()
         self.totals = Totals(store)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -209,14 +218,23 @@ class Enforcer:
         if existing is not None and not await self._take_over(existing):
             raise _Busy  # another pass is creating it right now
         try:
-            if not matches(rule.conditions, context):
-                return None
             given = opened(rule.action_params, rule.action_params_sealed, self.secrets)
-            params, kv_secrets = await render_with_keys(self.store, self.secrets, given, context)
-        except TemplateProblem as exc:
-            return await self._settle(rule, event, existing, "failed", None, exc.message)
         except EngineError as exc:  # sealed with another secret key: a reason, not a retry
             return await self._settle(rule, event, existing, "failed", None, exc.message)
+        try:
+            verdict = await evaluate_rule(
+                self.store,
+                self.secrets,
+                self.evaluator,
+                rule.conditions,
+                given,
+                context,
+            )
+        except TemplateProblem as exc:
+            return await self._settle(rule, event, existing, "failed", None, exc.message)
+        if verdict is None:
+            return None
+        params, kv_secrets = verdict
         # A value sealed in the rule stays secret in the run, whatever the schema says now.
         kv_secrets = kv_secrets | sealed_names(rule.action_params_sealed, self.secrets)
         if existing is None:

@@ -31,6 +31,7 @@ from engine.schedules import RULE_TIMERS, TRIGGER_TIMERS, next_fire, rule_schedu
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.tables import actions, now_utc, packs, rules, triggers
+from engine.template_pool import TemplatePool
 from engine.templates import check_conditions, check_templates
 from engine.timers import fire_due_timers
 from engine.webhooks import (
@@ -100,13 +101,16 @@ class Automation:
         webhook_rate_per_s: float = 10.0,
         webhook_burst: int = 20,
         webhook_tolerance_s: float = 300.0,
+        template_workers: int = 2,
+        template_timeout_s: float = 2.0,
     ) -> None:
         self.store = store
         self.service = service
         self.catalog = catalog
         self.secrets = secrets_box
         self.audit = audit
-        self.enforcer = Enforcer(store, service, secrets_box)
+        self.templates = TemplatePool(template_workers, template_timeout_s)
+        self.enforcer = Enforcer(store, service, secrets_box, self.templates)
         self.limiter = RateLimiter(webhook_rate_per_s, webhook_burst)
         self.webhooks = Webhooks(
             store, secrets_box, self.enforcer, self.limiter, webhook_tolerance_s

@@ -224,6 +224,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._automation_task
         await self.automation.drain()
+        await self.automation.templates.close()
         if self.housekeeper is not None:
             await self.housekeeper.stop()
         if self.worker is not None:
@@ -311,6 +312,8 @@ async def build_runtime(
             webhook_rate_per_s=settings.webhook_rate_per_s,
             webhook_burst=max(1, int(2 * settings.webhook_rate_per_s)),
             webhook_tolerance_s=settings.webhook_tolerance_s,
+            template_workers=settings.template_workers,
+            template_timeout_s=settings.template_timeout_s,
         ),
         keys=KeyStore(store, box, audit),
         execution_tokens=ExecutionTokens(

@@ -306,3 +306,50 @@ def render_with_kv(
         if len(kv.secrets) > before:
             secret.add(name)
     return out, frozenset(secret)
+
+
+# -- one rule on one event: the unit of work of the sandbox's worker processes ------------------
+
+
+def has_templates(value: Any) -> bool:
+    """True when ``value`` (a rule's conditions or ``action_params``) holds a Jinja template:
+    only those need a worker process (list conditions use RE2 and JSON-Logic a work budget)."""
+    return any(_is_template(text) for _, text in _strings(value, ""))
+
+
+def evaluate(
+    conditions: Any,
+    action_params: Any,
+    context: Mapping[str, Any],
+    loaded: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Check a rule's conditions (unless None) and render its ``action_params`` for an event;
+    with ``loaded`` (``{ref: [value, encrypted] | None}``) ``kv`` is in scope. Never raises:
+    returns a JSON object ``{matched, result, secret, missing, problem}``: ``problem`` is the
+    reason a condition or template failed, ``missing`` the key refs asked for but not loaded,
+    ``secret`` the top-level names that read a secret."""
+    out: dict[str, Any] = {
+        "matched": True,
+        "result": None,
+        "secret": [],
+        "missing": [],
+        "problem": None,
+    }
+    view: KvView | None = None
+    try:
+        if conditions is not None and not matches(conditions, context):
+            out["matched"] = False
+            return out
+        if loaded is None:
+            out["result"] = render(action_params, context)
+        else:
+            view = KvView({k: None if v is None else (v[0], bool(v[1])) for k, v in loaded.items()})
+            out["result"], secret = render_with_kv(action_params, context, view)
+            out["secret"] = sorted(secret)
+    except TemplateProblem as exc:
+        out["problem"] = exc.message
+    except Exception as exc:  # a bug or an odd value: a failed enforcement, never a crash
+        out["problem"] = f"{type(exc).__name__}: {exc}"
+    if view is not None:
+        out["missing"] = sorted(view.missing)
+    return out

@@ -14,6 +14,7 @@ import hmac
 import itertools
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 RATE_PER_S = 2  # burst 4 per key
 MAX_WEBHOOK_BYTES = 4096
+TEMPLATE_TIMEOUT_S = 1.5
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
 
 
@@ -54,6 +56,7 @@ async def server(
         standin,
         ATTUNE_WEBHOOK_RATE_PER_S=str(RATE_PER_S),
         ATTUNE_WEBHOOK_MAX_BYTES=str(MAX_WEBHOOK_BYTES),
+        ATTUNE_TEMPLATE_TIMEOUT_S=str(TEMPLATE_TIMEOUT_S),
     )
     async with running_server("serve", env, tmp) as srv:
         yield srv
@@ -552,6 +555,36 @@ async def test_a_small_payload_that_would_grow_a_template_fails_the_enforcement(
     assert await executions_of(api, action) == 0
     async with anon.get("/health") as resp:
         assert resp.status == 200
+
+
+async def test_health_answers_while_a_slow_template_runs_and_the_rule_fails_with_the_reason(
+    api: aiohttp.ClientSession, anon: aiohttp.ClientSession
+) -> None:
+    """Issue 12, hole 3: a template that runs for hours (here, from a one-field payload) is
+    evaluated off the event loop and stopped at ATTUNE_TEMPLATE_TIMEOUT_S; /health answers
+    meanwhile; the enforcement fails with the reason."""
+    loops = "{% for a in range(event.payload.n) %}{% for b in range(event.payload.n) %}"
+    action = await inline_action(api, parameters={"message": {"type": "string"}})
+    trigger, key = await make_trigger(api)
+    assert key is not None
+    await make_rule(
+        api, trigger, action, action_params={"message": loops + "{% endfor %}{% endfor %}x"}
+    )
+
+    event_id = await fire_ok(anon, key, {"n": 100_000})
+    probe_until = time.monotonic() + TEMPLATE_TIMEOUT_S
+    slowest = 0.0
+    while time.monotonic() < probe_until:  # the whole time the template may run
+        started = time.monotonic()
+        async with anon.get("/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            assert resp.status == 200
+        slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 0.5, f"/health took {slowest:.2f} s while the template ran"
+
+    enf = await one_enforcement(api, event_id)
+    assert (enf["status"], enf["outcome"], enf["execution_id"]) == ("processed", "failed", None)
+    assert f"took longer than {TEMPLATE_TIMEOUT_S:g} s" in enf["error"], enf
+    assert await executions_of(api, action) == 0
 
 
 # -- limits -----------------------------------------------------------------------------------
