@@ -159,6 +159,8 @@ class Enforcer:
             log.warning(
                 "event %s not processed yet (%s); the sweep will retry", event_id, exc.message
             )
+        except Exception:
+            log.exception("event %s not processed yet; the sweep will retry", event_id)
 
     # -- processing ---------------------------------------------------------------------------
 
@@ -217,6 +219,8 @@ class Enforcer:
             return enforcement_record(existing)  # done on an earlier pass
         if existing is not None and not await self._take_over(existing):
             raise _Busy  # another pass is creating it right now
+        # A condition or template that fails is the rule's problem, not a passing one: the
+        # enforcement fails with the reason, once (the event is not looked at again).
         try:
             given = opened(rule.action_params, rule.action_params_sealed, self.secrets)
         except EngineError as exc:  # sealed with another secret key: a reason, not a retry
@@ -232,6 +236,14 @@ class Enforcer:
             )
         except TemplateProblem as exc:
             return await self._settle(rule, event, existing, "failed", None, exc.message)
+        except EngineError as exc:
+            if exc.http_status >= 500:
+                raise  # the database or the template workers: leave it to the sweep
+            return await self._settle(rule, event, existing, "failed", None, exc.message)
+        except Exception as exc:  # a bug: failing once beats failing on every sweep
+            log.exception("rule %s on event %s", rule.ref, event.id)
+            reason = f"internal error ({type(exc).__name__}) evaluating the rule; see the log"
+            return await self._settle(rule, event, existing, "failed", None, reason)
         if verdict is None:
             return None
         params, kv_secrets = verdict
@@ -367,8 +379,11 @@ class Enforcer:
                 .scalars()
                 .all()
             )
-        for event_id in ids:
-            await self.process_event(event_id)
+        for event_id in ids:  # one event that cannot be finished now does not hold up the rest
+            try:
+                await self.process_event(event_id)
+            except EngineError as exc:
+                log.warning("event %s not processed yet: %s", event_id, exc.message)
         return len(ids)
 
     async def drain(self, timeout_s: float = 5.0) -> None:

@@ -8,6 +8,7 @@ enforcement with the reason, not a silent empty string.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -115,7 +116,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             if isinstance(result, Undefined):
                 str(result)  # a lone undefined name: StrictUndefined raises here
             check_output(result)
-            return result
+            return result if isinstance(result, str) else _json_value(result)
         except TemplateError as exc:
             raise TemplateProblem(f"template {value!r} failed: {exc}") from None
         except (TemplateProblem, LimitExceeded) as exc:  # a helper such as kv.get; a limit
@@ -129,6 +130,17 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, list):
         return [render(v, context) for v in value]
     return value
+
+
+def _json_value(result: Any) -> Any:
+    """``result`` as the JSON value it is stored as (a tuple becomes a list); TemplateProblem
+    for what JSON cannot hold (``{{ range(3) }}``, a method, NaN), which would otherwise fail
+    only when the execution is stored."""
+    try:
+        return json.loads(json.dumps(result, allow_nan=False))
+    except (TypeError, ValueError):
+        kind = type(result).__name__
+        raise TemplateProblem(f"gave a {kind} ({str(result)[:80]!r}), not a JSON value") from None
 
 
 def check_conditions(conditions: Any) -> None:

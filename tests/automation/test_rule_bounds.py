@@ -18,6 +18,8 @@ import pytest
 
 from config import Settings
 from engine.automation import RuleSpec, TriggerSpec
+from engine.errors import Unavailable
+from engine.key_templates import InProcess
 from engine.runtime import Runtime, build_runtime
 
 TIMEOUT_S = 1.0
@@ -134,3 +136,73 @@ async def test_a_template_that_grows_without_bound_fails_in_its_worker(rt: Runti
     assert enf["outcome"] == "failed", enf
     assert "MemoryError" in enf["error"] or "took longer than" in enf["error"], enf
     assert (await rt.automation.get_event(event["id"]))["processed_at"] is not None
+
+
+async def test_a_template_error_fails_the_enforcement_once_and_the_sweep_leaves_it(
+    rt: Runtime,
+) -> None:
+    """A template whose value JSON cannot hold used to raise when the execution was stored: the
+    event stayed unprocessed, and every sweep (and restart) took it up again and failed again."""
+    # core.noop declares no parameters, so nothing checks the value before it is stored.
+    trigger = await _rule(rt, "odd", "core.noop", action_params={"message": "{{ range(3) }}"})
+    event = await rt.automation.record_event(trigger, {}, "api")
+    await rt.automation.process_event(event["id"])
+    enf = await _enforcement(rt, event["id"])
+    assert (enf["status"], enf["outcome"], enf["execution_id"]) == ("processed", "failed", None)
+    assert "{{ range(3) }}" in enf["error"], enf
+    assert "not a JSON value" in enf["error"], enf
+    seen = await rt.automation.get_event(event["id"])
+    assert seen["processed_at"] is not None, seen
+
+    # The sweep (as after a restart) finds nothing left to do for it.
+    assert await rt.automation.finish_unprocessed(0) == 0
+    assert await _enforcement(rt, event["id"]) == enf
+    assert (await rt.automation.get_event(event["id"]))["processed_at"] == seen["processed_at"]
+    _, executions = await rt.service.list(action_ref="core.noop")
+    assert executions == 0
+
+
+class _Faulty:
+    """An evaluator that fails for one rule (as a broken worker or a bug would) and evaluates
+    the others in process."""
+
+    def __init__(self, rule_ref: str, error: Exception) -> None:
+        self.rule_ref = rule_ref
+        self.error = error
+
+    async def evaluate(
+        self, conditions: Any, action_params: Any, context: Any, loaded: Any
+    ) -> dict[str, Any]:
+        if context["rule"]["ref"] == self.rule_ref:
+            raise self.error
+        return await InProcess().evaluate(conditions, action_params, context, loaded)
+
+
+async def test_an_unexpected_error_evaluating_a_rule_fails_it_once(rt: Runtime) -> None:
+    trigger = await _rule(rt, "bug", action_params={"message": "hi"})
+    rt.automation.enforcer.evaluator = _Faulty("bug.rule", RuntimeError("a bug"))
+    event = await rt.automation.record_event(trigger, {}, "api")
+    await rt.automation.process_event(event["id"])
+    enf = await _enforcement(rt, event["id"])
+    assert enf["outcome"] == "failed", enf
+    assert "internal error (RuntimeError)" in enf["error"], enf
+    assert await rt.automation.finish_unprocessed(0) == 0
+
+
+async def test_the_sweep_goes_past_an_event_it_cannot_finish_yet(rt: Runtime) -> None:
+    """A worker or database outage while one event is processed is retried later, and does not
+    stop the sweep from finishing the events after it."""
+    stuck = await _rule(rt, "stuck", action_params={"message": "hi"})
+    fine = await _rule(rt, "fine", action_params={"message": "hi"})
+    rt.automation.enforcer.evaluator = _Faulty("stuck.rule", Unavailable("workers down"))
+    first = await rt.automation.record_event(stuck, {}, "api")
+    second = await rt.automation.record_event(fine, {}, "api")
+
+    assert await rt.automation.finish_unprocessed(0) == 2
+    assert (await rt.automation.get_event(first["id"]))["processed_at"] is None
+    assert (await rt.automation.get_event(second["id"]))["processed_at"] is not None
+    assert (await _enforcement(rt, second["id"]))["outcome"] == "scheduled"
+
+    rt.automation.enforcer.evaluator = InProcess()  # the outage is over: the next sweep
+    assert await rt.automation.finish_unprocessed(0) == 1
+    assert (await _enforcement(rt, first["id"]))["outcome"] == "scheduled"
