@@ -16,7 +16,7 @@ from itertools import chain, islice
 from typing import Any
 
 import re2
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined
 from jinja2.nativetypes import NativeCodeGenerator
 
 from engine import json_logic
@@ -78,6 +78,13 @@ class _NativeSandbox(BoundedSandbox):
 _ENV = _NativeSandbox(undefined=StrictUndefined, autoescape=False)
 
 
+@lru_cache(maxsize=512)
+def _compiled(text: str) -> Template:
+    """A template compiled once per process (compiling costs milliseconds; rendering, tens of
+    microseconds). A compiled template holds no state between renderings."""
+    return _ENV.from_string(text)
+
+
 def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -112,7 +119,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         if not _is_template(value):
             return value
         try:
-            result = _ENV.from_string(value).render(context)
+            result = _compiled(value).render(context)
             if isinstance(result, Undefined):
                 str(result)  # a lone undefined name: StrictUndefined raises here
             check_output(result)
