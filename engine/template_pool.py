@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import struct
 import sys
 from collections.abc import Mapping
@@ -29,6 +30,9 @@ from engine.templates import TemplateProblem, evaluate, has_templates
 
 #: Address space of a worker process: a template that grows past it gets a MemoryError.
 WORKER_MEMORY_BYTES = 1 << 30
+#: A worker ends itself (SIGALRM) this long after the deadline of a job, should its server
+#: have died without killing it.
+ORPHAN_GRACE_S = 2.0
 #: Largest answer a worker may send (a rendering is capped far below this).
 MAX_FRAME_BYTES = 256 << 20
 _HEADER = struct.Struct(">I")
@@ -55,7 +59,13 @@ class TemplatePool:
         if not (has_templates(conditions) or has_templates(action_params)):
             return evaluate(conditions, action_params, context, loaded)
         job = json.dumps(
-            {"conditions": conditions, "params": action_params, "context": context, "kv": loaded}
+            {
+                "conditions": conditions,
+                "params": action_params,
+                "context": context,
+                "kv": loaded,
+                "alarm_s": self.timeout_s + ORPHAN_GRACE_S,
+            }
         ).encode()
         worker = await self._take()
         try:
@@ -187,6 +197,7 @@ def _serve() -> None:
     frames_in = sys.stdin.buffer
     frames_out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the answers
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
     try:
         import resource
 
@@ -199,7 +210,9 @@ def _serve() -> None:
             return
         (size,) = _HEADER.unpack(header)
         job = json.loads(frames_in.read(size))
+        signal.setitimer(signal.ITIMER_REAL, float(job["alarm_s"]))  # SIGALRM ends the process
         outcome = evaluate(job["conditions"], job["params"], job["context"], job["kv"])
+        signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             answer = json.dumps(outcome).encode()
         except (TypeError, ValueError, MemoryError) as exc:

@@ -9,6 +9,7 @@ tests/automation/test_rules_e2e.py checks the same over HTTP against `attune ser
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from engine.automation import RuleSpec, TriggerSpec
 from engine.errors import Unavailable
 from engine.key_templates import InProcess
 from engine.runtime import Runtime, build_runtime
+from engine.template_pool import ORPHAN_GRACE_S
 
 TIMEOUT_S = 1.0
 #: 10^10 loop turns: hours, in the worker, unless it is stopped.
@@ -206,3 +208,44 @@ async def test_the_sweep_goes_past_an_event_it_cannot_finish_yet(rt: Runtime) ->
     rt.automation.enforcer.evaluator = InProcess()  # the outage is over: the next sweep
     assert await rt.automation.finish_unprocessed(0) == 1
     assert (await _enforcement(rt, first["id"]))["outcome"] == "scheduled"
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, sys
+from engine.template_pool import TemplatePool
+
+async def main():
+    pool = TemplatePool(1, 1.0)
+    task = asyncio.create_task(pool.evaluate(None, {"m": sys.argv[1]}, {}, None))
+    while not pool._workers or pool._workers[0]._proc is None:
+        await asyncio.sleep(0.01)
+    print(pool._workers[0]._proc.pid, flush=True)
+    await task
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_worker_whose_server_died_ends_itself() -> None:
+    """A server killed (SIGKILL) while its worker runs an endless template leaves no worker
+    spinning: the worker's own alarm ends it shortly after the time limit."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_SCRIPT, ENDLESS, stdout=asyncio.subprocess.PIPE
+    )
+    assert server.stdout is not None
+    worker_pid = int(await asyncio.wait_for(server.stdout.readline(), 30))
+    server.kill()
+    await server.wait()
+    assert _alive(worker_pid)
+    deadline = time.monotonic() + 1.0 + ORPHAN_GRACE_S + 5
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not _alive(worker_pid), "the orphaned template worker is still running"
