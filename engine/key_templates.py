@@ -4,9 +4,9 @@
 Templates render synchronously (a sandboxed Jinja environment, engine/templates.py, in a worker
 process: engine/template_pool.py), so the keys they name are loaded between renderings: a
 rendering notes the refs asked for, they are loaded, and the rendering runs again until no new
-ref is asked for (a ref may itself come from a key). Values a
-template reads with ``kv.get_secret`` make their parameter a secret parameter of the execution:
-sealed at rest, redacted in the record and the audit log, never shown in an error.
+ref is asked for (a ref may itself come from a key). Values a template reads with
+``kv.get_secret`` make their parameter a secret parameter of the execution: sealed at rest,
+redacted in the record and the audit log, never shown in an error.
 """
 
 from __future__ import annotations
