@@ -56,6 +56,7 @@ async def run(mode: str, api_count: int, slash_count: int, timeout_s: float) -> 
         ATTUNE_SLACK_BOT_TOKEN="xoxb-load",
         ATTUNE_SLACK_SIGNING_SECRET=SECRET,
         ATTUNE_SLACK_API_URL=standin.api_url,
+        ATTUNE_SLACK_DEFAULT_ROLE="operator",  # its users are random: none is listed
     )
     cluster = mode == "cluster"
     serve_args = ["serve", "--no-worker"] if cluster else ["serve"]

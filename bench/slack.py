@@ -127,6 +127,7 @@ async def run(count: int, concurrency: int, results: int) -> dict[str, Any]:
         "ATTUNE_SLACK_BOT_TOKEN": "xoxb-bench",
         "ATTUNE_SLACK_SIGNING_SECRET": SECRET,
         "ATTUNE_SLACK_API_URL": standin.api_url,
+        "ATTUNE_SLACK_DEFAULT_ROLE": "operator",  # its users are random: none is listed
         "ATTUNE_LOG_LEVEL": "WARNING",
     }
     serve = spawn_cli("serve", ROOT, ["serve"], env, tmp)

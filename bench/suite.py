@@ -85,6 +85,7 @@ class Context:
             ATTUNE_SLACK_BOT_TOKEN="xoxb-bench",
             ATTUNE_SLACK_SIGNING_SECRET=SECRET,
             ATTUNE_SLACK_API_URL=self.standin.api_url,
+            ATTUNE_SLACK_DEFAULT_ROLE="operator",  # its users are random: none is listed
         )
 
     @property
