@@ -25,6 +25,7 @@ import shlex
 import sys
 from typing import Any
 
+from bot.arguments import positive_number
 from bot.health_cli import add_health_parser, run_health
 from bot.pack_cli import add_pack_parser, run_pack_command
 from config import Settings, load_settings
@@ -296,16 +297,6 @@ async def _user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
 #: Shortest token lifetime ``--ttl-days`` accepts: anything shorter rounded to 0 s, which
 #: meant "never expires".
 MIN_TOKEN_TTL_S = 60
@@ -358,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", help="delete ended executions and processed events")
     purge.add_argument(
         "--older-than",
-        type=_positive,
+        type=positive_number,
         required=True,
         metavar="DAYS",
         help="what ended more than this many days ago",

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from bot.arguments import positive_number
 from config import Settings
 from engine.liveness import Verdict, alive_dir, check_workers
 
@@ -37,21 +38,11 @@ def add_health_parser(sub: Any) -> None:
     )
     health.add_argument(
         "--max-age",
-        type=_seconds,
+        type=positive_number,
         default=None,
         metavar="SECONDS",
         help="oldest acceptable worker beat (default: ATTUNE_HEARTBEAT_TIMEOUT_S)",
     )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
 
 
 def _probe_host(host: str) -> str:
