@@ -59,6 +59,11 @@ _INSERT_EXECUTION = hot(insert(executions).returning(*executions.c))
 _INSERT_AUDIT = hot(insert(audit))
 _INSERT_DELIVERY = hot(insert(deliveries))
 _SELECT_EXECUTION = hot(select(executions).where(executions.c.id == bindparam("_id")))
+#: Looked up before each submission that carries a key (every slash command's `run`: its
+#: signature is the key), so on the driver like the insert that follows.
+_SELECT_IDEMPOTENT = hot(
+    select(executions).where(executions.c.idempotency_key == bindparam("_key"))
+)
 _SELECT_EXECUTIONS = hot(
     select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True)))
 )
@@ -467,9 +472,7 @@ class ExecutionService:
 
     async def find_idempotent(self, key: str) -> dict[str, Any] | None:
         async with self.store.read() as conn:
-            row = (
-                await conn.execute(select(executions).where(executions.c.idempotency_key == key))
-            ).first()
+            row = (await conn.execute(_SELECT_IDEMPOTENT, {"_key": key})).first()
         return execution_record(row) if row is not None else None
 
     async def parameters_of(self, execution_id: int) -> tuple[str, dict[str, Any]]:
