@@ -486,11 +486,13 @@ class Automation:
             rows = (await conn.execute(query)).all()
         return [rule_record(r) for r in rows]
 
-    async def seal_rule_secrets(self, action_ref: str | None = None) -> int:
+    async def seal_rule_secrets(
+        self, action_ref: str | None = None, *, pack_ref: str | None = None
+    ) -> int:
         """Seal the values of rules' parameters that their action marks secret and that are
         still in clear (rules saved before the parameter became secret, or before this
-        server sealed them); ``action_ref``: only the rules that run it. Returns how many
-        rules changed."""
+        server sealed them); ``action_ref``: only the rules that run it; ``pack_ref``: only
+        the rules that run one of that pack's actions. Returns how many rules changed."""
         query = select(
             rules.c.id,
             rules.c.ref,
@@ -501,6 +503,8 @@ class Automation:
         ).join(actions, actions.c.ref == rules.c.action_ref)
         if action_ref is not None:
             query = query.where(rules.c.action_ref == action_ref)
+        if pack_ref is not None:
+            query = query.where(actions.c.pack_ref == pack_ref)
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
         changed = 0

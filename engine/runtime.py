@@ -128,7 +128,8 @@ class Runtime:
         spec = load_pack(path)
         record = await self.catalog.register(spec, force=force)
         problems = await self.automation.register_pack(spec)
-        await self.automation.seal_rule_secrets()  # its actions may have new secrets
+        # Its actions may have new secrets (rules written now were sealed as they were written).
+        await self.automation.seal_rule_secrets(pack_ref=spec.ref)
         if problems:
             raise PackError("; ".join(problems))
         return record
