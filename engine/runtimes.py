@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from engine.catalog_records import Pack
 from engine.errors import NotFound
 from engine.packs import RUNTIME_REFS
 
@@ -73,23 +73,21 @@ RUNTIMES: tuple[RuntimeInfo, ...] = (
 )
 
 
-def runtime_record(
-    info: RuntimeInfo, core: Mapping[str, Any] | None, now: datetime
-) -> dict[str, Any]:
+def runtime_record(info: RuntimeInfo, core: Pack | None, now: datetime) -> dict[str, Any]:
     """Attune's ``RuntimeResponse`` of a runtime; ``core`` is the core pack's record, whose
     times it carries (it came with the engine, as the core pack did)."""
     return {
         "id": info.id,
         "ref": info.ref,
-        "pack": core["id"] if core else None,
+        "pack": core.id if core else None,
         "pack_ref": CORE_PACK,
         "description": info.description,
         "name": info.name,
         "distributions": {"available": True, "versions": info.versions()},
         "installation": None,
         "execution_config": info.execution_config(),
-        "created": core["created"] if core else now,
-        "updated": core["updated"] if core else now,
+        "created": core.created if core else now,
+        "updated": core.updated if core else now,
         "runner_type": info.runner,
     }
 

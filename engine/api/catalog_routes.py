@@ -13,7 +13,7 @@ from engine.api import schemas as s
 from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of
 from engine.api.routes import requester
 from engine.api.uploads import receive_pack_archive
-from engine.catalog import action_record
+from engine.catalog import action_record, pack_record
 from engine.errors import Forbidden, InvalidRequest, NotFound, PackError
 from engine.packs import ActionSpec, PackSpec, resolve_entry, runner_for
 from engine.params import normalize_schema
@@ -22,11 +22,12 @@ from engine.params import normalize_schema
 
 
 async def list_packs(call: Call) -> Any:
-    return page_of(await call.runtime.catalog.list_packs(), *call.paging())
+    packs = [pack_record(p) for p in await call.runtime.catalog.packs()]
+    return page_of(packs, *call.paging())
 
 
 async def get_pack(call: Call) -> Any:
-    return {"data": await call.runtime.catalog.get_pack(call.path_param("ref"))}
+    return {"data": pack_record(await call.runtime.catalog.pack(call.path_param("ref")))}
 
 
 async def create_pack(call: Call) -> Any:
@@ -82,22 +83,22 @@ async def delete_pack(call: Call) -> Any:
 
 async def list_pack_actions(call: Call) -> Any:
     ref = call.path_param("ref")
-    await call.runtime.catalog.get_pack(ref)
-    return page_of(await call.runtime.catalog.list_actions(ref), *call.paging())
+    await call.runtime.catalog.pack(ref)
+    actions = [action_record(a) for a in await call.runtime.catalog.actions(ref)]
+    return page_of(actions, *call.paging())
 
 
 # -- actions ----------------------------------------------------------------------------------
 
 
 async def list_actions(call: Call) -> Any:
-    items = await call.runtime.catalog.list_actions(call.request.query.get("pack_ref"))
+    found = await call.runtime.catalog.actions(call.request.query.get("pack_ref"))
+    items = [action_record(a) for a in found]
     return page_of(items, *call.paging())
 
 
 async def get_action(call: Call) -> Any:
-    return {
-        "data": action_record(await call.runtime.catalog.get_action_row(call.path_param("ref")))
-    }
+    return {"data": action_record(await call.runtime.catalog.action(call.path_param("ref")))}
 
 
 def _split_ref(ref: str, pack_ref: str | None) -> tuple[str, str]:
@@ -113,10 +114,10 @@ def _split_ref(ref: str, pack_ref: str | None) -> tuple[str, str]:
 
 async def _pack_folder(call: Call, pack_ref: str) -> Path | None:
     try:
-        pack = await call.runtime.catalog.get_pack(pack_ref)
+        pack = await call.runtime.catalog.pack(pack_ref)
     except NotFound:
         return None
-    return Path(pack["path"]).resolve() if pack["path"] else None
+    return Path(pack.path).resolve() if pack.path else None
 
 
 def _file_in(base: Path | None, entry: str) -> str | None:
@@ -212,9 +213,9 @@ async def create_action(call: Call) -> Any:
 async def update_action(call: Call) -> Any:
     """Attune's update sends only what changes: the stored action fills in the rest."""
     ref = call.path_param("ref")
-    existing = await call.runtime.catalog.get_action_row(ref)
+    existing = await call.runtime.catalog.action(ref)
     await call.runtime.gate.manage(requester(call), ref, "update_action")
-    if existing.script is not None and not call.caller.is_admin:
+    if existing.spec.script is not None and not call.caller.is_admin:
         raise Forbidden("changing an action with an inline script needs the admin role")
     given = call.body.model_dump(exclude_unset=True)
     if given.get("ref", ref) != ref:
@@ -247,7 +248,7 @@ async def update_action(call: Call) -> Any:
 
 async def delete_action(call: Call) -> Any:
     ref = call.path_param("ref")
-    await call.runtime.catalog.get_action_row(ref)  # 404 before 403, as update does
+    await call.runtime.catalog.action(ref)  # 404 before 403, as update does
     await call.runtime.gate.manage(requester(call), ref, "delete_action")
     await call.runtime.catalog.delete_action(ref)
     return web.Response(status=204)

@@ -31,7 +31,7 @@ async def get_sensor(call: Call) -> Any:
 
 
 async def list_pack_sensors(call: Call) -> Any:
-    await call.runtime.catalog.get_pack(call.path_param("ref"))
+    await call.runtime.catalog.pack(call.path_param("ref"))
     return _none(call)
 
 
@@ -49,7 +49,7 @@ async def get_workflow(call: Call) -> Any:
 
 
 async def list_pack_workflows(call: Call) -> Any:
-    await call.runtime.catalog.get_pack(call.path_param("ref"))
+    await call.runtime.catalog.pack(call.path_param("ref"))
     return _none(call)
 
 
@@ -62,7 +62,7 @@ async def get_queue(call: Call) -> Any:
 
 
 async def list_pack_queues(call: Call) -> Any:
-    await call.runtime.catalog.get_pack(call.path_param("ref"))
+    await call.runtime.catalog.pack(call.path_param("ref"))
     return _none(call)
 
 

@@ -14,6 +14,7 @@ from engine.api.empty_routes import EMPTY_ROUTES
 from engine.api.http import MAX_ID, PAGING, Call, QueryParam, RouteSpec, page_of, paged
 from engine.api.routes import requester
 from engine.audit_events import AuditEvents, conditions
+from engine.catalog_records import Pack
 from engine.errors import InvalidRequest, NotFound
 from engine.history import execution_history, matching
 from engine.runtimes import CORE_PACK, RUNTIMES, find_runtime, runtime_record
@@ -119,7 +120,7 @@ async def get_worker(call: Call) -> Any:
 
 async def _runtimes(call: Call) -> list[dict[str, Any]]:
     try:
-        core: dict[str, Any] | None = await call.runtime.catalog.get_pack(CORE_PACK)
+        core: Pack | None = await call.runtime.catalog.pack(CORE_PACK)
     except NotFound:
         core = None
     now = now_utc()
@@ -136,7 +137,7 @@ async def get_runtime(call: Call) -> Any:
 
 
 async def list_pack_runtimes(call: Call) -> Any:
-    ref = (await call.runtime.catalog.get_pack(call.path_param("ref")))["ref"]
+    ref = (await call.runtime.catalog.pack(call.path_param("ref"))).ref
     return page_of(await _runtimes(call) if ref == CORE_PACK else [], *call.paging())
 
 
