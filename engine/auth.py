@@ -23,9 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from sqlalchemy import bindparam, delete, insert, or_, select
+from typing import Any, cast
 
 from engine.errors import (
     EngineError,
@@ -35,16 +33,18 @@ from engine.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from engine.identity import ROLES as ROLES
+from engine.identity import IdentityRepository, StoredUser
+from engine.identity import Role as Role
+from engine.identity import User as User
 from engine.logins import MAX_LOGIN_CHARS as MAX_LOGIN_CHARS
 from engine.logins import check_login as check_login
 from engine.logins import login_key
 from engine.session_tokens import SessionTokens, expiry, looks_like_jwt
 from engine.storage import Conn, Store
-from engine.storage.tables import now_utc, refresh_tokens, tokens, users
+from engine.storage.identity import identity_repository
+from engine.storage.tables import now_utc
 
-Role = Literal["admin", "operator", "viewer", "none"]
-#: Most powerful first. ``none`` may do nothing: it signs in (or types in Slack) and is refused.
-ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "none")
 #: Prefix of the integration tokens of ``attune token create`` (session tokens are JWTs).
 TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)
 #: Name of the access tokens of login sessions (what the audit log shows as ``token:login``);
@@ -74,33 +74,6 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    login: str
-    display_name: str | None
-    role: Role
-    disabled: bool
-    has_password: bool
-    created: datetime
-
-    @classmethod
-    def from_row(cls, row: Any) -> User:
-        return cls(
-            id=int(row.id),
-            login=row.login,
-            display_name=row.display_name,
-            role=row.role,
-            disabled=bool(row.disabled),
-            has_password=bool(row.password_hash),
-            created=row.created,
-        )
-
-    def info(self) -> dict[str, Any]:
-        """Attune's ``UserInfo``."""
-        return {"id": self.id, "login": self.login, "display_name": self.display_name}
 
 
 @dataclass(frozen=True)
@@ -236,37 +209,20 @@ class LoginThrottle:
 
 #: Tokens remembered at most (the cache is emptied when full).
 _TOKEN_CACHE_SIZE = 10_000
-_TOKEN_LOOKUP = (
-    select(
-        tokens.c.role,
-        tokens.c.name,
-        tokens.c.expires_at,
-        users.c.login,
-        users.c.id.label("user_id"),
-        users.c.role.label("user_role"),
-        users.c.disabled,
-    )
-    .join(users, users.c.id == tokens.c.user_id)
-    .where(tokens.c.token_hash == bindparam("token_hash"))
-)
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def user_row(conn: Conn, login: str) -> Any:
+async def user_row(
+    conn: Conn, login: str, repo: IdentityRepository | None = None
+) -> StoredUser | None:
     """The user whose login is ``login`` as logins are compared (:mod:`engine.logins`: no
     case, no surrounding spaces, NFKC); the exact login first (a user left without a key by
     migration 0013 is found by it)."""
-    rows = (
-        await conn.execute(
-            select(users).where(or_(users.c.login_key == login_key(login), users.c.login == login))
-        )
-    ).all()
-    exact = [row for row in rows if row.login == login]
-    found = exact or rows
-    return found[0] if found else None
+    repo = repo or identity_repository()
+    return await repo.find_user(conn, login, login_key(login))
 
 
 class AuthService:
@@ -282,6 +238,7 @@ class AuthService:
         secret_key: str | None = None,
     ) -> None:
         self.store = store
+        self.repo = identity_repository()
         #: Signs the session JWTs (a random key without ``secret_key``: this process only).
         self.session_tokens = SessionTokens(secret_key)
         self.token_ttl_s = token_ttl_s
@@ -294,21 +251,20 @@ class AuthService:
     async def ensure_admin(self, login: str, password: str | None) -> str | None:
         """Create the first administrator if there are no users; return a generated password."""
         async with self.store.write() as conn:
-            if (await conn.execute(select(users.c.id).limit(1))).first() is not None:
+            if await self.repo.has_users(conn):
                 return None
             generated = None
             if not password:
                 password = generated = secrets.token_urlsafe(12)
             login = check_login(login)
-            await conn.execute(
-                insert(users).values(
-                    login=login,
-                    login_key=login_key(login),
-                    password_hash=hash_password(password),
-                    role="admin",
-                    display_name="Administrator",
-                    created=now_utc(),
-                )
+            await self.repo.add_user(
+                conn,
+                login=login,
+                key=login_key(login),
+                password_hash=hash_password(password),
+                role="admin",
+                display_name="Administrator",
+                created=now_utc(),
             )
         return generated
 
@@ -332,13 +288,13 @@ class AuthService:
         keys = throttle_keys(login, client)
         self.throttle.check(keys)
         async with self.store.read() as conn:
-            row = await user_row(conn, login)
+            row = await self.repo.find_user(conn, login, login_key(login))
         stored = row.password_hash if row is not None else _DUMMY_HASH
         if not await asyncio.to_thread(verify_password, password, stored) or row is None:
             self.throttle.failed(keys)
             raise Unauthorized("invalid login or password")
         self.throttle.succeeded(keys[:1])
-        user = User.from_row(row)
+        user = row.user
         if user.disabled:
             raise Forbidden(f"the account '{login}' is disabled")
         return await self.start_session(user)
@@ -351,39 +307,26 @@ class AuthService:
 
     async def _session(self, conn: Conn, user: User) -> Session:
         now = now_utc()
-        await conn.execute(
-            delete(tokens).where(
-                tokens.c.user_id == user.id,
-                tokens.c.name == SESSION_TOKEN_NAME,
-                tokens.c.expires_at < now,
-            )
-        )
-        await conn.execute(
-            delete(refresh_tokens).where(
-                refresh_tokens.c.user_id == user.id, refresh_tokens.c.expires_at < now
-            )
-        )
+        await self.repo.delete_expired_sessions(conn, user.id, SESSION_TOKEN_NAME, now)
         access_expires = expiry(now, self.token_ttl_s)
         refresh_expires = expiry(now, self.refresh_token_ttl_s)
         access = self.session_tokens.issue(user.id, user.login, "access", now, access_expires)
         refresh = self.session_tokens.issue(user.id, user.login, "refresh", now, refresh_expires)
-        await conn.execute(
-            insert(tokens).values(
-                token_hash=token_hash(access),
-                user_id=user.id,
-                name=SESSION_TOKEN_NAME,
-                role=user.role,
-                expires_at=access_expires,
-                created=now,
-            )
+        await self.repo.add_token(
+            conn,
+            token_hash=token_hash(access),
+            user_id=user.id,
+            name=SESSION_TOKEN_NAME,
+            role=user.role,
+            expires_at=access_expires,
+            created=now,
         )
-        await conn.execute(
-            insert(refresh_tokens).values(
-                token_hash=token_hash(refresh),
-                user_id=user.id,
-                expires_at=refresh_expires,
-                created=now,
-            )
+        await self.repo.add_refresh_token(
+            conn,
+            token_hash=token_hash(refresh),
+            user_id=user.id,
+            expires_at=refresh_expires,
+            created=now,
         )
         return Session(access, refresh, self.token_ttl_s, user)
 
@@ -398,34 +341,18 @@ class AuthService:
             except Unauthorized:
                 raise invalid from None
         async with self.store.write() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        refresh_tokens.c.id.label("refresh_id"),
-                        refresh_tokens.c.expires_at.label("refresh_expires_at"),
-                        users,
-                    )
-                    .join(users, users.c.id == refresh_tokens.c.user_id)
-                    .where(refresh_tokens.c.token_hash == token_hash(refresh_token))
-                )
-            ).first()
-            if row is None:
+            # Used once: of two concurrent uses, one takes the row and the other finds none.
+            grant = await self.repo.take_refresh_token(conn, token_hash(refresh_token))
+            if grant is None:
                 raise invalid
-            # Used once: of two concurrent uses, one deletes the row and the other finds none.
-            used = await conn.execute(
-                delete(refresh_tokens).where(refresh_tokens.c.id == row.refresh_id)
-            )
-            if used.rowcount != 1 or row.refresh_expires_at <= now_utc() or row.disabled:
+            if not grant.taken or grant.expires_at <= now_utc() or grant.user.disabled:
                 raise invalid
-            return await self._session(conn, User.from_row(row))
+            return await self._session(conn, grant.user)
 
     async def end_sessions(self, conn: Conn, user_id: int, login: str) -> None:
         """Revoke every session of a user (access tokens of logins and refresh tokens);
         integration tokens stay. This process forgets its cached copies at once."""
-        await conn.execute(
-            delete(tokens).where(tokens.c.user_id == user_id, tokens.c.name == SESSION_TOKEN_NAME)
-        )
-        await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
+        await self.repo.end_sessions(conn, user_id, SESSION_TOKEN_NAME)
         self.forget(login)
 
     def forget(self, login: str) -> None:
@@ -442,7 +369,7 @@ class AuthService:
     ) -> str:
         """A new token for ``login`` (role at most the user's own); ``ttl_s=None`` never expires."""
         async with self.store.write() as conn:
-            user = await user_row(conn, login)
+            user = await self.repo.find_user(conn, login, login_key(login))
             if user is None:
                 raise NotFound(f"user '{login}' not found")
             if user.disabled:
@@ -453,15 +380,14 @@ class AuthService:
                 )
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
             expires = now_utc() + timedelta(seconds=ttl_s) if ttl_s else None
-            await conn.execute(
-                insert(tokens).values(
-                    token_hash=token_hash(token),
-                    user_id=user.id,
-                    name=name,
-                    role=role or user.role,
-                    expires_at=expires,
-                    created=now_utc(),
-                )
+            await self.repo.add_token(
+                conn,
+                token_hash=token_hash(token),
+                user_id=user.id,
+                name=name,
+                role=role or user.role,
+                expires_at=expires,
+                created=now_utc(),
             )
         return token
 
@@ -483,15 +409,15 @@ class AuthService:
             if looks_like_jwt(token):
                 self.session_tokens.verify(token, "access")
             async with self.store.read() as conn:
-                row = (await conn.execute(_TOKEN_LOOKUP, {"token_hash": key})).first()
+                row = await self.repo.token_holder(conn, key)
             if row is None:
                 raise Unauthorized("invalid token")
             if row.disabled:
                 raise Unauthorized(f"the account '{row.login}' is disabled")
             principal = Principal(
                 login=row.login,
-                role=lower_role(row.role, row.user_role),
-                token_name=row.name,
+                role=lower_role(cast(Role, row.token_role), cast(Role, row.user_role)),
+                token_name=row.token_name,
                 user_id=row.user_id,
             )
             expires_at = row.expires_at

@@ -30,13 +30,12 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import select
 
 from engine.auth import ROLES, Principal, Role, lower_role
 from engine.errors import Unauthorized
 from engine.runners import RunRequest
-from engine.storage import Store
-from engine.storage.tables import enforcements, executions, tokens, users
+from engine.storage import Conn, Store
+from engine.storage.identity import identity_repository
 
 #: Prefix of an execution token (login tokens start ``att_``).
 EXECUTION_TOKEN_PREFIX = "atx_"  # noqa: S105 (a prefix, not a secret)
@@ -81,6 +80,7 @@ class ExecutionTokens:
         slack_default_role: str = "viewer",
     ) -> None:
         self.store = store
+        self.repo = identity_repository()
         self._key = hashlib.sha256(b"attune-execution-token:" + secret_key.encode()).digest()
         #: Where actions reach the API; ``attune serve`` sets the address it listens on.
         self.api_url = api_url
@@ -114,11 +114,7 @@ class ExecutionTokens:
         if expires <= time.time():
             raise Unauthorized("execution token expired")
         async with self.store.read() as conn:
-            status = (
-                await conn.execute(
-                    select(executions.c.status).where(executions.c.id == execution_id)
-                )
-            ).scalar()
+            status = await self.repo.execution_status(conn, execution_id)
         if status not in _RUNNING:
             raise Unauthorized(f"execution token expired: execution {execution_id} has ended")
         return Principal(login=login, role=role, token_name=f"execution:{execution_id}")
@@ -134,16 +130,10 @@ class ExecutionTokens:
             enforcement = request.enforcement
         else:
             async with self.store.read() as conn:
-                row = (
-                    await conn.execute(
-                        select(executions.c.executor, executions.c.enforcement).where(
-                            executions.c.id == request.execution_id
-                        )
-                    )
-                ).first()
-            if row is None:
+                origin = await self.repo.run_origin(conn, request.execution_id)
+            if origin is None:
                 return {}
-            executor, enforcement = dict(row.executor or {}), row.enforcement
+            executor, enforcement = dict(origin.executor or {}), origin.enforcement
         trigger = None
         if executor.get("role") in ROLES and enforcement is None:
             role = cast(Role, executor["role"])
@@ -151,13 +141,7 @@ class ExecutionTokens:
             async with self.store.read() as conn:
                 role = await self._role(conn, executor)
                 if enforcement is not None:
-                    trigger = (
-                        await conn.execute(
-                            select(enforcements.c.rule_ref, enforcements.c.trigger_ref).where(
-                                enforcements.c.id == enforcement
-                            )
-                        )
-                    ).first()
+                    trigger = await self.repo.rule_and_trigger(conn, enforcement)
         login = str(executor.get("identity") or "unknown")
         ttl_s = request.timeout_s + TOKEN_GRACE_S
         env = {
@@ -165,13 +149,12 @@ class ExecutionTokens:
             "ATTUNE_API_TOKEN": self.mint(request.execution_id, login, role, ttl_s),
         }
         if trigger is not None:
-            env["ATTUNE_RULE"] = trigger.rule_ref
-            env["ATTUNE_TRIGGER"] = trigger.trigger_ref
+            env["ATTUNE_RULE"], env["ATTUNE_TRIGGER"] = trigger
         elif executor.get("rule"):
             env["ATTUNE_RULE"] = str(executor["rule"])
         return env
 
-    async def _role(self, conn: Any, executor: Mapping[str, Any], depth: int = 0) -> Role:
+    async def _role(self, conn: Conn, executor: Mapping[str, Any], depth: int = 0) -> Role:
         recorded = executor.get("role")
         if recorded in ROLES:
             return cast(Role, recorded)
@@ -181,9 +164,7 @@ class ExecutionTokens:
         if source == "rule":
             return RULE_ROLE
         token_name = str(executor.get("token") or "")
-        user = (
-            await conn.execute(select(users.c.id, users.c.role).where(users.c.login == identity))
-        ).first()
+        user = await self.repo.user_role(conn, identity)
         if token_name.startswith(_EXECUTION_TOKEN_NAME):
             # Started by a run with its execution token: at most that run's role (and the
             # user's, if the requester is one).
@@ -191,37 +172,25 @@ class ExecutionTokens:
             if parent is None or depth >= MAX_CHAIN:
                 return "viewer"
             inherited = await self._role(conn, parent, depth + 1)
-            if user is not None and user.role in ROLES:
-                return lower_role(inherited, cast(Role, user.role))
+            if user is not None and user[1] in ROLES:
+                return lower_role(inherited, user[1])
             return inherited
         if source == "slack":
             slack_user = str(executor.get("user_id") or identity)
             role = self.slack_roles.get(slack_user, self.slack_default_role)
             return role if role in ROLES else "viewer"
-        if user is None or user.role not in ROLES:
+        if user is None or user[1] not in ROLES:
             return "viewer"
-        role = cast(Role, user.role)
+        user_id, role = user[0], user[1]
         if token_name:
             # The least role among the user's tokens of that name: at most what they asked with.
-            held = (
-                await conn.execute(
-                    select(tokens.c.role).where(
-                        tokens.c.user_id == user.id, tokens.c.name == token_name
-                    )
-                )
-            ).scalars()
-            for token_role in held:
+            for token_role in await self.repo.token_roles(conn, user_id, token_name):
                 if token_role in ROLES:
-                    role = lower_role(role, cast(Role, token_role))
+                    role = lower_role(role, token_role)
         return role
 
-    @staticmethod
-    async def _executor_of(conn: Any, execution_id: str) -> dict[str, Any] | None:
+    async def _executor_of(self, conn: Conn, execution_id: str) -> dict[str, Any] | None:
         if not execution_id.isdigit():
             return None
-        executor = (
-            await conn.execute(
-                select(executions.c.executor).where(executions.c.id == int(execution_id))
-            )
-        ).scalar()
-        return dict(executor) if isinstance(executor, dict) else None
+        origin = await self.repo.run_origin(conn, int(execution_id))
+        return None if origin is None else origin.executor

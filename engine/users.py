@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
-
-from sqlalchemy import func, insert, select, update
 
 from engine.auth import (
     ROLES,
@@ -25,13 +22,13 @@ from engine.auth import (
     check_new_password,
     hash_password,
     throttle_keys,
-    user_row,
     verify_password,
 )
 from engine.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from engine.identity import StoredUser
 from engine.logins import login_key
 from engine.storage import Conn
-from engine.storage.tables import now_utc, users
+from engine.storage.tables import now_utc
 
 #: Characters of a password that ``attune user create`` generates (URL-safe, ~120 bits).
 GENERATED_PASSWORD_BYTES = 15
@@ -45,28 +42,31 @@ class Users:
     def __init__(self, auth: AuthService) -> None:
         self.auth = auth
         self.store = auth.store
+        self.repo = auth.repo
 
-    async def _require(self, conn: Conn, login: str) -> Any:
-        row = await user_row(conn, login)
+    async def _find(self, conn: Conn, login: str) -> StoredUser | None:
+        return await self.repo.find_user(conn, login, login_key(login))
+
+    async def _require(self, conn: Conn, login: str) -> StoredUser:
+        row = await self._find(conn, login)
         if row is None:
             raise NotFound(f"user '{login}' not found")
         return row
 
     async def get(self, login: str) -> User:
         async with self.store.read() as conn:
-            return User.from_row(await self._require(conn, login))
+            return (await self._require(conn, login)).user
 
     async def get_by_id(self, user_id: int) -> User:
         async with self.store.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        if row is None:
+            user = await self.repo.user_by_id(conn, user_id)
+        if user is None:
             raise NotFound(f"identity {user_id} not found")
-        return User.from_row(row)
+        return user
 
     async def all(self) -> list[User]:
         async with self.store.read() as conn:
-            rows = (await conn.execute(select(users).order_by(users.c.login))).all()
-        return [User.from_row(row) for row in rows]
+            return await self.repo.users(conn)
 
     async def create(
         self,
@@ -83,7 +83,7 @@ class Users:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
         password_hash = await asyncio.to_thread(hash_password, password)
         async with self.store.write() as conn:
-            taken = await user_row(conn, login)
+            taken = await self._find(conn, login)
             if taken is not None and taken.login == login:
                 raise Conflict(f"user '{login}' already exists")
             if taken is not None:
@@ -92,27 +92,22 @@ class Users:
                     f"'{taken.login}' (logins are compared without case, surrounding spaces "
                     "and Unicode compatibility forms)"
                 )
-            await conn.execute(
-                insert(users).values(
-                    login=login,
-                    login_key=login_key(login),
-                    password_hash=password_hash,
-                    role=role,
-                    display_name=display_name or None,
-                    created=now_utc(),
-                    disabled=False,
-                )
+            await self.repo.add_user(
+                conn,
+                login=login,
+                key=login_key(login),
+                password_hash=password_hash,
+                role=role,
+                display_name=display_name or None,
+                created=now_utc(),
             )
-            return User.from_row(await self._require(conn, login))
+            return (await self._require(conn, login)).user
 
-    async def _keep_an_admin(self, conn: Conn, row: Any) -> None:
+    async def _keep_an_admin(self, conn: Conn, row: StoredUser) -> None:
         """InvalidRequest if ``row`` is the last enabled admin (about to lose that)."""
         if row.role != "admin" or row.disabled:
             return
-        query = select(func.count()).where(
-            users.c.role == "admin", users.c.disabled.is_(False), users.c.id != row.id
-        )
-        if not (await conn.execute(query)).scalar_one():
+        if not await self.repo.other_enabled_admins(conn, row.id):
             raise InvalidRequest(f"'{row.login}' is the last enabled admin; keep one")
 
     async def set_role(self, login: str, role: Role) -> User:
@@ -124,9 +119,9 @@ class Users:
             row = await self._require(conn, login)
             if role != "admin":
                 await self._keep_an_admin(conn, row)
-            await conn.execute(update(users).where(users.c.id == row.id).values(role=role))
+            await self.repo.set_role(conn, row.id, role)
             self.auth.forget(login)
-            return User.from_row(await self._require(conn, login))
+            return (await self._require(conn, login)).user
 
     async def set_disabled(self, login: str, disabled: bool) -> User:
         """Disable (no login, no token accepted, sessions ended) or enable a user."""
@@ -134,11 +129,11 @@ class Users:
             row = await self._require(conn, login)
             if disabled:
                 await self._keep_an_admin(conn, row)
-            await conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled))
+            await self.repo.set_disabled(conn, row.id, disabled)
             if disabled:
                 await self.auth.end_sessions(conn, row.id, login)
             self.auth.forget(login)
-            return User.from_row(await self._require(conn, login))
+            return (await self._require(conn, login)).user
 
     async def set_password(self, login: str, password: str) -> User:
         """Set a password without knowing the old one (the administrator's reset); the
@@ -148,7 +143,7 @@ class Users:
         async with self.store.write() as conn:
             row = await self._require(conn, login)
             await self._store_password(conn, row, password_hash)
-            return User.from_row(row)
+            return row.user
 
     async def change_password(self, login: str, current: str, new: str) -> None:
         """The user's own change: the current password must be right (Unauthorized, and
@@ -166,10 +161,8 @@ class Users:
         async with self.store.write() as conn:
             await self._store_password(conn, row, password_hash)
 
-    async def _store_password(self, conn: Conn, row: Any, password_hash: str) -> None:
-        await conn.execute(
-            update(users).where(users.c.id == row.id).values(password_hash=password_hash)
-        )
+    async def _store_password(self, conn: Conn, row: StoredUser, password_hash: str) -> None:
+        await self.repo.set_password_hash(conn, row.id, password_hash)
         await self.auth.end_sessions(conn, row.id, row.login)
 
     async def set_display_name(self, login: str, display_name: str | None) -> User:
@@ -177,5 +170,5 @@ class Users:
         name = (display_name or "").strip() or None
         async with self.store.write() as conn:
             row = await self._require(conn, login)
-            await conn.execute(update(users).where(users.c.id == row.id).values(display_name=name))
-            return User.from_row(await self._require(conn, login))
+            await self.repo.set_display_name(conn, row.id, name)
+            return (await self._require(conn, login)).user
