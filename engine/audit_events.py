@@ -13,35 +13,35 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select
-
 from engine.audit import AuditLog
+from engine.audit_records import (
+    AUTH_VERBS,
+    EXECUTION_VERBS,
+    FILTER_CATEGORIES,
+    FILTER_OUTCOMES,
+    KEY_PREFIX,
+    SUCCESS,
+    AuditFilter,
+    AuditRecord,
+)
 from engine.errors import InvalidRequest, NotFound
-from engine.storage.tables import audit, users
 
 CATEGORIES = ("api", "auth", "rbac", "secret", "admin", "execution", "pack")
 OUTCOMES = ("success", "failure", "denied")
-#: Our verbs of each category (``key.*`` verbs are ``secret``; a denial of any other verb is a
-#: refused request: ``rbac``).
-_EXECUTION_VERBS = ("run", "rerun", "cancel", "confirm", "abort", "view")
-_AUTH_VERBS = ("login", "logout", "register", "refresh", "change-password")
-_KEY_PREFIX = "key."
-#: Our outcomes that are Attune's ``success`` (``denied`` is ``denied``; the rest ``failure``).
-_SUCCESS = ("accepted", "completed", "confirmed", "ok", "success")
 
 
 def category(verb: str, outcome: str) -> str:
-    if verb in _EXECUTION_VERBS:
+    if verb in EXECUTION_VERBS:
         return "execution"
-    if verb in _AUTH_VERBS:
+    if verb in AUTH_VERBS:
         return "auth"
-    if verb.startswith(_KEY_PREFIX):
+    if verb.startswith(KEY_PREFIX):
         return "secret"
     return "rbac" if outcome == "denied" else "api"
 
 
 def attune_outcome(outcome: str) -> str:
-    if outcome in _SUCCESS:
+    if outcome in SUCCESS:
         return "success"
     return "denied" if outcome == "denied" else "failure"
 
@@ -51,8 +51,9 @@ def event_type(verb: str, outcome: str) -> str:
     return "rbac.denied" if kind == "rbac" else f"{kind}.{verb.replace('-', '_')}"
 
 
-def audit_event(row: Mapping[Any, Any], identity: int | None) -> dict[str, Any]:
+def audit_event(entry: AuditRecord, identity: int | None) -> dict[str, Any]:
     """Attune's ``AuditEventResponse`` of one of our entries (with our fields beside)."""
+    row = entry.as_dict()
     verb, outcome = row["verb"], row["outcome"]
     kind = category(verb, outcome)
     channel: str | None = row["channel"]
@@ -104,47 +105,11 @@ def audit_event(row: Mapping[Any, Any], identity: int | None) -> dict[str, Any]:
 
 # -- filters ----------------------------------------------------------------------------------
 
-_c = audit.c
-_IS_EXECUTION = _c.verb.in_(_EXECUTION_VERBS)
-_IS_AUTH = _c.verb.in_(_AUTH_VERBS)
-_IS_SECRET = _c.verb.startswith(_KEY_PREFIX, autoescape=True)
-_OTHER = not_(or_(_IS_EXECUTION, _IS_AUTH, _IS_SECRET))
-_IS_RBAC = and_(_OTHER, _c.outcome == "denied")
-_BY_CATEGORY: dict[str, ColumnElement[bool]] = {
-    "execution": _IS_EXECUTION,
-    "auth": _IS_AUTH,
-    "secret": _IS_SECRET,
-    "rbac": _IS_RBAC,
-    "api": and_(_OTHER, _c.outcome != "denied"),
-    "admin": false(),
-    "pack": false(),
-}
-_BY_OUTCOME: dict[str, ColumnElement[bool]] = {
-    "success": _c.outcome.in_(_SUCCESS),
-    "denied": _c.outcome == "denied",
-    "failure": not_(_c.outcome.in_((*_SUCCESS, "denied"))),
-}
-_BY_RESOURCE: dict[str, ColumnElement[bool]] = {
-    "execution": or_(_c.execution_id.is_not(None), _IS_EXECUTION),
-    "key": and_(_c.execution_id.is_(None), _IS_SECRET),
-    "identity": and_(_c.execution_id.is_(None), _IS_AUTH),
-}
 
-
-def _choice(name: str, value: str, allowed: Mapping[str, ColumnElement[bool]]) -> Any:
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}")
-    return allowed[value]
-
-
-def _event_type(value: str) -> ColumnElement[bool]:
-    if value == "rbac.denied":
-        return _IS_RBAC
-    kind, _, verb = value.partition(".")
-    if kind not in _BY_CATEGORY or not verb:
-        return false()
-    verbs = {verb, verb.replace("_", "-")}
-    return and_(_BY_CATEGORY[kind], _c.verb.in_(sorted(verbs)))
+    return value
 
 
 def conditions(
@@ -155,36 +120,27 @@ def conditions(
     resource_id: int | None,
     actor_identity: int | None,
     http_status: int | None,
-) -> list[Any]:
-    """Attune's ``AuditEventQueryParams`` as conditions on our audit table."""
-    where: list[Any] = []
-    if q.get("category"):
-        where.append(_choice("category", q["category"], _BY_CATEGORY))
-    if q.get("outcome"):
-        where.append(_choice("outcome", q["outcome"], _BY_OUTCOME))
-    if q.get("event_type"):
-        where.append(_event_type(q["event_type"]))
-    if q.get("actor_login"):
-        where.append(_c.actor.icontains(q["actor_login"], autoescape=True))
-    if actor_identity is not None:
-        where.append(_c.actor.in_(select(users.c.login).where(users.c.id == actor_identity)))
-    if q.get("resource_type"):
-        where.append(_BY_RESOURCE.get(q["resource_type"], false()))
-    if q.get("resource_ref"):
-        where.append(and_(_c.target == q["resource_ref"], not_(_IS_RBAC)))
-    if resource_id is not None:
-        where.append(_c.execution_id == resource_id)
-    if q.get("http_path"):
-        where.append(and_(_IS_RBAC, _c.target.icontains(q["http_path"], autoescape=True)))
-    if http_status is not None:
-        where.append(_IS_RBAC if http_status == 403 else false())
-    if q.get("http_method") or q.get("request_id"):
-        where.append(false())  # we record neither
-    if created_after is not None:
-        where.append(_c.at >= created_after)
-    if created_before is not None:
-        where.append(_c.at < created_before)
-    return where
+) -> AuditFilter:
+    """Attune's ``AuditEventQueryParams`` as a filter of our audit log."""
+    return AuditFilter(
+        category=_choice("category", q["category"], FILTER_CATEGORIES)
+        if q.get("category")
+        else None,
+        attune_outcome=_choice("outcome", q["outcome"], FILTER_OUTCOMES)
+        if q.get("outcome")
+        else None,
+        event_type=q.get("event_type") or None,
+        actor_contains=q.get("actor_login") or None,
+        actor_identity=actor_identity,
+        resource_type=q.get("resource_type") or None,
+        resource_ref=q.get("resource_ref") or None,
+        execution_id=resource_id,
+        path_contains=q.get("http_path") or None,
+        http_status=http_status,
+        nothing=bool(q.get("http_method") or q.get("request_id")),  # we record neither
+        since=created_after,
+        before=created_before,
+    )
 
 
 class AuditEvents:
@@ -192,35 +148,18 @@ class AuditEvents:
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self.store = log.store
-
-    async def _identities(self, logins: set[str]) -> dict[str, int]:
-        if not logins:
-            return {}
-        query = select(users.c.login, users.c.id).where(users.c.login.in_(sorted(logins)))
-        async with self.store.read() as conn:
-            return {r[0]: r[1] for r in (await conn.execute(query)).all()}
 
     async def list(
-        self, where: list[Any], page: int, per_page: int
+        self, where: AuditFilter, page: int, per_page: int
     ) -> tuple[list[dict[str, Any]], int]:
-        query = (
-            select(audit)
-            .where(*where)
-            .order_by(audit.c.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
-        async with self.store.read(offload=True) as conn:
-            rows = [r._mapping for r in (await conn.execute(query)).all()]
-        total = await self.log.totals.count(audit, where)
-        ids = await self._identities({r["actor"] for r in rows})
-        return [audit_event(r, ids.get(r["actor"])) for r in rows], total
+        rows = await self.log.repo.page(where, page, per_page)
+        total = await self.log.repo.total(where)
+        ids = await self.log.repo.identities({r.actor for r in rows})
+        return [audit_event(r, ids.get(r.actor)) for r in rows], total
 
     async def get(self, ident: int) -> dict[str, Any]:
-        async with self.store.read() as conn:
-            row = (await conn.execute(select(audit).where(audit.c.id == ident))).first()
+        row = await self.log.repo.get(ident)
         if row is None:
             raise NotFound(f"audit event {ident} not found")
-        ids = await self._identities({row.actor})
-        return audit_event(row._mapping, ids.get(row.actor))
+        ids = await self.log.repo.identities({row.actor})
+        return audit_event(row, ids.get(row.actor))

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
-
 from engine.audit import AuditEntry, AuditLog
+from engine.audit_records import Confirmation
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound
@@ -22,7 +21,8 @@ from engine.policy import Denied, Policy, Verb
 from engine.records import Executor, Source
 from engine.service import ExecutionService
 from engine.storage import Store
-from engine.storage.tables import confirmations, now_utc
+from engine.storage.audit import confirmation_repository
+from engine.storage.tables import now_utc
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class Gate:
         confirm_ttl_s: float,
     ) -> None:
         self.store = store
+        self.confirmations = confirmation_repository(store)
         self.service = service
         self.catalog = catalog
         self.policy = policy
@@ -301,21 +302,20 @@ class Gate:
         config = redact(params, secret_names(schema))
         code = secrets.token_hex(4)
         now = now_utc()
+        asked = Confirmation(
+            code=code,
+            action_ref=action_ref,
+            sealed=self.secrets.seal(params) or "",
+            config=config,
+            requester=who.identity,
+            executor=who.executor().as_dict(),
+            chat=chat,
+            state="pending",
+            expires_at=now + timedelta(seconds=self.confirm_ttl_s),
+            created=now,
+        )
         async with self.store.write() as conn:
-            await conn.execute(
-                insert(confirmations).values(
-                    code=code,
-                    action_ref=action_ref,
-                    sealed=self.secrets.seal(params) or "",
-                    config=config,
-                    requester=who.identity,
-                    executor=who.executor().as_dict(),
-                    chat=chat,
-                    state="pending",
-                    expires_at=now + timedelta(seconds=self.confirm_ttl_s),
-                    created=now,
-                )
-            )
+            await self.confirmations.add(conn, asked)
             await self.audit.record(
                 who.entry(
                     "run",
@@ -349,23 +349,15 @@ class Gate:
             idempotency_key=f"confirm:{code}",
         )
         assert isinstance(result, Submitted)
-        async with self.store.write() as conn:
-            await conn.execute(
-                update(confirmations)
-                .where(confirmations.c.code == code)
-                .values(execution_id=result.record["id"])
-            )
+        await self.confirmations.ran(code, result.record["id"])
         return result
 
     async def abort(self, who: Requester, code: str) -> str:
         row = await self._settle(who, code, "aborted")
         return str(row.action_ref)
 
-    async def _settle(self, who: Requester, code: str, state: str) -> Any:
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(select(confirmations).where(confirmations.c.code == code))
-            ).first()
+    async def _settle(self, who: Requester, code: str, state: str) -> Confirmation:
+        row = await self.confirmations.get(code)
         if row is None:
             raise NotFound(f"no request waits for confirmation under code {code}")
         verb = "confirm" if state == "confirmed" else "abort"
@@ -400,13 +392,7 @@ class Gate:
         return row
 
     async def _move(self, code: str, state: str) -> bool:
-        async with self.store.write() as conn:
-            result = await conn.execute(
-                update(confirmations)
-                .where(confirmations.c.code == code, confirmations.c.state == "pending")
-                .values(state=state)
-            )
-        return bool(result.rowcount)
+        return await self.confirmations.settle(code, state)
 
 
 def _shown(parameters: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -8,10 +8,10 @@ import itertools
 import pytest
 from sqlalchemy import insert
 
-from engine import counts
-from engine.counts import Totals
 from engine.storage import Store
+from engine.storage import totals as counts
 from engine.storage.tables import now_utc, users
+from engine.storage.totals import Totals
 
 _serial = itertools.count()
 

@@ -11,6 +11,7 @@ import pytest
 
 from engine.analytics import TimeRange, failure_rate, time_range
 from engine.audit_events import attune_outcome, audit_event, category, event_type
+from engine.audit_records import AuditRecord
 from engine.errors import InvalidRequest
 from engine.history import execution_changes, matching
 from engine.worker_roster import Held, WorkerFilter, summary, worker_id
@@ -167,7 +168,7 @@ def test_a_refused_request_names_its_path() -> None:
         "channel": "token:login", "verb": "list_audit_events", "target": "/api/v1/audit-events",
         "parameters": None, "outcome": "denied", "detail": "needs admin", "execution_id": None,
     }  # fmt: skip
-    event = audit_event(row, 5)
+    event = audit_event(AuditRecord(**row), 5)
     assert (event["category"], event["outcome"], event["actor_identity"]) == ("rbac", "denied", 5)
     assert (event["http_path"], event["http_status"]) == ("/api/v1/audit-events", 403)
     assert event["resource_ref"] is None
