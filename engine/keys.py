@@ -30,14 +30,16 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 
 from engine.audit import AuditEntry, AuditLog
 from engine.auth import Principal
 from engine.crypto import SecretBox
 from engine.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from engine.storage import Conn, Store
-from engine.storage.tables import actions, keys, now_utc, packs, users
+from engine.key_records import KeyValue
+from engine.storage import Store
+from engine.storage.keys import key_repository
+from engine.storage.keys import live_clause as live_clause
+from engine.storage.tables import now_utc
 
 OwnerType = Literal["system", "identity", "pack", "action", "sensor"]
 OWNER_TYPES: tuple[OwnerType, ...] = ("system", "identity", "pack", "action", "sensor")
@@ -117,27 +119,24 @@ class KeyUpdate(BaseModel):
     ttl: int | None = Field(default=None, ge=0, le=MAX_TTL_S)
 
 
-def _expired(row: Row[Any]) -> bool:
+def _expired(row: KeyValue) -> bool:
     return row.expires_at is not None and row.expires_at <= now_utc()
 
 
-def live_clause() -> Any:
-    return or_(keys.c.expires_at.is_(None), keys.c.expires_at > now_utc())
-
-
-def plain_value(row: Row[Any]) -> Any:
-    """The value of a key that is not encrypted."""
+def plain_value(row: Any) -> Any:
+    """The value of a key that is not encrypted (``row``: a :class:`KeyValue`, or anything
+    with its ``value``)."""
     return row.value.get("v") if isinstance(row.value, dict) else None
 
 
-def summary(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {name: m[name] for name in SUMMARY_FIELDS}
+def summary(row: KeyValue) -> dict[str, Any]:
+    """Attune's ``KeySummary`` of a key."""
+    return {name: getattr(row, name) for name in SUMMARY_FIELDS}
 
 
-def record(row: Row[Any], value: Any) -> dict[str, Any]:
-    m = row._mapping
-    out = {name: m[name] for name in KEY_FIELDS}
+def record(row: KeyValue, value: Any) -> dict[str, Any]:
+    """Attune's ``KeyResponse`` of a key, with its value as the caller may see it."""
+    out = {name: getattr(row, name) for name in KEY_FIELDS}
     out["value"] = value
     return out
 
@@ -145,6 +144,7 @@ def record(row: Row[Any], value: Any) -> dict[str, Any]:
 class KeyStore:
     def __init__(self, store: Store, box: SecretBox, audit: AuditLog) -> None:
         self.store = store
+        self.repo = key_repository(store)
         self.box = box
         self.audit = audit
 
@@ -162,28 +162,15 @@ class KeyStore:
         """Keys the caller may see, by ref, without values (as Attune's list)."""
         if owner_type is not None and owner_type not in OWNER_TYPES:
             raise InvalidRequest(f"owner_type must be one of {', '.join(OWNER_TYPES)}")
-        me = await self._identity(who)
-        mine = keys.c.owner_type != "identity"
-        if me is not None:
-            mine = or_(mine, keys.c.owner_identity == me)
-        where = [live_clause(), mine]
-        if owner_type:
-            where.append(keys.c.owner_type == owner_type)
-        if owner:
-            where.append(keys.c.owner == owner)
-        query = (
-            select(keys)
-            .where(*where)
-            .order_by(keys.c.ref)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+        rows, total = await self.repo.page(
+            identity=await self._identity(who),
+            owner_type=owner_type,
+            owner=owner,
+            now=now_utc(),
+            page=page,
+            per_page=per_page,
         )
-        async with self.store.read() as conn:
-            rows = (await conn.execute(query)).all()
-            total = (
-                await conn.execute(select(func.count()).select_from(keys).where(*where))
-            ).scalar_one()
-        return [summary(r) for r in rows], int(total)
+        return [summary(r) for r in rows], total
 
     async def get(self, who: Principal, ref: str) -> dict[str, Any]:
         """One key; its value decrypted for a role that may decrypt, else null."""
@@ -220,11 +207,9 @@ class KeyStore:
         taken = Conflict(f"Key with ref '{spec.ref}' already exists")
         try:
             async with self.store.write() as conn:
-                expired = and_(keys.c.ref == spec.ref, keys.c.expires_at <= now)
-                await conn.execute(delete(keys).where(expired))
-                if (await conn.execute(select(keys.c.id).where(keys.c.ref == spec.ref))).first():
+                row = await self.repo.add(conn, values, now)
+                if row is None:
                     raise taken
-                row = (await conn.execute(insert(keys).values(values).returning(*keys.c))).one()
                 await self.audit.record(
                     self._entry(who, "key.create", spec.ref, _detail(row)), conn
                 )
@@ -245,11 +230,7 @@ class KeyStore:
         if spec.ttl is not None:
             values["expires_at"] = now_utc() + timedelta(seconds=spec.ttl) if spec.ttl else None
         async with self.store.write() as conn:
-            changed = (
-                await conn.execute(
-                    update(keys).where(keys.c.id == row.id).values(values).returning(*keys.c)
-                )
-            ).first()
+            changed = await self.repo.change(conn, row.id, values)
             if changed is None:
                 raise NotFound(f"Key '{ref}' not found")
             detail = _detail(changed) + ("; value changed" if spec.value is not None else "")
@@ -259,37 +240,28 @@ class KeyStore:
     async def delete(self, who: Principal, ref: str) -> None:
         row = await self._live(who, ref, changing=True)
         async with self.store.write() as conn:
-            gone = await conn.execute(delete(keys).where(keys.c.id == row.id))
-            if not gone.rowcount:
+            if not await self.repo.remove(conn, row.id):
                 raise NotFound(f"Key '{ref}' not found")
             await self.audit.record(self._entry(who, "key.delete", ref, _detail(row)), conn)
 
     async def purge_expired(self) -> int:
         """Remove every key whose TTL has run out; the number removed."""
-        async with self.store.write(single=True) as conn:
-            gone = await conn.execute(delete(keys).where(keys.c.expires_at <= now_utc()))
-        return int(gone.rowcount or 0)
+        return await self.repo.purge_expired(now_utc())
 
     # -- helpers --------------------------------------------------------------------------
 
     async def _identity(self, who: Principal) -> int | None:
         """The caller's user id (owner_identity of their own keys); None for a requester who
         is not a user (a Slack user, a rule)."""
-        async with self.store.read() as conn:
-            row = (await conn.execute(select(users.c.id).where(users.c.login == who.login))).first()
-        return None if row is None else int(row.id)
+        return await self.repo.user_id(who.login)
 
-    async def _live(self, who: Principal, ref: str, *, changing: bool) -> Row[Any]:
+    async def _live(self, who: Principal, ref: str, *, changing: bool) -> KeyValue:
         """The key, if it exists, has not expired (an expired one is removed) and the caller
         may see it; a key owned by another identity is missing to a reader and forbidden to a
         writer (Attune's answers)."""
-        async with self.store.read() as conn:
-            row = (await conn.execute(select(keys).where(keys.c.ref == ref))).first()
+        row = await self.repo.by_ref(ref)
         if row is not None and _expired(row):
-            async with self.store.write(single=True) as conn:
-                await conn.execute(
-                    delete(keys).where(keys.c.id == row.id, keys.c.expires_at <= now_utc())
-                )
+            await self.repo.drop_if_expired(row.id, now_utc())
             row = None
         if row is None:
             raise NotFound(f"Key '{ref}' not found")
@@ -303,17 +275,16 @@ class KeyStore:
         """Owner pack and action ids, looked up from their refs when only those are given
         (400 naming the ref when there is no such pack or action, as Attune)."""
         pack_id, action_id = spec.owner_pack, spec.owner_action
-        async with self.store.read() as conn:
-            if spec.owner_type == "pack" and pack_id is None and spec.owner_pack_ref:
-                found = await _id_of(conn, packs, spec.owner_pack_ref)
-                if found is None:
-                    raise InvalidRequest(f"Pack with ref '{spec.owner_pack_ref}' not found")
-                pack_id = found
-            if spec.owner_type == "action" and action_id is None and spec.owner_action_ref:
-                found = await _id_of(conn, actions, spec.owner_action_ref)
-                if found is None:
-                    raise InvalidRequest(f"Action with ref '{spec.owner_action_ref}' not found")
-                action_id = found
+        if spec.owner_type == "pack" and pack_id is None and spec.owner_pack_ref:
+            found = await self.repo.pack_id(spec.owner_pack_ref)
+            if found is None:
+                raise InvalidRequest(f"Pack with ref '{spec.owner_pack_ref}' not found")
+            pack_id = found
+        if spec.owner_type == "action" and action_id is None and spec.owner_action_ref:
+            found = await self.repo.action_id(spec.owner_action_ref)
+            if found is None:
+                raise InvalidRequest(f"Action with ref '{spec.owner_action_ref}' not found")
+            action_id = found
         return pack_id, action_id
 
     def _stored(self, value: Any, encrypted: bool) -> dict[str, Any]:
@@ -322,7 +293,7 @@ class KeyStore:
             return {"encrypted": True, "value": None, "sealed": self.box.seal({"v": value})}
         return {"encrypted": False, "value": {"v": value}, "sealed": None}
 
-    def _open(self, row: Row[Any]) -> Any:
+    def _open(self, row: KeyValue) -> Any:
         return self.box.open(row.sealed).get("v")
 
     @staticmethod
@@ -340,12 +311,7 @@ class KeyStore:
         )
 
 
-def _detail(row: Row[Any]) -> str:
+def _detail(row: KeyValue) -> str:
     owner = row.owner_pack_ref or row.owner_action_ref or row.owner_sensor_ref or row.owner
     text = f"owner_type={row.owner_type}" + (f" owner={owner}" if owner else "")
     return text + (" encrypted" if row.encrypted else "")
-
-
-async def _id_of(conn: Conn, table: Any, ref: str) -> int | None:
-    row = (await conn.execute(select(table.c.id).where(table.c.ref == ref))).first()
-    return None if row is None else int(row.id)
