@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
-
+from engine.report_records import HourCount, Series
 from engine.status import ExecutionStatus
-from engine.storage import Conn, Store
-from engine.storage.buckets import hour_bucket
-from engine.storage.tables import enforcements, events, executions
+from engine.storage import Store
+from engine.storage.reports import reports_repository
 
 #: Window of a request that names none, and the longest one (Attune's: one day, one year).
 DEFAULT_HOURS = 24
@@ -70,90 +68,63 @@ def failure_rate(window: TimeRange, ended: Sequence[dict[str, Any]]) -> dict[str
     }
 
 
+def _points(counts: list[HourCount]) -> list[dict[str, Any]]:
+    return [_point(c.bucket, c.label, c.value) for c in counts]
+
+
 class Analytics:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.repo = reports_repository(store)
 
-    async def _hourly(
-        self, conn: Conn, column: Any, *, label: Any = None, where: Sequence[Any] = ()
-    ) -> list[dict[str, Any]]:
-        """Rows whose ``column`` falls in the window (``where`` holds it), counted per hour
-        (and per ``label`` when given), oldest first."""
-        bucket = hour_bucket(column)
-        keys: list[Any] = [bucket] if label is None else [bucket, label]
-        query = select(*keys, func.count()).where(*where).group_by(*keys).order_by(*keys)
-        rows = (await conn.execute(query)).all()
-        if label is None:
-            return [_point(r[0], None, r[1]) for r in rows]
-        return [_point(r[0], r[1], r[2]) for r in rows]
-
-    @staticmethod
-    def _within(column: Any, window: TimeRange) -> list[ColumnElement[bool]]:
-        return [column >= window.since, column <= window.until]
+    async def _series(self, window: TimeRange, *series: Series) -> list[list[dict[str, Any]]]:
+        counted = await self.repo.hourly(series, window.since, window.until)
+        return [_points(counts) for counts in counted]
 
     async def execution_throughput(self, window: TimeRange) -> list[dict[str, Any]]:
         """Executions created per hour."""
-        async with self.store.read(offload=True) as conn:
-            return await self._throughput(conn, window)
+        (created,) = await self._series(window, "executions.created")
+        return created
 
-    async def _throughput(self, conn: Conn, window: TimeRange) -> list[dict[str, Any]]:
-        c = executions.c.created
-        return await self._hourly(conn, c, where=self._within(c, window))
+    @staticmethod
+    def _started(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Starts are moves to ``running``."""
+        return [_point(p["bucket"], ExecutionStatus.RUNNING.value, p["value"]) for p in points]
 
     async def execution_status(self, window: TimeRange) -> list[dict[str, Any]]:
         """Status transitions per hour, labelled with the status moved to."""
-        async with self.store.read(offload=True) as conn:
-            started, ended = await self._transitions(conn, window)
-        return _merge(started, ended)
-
-    async def _transitions(
-        self, conn: Conn, window: TimeRange
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        s, f = executions.c.started_at, executions.c.finished_at
-        started = [
-            _point(p["bucket"], ExecutionStatus.RUNNING.value, p["value"])
-            for p in await self._hourly(conn, s, where=self._within(s, window))
-        ]
-        ended = await self._hourly(
-            conn, f, label=executions.c.status, where=self._within(f, window)
-        )
-        return started, ended
+        started, ended = await self._series(window, "executions.started", "executions.finished")
+        return _merge(self._started(started), ended)
 
     async def failure_rate(self, window: TimeRange) -> dict[str, Any]:
-        async with self.store.read(offload=True) as conn:
-            _, ended = await self._transitions(conn, window)
+        _, ended = await self._series(window, "executions.started", "executions.finished")
         return failure_rate(window, ended)
 
     async def event_volume(self, window: TimeRange) -> list[dict[str, Any]]:
         """Events received per hour."""
-        async with self.store.read(offload=True) as conn:
-            return await self._events(conn, window)
-
-    async def _events(self, conn: Conn, window: TimeRange) -> list[dict[str, Any]]:
-        c = events.c.received_at
-        return await self._hourly(conn, c, where=self._within(c, window))
+        (received,) = await self._series(window, "events.received")
+        return received
 
     async def enforcement_volume(self, window: TimeRange) -> list[dict[str, Any]]:
         """Enforcements made per hour."""
-        async with self.store.read(offload=True) as conn:
-            return await self._enforcements(conn, window)
-
-    async def _enforcements(self, conn: Conn, window: TimeRange) -> list[dict[str, Any]]:
-        c = enforcements.c.created
-        return await self._hourly(conn, c, where=self._within(c, window))
+        (made,) = await self._series(window, "enforcements.created")
+        return made
 
     async def dashboard(self, window: TimeRange) -> dict[str, Any]:
         """Attune's ``DashboardAnalyticsResponse``: every series of the window at once."""
-        async with self.store.read(offload=True) as conn:
-            throughput = await self._throughput(conn, window)
-            started, ended = await self._transitions(conn, window)
-            event_volume = await self._events(conn, window)
-            enforcement_volume = await self._enforcements(conn, window)
+        throughput, started, ended, event_volume, enforcement_volume = await self._series(
+            window,
+            "executions.created",
+            "executions.started",
+            "executions.finished",
+            "events.received",
+            "enforcements.created",
+        )
         return {
             "since": window.since,
             "until": window.until,
             "execution_throughput": throughput,
-            "execution_status": _merge(started, ended),
+            "execution_status": _merge(self._started(started), ended),
             "event_volume": event_volume,
             "enforcement_volume": enforcement_volume,
             "worker_status": [],

@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from engine.errors import NotFound
 from engine.status import ExecutionStatus
 from engine.storage import Store
-from engine.storage.tables import audit, executions, now_utc
+from engine.storage.reports import reports_repository
+from engine.storage.tables import now_utc
 
 S = ExecutionStatus
 #: Result fields a history record keeps (a digest: the execution itself has the whole result).
@@ -150,27 +149,11 @@ def matching(
 
 async def execution_history(store: Store, execution: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The history records of an execution the caller may see (its record given)."""
-    async with store.read() as conn:
-        worker = (
-            await conn.execute(
-                select(executions.c.worker).where(executions.c.id == execution["id"])
-            )
-        ).first()
-        if worker is None:
-            raise NotFound(f"execution {execution['id']} not found")
-        # Bounded by the execution's lifetime, so the audit log's time index does the work.
-        cancel_asked_at = (
-            await conn.execute(
-                select(audit.c.at)
-                .where(
-                    audit.c.at >= execution["created"],
-                    audit.c.at <= (execution["finished_at"] or now_utc()) + _AUDIT_LAG,
-                    audit.c.execution_id == execution["id"],
-                    audit.c.verb == "cancel",
-                    audit.c.outcome == "accepted",
-                )
-                .order_by(audit.c.at)
-                .limit(1)
-            )
-        ).scalar()
-    return execution_changes(execution, worker.worker, cancel_asked_at)
+    facts = await reports_repository(store).history_facts(
+        execution["id"],
+        execution["created"],
+        (execution["finished_at"] or now_utc()) + _AUDIT_LAG,
+    )
+    if facts is None:
+        raise NotFound(f"execution {execution['id']} not found")
+    return execution_changes(execution, facts.worker, facts.cancel_asked_at)

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from engine import procs
 from engine.errors import InvalidRequest, NotFound
 from engine.runtimes import RUNTIMES
 from engine.status import ExecutionStatus
 from engine.storage import Store
-from engine.storage.tables import executions, now_utc
+from engine.storage.reports import reports_repository
+from engine.storage.tables import now_utc
 from engine.worker import Worker
 
 _LIVE = (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)
@@ -162,25 +161,15 @@ class WorkerFilter:
 class Roster:
     def __init__(self, store: Store, own: Worker | None, *, stale_after_s: float) -> None:
         self.store = store
+        self.repo = reports_repository(store)
         self.own = own
         self.stale_after_s = stale_after_s
 
     async def _held(self) -> dict[str, Held]:
-        query = (
-            select(
-                executions.c.worker,
-                executions.c.status,
-                func.count(),
-                func.max(executions.c.heartbeat_at),
-                func.min(executions.c.started_at),
-            )
-            .where(executions.c.status.in_(_LIVE), executions.c.worker.is_not(None))
-            .group_by(executions.c.worker, executions.c.status)
-        )
-        async with self.store.read() as conn:
-            rows = (await conn.execute(query)).all()
         held: dict[str, Held] = {}
-        for name, status, count, beat, started in (tuple(r) for r in rows):
+        for load in await self.repo.worker_loads(_LIVE):
+            name, status, count = load.worker, load.status, load.count
+            beat, started = load.last_heartbeat, load.first_started
             was = held.get(name, Held())
             held[name] = Held(
                 running=was.running + (count if status == ExecutionStatus.RUNNING else 0),
