@@ -25,8 +25,8 @@ class Catalog:
     within ``cache_s``."""
 
     def __init__(self, store: Store, *, cache_s: float = 2.0) -> None:
-        self.store = store
         self.repo = catalog_repository(store)
+        self.store = store
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, ActionSpec]] = {}
 
@@ -90,7 +90,7 @@ class Catalog:
         cached = self._cache.get(ref)
         if cached is not None and now - cached[0] < self.cache_s:
             return cached[1]
-        spec = (await self.action(ref)).spec
+        spec = action_spec(await self.get_action_row(ref))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[ref] = (now, spec)
