@@ -37,6 +37,45 @@ class KeyValue:
     updated: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class KeyContent:
+    """What holds a key's value: ``{"v": value}`` as JSON, or sealed when encrypted."""
+
+    encrypted: bool
+    value: Any
+    sealed: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    ref: str
+    owner_type: str
+    owner: str | None
+    owner_identity: int | None
+    owner_pack: int | None
+    owner_pack_ref: str | None
+    owner_action: int | None
+    owner_action_ref: str | None
+    owner_sensor: int | None
+    owner_sensor_ref: str | None
+    name: str
+    content: KeyContent
+    expires_at: datetime | None
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What an update sets (a field left None is kept)."""
+
+    updated: datetime
+    name: str | None = None
+    content: KeyContent | None = None
+    #: Whether the expiry is set (to ``expires_at``; None: never expires).
+    set_expiry: bool = False
+    expires_at: datetime | None = None
+
+
 class KeyRepository(Protocol):
     async def page(
         self,
@@ -58,13 +97,13 @@ class KeyRepository(Protocol):
 
     async def drop_if_expired(self, key_id: int, now: datetime) -> None: ...
 
-    async def add(self, conn: Conn, values: dict[str, Any], now: datetime) -> KeyValue | None:
-        """Insert a key (column values) after removing an expired one of its ref; None when
-        a live key has that ref."""
+    async def add(self, conn: Conn, key: NewKey) -> KeyValue | None:
+        """Insert a key after removing an expired one of its ref (expired at its creation);
+        None when a live key has that ref."""
         ...
 
-    async def change(self, conn: Conn, key_id: int, values: dict[str, Any]) -> KeyValue | None:
-        """Set columns of a key; None when it is gone."""
+    async def change(self, conn: Conn, key_id: int, change: KeyChange) -> KeyValue | None:
+        """Update a key; None when it is gone."""
         ...
 
     async def remove(self, conn: Conn, key_id: int) -> bool: ...

@@ -35,7 +35,7 @@ from engine.audit import AuditEntry, AuditLog
 from engine.auth import Principal
 from engine.crypto import SecretBox
 from engine.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from engine.key_records import KeyValue
+from engine.key_records import KeyChange, KeyContent, KeyValue, NewKey
 from engine.storage import Store
 from engine.storage.keys import key_repository
 from engine.storage.keys import live_clause as live_clause
@@ -194,20 +194,26 @@ class KeyStore:
                 raise Forbidden("a key owned by an identity can only be created by that identity")
         owner_pack, owner_action = await self._owners(spec)
         now = now_utc()
-        values = {
-            **spec.model_dump(exclude={"value", "ttl", "owner_identity"}),
-            "owner_identity": owner_identity,
-            "owner_pack": owner_pack,
-            "owner_action": owner_action,
-            **self._stored(spec.value, spec.encrypted),
-            "expires_at": now + timedelta(seconds=spec.ttl) if spec.ttl else None,
-            "created": now,
-            "updated": now,
-        }
+        new = NewKey(
+            ref=spec.ref,
+            owner_type=spec.owner_type,
+            owner=spec.owner,
+            owner_identity=owner_identity,
+            owner_pack=owner_pack,
+            owner_pack_ref=spec.owner_pack_ref,
+            owner_action=owner_action,
+            owner_action_ref=spec.owner_action_ref,
+            owner_sensor=spec.owner_sensor,
+            owner_sensor_ref=spec.owner_sensor_ref,
+            name=spec.name,
+            content=self._stored(spec.value, spec.encrypted),
+            expires_at=now + timedelta(seconds=spec.ttl) if spec.ttl else None,
+            created=now,
+        )
         taken = Conflict(f"Key with ref '{spec.ref}' already exists")
         try:
             async with self.store.write() as conn:
-                row = await self.repo.add(conn, values, now)
+                row = await self.repo.add(conn, new)
                 if row is None:
                     raise taken
                 await self.audit.record(
@@ -219,18 +225,21 @@ class KeyStore:
 
     async def update(self, who: Principal, ref: str, spec: KeyUpdate) -> dict[str, Any]:
         row = await self._live(who, ref, changing=True)
-        values: dict[str, Any] = {"updated": now_utc()}
-        if spec.name is not None:
-            values["name"] = spec.name
         encrypted = row.encrypted if spec.encrypted is None else spec.encrypted
         value = self._open(row) if row.encrypted else plain_value(row)
+        content = None
         if spec.value is not None or encrypted != row.encrypted:
             value = value if spec.value is None else spec.value
-            values.update(self._stored(value, encrypted))
-        if spec.ttl is not None:
-            values["expires_at"] = now_utc() + timedelta(seconds=spec.ttl) if spec.ttl else None
+            content = self._stored(value, encrypted)
+        change = KeyChange(
+            updated=now_utc(),
+            name=spec.name,
+            content=content,
+            set_expiry=spec.ttl is not None,
+            expires_at=now_utc() + timedelta(seconds=spec.ttl) if spec.ttl else None,
+        )
         async with self.store.write() as conn:
-            changed = await self.repo.change(conn, row.id, values)
+            changed = await self.repo.change(conn, row.id, change)
             if changed is None:
                 raise NotFound(f"Key '{ref}' not found")
             detail = _detail(changed) + ("; value changed" if spec.value is not None else "")
@@ -287,11 +296,11 @@ class KeyStore:
             action_id = found
         return pack_id, action_id
 
-    def _stored(self, value: Any, encrypted: bool) -> dict[str, Any]:
-        """The columns that hold a value: sealed when encrypted, else as JSON."""
+    def _stored(self, value: Any, encrypted: bool) -> KeyContent:
+        """What holds a value: sealed when encrypted, else as JSON."""
         if encrypted:
-            return {"encrypted": True, "value": None, "sealed": self.box.seal({"v": value})}
-        return {"encrypted": False, "value": {"v": value}, "sealed": None}
+            return KeyContent(encrypted=True, value=None, sealed=self.box.seal({"v": value}))
+        return KeyContent(encrypted=False, value={"v": value}, sealed=None)
 
     def _open(self, row: KeyValue) -> Any:
         return self.box.open(row.sealed).get("v")

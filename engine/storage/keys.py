@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Table, and_, delete, func, insert, or_, select, update
 
-from engine.key_records import KeyRepository, KeyValue
+from engine.key_records import KeyChange, KeyContent, KeyRepository, KeyValue, NewKey
 from engine.storage.store import Conn, Store
 from engine.storage.tables import actions, keys, now_utc, packs, users
 
@@ -39,6 +39,41 @@ def _key(row: Row[Any]) -> KeyValue:
         created=m["created"],
         updated=m["updated"],
     )
+
+
+def _content(content: KeyContent) -> dict[str, Any]:
+    return {"encrypted": content.encrypted, "value": content.value, "sealed": content.sealed}
+
+
+def _new(key: NewKey) -> dict[str, Any]:
+    return {
+        "ref": key.ref,
+        "owner_type": key.owner_type,
+        "owner": key.owner,
+        "owner_identity": key.owner_identity,
+        "owner_pack": key.owner_pack,
+        "owner_pack_ref": key.owner_pack_ref,
+        "owner_action": key.owner_action,
+        "owner_action_ref": key.owner_action_ref,
+        "owner_sensor": key.owner_sensor,
+        "owner_sensor_ref": key.owner_sensor_ref,
+        "name": key.name,
+        **_content(key.content),
+        "expires_at": key.expires_at,
+        "created": key.created,
+        "updated": key.created,
+    }
+
+
+def _changes(change: KeyChange) -> dict[str, Any]:
+    values: dict[str, Any] = {"updated": change.updated}
+    if change.name is not None:
+        values["name"] = change.name
+    if change.content is not None:
+        values.update(_content(change.content))
+    if change.set_expiry:
+        values["expires_at"] = change.expires_at
+    return values
 
 
 class SqlKeys:
@@ -87,17 +122,18 @@ class SqlKeys:
         async with self.store.write(single=True) as conn:
             await conn.execute(delete(keys).where(keys.c.id == key_id, keys.c.expires_at <= now))
 
-    async def add(self, conn: Conn, values: dict[str, Any], now: datetime) -> KeyValue | None:
-        ref = values["ref"]
-        await conn.execute(delete(keys).where(and_(keys.c.ref == ref, keys.c.expires_at <= now)))
-        if (await conn.execute(select(keys.c.id).where(keys.c.ref == ref))).first():
+    async def add(self, conn: Conn, key: NewKey) -> KeyValue | None:
+        expired = and_(keys.c.ref == key.ref, keys.c.expires_at <= key.created)
+        await conn.execute(delete(keys).where(expired))
+        if (await conn.execute(select(keys.c.id).where(keys.c.ref == key.ref))).first():
             return None
-        return _key((await conn.execute(insert(keys).values(values).returning(*keys.c))).one())
+        inserted = insert(keys).values(_new(key)).returning(*keys.c)
+        return _key((await conn.execute(inserted)).one())
 
-    async def change(self, conn: Conn, key_id: int, values: dict[str, Any]) -> KeyValue | None:
+    async def change(self, conn: Conn, key_id: int, change: KeyChange) -> KeyValue | None:
         row = (
             await conn.execute(
-                update(keys).where(keys.c.id == key_id).values(values).returning(*keys.c)
+                update(keys).where(keys.c.id == key_id).values(_changes(change)).returning(*keys.c)
             )
         ).first()
         return None if row is None else _key(row)
