@@ -51,7 +51,7 @@ async def run(count: int) -> dict[str, float]:
 
     await rt.broker.consume(None, [topics.COMPLETED], on_completed, prefetch=16)
     await rt.automation.create_trigger(TriggerSpec(ref="bench.hook"))
-    key = (await rt.automation.webhook("bench.hook", "enable"))["webhook_key"]
+    key = (await rt.automation.webhook("bench.hook", "enable")).webhook_key
     await rt.automation.create_rule(
         RuleSpec(ref="bench.noop", trigger_ref="bench.hook", action_ref="core.noop")
     )

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bot import commands, render
@@ -157,7 +157,8 @@ class CommandHandler:
                 action_ref = await gate.abort(who, code)
                 return Reply(f"Aborted: `{action_ref}` will not run.")
             case Rules():
-                return Reply(render.rules_list(await self.runtime.automation.list_rules()))
+                rules = await self.runtime.automation.list_rules()
+                return Reply(render.rules_list([asdict(r) for r in rules]))
             case RuleSwitch(rule_ref, enable):
                 return await self._switch_rule(who, rule_ref, enable)
             case Help(None):
@@ -212,7 +213,7 @@ class CommandHandler:
         rule = await automation.get_rule(rule_ref)
         verb = "rule enable" if enable else "rule disable"
         allowed = who.role in ("admin", "operator") and (
-            not enable or policy.allows(who.role, "run", rule["action_ref"])
+            not enable or policy.allows(who.role, "run", rule.action_ref)
         )
         if not allowed:
             await self.runtime.audit.record(who.entry(verb, "denied", target=rule_ref))

@@ -43,9 +43,9 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
 from config import Settings
+from engine.automation.webhooks import SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.foreground import Foreground
-from engine.webhooks import SeenCalls
 
 log = logging.getLogger("attune.slack")
 
@@ -266,7 +266,8 @@ def _header(headers: Mapping[str, Any], name: str) -> str | None:
 class SeenRequests:
     """The signed Slack requests this process acted on, for as long as their signature is
     good (:data:`SIGNATURE_MAX_AGE_S` either way of the server's clock). Bounded in time and
-    size as the webhooks' memory of timestamped calls (:class:`engine.webhooks.SeenCalls`).
+    size as the webhooks' memory of timestamped calls
+    (:class:`engine.automation.webhooks.SeenCalls`).
 
     A request is known by its signature and by its body's digest: Slack may sign its retry
     (``X-Slack-Retry-Num``) anew, over the same body. Only requests that carry a valid

@@ -3,8 +3,8 @@ evaluated against each event (Attune stores them and never fires on them; we do)
 
 The engine is ``datalogic-py`` (a maintained Rust implementation that passes the JSON-Logic
 conformance suite), with a ceiling on the work one evaluation may do. ``var`` reads the names
-a rule's templates see (:mod:`engine.enforcement`): ``event.payload.x``, ``event.trigger``,
-``rule.ref``, ``payload.x`` and so on; a name that is absent reads as null.
+a rule's templates see (:mod:`engine.automation.enforcement`): ``event.payload.x``,
+``event.trigger``, ``rule.ref``, ``payload.x`` and so on; a name that is absent reads as null.
 
 Attune's own examples write a comparison beside ``var``: ``{"var": "event.payload.x", "!=":
 null}``. That shorthand is read as ``{"!=": [{"var": "event.payload.x"}, null]}``.

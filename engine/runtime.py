@@ -15,12 +15,12 @@ from typing import Any
 from config import Settings
 from engine.audit import AuditLog
 from engine.auth import AuthService
+from engine.automation.service import Automation
 from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, PackError, Unavailable
-from engine.events import Automation
 from engine.execution_tokens import ExecutionTokens, api_url
 from engine.foreground import Foreground
 from engine.gate import Gate

@@ -10,10 +10,11 @@ import orjson
 from pydantic import BaseModel
 
 from engine.api import schemas as s
+from engine.api.automation_views import enforcement_view, event_view, rule_view, trigger_view
 from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of, paged
 from engine.api.routes import requester
 from engine.auth import ROLES
-from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
+from engine.automation.models import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
 from engine.errors import InvalidRequest, PayloadTooLarge
 
 #: Body fields of Attune's ``WebhookReceiverRequest``.
@@ -61,14 +62,14 @@ async def list_triggers(call: Call) -> Any:
         enabled=_flag(call, "enabled"),
         reveal_keys=_manages_triggers(call),
     )
-    return page_of(items, *call.paging())
+    return page_of([trigger_view(t) for t in items], *call.paging())
 
 
 async def list_enabled_triggers(call: Call) -> Any:
     items = await call.runtime.automation.list_triggers(
         enabled=True, reveal_keys=_manages_triggers(call)
     )
-    return page_of(items, *call.paging())
+    return page_of([trigger_view(t) for t in items], *call.paging())
 
 
 async def list_triggers_by_pack(call: Call) -> Any:
@@ -76,22 +77,22 @@ async def list_triggers_by_pack(call: Call) -> Any:
     items = await call.runtime.automation.list_triggers(
         pack_ref=pack["ref"], reveal_keys=_manages_triggers(call)
     )
-    return page_of(items, *call.paging())
+    return page_of([trigger_view(t) for t in items], *call.paging())
 
 
 async def create_trigger(call: Call) -> Any:
-    return {"data": await call.runtime.automation.create_trigger(call.body)}
+    return {"data": trigger_view(await call.runtime.automation.create_trigger(call.body))}
 
 
 async def get_trigger(call: Call) -> Any:
     ref = call.path_param("ref")
-    return {
-        "data": await call.runtime.automation.get_trigger(ref, reveal_key=_manages_triggers(call))
-    }
+    trigger = await call.runtime.automation.get_trigger(ref, reveal_key=_manages_triggers(call))
+    return {"data": trigger_view(trigger)}
 
 
 async def update_trigger(call: Call) -> Any:
-    return {"data": await call.runtime.automation.update_trigger(call.path_param("ref"), call.body)}
+    trigger = await call.runtime.automation.update_trigger(call.path_param("ref"), call.body)
+    return {"data": trigger_view(trigger)}
 
 
 async def delete_trigger(call: Call) -> Any:
@@ -101,18 +102,19 @@ async def delete_trigger(call: Call) -> Any:
 
 
 async def enable_trigger(call: Call) -> Any:
-    return {"data": await call.runtime.automation.set_trigger(call.path_param("ref"), enabled=True)}
+    trigger = await call.runtime.automation.set_trigger(call.path_param("ref"), enabled=True)
+    return {"data": trigger_view(trigger)}
 
 
 async def disable_trigger(call: Call) -> Any:
-    return {
-        "data": await call.runtime.automation.set_trigger(call.path_param("ref"), enabled=False)
-    }
+    trigger = await call.runtime.automation.set_trigger(call.path_param("ref"), enabled=False)
+    return {"data": trigger_view(trigger)}
 
 
 def _webhook(action: str) -> Any:
     async def handler(call: Call) -> Any:
-        return {"data": await call.runtime.automation.webhook(call.path_param("ref"), action)}
+        trigger = await call.runtime.automation.webhook(call.path_param("ref"), action)
+        return {"data": trigger_view(trigger)}
 
     handler.__name__ = f"webhook_{action}"
     return handler
@@ -169,37 +171,39 @@ async def list_rules(call: Call) -> Any:
         pack_ref=_text(call, "pack_ref"),
         enabled=_flag(call, "enabled"),
     )
-    return page_of(rules, *call.paging())
+    return page_of([rule_view(r) for r in rules], *call.paging())
 
 
 async def list_enabled_rules(call: Call) -> Any:
-    return page_of(await call.runtime.automation.list_rules(enabled=True), *call.paging())
+    rules = await call.runtime.automation.list_rules(enabled=True)
+    return page_of([rule_view(r) for r in rules], *call.paging())
 
 
 async def list_rules_by_pack(call: Call) -> Any:
     pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
     rules = await call.runtime.automation.list_rules(pack_ref=pack["ref"])
-    return page_of(rules, *call.paging())
+    return page_of([rule_view(r) for r in rules], *call.paging())
 
 
 async def list_rules_by_action(call: Call) -> Any:
     action = await call.runtime.catalog.get_action(call.path_param("ref"))
     rules = await call.runtime.automation.list_rules(action_ref=action.ref)
-    return page_of(rules, *call.paging())
+    return page_of([rule_view(r) for r in rules], *call.paging())
 
 
 async def list_rules_by_trigger(call: Call) -> Any:
     trigger = await call.runtime.automation.get_trigger(call.path_param("ref"))
-    return page_of(await call.runtime.automation.list_rules(trigger["ref"]), *call.paging())
+    rules = await call.runtime.automation.list_rules(trigger.ref)
+    return page_of([rule_view(r) for r in rules], *call.paging())
 
 
 async def create_rule(call: Call) -> Any:
     await _may_run(call, call.body.action_ref, "create_rule")
-    return {"data": await call.runtime.automation.create_rule(call.body)}
+    return {"data": rule_view(await call.runtime.automation.create_rule(call.body))}
 
 
 async def get_rule(call: Call) -> Any:
-    return {"data": await call.runtime.automation.get_rule(call.path_param("ref"))}
+    return {"data": rule_view(await call.runtime.automation.get_rule(call.path_param("ref")))}
 
 
 async def update_rule(call: Call) -> Any:
@@ -209,30 +213,31 @@ async def update_rule(call: Call) -> Any:
     change: RuleUpdate = call.body
     if change.ref is not None and change.ref != ref:
         raise InvalidRequest(f"body ref '{change.ref}' differs from the URL's '{ref}'")
-    spec = change.merged(current := await automation.get_rule(ref))
-    await _may_run(call, current["action_ref"], "update_rule")
+    current = await automation.get_rule(ref)
+    spec = change.merged(rule_view(current))
+    await _may_run(call, current.action_ref, "update_rule")
     await _may_run(call, spec.action_ref, "update_rule")
-    return {"data": await automation.update_rule(ref, spec)}
+    return {"data": rule_view(await automation.update_rule(ref, spec))}
 
 
 async def delete_rule(call: Call) -> Any:
     ref = call.path_param("ref")
     rule = await call.runtime.automation.get_rule(ref)
-    await _may_run(call, rule["action_ref"], "delete_rule")
+    await _may_run(call, rule.action_ref, "delete_rule")
     await call.runtime.automation.delete_rule(ref)
     return {"success": True, "message": f"Rule '{ref}' deleted successfully"}
 
 
 async def enable_rule(call: Call) -> Any:
     rule = await call.runtime.automation.get_rule(call.path_param("ref"))
-    await _may_run(call, rule["action_ref"], "enable_rule")
-    return {"data": await call.runtime.automation.set_rule_enabled(rule["ref"], True)}
+    await _may_run(call, rule.action_ref, "enable_rule")
+    return {"data": rule_view(await call.runtime.automation.set_rule_enabled(rule.ref, True))}
 
 
 async def disable_rule(call: Call) -> Any:
     rule = await call.runtime.automation.get_rule(call.path_param("ref"))
-    await _may_run(call, rule["action_ref"], "disable_rule")
-    return {"data": await call.runtime.automation.set_rule_enabled(rule["ref"], False)}
+    await _may_run(call, rule.action_ref, "disable_rule")
+    return {"data": rule_view(await call.runtime.automation.set_rule_enabled(rule.ref, False))}
 
 
 # -- events and enforcements ------------------------------------------------------------------
@@ -251,11 +256,11 @@ async def list_events(call: Call) -> Any:
         page=page,
         per_page=per_page,
     )
-    return paged(items, page, per_page, total)
+    return paged([event_view(e) for e in items], page, per_page, total)
 
 
 async def get_event(call: Call) -> Any:
-    return {"data": await call.runtime.automation.get_event(call.int_path_param("id"))}
+    return {"data": event_view(await call.runtime.automation.get_event(call.int_path_param("id")))}
 
 
 async def list_enforcements(call: Call) -> Any:
@@ -270,11 +275,12 @@ async def list_enforcements(call: Call) -> Any:
         page=page,
         per_page=per_page,
     )
-    return paged(items, page, per_page, total)
+    return paged([enforcement_view(e) for e in items], page, per_page, total)
 
 
 async def get_enforcement(call: Call) -> Any:
-    return {"data": await call.runtime.automation.get_enforcement(call.int_path_param("id"))}
+    enforcement = await call.runtime.automation.get_enforcement(call.int_path_param("id"))
+    return {"data": enforcement_view(enforcement)}
 
 
 _TIMES = (QueryParam("since", "string", "ISO 8601 time, inclusive"),)

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from config import Settings
+from engine.api.automation_views import enforcement_view
 from engine.automation import RuleSpec, TriggerSpec
+from engine.automation.key_templates import InProcess
 from engine.errors import Unavailable
-from engine.key_templates import InProcess
 from engine.runtime import Runtime, build_runtime
 from engine.template_pool import ORPHAN_GRACE_S
 
@@ -57,7 +58,7 @@ async def _rule(rt: Runtime, ref: str, action: str = "core.echo", **spec: Any) -
 async def _enforcement(rt: Runtime, event_id: int) -> dict[str, Any]:
     rows, total = await rt.automation.list_enforcements(event_id=event_id)
     assert total == 1, rows
-    return rows[0]
+    return enforcement_view(rows[0])
 
 
 class _LoopWatch:
@@ -91,23 +92,25 @@ async def test_a_template_that_runs_too_long_is_stopped_and_the_loop_stays_free(
     event = await rt.automation.record_event(slow, {}, "api")
     started = time.monotonic()
     with _LoopWatch() as watch:
-        done = await asyncio.wait_for(rt.automation.process_event(event["id"]), 30)
+        done = await asyncio.wait_for(rt.automation.process_event(event.id), 30)
     elapsed = time.monotonic() - started
 
     assert watch.longest < 0.5, f"the event loop was held for {watch.longest:.2f} s"
     assert TIMEOUT_S <= elapsed < TIMEOUT_S + 5, elapsed
-    assert [(d["status"], d["outcome"]) for d in done] == [("processed", "failed")], done
-    enf = await _enforcement(rt, event["id"])
+    assert [(d["status"], d["outcome"]) for d in map(enforcement_view, done)] == [
+        ("processed", "failed")
+    ], done
+    enf = await _enforcement(rt, event.id)
     assert enf["execution_id"] is None, enf
     assert f"took longer than {TIMEOUT_S:g} s" in enf["error"], enf
     assert "ATTUNE_TEMPLATE_TIMEOUT_S" in enf["error"], enf
-    assert (await rt.automation.get_event(event["id"]))["processed_at"] is not None
+    assert (await rt.automation.get_event(event.id)).processed_at is not None
 
     # The killed worker is replaced: the next rule's template renders as usual.
     quick = await _rule(rt, "quick", action_params={"message": "n={{ event.payload.n + 1 }}"})
     event = await rt.automation.record_event(quick, {"n": 41}, "api")
-    await rt.automation.process_event(event["id"])
-    enf = await _enforcement(rt, event["id"])
+    await rt.automation.process_event(event.id)
+    enf = await _enforcement(rt, event.id)
     assert (enf["outcome"], enf["error"]) == ("scheduled", None), enf
     execution = await rt.service.get(enf["execution_id"])
     assert execution["config"] == {"message": "n=42"}, execution
@@ -118,9 +121,9 @@ async def test_an_expression_condition_that_runs_too_long_is_stopped(rt: Runtime
     trigger = await _rule(rt, "cond", conditions={"expression": condition + "{{ true }}"})
     event = await rt.automation.record_event(trigger, {}, "api")
     with _LoopWatch() as watch:
-        await asyncio.wait_for(rt.automation.process_event(event["id"]), 30)
+        await asyncio.wait_for(rt.automation.process_event(event.id), 30)
     assert watch.longest < 0.5, f"the event loop was held for {watch.longest:.2f} s"
-    enf = await _enforcement(rt, event["id"])
+    enf = await _enforcement(rt, event.id)
     assert enf["outcome"] == "failed", enf
     assert "took longer than" in enf["error"], enf
 
@@ -133,11 +136,11 @@ async def test_a_template_that_grows_without_bound_fails_in_its_worker(rt: Runti
     )
     trigger = await _rule(rt, "grow", action_params={"message": grow})
     event = await rt.automation.record_event(trigger, {}, "api")
-    await asyncio.wait_for(rt.automation.process_event(event["id"]), 30)
-    enf = await _enforcement(rt, event["id"])
+    await asyncio.wait_for(rt.automation.process_event(event.id), 30)
+    enf = await _enforcement(rt, event.id)
     assert enf["outcome"] == "failed", enf
     assert "MemoryError" in enf["error"] or "took longer than" in enf["error"], enf
-    assert (await rt.automation.get_event(event["id"]))["processed_at"] is not None
+    assert (await rt.automation.get_event(event.id)).processed_at is not None
 
 
 async def test_a_template_error_fails_the_enforcement_once_and_the_sweep_leaves_it(
@@ -148,18 +151,18 @@ async def test_a_template_error_fails_the_enforcement_once_and_the_sweep_leaves_
     # core.noop declares no parameters, so nothing checks the value before it is stored.
     trigger = await _rule(rt, "odd", "core.noop", action_params={"message": "{{ range(3) }}"})
     event = await rt.automation.record_event(trigger, {}, "api")
-    await rt.automation.process_event(event["id"])
-    enf = await _enforcement(rt, event["id"])
+    await rt.automation.process_event(event.id)
+    enf = await _enforcement(rt, event.id)
     assert (enf["status"], enf["outcome"], enf["execution_id"]) == ("processed", "failed", None)
     assert "{{ range(3) }}" in enf["error"], enf
     assert "not a JSON value" in enf["error"], enf
-    seen = await rt.automation.get_event(event["id"])
-    assert seen["processed_at"] is not None, seen
+    seen = await rt.automation.get_event(event.id)
+    assert seen.processed_at is not None, seen
 
     # The sweep (as after a restart) finds nothing left to do for it.
     assert await rt.automation.finish_unprocessed(0) == 0
-    assert await _enforcement(rt, event["id"]) == enf
-    assert (await rt.automation.get_event(event["id"]))["processed_at"] == seen["processed_at"]
+    assert await _enforcement(rt, event.id) == enf
+    assert (await rt.automation.get_event(event.id)).processed_at == seen.processed_at
     _, executions = await rt.service.list(action_ref="core.noop")
     assert executions == 0
 
@@ -184,8 +187,8 @@ async def test_an_unexpected_error_evaluating_a_rule_fails_it_once(rt: Runtime) 
     trigger = await _rule(rt, "bug", action_params={"message": "hi"})
     rt.automation.enforcer.evaluator = _Faulty("bug.rule", RuntimeError("a bug"))
     event = await rt.automation.record_event(trigger, {}, "api")
-    await rt.automation.process_event(event["id"])
-    enf = await _enforcement(rt, event["id"])
+    await rt.automation.process_event(event.id)
+    enf = await _enforcement(rt, event.id)
     assert enf["outcome"] == "failed", enf
     assert "internal error (RuntimeError)" in enf["error"], enf
     assert await rt.automation.finish_unprocessed(0) == 0
@@ -201,13 +204,13 @@ async def test_the_sweep_goes_past_an_event_it_cannot_finish_yet(rt: Runtime) ->
     second = await rt.automation.record_event(fine, {}, "api")
 
     assert await rt.automation.finish_unprocessed(0) == 2
-    assert (await rt.automation.get_event(first["id"]))["processed_at"] is None
-    assert (await rt.automation.get_event(second["id"]))["processed_at"] is not None
-    assert (await _enforcement(rt, second["id"]))["outcome"] == "scheduled"
+    assert (await rt.automation.get_event(first.id)).processed_at is None
+    assert (await rt.automation.get_event(second.id)).processed_at is not None
+    assert (await _enforcement(rt, second.id))["outcome"] == "scheduled"
 
     rt.automation.enforcer.evaluator = InProcess()  # the outage is over: the next sweep
     assert await rt.automation.finish_unprocessed(0) == 1
-    assert (await _enforcement(rt, first["id"]))["outcome"] == "scheduled"
+    assert (await _enforcement(rt, first.id))["outcome"] == "scheduled"
 
 
 _ORPHAN_SCRIPT = """

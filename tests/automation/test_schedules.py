@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from engine import json_logic
 from engine.automation import RuleSpec, RuleUpdate, TriggerSpec, TriggerUpdate
+from engine.automation.schedules import cron_next, rule_schedule
 from engine.errors import InvalidRequest
-from engine.schedules import cron_next, rule_schedule
 from engine.templates import TemplateProblem, check_conditions, matches
 
 NOW = datetime(2026, 3, 7, 23, 59, 58, 500_000, tzinfo=UTC)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot.handler import ChatContext, CommandHandler
 from config import Settings
+from engine.api.automation_views import rule_view, trigger_view
 from engine.runtime import Runtime, build_runtime
 from engine.storage.tables import deliveries
 
@@ -161,14 +162,14 @@ async def test_rules_and_switching_them(runtime: Runtime) -> None:
     assert "(on)" in listing.text
     off = await handler.handle("rule disable examples.greet_on_alert", SLACK)
     assert off.ok, off.text
-    assert (await runtime.automation.get_rule("examples.greet_on_alert"))["enabled"] is False
+    assert (await runtime.automation.get_rule("examples.greet_on_alert")).enabled is False
     viewer = ChatContext(
         source="slack", sink="slack", user_id="U9", user_name="vic", role="viewer", channel_id="C1"
     )
     refused = await handler.handle("rule enable examples.greet_on_alert", viewer)
     assert not refused.ok
     assert "may not enable" in refused.text
-    assert (await runtime.automation.get_rule("examples.greet_on_alert"))["enabled"] is False
+    assert (await runtime.automation.get_rule("examples.greet_on_alert")).enabled is False
     on = await handler.handle("rule enable examples.greet_on_alert", SLACK)
     assert on.ok, on.text
     entries, _ = await runtime.audit.list(verb="rule enable")
@@ -176,14 +177,14 @@ async def test_rules_and_switching_them(runtime: Runtime) -> None:
 
 
 async def test_a_pack_ships_its_triggers_and_rules(runtime: Runtime) -> None:
-    trigger = await runtime.automation.get_trigger("examples.alert", reveal_key=True)
+    trigger = trigger_view(await runtime.automation.get_trigger("examples.alert", reveal_key=True))
     assert trigger["type"] == "webhook"
     assert trigger["webhook_enabled"] is True
     assert trigger["webhook_key"].startswith("wh_")
-    rule = await runtime.automation.get_rule("examples.greet_on_alert")
+    rule = rule_view(await runtime.automation.get_rule("examples.greet_on_alert"))
     assert rule["action_ref"] == "examples.greet"
     assert rule["action_params"] == {"name": "{{ event.payload.who }}"}
     # Loading the packs again keeps the webhook key (integrations keep working).
     await runtime.sync_packs()
-    again = await runtime.automation.get_trigger("examples.alert", reveal_key=True)
+    again = trigger_view(await runtime.automation.get_trigger("examples.alert", reveal_key=True))
     assert again["webhook_key"] == trigger["webhook_key"]

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from config import Settings
+from engine.api.automation_views import enforcement_view
 from engine.auth import Principal
 from engine.automation import RuleSpec, TriggerSpec
 from engine.keys import KeyCreate
@@ -67,7 +68,7 @@ async def _fire(rt: Runtime, rule: str, params: dict[str, Any], payload: Any) ->
         RuleSpec(ref=rule, trigger_ref="ops.alert", action_ref="core.echo", action_params=params)
     )
     event = await rt.automation.record_event("ops.alert", payload, "api")
-    done = await rt.automation.process_event(event["id"])
+    done = [enforcement_view(e) for e in await rt.automation.process_event(event.id)]
     mine = [e for e in done if e["rule_ref"] == rule]
     assert len(mine) == 1
     return mine[0]

@@ -11,8 +11,8 @@ import pytest
 
 from engine.audit import AuditLog
 from engine.auth import Principal
+from engine.automation.key_templates import render_with_keys, scrub
 from engine.crypto import SecretBox
-from engine.key_templates import render_with_keys, scrub
 from engine.keys import KeyCreate, KeyStore
 from engine.storage import Store
 from engine.templates import KvView, TemplateProblem, mentions_kv, render_with_kv

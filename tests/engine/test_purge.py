@@ -38,7 +38,7 @@ async def test_purge_keeps_recent_and_unfinished_work(tmp_path: Path) -> None:
         await rt.automation.create_rule(RuleSpec(ref="ops.r", trigger_ref="ops.alert",
                                                  action_ref="core.noop"))
         event = await rt.automation.record_event("ops.alert", {}, "api")
-        await rt.automation.process_event(event["id"])
+        await rt.automation.process_event(event.id)
         long_ago = now_utc() - timedelta(days=40)
         async with rt.store.write() as conn:
             await conn.execute(update(executions).where(

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from config import Settings
+from engine.api.automation_views import rule_view, trigger_view
 from engine.automation import RuleSpec, TriggerSpec
 from engine.packs import PackSpec
 from engine.runtime import Runtime, build_runtime
@@ -74,7 +75,7 @@ async def test_an_event_processed_twice_fires_each_rule_once(
                 )
             )
         event = await rt.automation.record_event("ops.alert", {"m": "hi"}, "api")
-        await asyncio.gather(*(rt.automation.process_event(event["id"]) for _ in range(4)))
+        await asyncio.gather(*(rt.automation.process_event(event.id) for _ in range(4)))
         async with rt.store.read() as conn:
             enforced = (
                 await conn.execute(select(func.count()).select_from(enforcements))
@@ -123,12 +124,12 @@ async def test_a_rule_timer_tick_fires_once_across_processes_and_runs_its_rule(
             ).scalar_one()
         assert len(ticks) == 4
         assert {(e.rule_id, e.rule_ref, e.trigger_id) for e in ticks} == {
-            (mine["id"], "ops.mine", core["id"])
+            (mine.id, "ops.mine", core.id)
         }
         assert [e.payload["execution_count"] for e in ticks] == [1, 2, 3, 4]
         assert moved_on > now_utc()
         done = await automation.process_event(ticks[0].id)
-        assert [d["rule_ref"] for d in done] == ["ops.mine"]  # the other rule is not run
+        assert [d.rule_ref for d in done] == ["ops.mine"]  # the other rule is not run
 
         await automation.set_rule_enabled("ops.mine", False)
         async with runtimes[0].store.write() as conn:
@@ -171,11 +172,11 @@ async def test_a_pack_in_attunes_form_gets_a_rule_timer(database_url: str, tmp_p
         )
         assert len(problems) == 1, problems
         assert problems[0].startswith("rules/bad.yaml: trigger_params.interval"), problems
-        got = await rt.automation.get_trigger("ticks.every")
+        got = trigger_view(await rt.automation.get_trigger("ticks.every"))
         assert (got["type"], got["is_adhoc"]) == ("intervaltimer", False)
         assert got["param_schema"] == trigger["parameters"]
         assert got["out_schema"] == trigger["output"]
-        often = await rt.automation.get_rule("ticks.often")
+        often = rule_view(await rt.automation.get_rule("ticks.often"))
         assert often["trigger_ref"] == "ticks.every"
         assert often["next_fire_at"] is not None
     finally:

@@ -9,16 +9,16 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import Connection, select, text
 
-from engine.crypto import SecretBox
-from engine.storage import build_store
-from engine.storage.store import alembic_config
-from engine.storage.tables import triggers
-from engine.webhooks import (
+from engine.automation.webhooks import (
     new_webhook_key,
     open_webhook_key,
     webhook_key_hash,
     webhook_key_values,
 )
+from engine.crypto import SecretBox
+from engine.storage import build_store
+from engine.storage.store import alembic_config
+from engine.storage.tables import triggers
 
 WAIT_S = 30.0
 

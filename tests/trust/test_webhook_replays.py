@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.webhooks import SeenCalls
+from engine.automation.webhooks import SeenCalls
 from tests.e2e.conftest import Server, client, engine_env
 from tests.scenario.harness import login, running_server
 from tests.trust.support import Answer, call

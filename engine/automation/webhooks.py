@@ -1,6 +1,7 @@
-"""Webhooks: a trigger's webhook key (enable, disable, regenerate) and the public
-``POST /api/v1/webhooks/{key}``: checked against the trigger's HMAC secret when it has one, then
-rate-limited per key, recorded as an event of the trigger, its rules processed in the background.
+"""Webhooks: a trigger's webhook key (made, stored, opened; :mod:`engine.automation.triggers`
+enables, disables and regenerates it) and the public ``POST /api/v1/webhooks/{key}``: checked
+against the trigger's HMAC secret when it has one, then rate-limited per key, recorded as an
+event of the trigger, its rules processed in the background.
 
 The body is Attune's ``WebhookReceiverRequest``: ``{"payload": ..., "headers"?, "source_ip"?,
 "user_agent"?}``. The event's ``config`` records where it came from, as Attune's does (the key
@@ -18,17 +19,23 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
-from engine.automation import RateLimiter
+from engine.automation.records import AutomationRepository
+from engine.automation.schedules import RULE_TIMERS, TRIGGER_TIMERS
 from engine.crypto import SecretBox
-from engine.enforcement import Enforcer
-from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, Unauthorized
-from engine.schedules import RULE_TIMERS, TRIGGER_TIMERS
-from engine.storage import Store
-from engine.storage.tables import triggers
+from engine.errors import (
+    Conflict,
+    EngineError,
+    InvalidRequest,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
+
+if TYPE_CHECKING:
+    from engine.automation.enforcement import Enforcer
+    from engine.automation.events import Events
 
 #: Webhook keys: a prefix and 32 random bytes.
 WEBHOOK_PREFIX = "wh_"
@@ -84,6 +91,26 @@ def check_fresh(timestamp: str, tolerance_s: float, now_s: float) -> None:
         )
 
 
+class RateLimiter:
+    """A token bucket per key: ``rate_per_s`` sustained, ``burst`` at once."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> None:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+        if tokens < 1:
+            wait_s = (1 - tokens) / self.rate_per_s
+            raise TooManyRequests(f"too many webhook calls; retry in {wait_s:.1f} s", wait_s)
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 10_000:
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+
+
 class SeenCalls:
     """Signatures of timestamped calls still within the tolerance window: a second one is a
     replay. Bounded: past ``max_size`` the expired go, then the oldest."""
@@ -119,14 +146,16 @@ def check_webhook_allowed(ref: str, trigger_type: str) -> None:
 class Webhooks:
     def __init__(
         self,
-        store: Store,
+        repo: AutomationRepository,
         secrets_box: SecretBox,
+        events: Events,
         enforcer: Enforcer,
         limiter: RateLimiter,
         tolerance_s: float = 300.0,
     ) -> None:
-        self.store = store
+        self.repo = repo
         self.secrets = secrets_box
+        self.events = events
         self.enforcer = enforcer
         self.limiter = limiter
         self.tolerance_s = tolerance_s
@@ -144,12 +173,7 @@ class Webhooks:
         """Check a webhook call, record its event, and process the rules in the background.
         ``origin``: what the event's ``config`` records besides the source (headers, address,
         user agent); ``timestamp``: the ``X-Webhook-Timestamp`` header, if sent."""
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(triggers).where(triggers.c.webhook_key_hash == webhook_key_hash(key))
-                )
-            ).first()
+        row = await self.repo.trigger_by_key_hash(webhook_key_hash(key))
         if row is None:
             raise NotFound("unknown webhook key")
         if not row.webhook_enabled or not row.enabled:
@@ -179,13 +203,13 @@ class Webhooks:
         self.limiter.take(key)
         if replay_key is not None:
             self.seen_calls.remember(replay_key)
-        event = await self.enforcer.record_event(
+        event = await self.events.record(
             row.ref, payload, "webhook", trigger_id=row.id, config=config
         )
-        self.enforcer.process_soon(event["id"])
+        self.enforcer.process_soon(event.id)
         return {
-            "event_id": event["id"],
+            "event_id": event.id,
             "trigger_ref": row.ref,
-            "received_at": event["created"],
+            "received_at": event.received_at,
             "message": "Webhook received successfully",
         }

@@ -13,7 +13,7 @@ values, renders the templates and submits the run with them kept secret.
 - A parameter that becomes secret after a rule was saved is shown redacted at once (listings
   redact by the action's current schema), and its value is sealed when the action changes
   over the API, its pack is registered again, or the server starts
-  (:meth:`engine.events.Automation.seal_rule_secrets`).
+  (:meth:`engine.automation.rules.Rules.seal_secrets`).
 - An update that sends the marker back (a client that read the rule and writes it again)
   keeps the stored value.
 """

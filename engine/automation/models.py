@@ -1,31 +1,19 @@
-"""The event-driven half: ``Trigger -> Event -> Rule -> Enforcement -> Execution``.
-
-Request models and the records the API shows. They follow Attune's published types
+"""The requests of the event-driven half (``Trigger -> Event -> Rule -> Enforcement ->
+Execution``). They follow Attune's published types
 (``CreateTriggerRequest``, ``UpdateTriggerRequest``, ``CreateRuleRequest``, ``UpdateRuleRequest``;
 ``TriggerResponse``, ``RuleResponse``, ``EventResponse``, ``EnforcementResponse``): every field of
 Attune's requests is accepted and means what it means there, fields nobody defines are ignored,
-and responses carry Attune's fields with Attune's names and values, ours beside them.
-
-An event (a webhook POST, a timer tick) is recorded first; then every enabled rule of its
-trigger is considered (only its own rule, for a rule timer's tick): conditions checked,
-``action_params`` rendered from the event, an enforcement recorded (one per rule and event, a
-unique key), and an execution submitted that links it. See :mod:`engine.enforcement`.
+and responses (:mod:`engine.api.automation_views`) carry Attune's fields with Attune's names
+and values, ours beside them.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import Row
 
-from engine.errors import TooManyRequests
-from engine.params import secret_names
-from engine.rule_secrets import shown
-from engine.schedules import TRIGGER_TIMERS, trigger_timer_problem
-from engine.schedules import next_fire as next_fire  # where it was
+from engine.automation.schedules import TRIGGER_TIMERS, trigger_timer_problem
 
 #: ``pack.name`` (more dots allowed), or a bare name when the request names its ``pack_ref``.
 REF_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_.-]+)?$"
@@ -196,138 +184,3 @@ class RuleUpdate(_Tolerant):
                 data[name] = value
         data["ref"] = current["ref"]
         return RuleSpec.model_validate(data)
-
-
-# -- records ----------------------------------------------------------------------------------
-
-
-def _fields(row: Row[Any] | Mapping[str, Any]) -> Mapping[Any, Any]:
-    return row._mapping if isinstance(row, Row) else row
-
-
-def trigger_record(
-    row: Row[Any] | Mapping[str, Any], webhook_key: str | None = None
-) -> dict[str, Any]:
-    """``webhook_key``: the key opened for a caller who may manage the trigger, else ``None``
-    (the row holds it only hashed and sealed)."""
-    m = _fields(row)
-    return {
-        "id": m["id"],
-        "ref": m["ref"],
-        "pack": m.get("pack_id"),
-        "pack_ref": m["pack_ref"],
-        "label": m["label"],
-        "description": m["description"],
-        "enabled": m["enabled"],
-        "is_adhoc": not m["from_pack"],
-        "param_schema": m["param_schema"],
-        "out_schema": m["out_schema"],
-        "webhook_enabled": m["webhook_enabled"],
-        "webhook_key": webhook_key,
-        "created": m["created"],
-        "updated": m["updated"],
-        # ours
-        "type": m["type"],
-        "parameters": m["parameters"],
-        "has_webhook_secret": m["webhook_secret"] is not None,
-        "next_fire_at": m["next_fire_at"],
-    }
-
-
-def rule_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = _fields(row)
-    conditions = m["conditions"]
-    return {
-        "id": m["id"],
-        "ref": m["ref"],
-        "pack": m.get("pack_id"),
-        "pack_ref": m["pack_ref"],
-        "label": m["label"],
-        "description": m["description"],
-        "action": m.get("action_id"),
-        "action_ref": m["action_ref"],
-        "trigger": m.get("trigger_id"),
-        "trigger_ref": m["trigger_ref"],
-        "conditions": {} if conditions is None else conditions,
-        "action_params": shown(
-            m["action_params"], secret_names(m.get("action_param_schema") or {})
-        ),
-        "trigger_params": m["trigger_params"] or {},
-        "permission_set_refs": None,
-        "enabled": m["enabled"],
-        "is_adhoc": not m["from_pack"],
-        "owner_identity": None,
-        "created": m["created"],
-        "updated": m["updated"],
-        # ours
-        "chat_channel": m["chat_channel"],
-        "callback_url": m["callback_url"],
-        "next_fire_at": m["next_fire_at"],
-    }
-
-
-def event_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = _fields(row)
-    return {
-        "id": m["id"],
-        "trigger": m["trigger_id"],
-        "trigger_ref": m["trigger_ref"],
-        "config": m["config"],
-        "payload": m["payload"],
-        "has_payload": m["payload"] is not None,
-        # Attune's ``source`` is a sensor's id; ours names what made the event.
-        "source": m["source"],
-        "source_ref": m["source"],
-        "rule": m["rule_id"],
-        "rule_ref": m["rule_ref"],
-        "created": m["received_at"],
-        # ours
-        "received_at": m["received_at"],
-        "processed_at": m["processed_at"],
-    }
-
-
-def enforcement_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    """An enforcement; ``row`` may carry its event's payload as ``event_payload``."""
-    m = _fields(row)
-    payload = m.get("event_payload")
-    conditions = m["conditions"]
-    return {
-        "id": m["id"],
-        "rule": m["rule_id"],
-        "rule_ref": m["rule_ref"],
-        "trigger_ref": m["trigger_ref"],
-        "config": m["config"],
-        "event": m["event_id"],
-        "status": ENFORCEMENT_STATUS.get(m["status"], m["status"]),
-        "payload": payload if isinstance(payload, dict) else {},
-        "condition": "all",
-        "conditions": {} if conditions is None else conditions,
-        "created": m["created"],
-        "resolved_at": m["resolved_at"],
-        # ours
-        "event_id": m["event_id"],
-        "outcome": m["status"],
-        "execution_id": m["execution_id"],
-        "error": m["error"],
-    }
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate_per_s`` sustained, ``burst`` at once."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> None:
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        if tokens < 1:
-            wait_s = (1 - tokens) / self.rate_per_s
-            raise TooManyRequests(f"too many webhook calls; retry in {wait_s:.1f} s", wait_s)
-        self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 10_000:
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}

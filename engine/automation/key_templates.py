@@ -1,5 +1,5 @@
 """Keys in rule templates: ``kv.get('ref')`` and ``kv.get_secret('ref')`` in a rule's
-``action_params`` (engine/enforcement.py renders them with :func:`evaluate_rule`).
+``action_params`` (engine/automation/enforcement.py renders them with :func:`evaluate_rule`).
 
 Templates render synchronously (a sandboxed Jinja environment, engine/templates.py, in a worker
 process: engine/template_pool.py), so the keys they name are loaded between renderings: a
@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import and_, select
-
+from engine.automation.records import AutomationRepository
 from engine.crypto import SecretBox
-from engine.keys import live_clause, plain_value
 from engine.storage import Store
-from engine.storage.tables import keys
+from engine.storage.automation import automation_repository
 from engine.templates import TemplateProblem, evaluate, mentions_kv
 
 #: Keys one rendering may read, and rounds of loading them (a ref may be read from a key).
@@ -57,7 +55,7 @@ class InProcess:
 
 
 async def evaluate_rule(
-    store: Store,
+    repo: AutomationRepository,
     box: SecretBox,
     evaluator: Evaluator,
     conditions: Any,
@@ -82,7 +80,7 @@ async def evaluate_rule(
             break
         if len(loaded) + len(missing) > MAX_TEMPLATE_KEYS:
             raise TemplateProblem(f"the templates read more than {MAX_TEMPLATE_KEYS} keys")
-        found = await template_values(store, box, missing)
+        found = await template_values(repo, box, missing)
         loaded.update({ref: None if v is None else [v[0], v[1]] for ref, v in found.items()})
     if outcome["problem"] is not None:
         secrets = [v[0] for v in (loaded or {}).values() if v is not None and v[1]]
@@ -95,7 +93,8 @@ async def render_with_keys(
 ) -> tuple[Any, frozenset[str]]:
     """Render a rule's ``action_params`` with ``kv`` beside the event, in process (see
     :func:`evaluate_rule`)."""
-    rendered = await evaluate_rule(store, box, InProcess(), None, value, context)
+    repo = automation_repository(store)
+    rendered = await evaluate_rule(repo, box, InProcess(), None, value, context)
     assert rendered is not None  # no conditions: they hold
     return rendered
 
@@ -120,18 +119,13 @@ def scrub(text: str, secrets: list[Any]) -> str:
 
 
 async def template_values(
-    store: Store, box: SecretBox, names: set[str]
+    repo: AutomationRepository, box: SecretBox, names: set[str]
 ) -> dict[str, tuple[Any, bool] | None]:
     """``(value, encrypted)`` of each named key that exists and has not expired, decrypted;
     None for the others. Keys owned by an identity are not for templates (a rule acts for no
     identity) and read as missing."""
     found: dict[str, tuple[Any, bool] | None] = dict.fromkeys(names)
-    query = select(keys).where(
-        and_(keys.c.ref.in_(sorted(names)), keys.c.owner_type != "identity", live_clause())
-    )
-    async with store.read() as conn:
-        rows = (await conn.execute(query)).all()
-    for row in rows:
-        value = box.open(row.sealed).get("v") if row.encrypted else plain_value(row)
-        found[row.ref] = (value, bool(row.encrypted))
+    for key in await repo.template_keys(sorted(names)):
+        value = box.open(key.sealed).get("v") if key.encrypted else key.value
+        found[key.ref] = (value, key.encrypted)
     return found
