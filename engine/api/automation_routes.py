@@ -10,7 +10,13 @@ import orjson
 from pydantic import BaseModel
 
 from engine.api import schemas as s
-from engine.api.automation_views import enforcement_view, event_view, rule_view, trigger_view
+from engine.api.automation_views import (
+    accepted_view,
+    enforcement_view,
+    event_view,
+    rule_view,
+    trigger_view,
+)
 from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of, paged
 from engine.api.routes import requester
 from engine.auth import ROLES
@@ -150,7 +156,7 @@ async def receive_webhook(call: Call) -> Any:
         origin,
         headers.get("X-Webhook-Timestamp"),
     )
-    return {"data": accepted}
+    return {"data": accepted_view(accepted)}
 
 
 # -- rules ----------------------------------------------------------------------------------

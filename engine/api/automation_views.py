@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.automation.models import ENFORCEMENT_STATUS
-from engine.automation.records import Enforcement, Event, Rule, Trigger
+from engine.automation.records import Enforcement, Event, Rule, Trigger, WebhookAccepted
 from engine.automation.rule_secrets import shown
 from engine.params import secret_names
 
@@ -111,4 +111,14 @@ def enforcement_view(enforcement: Enforcement) -> dict[str, Any]:
         "outcome": enforcement.status,
         "execution_id": enforcement.execution_id,
         "error": enforcement.error,
+    }
+
+
+def accepted_view(accepted: WebhookAccepted) -> dict[str, Any]:
+    """Attune's answer to a webhook call."""
+    return {
+        "event_id": accepted.event_id,
+        "trigger_ref": accepted.trigger_ref,
+        "received_at": accepted.received_at,
+        "message": "Webhook received successfully",
     }

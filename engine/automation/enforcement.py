@@ -22,8 +22,8 @@ from typing import Any
 from engine.audit import AuditEntry
 from engine.automation.key_templates import Evaluator, InProcess, evaluate_rule
 from engine.automation.records import (
-    AutomationRepository,
     Enforcement,
+    EnforcementRepository,
     Event,
     NewEnforcement,
     Rule,
@@ -83,7 +83,7 @@ def _new(rule: Rule, event: Event) -> NewEnforcement:
 class Enforcer:
     def __init__(
         self,
-        repo: AutomationRepository,
+        repo: EnforcementRepository,
         service: ExecutionService,
         secrets_box: SecretBox,
         evaluator: Evaluator | None = None,

@@ -9,9 +9,9 @@ from typing import Any
 
 from engine.automation.models import STATUS_FILTER
 from engine.automation.records import (
-    AutomationRepository,
     Enforcement,
     EnforcementFilter,
+    EnforcementRepository,
     Event,
     EventFilter,
 )
@@ -27,7 +27,7 @@ def _check_page(page: int, per_page: int) -> None:
 
 
 class Events:
-    def __init__(self, store: Store, repo: AutomationRepository) -> None:
+    def __init__(self, store: Store, repo: EnforcementRepository) -> None:
         self.store = store
         self.repo = repo
 

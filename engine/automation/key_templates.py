@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from engine.automation.records import AutomationRepository
+from engine.automation.records import TemplateKeys
 from engine.crypto import SecretBox
 from engine.storage import Store
 from engine.storage.automation import automation_repository
@@ -55,7 +55,7 @@ class InProcess:
 
 
 async def evaluate_rule(
-    repo: AutomationRepository,
+    repo: TemplateKeys,
     box: SecretBox,
     evaluator: Evaluator,
     conditions: Any,
@@ -119,7 +119,7 @@ def scrub(text: str, secrets: list[Any]) -> str:
 
 
 async def template_values(
-    repo: AutomationRepository, box: SecretBox, names: set[str]
+    repo: TemplateKeys, box: SecretBox, names: set[str]
 ) -> dict[str, tuple[Any, bool] | None]:
     """``(value, encrypted)`` of each named key that exists and has not expired, decrypted;
     None for the others. Keys owned by an identity are not for templates (a rule acts for no

@@ -110,6 +110,15 @@ class Enforcement:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookAccepted:
+    """A webhook call taken: the event it recorded (its rules run in the background)."""
+
+    event_id: int
+    trigger_ref: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class TriggerFields:
     """What a trigger's create or update writes."""
 
@@ -230,28 +239,14 @@ class EnforcementFilter:
     since: datetime | None = None
 
 
-class AutomationRepository(Protocol):
-    """Where triggers, rules, events and enforcements are kept. Methods that take ``conn`` run
-    inside the caller's write transaction (from ``store.write()``)."""
-
-    # -- packs ---------------------------------------------------------------------------------
+class TriggerRepository(Protocol):
+    """Triggers (and whether a pack exists)."""
 
     async def pack_exists(self, pack_ref: str) -> bool: ...
-
-    async def forget_stale(
-        self, pack_ref: str, kept_rules: Sequence[str], kept_triggers: Sequence[str]
-    ) -> None:
-        """Remove the pack's rules and triggers (made by the pack) not in the kept lists; a
-        trigger a remaining rule uses stays."""
-        ...
-
-    # -- triggers ------------------------------------------------------------------------------
 
     async def get_trigger(self, ref: str) -> Trigger | None: ...
 
     async def trigger_by_key_hash(self, key_hash: str) -> Trigger | None: ...
-
-    async def trigger_id(self, conn: Conn, ref: str) -> int | None: ...
 
     async def list_triggers(
         self, *, pack_ref: str | None = None, enabled: bool | None = None
@@ -288,7 +283,9 @@ class AutomationRepository(Protocol):
         use it."""
         ...
 
-    # -- rules ---------------------------------------------------------------------------------
+
+class RuleRepository(Protocol):
+    """Rules (and a pack's stale rules and triggers)."""
 
     async def get_rule(self, ref: str) -> Rule | None:
         """The rule with its pack's, action's and trigger's ids and its action's schema."""
@@ -333,14 +330,19 @@ class AutomationRepository(Protocol):
         """Write a rule's parameters unless it changed since ``updated`` was read."""
         ...
 
-    async def event_for_processing(
-        self, event_id: int
-    ) -> tuple[Event, Trigger | None, list[Rule]] | None:
-        """An event, its trigger, and the enabled rules it is for (its own rule, for a rule
-        timer's tick; else every enabled rule of its trigger), by id; None: no such event."""
+    async def forget_stale(
+        self, pack_ref: str, kept_rules: Sequence[str], kept_triggers: Sequence[str]
+    ) -> None:
+        """Remove the pack's rules and triggers (made by the pack) not in the kept lists; a
+        trigger a remaining rule uses stays."""
         ...
 
-    # -- events --------------------------------------------------------------------------------
+
+class EventRepository(Protocol):
+    """Events. Methods that take ``conn`` run inside the caller's write transaction (from
+    ``store.write()``)."""
+
+    async def trigger_id(self, conn: Conn, ref: str) -> int | None: ...
 
     async def insert_event(
         self,
@@ -357,15 +359,32 @@ class AutomationRepository(Protocol):
 
     async def get_event(self, event_id: int) -> Event | None: ...
 
-    async def mark_processed(self, event_id: int, at: datetime) -> None: ...
-
-    async def unprocessed_events(self, received_before: datetime, limit: int) -> list[int]: ...
-
     async def list_events(
         self, where: EventFilter, page: int, per_page: int
     ) -> tuple[list[Event], int]: ...
 
-    # -- enforcements --------------------------------------------------------------------------
+
+class TemplateKeys(Protocol):
+    """The keys a rule's templates read."""
+
+    async def template_keys(self, refs: Sequence[str]) -> list[StoredKey]:
+        """The named keys that exist, have not expired and are not owned by an identity."""
+        ...
+
+
+class EnforcementRepository(EventRepository, TemplateKeys, Protocol):
+    """An event's processing: its rules, their enforcements, the execution each made."""
+
+    async def event_for_processing(
+        self, event_id: int
+    ) -> tuple[Event, Trigger | None, list[Rule]] | None:
+        """An event, its trigger, and the enabled rules it is for (its own rule, for a rule
+        timer's tick; else every enabled rule of its trigger), by id; None: no such event."""
+        ...
+
+    async def mark_processed(self, event_id: int, at: datetime) -> None: ...
+
+    async def unprocessed_events(self, received_before: datetime, limit: int) -> list[int]: ...
 
     async def find_enforcement(self, rule_ref: str, event_id: int) -> Enforcement | None: ...
 
@@ -395,7 +414,10 @@ class AutomationRepository(Protocol):
         self, where: EnforcementFilter, page: int, per_page: int
     ) -> tuple[list[Enforcement], int]: ...
 
-    # -- timers --------------------------------------------------------------------------------
+
+class TimerRepository(EventRepository, Protocol):
+    """Due timers, moved on by one process each tick (which records the tick's event in the
+    same transaction)."""
 
     async def due_trigger_timers(self, types: Sequence[str], now: datetime) -> list[Trigger]: ...
 
@@ -414,8 +436,9 @@ class AutomationRepository(Protocol):
         process did."""
         ...
 
-    # -- keys for templates --------------------------------------------------------------------
 
-    async def template_keys(self, refs: Sequence[str]) -> list[StoredKey]:
-        """The named keys that exist, have not expired and are not owned by an identity."""
-        ...
+class AutomationRepository(
+    TriggerRepository, RuleRepository, EnforcementRepository, TimerRepository, Protocol
+):
+    """The whole aggregate: what :class:`engine.automation.service.Automation` builds its parts
+    on (:func:`engine.storage.automation.automation_repository`)."""

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 
 from engine.automation.models import RuleSpec
-from engine.automation.records import AutomationRepository, Rule, RuleFields
+from engine.automation.records import Rule, RuleFields, RuleRepository
 from engine.automation.rule_secrets import opened, sealed_names, split_secrets
 from engine.automation.schedules import RULE_TIMERS, now_utc, rule_schedule
 from engine.automation.triggers import Triggers
@@ -23,7 +23,7 @@ log = logging.getLogger("attune.rules")
 class Rules:
     def __init__(
         self,
-        repo: AutomationRepository,
+        repo: RuleRepository,
         triggers: Triggers,
         catalog: Catalog,
         secrets_box: SecretBox,

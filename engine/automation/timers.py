@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from engine.automation.enforcement import Enforcer
-from engine.automation.records import AutomationRepository
+from engine.automation.records import TimerRepository
 from engine.automation.schedules import TRIGGER_TIMERS, next_fire, now_utc, rule_schedule
 from engine.errors import InvalidRequest
 from engine.storage import Store
@@ -26,7 +26,7 @@ MAX_DUE_PER_PASS = 500
 
 
 class Timers:
-    def __init__(self, store: Store, repo: AutomationRepository, enforcer: Enforcer) -> None:
+    def __init__(self, store: Store, repo: TimerRepository, enforcer: Enforcer) -> None:
         self.store = store
         self.repo = repo
         self.enforcer = enforcer

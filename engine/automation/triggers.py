@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from engine.automation.models import TriggerSpec, TriggerUpdate
-from engine.automation.records import AutomationRepository, Trigger, TriggerFields
+from engine.automation.records import Trigger, TriggerFields, TriggerRepository
 from engine.automation.schedules import TRIGGER_TIMERS, next_fire, now_utc
 from engine.automation.webhooks import (
     check_webhook_allowed,
@@ -20,7 +20,7 @@ from engine.errors import Conflict, InvalidRequest, NotFound
 
 
 class Triggers:
-    def __init__(self, repo: AutomationRepository, secrets_box: SecretBox) -> None:
+    def __init__(self, repo: TriggerRepository, secrets_box: SecretBox) -> None:
         self.repo = repo
         self.secrets = secrets_box
 

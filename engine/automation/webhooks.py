@@ -21,7 +21,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.automation.records import AutomationRepository
+from engine.automation.records import TriggerRepository, WebhookAccepted
 from engine.automation.schedules import RULE_TIMERS, TRIGGER_TIMERS
 from engine.crypto import SecretBox
 from engine.errors import (
@@ -146,7 +146,7 @@ def check_webhook_allowed(ref: str, trigger_type: str) -> None:
 class Webhooks:
     def __init__(
         self,
-        repo: AutomationRepository,
+        repo: TriggerRepository,
         secrets_box: SecretBox,
         events: Events,
         enforcer: Enforcer,
@@ -169,7 +169,7 @@ class Webhooks:
         payload: Any,
         origin: dict[str, Any],
         timestamp: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> WebhookAccepted:
         """Check a webhook call, record its event, and process the rules in the background.
         ``origin``: what the event's ``config`` records besides the source (headers, address,
         user agent); ``timestamp``: the ``X-Webhook-Timestamp`` header, if sent."""
@@ -207,9 +207,4 @@ class Webhooks:
             row.ref, payload, "webhook", trigger_id=row.id, config=config
         )
         self.enforcer.process_soon(event.id)
-        return {
-            "event_id": event.id,
-            "trigger_ref": row.ref,
-            "received_at": event.received_at,
-            "message": "Webhook received successfully",
-        }
+        return WebhookAccepted(event.id, row.ref, event.received_at)
