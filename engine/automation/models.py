@@ -70,7 +70,7 @@ class TriggerSpec(_Named):
 
     #: ``webhook`` (events from webhooks); ``interval``/``cron``/``date``: the trigger fires
     #: itself on ``parameters``; ``intervaltimer``/``crontimer``/``datetimetimer``: each rule
-    #: on it fires on its own ``trigger_params`` (see :mod:`engine.schedules`).
+    #: on it fires on its own ``trigger_params`` (see :mod:`engine.automation.schedules`).
     type: TriggerType = "webhook"
     parameters: dict[str, Any] = Field(default_factory=dict)
     param_schema: dict[str, Any] | None = None
@@ -142,7 +142,8 @@ class RuleSpec(_Named):
     #: a JSON-Logic object (see :mod:`engine.templates`).
     conditions: Conditions = None
     action_params: dict[str, Any] = Field(default_factory=dict)
-    #: The rule's settings for its trigger: a rule timer's schedule (see :mod:`engine.schedules`).
+    #: The rule's settings for its trigger: a rule timer's schedule (see
+    #: :mod:`engine.automation.schedules`).
     trigger_params: dict[str, Any] = Field(default_factory=dict)
     #: Attune's execution permission sets: accepted; this server has roles instead.
     permission_set_refs: list[str] | None = None

@@ -1,5 +1,5 @@
 """Timer schedules (pure): when a timer fires next, and what its tick's event carries.
-The firing of due ticks is :mod:`engine.timers`.
+The firing of due ticks is :mod:`engine.automation.timers`.
 
 Two kinds of timer exist side by side:
 
