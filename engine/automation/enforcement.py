@@ -38,7 +38,7 @@ from engine.records import Executor
 from engine.service import ExecutionService
 from engine.templates import TemplateProblem
 
-log = logging.getLogger("attune.rules")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: An enforcement still ``creating`` after this long was interrupted; a later pass finishes it.
 ENFORCEMENT_STALE_S = 30.0

@@ -17,7 +17,7 @@ from engine.errors import Conflict, EngineError, InvalidParameters, InvalidReque
 from engine.params import REDACTED, normalize_schema, secret_names, validate_parameters
 from engine.templates import check_conditions, check_templates
 
-log = logging.getLogger("attune.rules")
+log = logging.getLogger(f"attune.{__name__}")
 
 
 class Rules:

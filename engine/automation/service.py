@@ -7,7 +7,6 @@ Execution``) behind one facade. Its parts: :mod:`~engine.automation.triggers` an
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +27,6 @@ from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.automation import automation_repository
 from engine.template_pool import TemplatePool
-
-log = logging.getLogger("attune.rules")
 
 #: Trigger types of an Attune pack's ``triggers/*.yaml`` (whose ``parameters`` is a schema),
 #: as ours.

@@ -18,7 +18,7 @@ from engine.automation.schedules import TRIGGER_TIMERS, next_fire, now_utc, rule
 from engine.errors import InvalidRequest
 from engine.storage import Store
 
-log = logging.getLogger("attune.timers")
+log = logging.getLogger(f"attune.{__name__}")
 
 
 #: Rule timers fired per pass at most (the rest fire on the next pass, a poll later).
