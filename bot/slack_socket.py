@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
+from engine import backoff
+
 log = logging.getLogger("attune.slack")
 
 #: Bound on one attempt: asking for a WebSocket URL, then opening it.
@@ -64,8 +66,9 @@ class SocketModeLink:
             await asyncio.wait_for(self._tried.wait(), timeout_s)
 
     async def _run(self) -> None:
-        delay = FIRST_BACKOFF_S
+        failures = 0
         while True:
+            delay = backoff.delay_s(failures, base_s=FIRST_BACKOFF_S, cap_s=MAX_BACKOFF_S)
             try:
                 await self._connect_once()
             except Exception as exc:
@@ -82,7 +85,7 @@ class SocketModeLink:
                 return
             self._tried.set()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
+            failures += 1
 
     async def _connect_once(self) -> None:
         client = self.handler.client

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from engine import backoff
 from engine.errors import (
     EngineError,
     Forbidden,
@@ -178,7 +179,7 @@ class LoginThrottle:
             extra = len(failures) - self.max_failures
             if extra < 0:
                 return 0.0
-            delay_s = min(self.window_s, LOGIN_BACKOFF_BASE_S * float(2 ** min(extra, 20)))
+            delay_s = backoff.delay_s(extra, base_s=LOGIN_BACKOFF_BASE_S, cap_s=self.window_s)
             return failures[-1] + delay_s - now
         factor = self.address_factor if key.startswith("client:") else self.login_factor
         if len(failures) < self.max_failures * factor:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, literal_column, or_, select, update
 
+from engine import backoff
 from engine.errors import EngineError
 from engine.foreground import Foreground
 from engine.service import ExecutionService
@@ -33,7 +34,7 @@ log = logging.getLogger("attune.outbox")
 LEASE_S = 120.0
 #: Rows claimed per round.
 BATCH = 50
-#: Backoff after failed attempts: base * 2**attempts, capped.
+#: Backoff after failed attempts: base * 2**(attempts - 1), capped (:mod:`engine.backoff`).
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 
@@ -137,7 +138,7 @@ class Sink(Protocol):
 
 
 def backoff_s(attempts: int) -> float:
-    return float(min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_MAX_S))
+    return backoff.delay_s(max(attempts - 1, 0), base_s=BACKOFF_BASE_S, cap_s=BACKOFF_MAX_S)
 
 
 class OutboxDrainer:

@@ -18,8 +18,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from engine import backoff, procs
 from engine import broker as topics
-from engine import procs
 from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
@@ -290,7 +290,7 @@ class Worker:
                 }
                 if target is ExecutionStatus.COMPLETED:
                     target = ExecutionStatus.FAILED
-                await asyncio.sleep(min(2**attempt * 0.1, 5.0))
+                await asyncio.sleep(backoff.delay_s(attempt, base_s=0.1, cap_s=5.0))
 
     # -- keeping promises under faults ------------------------------------------------------
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
+from engine import backoff
 from engine.errors import Conflict, EngineError, Unavailable
 from engine.private_files import touch_private_file
 from engine.storage import fast
@@ -299,7 +300,7 @@ class Store:
         if self._group is not None:
             return self._writer, self._group
         deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-        pause = 0.001
+        tries = 0
         while True:
             try:
                 self._writer.exec_driver_sql("BEGIN IMMEDIATE")
@@ -307,8 +308,8 @@ class Store:
             except OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            await asyncio.sleep(backoff.delay_s(tries, base_s=0.001, cap_s=0.05))
+            tries += 1
         self._group = asyncio.get_running_loop().create_future()
         # Its failure reaches every waiting block; retrieved here for a group nobody awaits.
         self._group.add_done_callback(_retrieve)
