@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from cachetools import TTLCache
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -43,7 +44,7 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
 from config import Settings
-from engine.automation.webhooks import SeenCalls
+from engine.automation.webhooks import SEEN_MAX, SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.foreground import Foreground
 
@@ -84,21 +85,18 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
 
 
 class RecentKeys:
-    """Keys seen in the last ``ttl_s`` seconds: a retried interactive payload acts once."""
+    """Keys seen in the last ``ttl_s`` seconds: a retried interactive payload acts once.
+    Bounded: past ``max_size`` the expired go, then the least recently added."""
 
-    def __init__(self, ttl_s: float = 600.0) -> None:
+    def __init__(self, ttl_s: float = 600.0, max_size: int = 10_000) -> None:
         self.ttl_s = ttl_s
-        self._seen: dict[str, float] = {}
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=max_size, ttl=ttl_s)
 
     def add(self, key: str) -> bool:
         """True the first time ``key`` is seen (within the TTL)."""
-        now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._seen = {k: t for k, t in self._seen.items() if now - t < self.ttl_s}
-        seen = self._seen.get(key)
-        if seen is not None and now - seen < self.ttl_s:
+        if key in self._seen:
             return False
-        self._seen[key] = now
+        self._seen[key] = True
         return True
 
 
@@ -273,8 +271,8 @@ class SeenRequests:
     (``X-Slack-Retry-Num``) anew, over the same body. Only requests that carry a valid
     signature are remembered: anyone else cannot make a real request look like a replay."""
 
-    def __init__(self, max_age_s: float = SIGNATURE_MAX_AGE_S) -> None:
-        self._seen = SeenCalls(max_age_s)
+    def __init__(self, max_age_s: float = SIGNATURE_MAX_AGE_S, max_size: int = SEEN_MAX) -> None:
+        self._seen = SeenCalls(max_age_s, max_size)
 
     def first_time(self, signature: str, body: bytes, retried: bool) -> bool:
         """True, and remembered, the first time; False for a replay or a retry of a request

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from cachetools import TTLCache
+
 from engine import backoff
 from engine.errors import (
     EngineError,
@@ -208,7 +210,7 @@ class LoginThrottle:
             self._failures.pop(key, None)
 
 
-#: Tokens remembered at most (the cache is emptied when full).
+#: Tokens remembered at most.
 _TOKEN_CACHE_SIZE = 10_000
 
 
@@ -246,8 +248,11 @@ class AuthService:
         self.refresh_token_ttl_s = refresh_token_ttl_s
         self.throttle = LoginThrottle(login_max_failures, login_window_s)
         self.cache_s = cache_s
-        #: token hash -> (when looked up, principal, expiry): valid tokens only.
-        self._cache: dict[str, tuple[float, Principal, datetime | None]] = {}
+        #: token hash -> (principal, expiry), for ``cache_s``: valid tokens only. Past the bound
+        #: the least recently used goes.
+        self._cache: TTLCache[str, tuple[Principal, datetime | None]] = TTLCache(
+            maxsize=_TOKEN_CACHE_SIZE, ttl=cache_s
+        )
 
     async def ensure_admin(self, login: str, password: str | None) -> str | None:
         """Create the first administrator if there are no users; return a generated password."""
@@ -360,8 +365,8 @@ class AuthService:
         """Drop this process's cached tokens of ``login`` (other processes trust theirs for at
         most ``cache_s``)."""
         key_of = login_key(login)
-        for key in [k for k, v in self._cache.items() if login_key(v[1].login) == key_of]:
-            del self._cache[key]
+        for key in [k for k, v in self._cache.items() if login_key(v[0].login) == key_of]:
+            self._cache.pop(key, None)
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -402,10 +407,9 @@ class AuthService:
         token is remembered for ``cache_s`` (its expiry is checked on every call), under its
         SHA-256: the same string, so it is not verified again."""
         key = token_hash(token)
-        now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < self.cache_s:
-            _, principal, expires_at = cached
+        if cached is not None:
+            principal, expires_at = cached
         else:
             if looks_like_jwt(token):
                 self.session_tokens.verify(token, "access")
@@ -423,9 +427,7 @@ class AuthService:
             )
             expires_at = row.expires_at
             if self.cache_s > 0:
-                if len(self._cache) >= _TOKEN_CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[key] = (now, principal, expires_at)
+                self._cache[key] = (principal, expires_at)
         if expires_at is not None and expires_at <= now_utc():
             self._cache.pop(key, None)
             raise Unauthorized("token expired; log in again")

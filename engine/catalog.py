@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
+
+from cachetools import TTLCache
 
 from engine.catalog_records import Action, Pack
 from engine.errors import NotFound, PackError
@@ -12,6 +13,9 @@ from engine.packs import RUNTIME_REFS, ActionSpec, PackSpec, load_pack
 from engine.params import flat_schema
 from engine.storage import Store
 from engine.storage.catalog import catalog_repository
+
+#: Action specs cached at most.
+ACTION_CACHE_SIZE = 10_000
 
 
 def action_spec(action: Action) -> ActionSpec:
@@ -28,7 +32,8 @@ class Catalog:
         self.repo = catalog_repository(store)
         self.store = store
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, ActionSpec]] = {}
+        #: ref -> spec, for ``cache_s``; past the bound the least recently used goes.
+        self._cache: TTLCache[str, ActionSpec] = TTLCache(maxsize=ACTION_CACHE_SIZE, ttl=cache_s)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -86,14 +91,11 @@ class Catalog:
     get_action_row = action
 
     async def get_action(self, ref: str) -> ActionSpec:
-        now = time.monotonic()
         cached = self._cache.get(ref)
-        if cached is not None and now - cached[0] < self.cache_s:
-            return cached[1]
+        if cached is not None:
+            return cached
         spec = action_spec(await self.get_action_row(ref))
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[ref] = (now, spec)
+        self._cache[ref] = spec
         return spec
 
     async def create_action(self, spec: ActionSpec) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cachetools import LRUCache
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as SchemaValidationError
@@ -221,9 +222,12 @@ def _plural_type(expected: Any) -> str:
 
 
 #: Validators of the schemas seen lately, by the schema object's identity (an action's spec,
-#: and so its schema, is shared while the catalog caches it).
-_VALIDATORS: dict[int, tuple[Mapping[str, Any], Draft202012Validator]] = {}
+#: and so its schema, is shared while the catalog caches it). Past the bound the least recently
+#: used goes.
 _MAX_VALIDATORS = 512
+_VALIDATORS: LRUCache[int, tuple[Mapping[str, Any], Draft202012Validator]] = LRUCache(
+    maxsize=_MAX_VALIDATORS
+)
 
 
 def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
@@ -231,8 +235,6 @@ def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
     if cached is not None and cached[0] is schema:
         return cached[1]
     validator = Draft202012Validator(dict(schema))
-    if len(_VALIDATORS) >= _MAX_VALIDATORS:
-        _VALIDATORS.clear()
     _VALIDATORS[id(schema)] = (schema, validator)
     return validator
 

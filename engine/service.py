@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import ColumnElement, Row, bindparam, false, func, insert, or_, select, update
 
 from engine import broker as topics
@@ -102,7 +103,7 @@ class ExecutionService:
         self.secrets = secrets
         self.metrics = metrics
         #: Counter children by (status, action): prometheus's labels() lookup, done once.
-        self._transitions: dict[tuple[str, str], Any] = {}
+        self._transitions: LRUCache[tuple[str, str], Any] = LRUCache(maxsize=10_000)
         self.default_timeout_s = default_timeout_s
         self.totals = Totals(store)
         #: Called after a submission with a chat route (its "created" delivery) is committed.
@@ -628,8 +629,6 @@ class ExecutionService:
         key = (status.value, action_ref)
         counter = self._transitions.get(key)
         if counter is None:
-            if len(self._transitions) > 10_000:
-                self._transitions.clear()
             counter = self._transitions[key] = self.metrics.transitions.labels(*key)
         counter.inc()
         log.info(

@@ -21,6 +21,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from cachetools import TTLCache
+
 from engine.automation.records import TriggerRepository, WebhookAccepted
 from engine.automation.schedules import RULE_TIMERS, TRIGGER_TIMERS
 from engine.crypto import SecretBox
@@ -111,30 +113,37 @@ class RateLimiter:
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
 
 
+def _monotonic_s() -> float:
+    """``time.monotonic()``, looked up at each call (a test moves the clock by patching it)."""
+    return time.monotonic()
+
+
 class SeenCalls:
     """Signatures of timestamped calls still within the tolerance window: a second one is a
-    replay. Bounded: past ``max_size`` the expired go, then the oldest."""
+    replay. Bounded: past ``max_size`` the expired go, then the least recently remembered."""
 
     def __init__(self, tolerance_s: float, max_size: int = SEEN_MAX) -> None:
         #: A timestamp may be up to the tolerance ahead: remember twice that long.
         self.keep_s = 2 * tolerance_s
-        self.max_size = max_size
-        self._until: dict[str, float] = {}  # key -> monotonic time it may be forgotten
+        self._seen: TTLCache[str, bool] = TTLCache(
+            maxsize=max_size, ttl=self.keep_s, timer=_monotonic_s
+        )
+
+    @property
+    def max_size(self) -> int:
+        return int(self._seen.maxsize)
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def seen(self, key: str) -> bool:
-        until = self._until.get(key)
-        return until is not None and until > time.monotonic()
+        return key in self._seen
 
     def remember(self, key: str) -> None:
-        now = time.monotonic()
-        if len(self._until) >= self.max_size:
-            self._until = {k: t for k, t in self._until.items() if t > now}
-            while len(self._until) >= self.max_size:
-                del self._until[next(iter(self._until))]
-        self._until[key] = now + self.keep_s
+        self._seen[key] = True
 
     def forget(self, key: str) -> None:
-        self._until.pop(key, None)
+        self._seen.pop(key, None)
 
 
 def check_webhook_allowed(ref: str, trigger_type: str) -> None:

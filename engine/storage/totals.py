@@ -13,13 +13,14 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import ColumnElement, Table, and_, func, literal, select, true
 
 from engine.storage.store import Store
 
 #: Totals up to this many rows are always exact.
 EXACT_UPTO = 10_000
-#: Filters whose large totals are remembered at most (the cache is emptied when full).
+#: Filters whose large totals are remembered at most (the least recently used goes).
 _MAX_KEYS = 256
 
 
@@ -27,7 +28,7 @@ class Totals:
     def __init__(self, store: Store, *, max_age_s: float = 5.0) -> None:
         self.store = store
         self.max_age_s = max_age_s
-        self._large: dict[Hashable, tuple[float, int]] = {}
+        self._large: LRUCache[Hashable, tuple[float, int]] = LRUCache(maxsize=_MAX_KEYS)
         self._recounting: dict[Hashable, asyncio.Task[int]] = {}
 
     async def count(
@@ -65,8 +66,6 @@ class Totals:
             n = await asyncio.shield(task)
         finally:
             self._recounting.pop(key, None)
-        if len(self._large) >= _MAX_KEYS:
-            self._large.clear()
         self._large[key] = (time.monotonic(), n)
         return n
 

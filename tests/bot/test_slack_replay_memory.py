@@ -38,8 +38,7 @@ def test_the_memory_lasts_as_long_as_a_signature_is_good_and_is_bounded(
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert seen.first_time("v0=aa", b"body", retried=False)  # Bolt refuses it as too old anyway
 
-    small = SeenRequests()
-    small._seen.max_size = 4  # two requests: a signature and a body digest each
+    small = SeenRequests(max_size=4)  # two requests: a signature and a body digest each
     for n in range(3):
         assert small.first_time(f"v0={n}", f"body-{n}".encode(), retried=False)
-    assert len(small._seen._until) <= 4
+    assert len(small._seen) <= 4
