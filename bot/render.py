@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine.params import REDACTED
+from engine.status import PENDING, TERMINAL
+from engine.status import ExecutionStatus as S
 
 #: Slack's limit on a section block's text.
 SECTION_TEXT_LIMIT = 3000
@@ -21,27 +23,29 @@ INLINE_OUTPUT_CHARS = 2900
 #: Parameters shown on a card before "…".
 CARD_PARAMS_CHARS = 400
 
-EMOJI = {
-    "requested": ":hourglass_flowing_sand:",
-    "scheduling": ":hourglass_flowing_sand:",
-    "scheduled": ":hourglass_flowing_sand:",
-    "running": ":gear:",
-    "completed": ":white_check_mark:",
-    "failed": ":x:",
-    "canceling": ":octagonal_sign:",
-    "cancelled": ":no_entry_sign:",
-    "timeout": ":alarm_clock:",
-    "abandoned": ":skull:",
+EMOJI: dict[str, str] = {
+    S.REQUESTED: ":hourglass_flowing_sand:",
+    S.SCHEDULING: ":hourglass_flowing_sand:",
+    S.SCHEDULED: ":hourglass_flowing_sand:",
+    S.RUNNING: ":gear:",
+    S.COMPLETED: ":white_check_mark:",
+    S.FAILED: ":x:",
+    S.CANCELING: ":octagonal_sign:",
+    S.CANCELLED: ":no_entry_sign:",
+    S.TIMEOUT: ":alarm_clock:",
+    S.ABANDONED: ":skull:",
 }
 #: action_id of the buttons (the Slack app listens for them).
 CANCEL_ACTION = "attune_cancel"
 RERUN_ACTION = "attune_rerun"
 CONFIRM_ACTION = "attune_confirm"
 ABORT_ACTION = "attune_abort"
-TERMINAL_WORDS = frozenset({"completed", "failed", "cancelled", "timeout", "abandoned"})
+TERMINAL_WORDS: frozenset[str] = frozenset(s.value for s in TERMINAL)
+#: Statuses whose card offers Cancel.
+CANCELLABLE_WORDS: frozenset[str] = frozenset(s.value for s in PENDING | {S.RUNNING})
 #: Replaces a code fence inside output, so it cannot end the code block early.
 _BROKEN_FENCE = "\u02cb\u02cb\u02cb"
-WORDS = {"requested": "queued", "scheduling": "queued", "scheduled": "queued"}
+WORDS: dict[str, str] = {s.value: "queued" for s in PENDING}
 
 
 def _duration(record: dict[str, Any]) -> str:
@@ -147,7 +151,7 @@ def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[di
     ]
     button = (
         (CANCEL_ACTION, "Cancel")
-        if status in ("requested", "scheduling", "scheduled", "running")
+        if status in CANCELLABLE_WORDS
         else (RERUN_ACTION, "Re-run")
         if status in TERMINAL_WORDS
         else None

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from engine.status import ExecutionStatus
 
 T = TypeVar("T")
 
-StatusName = Literal[
-    "requested",
-    "scheduling",
-    "scheduled",
-    "running",
-    "completed",
-    "failed",
-    "canceling",
-    "cancelled",
-    "timeout",
-    "abandoned",
+#: An execution's status: the values of :class:`engine.status.ExecutionStatus`, shown inline
+#: in the OpenAPI document (an enum of strings, no separate component).
+StatusName = Annotated[
+    ExecutionStatus,
+    WithJsonSchema(
+        {"enum": [s.value for s in ExecutionStatus], "title": "Status", "type": "string"}
+    ),
 ]
 
 

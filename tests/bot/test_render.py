@@ -6,6 +6,7 @@ from typing import Any
 
 from bot import render
 from bot.terminal import plain
+from engine.status import PENDING, TERMINAL, ExecutionStatus
 
 
 def record(status: str = "completed", **result: Any) -> dict[str, Any]:
@@ -134,3 +135,9 @@ def test_confirmation_has_confirm_and_abort_buttons_in_slack_only() -> None:
     ]
     assert "host=web1" in blocks[0]["text"]["text"]
     assert render.confirmation("1a2b3c4d", "ops.restart", {}, 300, buttons=False)[1] is None
+
+
+def test_every_status_has_an_emoji_and_ends_or_may_be_cancelled_per_engine_status() -> None:
+    assert set(render.EMOJI) == set(ExecutionStatus)
+    assert {s.value for s in TERMINAL} == render.TERMINAL_WORDS
+    assert {s.value for s in PENDING} | {"running"} == render.CANCELLABLE_WORDS
