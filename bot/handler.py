@@ -35,7 +35,7 @@ from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
 
-log = logging.getLogger("attune.bot")
+log = logging.getLogger(f"attune.{__name__}")
 
 Sink = Literal["slack", "terminal"]
 

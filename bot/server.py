@@ -32,7 +32,7 @@ from engine.runtime import Runtime, build_runtime
 #: How long the rest of a refused request body is read and dropped before the connection closes.
 LINGER_S = 2.0
 
-log = logging.getLogger("attune")
+log = logging.getLogger(f"attune.{__name__}")
 
 
 class SlackOff:

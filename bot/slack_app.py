@@ -48,7 +48,7 @@ from engine.automation.webhooks import SEEN_MAX, SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.foreground import Foreground
 
-log = logging.getLogger("attune.slack")
+log = logging.getLogger(f"attune.{__name__}")
 
 SLASH_COMMAND = "/attune"
 #: Time allowed for one Slack Web API call (retries come on top).

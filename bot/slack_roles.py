@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from engine.policy import slack_role
 
-log = logging.getLogger("attune.slack")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: How often group memberships are read again.
 REFRESH_S = 300.0

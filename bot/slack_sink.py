@@ -23,7 +23,7 @@ from bot import render
 from engine.outbox import Delivery, DeliveryFailed
 from engine.service import ExecutionService
 
-log = logging.getLogger("attune.slack")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: Slack errors that retrying cannot fix.
 PERMANENT_ERRORS = frozenset(

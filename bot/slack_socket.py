@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 
 from engine import backoff
 
-log = logging.getLogger("attune.slack")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: Bound on one attempt: asking for a WebSocket URL, then opening it.
 CONNECT_TIMEOUT_S = 30.0

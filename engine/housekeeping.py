@@ -18,7 +18,7 @@ from engine import procs
 from engine.broker import REQUESTED_QUEUE, Broker
 from engine.service import ExecutionService
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 
 #: While messages wait in the requested queue, only rows untouched this long are rung again.

@@ -1,4 +1,8 @@
-"""Logging set-up: plain text, or one JSON object per line when ``ATTUNE_LOG_FORMAT=json``."""
+"""Logging set-up: plain text, or one JSON object per line when ``ATTUNE_LOG_FORMAT=json``.
+
+Every module logs to ``attune.<module>`` (``logging.getLogger(f"attune.{__name__}")``, e.g.
+``attune.engine.outbox``, ``attune.bot.slack_app``): ``attune`` holds all of this project's
+records, ``attune.engine.broker`` one package's."""
 
 from __future__ import annotations
 

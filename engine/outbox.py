@@ -28,7 +28,7 @@ from engine.storage.fast import hot
 from engine.storage.tables import deliveries, now_utc
 from engine.url_display import scrub_urls
 
-log = logging.getLogger("attune.outbox")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: A claimed delivery not finished within this time is handed to another listener.
 LEASE_S = 120.0

@@ -39,7 +39,7 @@ from engine.service import ExecutionService
 from engine.storage import Store, build_store
 from engine.worker import Worker, default_worker_id
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 
 def build_broker(settings: Settings) -> Broker:

@@ -43,7 +43,7 @@ from engine.storage import Conn, Store, folded
 from engine.storage.fast import hot
 from engine.storage.tables import audit, deliveries, executions, now_utc
 
-log = logging.getLogger("attune.execution")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: Largest page of a list request.
 MAX_PER_PAGE = 100

@@ -31,7 +31,7 @@ from engine.runners import Runner, RunRequest, RunResult
 from engine.service import ExecutionService
 from engine.status import ExecutionStatus
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 #: Tries to record the end of a run; later tries store a reduced result without the output.
 FINISH_ATTEMPTS = 6

@@ -23,7 +23,7 @@ from engine.errors import EngineError, Forbidden, InvalidRequest, TooManyRequest
 from engine.execution_tokens import EXECUTION_TOKEN_PREFIX
 from engine.runtime import Runtime
 
-log = logging.getLogger("attune.api")
+log = logging.getLogger(f"attune.{__name__}")
 
 #: Who may call a route: anyone, any signed-in principal (the ``none`` role included), or a
 #: role at least as powerful as the one named.

@@ -20,7 +20,7 @@ from engine.auth import Principal
 from engine.errors import EngineError
 from engine.notifications import Listener, Notifier
 
-log = logging.getLogger("attune.api")
+log = logging.getLogger(f"attune.{__name__}")
 
 PROTOCOL = "attune.v1"
 TOKEN_PREFIX = "attune.jwt."  # noqa: S105 (a prefix, not a secret)

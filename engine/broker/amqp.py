@@ -48,7 +48,7 @@ from pydantic import ValidationError
 from engine.broker import Envelope, Handler
 from engine.errors import Unavailable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 # aiormq queues at most FRAME_BUFFER_SIZE (10) frames for its socket writer. A publish that
 # finds that queue full waits, holding its channel's lock, for the writer's next turn of the

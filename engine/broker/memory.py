@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.broker import Envelope, Handler, topic_matches
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 
 @dataclass

@@ -61,7 +61,7 @@ PARAMETER_FILE_SUFFIX = {"json": ".json", "dotenv": ".env", "yaml": ".yaml"}
 #: Gives a run more environment variables (Attune's API URL and execution token).
 Environment = Callable[[RunRequest], Awaitable[dict[str, str]]]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 
 class _Launch(NamedTuple):

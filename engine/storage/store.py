@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     # brings the ORM along: 6 MB and 0.1 s that SQLite does not need).
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 #: How long a write waits for another process's lock on a SQLite database before failing.
