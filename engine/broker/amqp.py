@@ -50,12 +50,9 @@ from engine.errors import Unavailable
 
 log = logging.getLogger(f"attune.{__name__}")
 
-# aiormq queues at most FRAME_BUFFER_SIZE (10) frames for its socket writer. A publish that
-# finds that queue full waits, holding its channel's lock, for the writer's next turn of the
-# event loop: on a busy server (a turn of tens of ms) publishes crawled at about 10/s and timed
-# out (measured with 50 busy tasks on the loop: 31 confirmed/s; 300/s, all of them, with a
-# larger queue). The bound stays, well above one burst of publishes.
-aiormq.Connection.FRAME_BUFFER_SIZE = 4096
+#: Frames aiormq may queue for a connection's socket writer (its default: 10). See
+#: :func:`_widen_frame_buffer`.
+FRAME_BUFFER_SIZE = 4096
 
 # What the driver raises when RabbitMQ is unreachable, refuses us or drops the connection.
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -66,6 +63,24 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,  # includes aiormq's ChannelInvalidStateError
     TimeoutError,
 )
+
+
+def _widen_frame_buffer() -> None:
+    """Let aiormq queue up to :data:`FRAME_BUFFER_SIZE` frames for each connection's writer.
+
+    Why: aiormq queues at most ``Connection.FRAME_BUFFER_SIZE`` (10) frames for its socket
+    writer. A publish that finds that queue full waits, holding its channel's lock, for the
+    writer's next turn of the event loop: on a busy server (a turn of tens of ms) publishes
+    crawled at about 10/s and timed out (measured with 50 busy tasks on the loop: 31
+    confirmed/s; 300/s, all of them, with a larger queue). The bound stays, well above one
+    burst of publishes.
+
+    How: aiormq sizes a connection's queue from that class attribute when it builds the
+    connection (aio-pika builds one on connect and on every reconnect) and takes no argument
+    for it, so the attribute is raised, for the whole process, just before this broker
+    connects; it is never lowered (another user of aiormq in the process keeps a larger one)."""
+    if aiormq.Connection.FRAME_BUFFER_SIZE < FRAME_BUFFER_SIZE:
+        aiormq.Connection.FRAME_BUFFER_SIZE = FRAME_BUFFER_SIZE
 
 
 def _unavailable(exc: BaseException) -> Unavailable:
@@ -102,6 +117,7 @@ class AmqpBroker:
     async def start(self) -> None:
         if self._connection is not None:
             return
+        _widen_frame_buffer()  # before the connection is built: aiormq reads it then
         try:
             async with asyncio.timeout(self._connect_timeout):
                 connection = await aio_pika.connect_robust(self.url, timeout=self._connect_timeout)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
-from engine.broker import CANCEL, COMPLETED, REQUESTED, Broker, Envelope
+from engine.broker import CANCEL, COMPLETED, REQUESTED, Broker, Envelope, amqp
 from engine.broker.amqp import AmqpBroker
 from engine.broker.memory import MemoryBroker
 from engine.errors import Unavailable
@@ -429,3 +431,27 @@ async def test_publishes_are_confirmed_while_the_event_loop_is_busy(
         await asyncio.gather(*busy)
     assert not pending, f"{len(pending)} of 200 publishes not confirmed within 8 s"
     assert all(t.exception() is None for t in done), [t.exception() for t in done][:3]
+
+
+def test_importing_the_amqp_broker_changes_nothing_in_aiormq() -> None:
+    probe = (
+        "import aiormq, engine.broker.amqp as amqp; "
+        "assert aiormq.Connection.FRAME_BUFFER_SIZE < amqp.FRAME_BUFFER_SIZE; print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.rabbitmq
+async def test_the_connection_queues_enough_frames_for_a_burst_of_publishes(
+    rabbit: Callable[[], AmqpBroker],
+) -> None:
+    broker = rabbit()
+    await broker.start()
+    assert broker._connection is not None
+    transport = broker._connection.transport
+    assert transport is not None
+    assert transport.connection.write_queue.maxsize == amqp.FRAME_BUFFER_SIZE
