@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from engine.api.app import build_app
 from engine.runtime import Runtime, build_runtime
 from engine.storage.tables import audit, keys, now_utc
 from tests.e2e.conftest import _fresh_postgres_database
+from tests.waiting import eventually
 
 #: Bound on waiting for an execution to end, and the poll interval.
 RUN_TIMEOUT_S = 20.0
@@ -96,19 +96,17 @@ class Env:
         return await self.finished(body["data"]["id"])
 
     async def finished(self, execution_id: int) -> dict[str, Any]:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
+        async def record() -> dict[str, Any]:
             _, body = await self.call("GET", f"/api/v1/executions/{execution_id}")
-            if body["data"]["status"] in TERMINAL:
-                return dict(body["data"])
-            assert time.monotonic() < deadline, f"execution {execution_id} did not end"
-            await _pause()
+            return dict(body["data"])
 
-
-async def _pause() -> None:
-    import asyncio
-
-    await asyncio.sleep(POLL_S)
+        return await eventually(
+            record,
+            f"execution {execution_id} to end",
+            RUN_TIMEOUT_S,
+            interval_s=POLL_S,
+            done=lambda r: r["status"] in TERMINAL,
+        )
 
 
 @pytest.fixture(

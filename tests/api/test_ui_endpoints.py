@@ -10,8 +10,6 @@ actions here, to show what a role that may not view an execution is told.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from config import Settings
 from engine.api.app import build_app
 from engine.runtime import Runtime, build_runtime
 from tests.e2e.conftest import _fresh_postgres_database
+from tests.waiting import eventually
 
 RUN_TIMEOUT_S = 20.0
 POLL_S = 0.05
@@ -85,14 +84,18 @@ class Env:
         return int(body["data"]["id"])
 
     async def until(self, execution_id: int, statuses: set[str]) -> dict[str, Any]:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while True:
-            record = (await self.ok(f"/api/v1/executions/{execution_id}"))["data"]
-            if record["status"] in statuses:
-                return dict(record)
-            assert record["status"] not in TERMINAL, record
-            assert time.monotonic() < deadline, f"execution {execution_id}: {record['status']}"
-            await asyncio.sleep(POLL_S)
+        async def record() -> dict[str, Any]:
+            found = dict((await self.ok(f"/api/v1/executions/{execution_id}"))["data"])
+            assert found["status"] in statuses or found["status"] not in TERMINAL, found
+            return found
+
+        return await eventually(
+            record,
+            f"execution {execution_id} to be one of {sorted(statuses)}",
+            RUN_TIMEOUT_S,
+            interval_s=POLL_S,
+            done=lambda r: r["status"] in statuses,
+        )
 
     async def run(self, action_ref: str, **params: Any) -> dict[str, Any]:
         return await self.until(await self.start(action_ref, **params), TERMINAL)
@@ -213,14 +216,17 @@ async def test_dashboard_counts_events_and_enforcements(env: Env) -> None:
     for _n in range(2):
         status, body = await env.call(f"/api/v1/webhooks/{key}", None, "POST", {"payload": {}})
         assert status == 200, body
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while True:
-        after = (await env.ok("/api/v1/analytics/dashboard"))["data"]
-        made = _total(after["enforcement_volume"]) - _total(before["enforcement_volume"])
-        if made == 2:
-            break
-        assert time.monotonic() < deadline, after
-        await asyncio.sleep(POLL_S)
+
+    async def dashboard() -> dict[str, Any]:
+        return dict((await env.ok("/api/v1/analytics/dashboard"))["data"])
+
+    after = await eventually(
+        dashboard,
+        "two enforcements on the dashboard",
+        RUN_TIMEOUT_S,
+        interval_s=POLL_S,
+        done=lambda a: _total(a["enforcement_volume"]) - _total(before["enforcement_volume"]) == 2,
+    )
     assert _total(after["event_volume"]) - _total(before["event_volume"]) == 2
     volume = (await env.ok("/api/v1/analytics/events/volume?hours=2"))["data"]
     assert _total(volume["data"]) == _total(after["event_volume"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from config import Settings
 from engine.api.automation_views import rule_view, trigger_view
 from engine.runtime import Runtime, build_runtime
 from engine.storage.tables import deliveries
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SLACK = ChatContext(
@@ -44,12 +44,14 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
 
 
 async def until_status(rt: Runtime, execution_id: int, *statuses: str) -> dict[str, object]:
-    async with asyncio.timeout(10):
-        while True:
-            record = await rt.service.get(execution_id)
-            if record["status"] in statuses:
-                return record
-            await asyncio.sleep(0.02)
+    record: dict[str, object] = await eventually(
+        lambda: rt.service.get(execution_id),
+        f"execution {execution_id} to be one of {statuses}",
+        10,
+        interval_s=0.02,
+        done=lambda r: r["status"] in statuses,
+    )
+    return record
 
 
 async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Runtime) -> None:

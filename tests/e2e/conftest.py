@@ -37,6 +37,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import AMQP_URL, POSTGRES_URL, require_service
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 PACKS_PATH = REPO / "packs"
@@ -155,24 +156,22 @@ def spawn(name: str, args: list[str], env: dict[str, str], tmp: Path) -> Proc:
 
 async def wait_for_line(proc: Proc, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
     """Poll the process's stdout for ``pattern``; fail with its stderr if it does not come."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def output() -> str:
+        return f"stdout:\n{proc.stdout()}\nstderr:\n{proc.stderr()}"
+
+    def probe() -> re.Match[str] | None:
         match = pattern.search(proc.stdout())
-        if match:
-            return match
-        if proc.popen.poll() is not None:
+        if match is None and proc.popen.poll() is not None:
             pytest.fail(
-                f"{proc.name} exited with {proc.popen.returncode} before it was up\n"
-                f"stdout:\n{proc.stdout()}\nstderr:\n{proc.stderr()}",
+                f"{proc.name} exited with {proc.popen.returncode} before it was up\n{output()}",
                 pytrace=False,
             )
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{proc.name} did not come up within {timeout_s} s\n"
-                f"stdout:\n{proc.stdout()}\nstderr:\n{proc.stderr()}",
-                pytrace=False,
-            )
-        await asyncio.sleep(POLL_S)
+        return match
+
+    return await eventually(
+        probe, f"{proc.name} to come up", timeout_s, interval_s=POLL_S, explain=output
+    )
 
 
 async def stop(proc: Proc, *, signalled: bool = False) -> str | None:
@@ -395,25 +394,26 @@ async def wait_for_status(
     """
     wanted = {statuses} if isinstance(statuses, str) else set(statuses)
     terminal = {"completed", "failed", "cancelled", "timeout", "abandoned"}
-    deadline = time.monotonic() + timeout_s
-    record: dict[str, Any] = {}
-    while True:
+
+    async def probe() -> dict[str, Any]:
         async with session.get(f"/api/v1/executions/{execution_id}") as resp:
             body = await resp.json()
             assert resp.status == 200, body
-        record = body["data"]
-        if record["status"] in wanted:
-            return record
-        if record["status"] in terminal:
+        record: dict[str, Any] = body["data"]
+        if record["status"] not in wanted and record["status"] in terminal:
             pytest.fail(
                 f"execution {execution_id} ended {record['status']}, expected one of "
                 f"{sorted(wanted)}: {record}"
             )
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"execution {execution_id} not {sorted(wanted)} within {timeout_s} s: {record}"
-            )
-        await asyncio.sleep(POLL_S)
+        return record
+
+    return await eventually(
+        probe,
+        f"execution {execution_id} to be {sorted(wanted)}",
+        timeout_s,
+        interval_s=POLL_S,
+        done=lambda r: r["status"] in wanted,
+    )
 
 
 WaitForStatus = Callable[..., Awaitable[dict[str, Any]]]
@@ -422,15 +422,6 @@ WaitForStatus = Callable[..., Awaitable[dict[str, Any]]]
 @pytest.fixture(name="wait_for_status")
 def wait_for_status_fixture() -> WaitForStatus:
     return wait_for_status
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Poll ``predicate`` every 50 ms; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(POLL_S)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

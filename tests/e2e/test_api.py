@@ -17,16 +17,17 @@ import pytest
 
 from tests.e2e.conftest import (
     MAX_BODY_BYTES,
+    POLL_S,
     START_TIMEOUT_S,
     TEST_PACK,
     Server,
     WaitForStatus,
     client,
-    eventually,
     spawn,
     stop,
     wait_for_line,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -451,7 +452,9 @@ async def test_secret_parameter(
             for entry in _json_lines(server.logs())
         )
 
-    await eventually(end_logged, f"the log line of execution {record['id']} completing")
+    await eventually(
+        end_logged, f"the log line of execution {record['id']} completing", interval_s=POLL_S
+    )
     assert secret not in server.logs()
 
 

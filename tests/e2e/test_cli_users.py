@@ -29,7 +29,8 @@ from tests.e2e.conftest import (
     run_cli,
 )
 from tests.scenario.harness import running_server
-from tests.trust.support import Answer, call, poll, token_for
+from tests.trust.support import POLL_S, Answer, call, token_for
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -121,12 +122,14 @@ async def refresh(server: Server, refresh_token: str) -> Answer:
 
 async def refused_soon(server: Server, token: str) -> Answer:
     """``/auth/me`` with ``token`` until it is 401 (within the cache's bound)."""
-    return await poll(
+    refused: Answer = await eventually(
         lambda: me(server, token),
-        lambda a: a.status == 401,
         "the token to be refused",
         SEEN_WITHIN_S,
+        interval_s=POLL_S,
+        done=lambda a: a.status == 401,
     )
+    return refused
 
 
 async def acts_as(server: Server, token: str, role: str) -> Answer:
@@ -135,9 +138,14 @@ async def acts_as(server: Server, token: str, role: str) -> Answer:
     async def fetch() -> Answer:
         return await me(server, token)
 
-    return await poll(
-        fetch, lambda a: a.status == 200 and a.data["role"] == role, f"a {role}", SEEN_WITHIN_S
+    seen: Answer = await eventually(
+        fetch,
+        f"a {role}",
+        SEEN_WITHIN_S,
+        interval_s=POLL_S,
+        done=lambda a: a.status == 200 and a.data["role"] == role,
     )
+    return seen
 
 
 async def users_listed(server: Server) -> dict[str, dict[str, Any]]:

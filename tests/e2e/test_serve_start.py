@@ -4,10 +4,8 @@ setting to change, a non-zero exit and no traceback, within a bound."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from tests.e2e.conftest import (
     wait_for_line,
     wait_for_status,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -100,13 +99,16 @@ async def test_a_parameter_of_several_types_loads_at_start_and_runs(tmp_path: Pa
 
 async def _fails_at_start(proc: Proc) -> tuple[int, str]:
     """Wait (bounded) for a start-up that must fail; return its exit code and stderr."""
-    deadline = time.monotonic() + FAIL_TIMEOUT_S
     try:
-        while proc.popen.poll() is None:
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve still running after {FAIL_TIMEOUT_S} s:\n{proc.stderr()}")
-            await asyncio.sleep(POLL_S)
-        return proc.popen.returncode, proc.stderr()
+        code = await eventually(
+            proc.popen.poll,
+            "serve to exit",
+            FAIL_TIMEOUT_S,
+            interval_s=POLL_S,
+            done=lambda code: code is not None,
+            explain=proc.stderr,
+        )
+        return code, proc.stderr()
     finally:
         if proc.popen.poll() is None:
             proc.popen.kill()

@@ -11,7 +11,6 @@ when nothing listens on the port (a worker's container).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -36,6 +35,7 @@ from tests.e2e.conftest import (
     stop,
     wait_for_line,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +62,14 @@ async def _health(env: dict[str, str], tmp: Path, *args: str) -> tuple[int, str]
 async def _until(env: dict[str, str], tmp: Path, want: int, *args: str) -> tuple[str, float]:
     """Run the check until it exits ``want`` (bounded); return its last line and the time."""
     started = time.monotonic()
-    while True:
-        code, said = await _health(env, tmp, *args)
-        if code == want:
-            return said, time.monotonic() - started
-        if time.monotonic() - started > SETTLE_S:
-            pytest.fail(f"attune health {' '.join(args)} still exits {code}: {said}")
-        await asyncio.sleep(POLL_S)
+    _, said = await eventually(
+        lambda: _health(env, tmp, *args),
+        f"attune health {' '.join(args)} to exit {want}",
+        SETTLE_S,
+        interval_s=POLL_S,
+        done=lambda answer: answer[0] == want,
+    )
+    return said, time.monotonic() - started
 
 
 @contextlib.asynccontextmanager

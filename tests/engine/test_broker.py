@@ -7,7 +7,6 @@ each ``connect()`` is a separate connection, as separate engine processes would 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import subprocess
 import sys
@@ -23,26 +22,20 @@ from engine.broker import CANCEL, COMPLETED, REQUESTED, Broker, Envelope, amqp
 from engine.broker.amqp import AmqpBroker
 from engine.broker.memory import MemoryBroker
 from engine.errors import Unavailable
+from tests.waiting import eventually
 
 Connect = Callable[[], Awaitable[Broker]]
 WAIT = 10.0  # upper bound for anything that should happen "soon"
 
 
-async def eventually(
-    predicate: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT
+async def delivered(
+    broker: Broker, holds: Callable[[], bool | Awaitable[bool]], what: str
 ) -> None:
-    """Poll ``predicate`` (sync or async) until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await _holds(predicate):
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _holds(predicate: Callable[[], bool | Awaitable[bool]]) -> bool:
-    result = predicate()
-    return await result if inspect.isawaitable(result) else result
+    """Wait until the published messages have been handled and ``holds`` says so: on the
+    memory broker by waiting for its work (``join``), on RabbitMQ by polling."""
+    if isinstance(broker, MemoryBroker):
+        await asyncio.wait_for(broker.join(), WAIT)
+    await eventually(holds, what, WAIT)
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
@@ -104,7 +97,7 @@ async def test_publish_reaches_shared_consumer(connect: Connect) -> None:
 
     before = datetime.now(UTC) - timedelta(seconds=5)
     await publisher.publish(REQUESTED, {"execution_id": 42, "nested": {"a": [1, "b"]}})
-    await eventually(lambda: len(got) == 1, "the message")
+    await delivered(consumer, lambda: len(got) == 1, "the message")
 
     envelope = got[0]
     assert envelope.message_type == REQUESTED
@@ -133,7 +126,7 @@ async def test_competing_consumers_split_messages(connect: Connect) -> None:
     await second.consume("requested", [REQUESTED], working(got_second), prefetch=4)
 
     await asyncio.gather(*(publisher.publish(REQUESTED, {"n": n}) for n in range(50)))
-    await eventually(lambda: len(got_first) + len(got_second) >= 50, "50 deliveries")
+    await delivered(publisher, lambda: len(got_first) + len(got_second) >= 50, "50 deliveries")
 
     counts = Counter(e.payload["n"] for e in got_first + got_second)
     assert counts == Counter(range(50)), "each message handled exactly once"
@@ -150,7 +143,9 @@ async def test_private_consumers_each_get_every_message(connect: Connect) -> Non
 
     for n in range(5):
         await publisher.publish(CANCEL, {"execution_id": n})
-    await eventually(lambda: len(got_first) >= 5 and len(got_second) >= 5, "both broadcasts")
+    await delivered(
+        publisher, lambda: len(got_first) >= 5 and len(got_second) >= 5, "both broadcasts"
+    )
 
     assert sorted(e.payload["execution_id"] for e in got_first) == list(range(5))
     assert sorted(e.payload["execution_id"] for e in got_second) == list(range(5))
@@ -166,7 +161,7 @@ async def test_routing_keys_filter(connect: Connect) -> None:
     # Published first: were it routed to the "completed" queue it would arrive before the marker.
     await broker.publish(REQUESTED, {"execution_id": 1})
     await broker.publish(COMPLETED, {"execution_id": 2})
-    await eventually(lambda: bool(completed) and bool(requested), "both deliveries")
+    await delivered(broker, lambda: bool(completed) and bool(requested), "both deliveries")
 
     assert [e.message_type for e in completed] == [COMPLETED]
     assert [e.message_type for e in requested] == [REQUESTED]
@@ -187,7 +182,7 @@ async def test_failing_handler_does_not_stop_consumer(
     await broker.consume("requested", [REQUESTED], handler, prefetch=1)
     await broker.publish(REQUESTED, {"kind": "bad"})
     await broker.publish(REQUESTED, {"kind": "good"})
-    await eventually(lambda: attempts["good"] == 1, "the message after the failure")
+    await delivered(broker, lambda: attempts["good"] == 1, "the message after the failure")
 
     assert attempts["bad"] == 1, "a failed message is dropped, not redelivered"
     assert any("handler failed" in r.getMessage() and r.exc_info for r in caplog.records)
@@ -215,7 +210,7 @@ async def test_handlers_run_concurrently_up_to_prefetch(connect: Connect) -> Non
     await eventually(lambda: in_flight == 8, "8 handlers in flight at once")
     assert not release.is_set()
     release.set()
-    await eventually(lambda: done == 12, "all 12 handlers to finish")
+    await delivered(broker, lambda: done == 12, "all 12 handlers to finish")
     assert peak == 8, "never more than prefetch handlers at once"
 
 
@@ -394,8 +389,8 @@ async def test_backlog_counts_the_messages_waiting_in_a_shared_queue(connect: Co
     # One taken (held by the handler); the other three wait.
     await eventually(lambda: _is(broker.backlog("held"), 3), "three messages waiting")
     release.set()
-    await eventually(lambda: len(got) == 4, "every message handled")
-    await eventually(lambda: _is(broker.backlog("held"), 0), "an empty queue")
+    await delivered(broker, lambda: len(got) == 4, "every message handled")
+    await delivered(broker, lambda: _is(broker.backlog("held"), 0), "an empty queue")
     await subscription.cancel()
 
 
@@ -455,3 +450,67 @@ async def test_the_connection_queues_enough_frames_for_a_burst_of_publishes(
     transport = broker._connection.transport
     assert transport is not None
     assert transport.connection.write_queue.maxsize == amqp.FRAME_BUFFER_SIZE
+
+
+# -- MemoryBroker.join: tests wait on the work, not on the clock ---------------------------------
+
+
+async def test_join_returns_once_every_published_message_is_handled() -> None:
+    broker = MemoryBroker()
+    await broker.start()
+    got: list[int] = []
+
+    async def slow(envelope: Envelope) -> None:
+        await asyncio.sleep(0.01 * (envelope.payload["n"] % 3))
+        got.append(envelope.payload["n"])
+
+    try:
+        await asyncio.wait_for(broker.join(), WAIT)  # nothing published: at once
+        await broker.consume("requested", [REQUESTED], slow, prefetch=4)
+        await broker.consume(None, [CANCEL], collector([]))
+        for n in range(10):
+            await broker.publish(REQUESTED, {"n": n})
+        await broker.publish(CANCEL, {"execution_id": 1})
+        await asyncio.wait_for(broker.join(), WAIT)
+        assert sorted(got) == list(range(10))
+    finally:
+        await broker.close()
+
+
+async def test_join_waits_for_what_the_handlers_publish_and_for_failed_handlers() -> None:
+    broker = MemoryBroker()
+    await broker.start()
+    finished: list[int] = []
+
+    async def ring_completed(envelope: Envelope) -> None:
+        await asyncio.sleep(0)
+        if envelope.payload["execution_id"] == 0:
+            raise RuntimeError("handler exploded")  # handled (and dropped) all the same
+        await broker.publish(COMPLETED, envelope.payload)
+
+    async def record(envelope: Envelope) -> None:
+        await asyncio.sleep(0.01)
+        finished.append(envelope.payload["execution_id"])
+
+    try:
+        await broker.consume("requested", [REQUESTED], ring_completed)
+        await broker.consume("completed", [COMPLETED], record)
+        for execution_id in range(3):
+            await broker.publish(REQUESTED, {"execution_id": execution_id})
+        await asyncio.wait_for(broker.join(), WAIT)
+        assert sorted(finished) == [1, 2]
+    finally:
+        await broker.close()
+
+
+async def test_join_does_not_wait_for_a_queue_nobody_consumes() -> None:
+    broker = MemoryBroker()
+    await broker.start()
+    try:
+        subscription = await broker.consume("requested", [REQUESTED], collector([]))
+        await subscription.cancel()
+        await broker.publish(REQUESTED, {"execution_id": 1})  # waits in the queue for a worker
+        await asyncio.wait_for(broker.join(), WAIT)
+        assert await broker.backlog("requested") == 1
+    finally:
+        await broker.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 import pytest
@@ -12,6 +11,7 @@ from engine.storage import Store
 from engine.storage import totals as counts
 from engine.storage.tables import now_utc, users
 from engine.storage.totals import Totals
+from tests.waiting import eventually
 
 _serial = itertools.count()
 
@@ -47,7 +47,5 @@ async def test_small_totals_are_exact_and_large_ones_refresh_after_max_age(
     async def refreshed() -> bool:
         return await totals.count(users, viewers) == 10
 
-    deadline = asyncio.get_running_loop().time() + 5
-    while not await refreshed():  # stale: served, and recounted in the background
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    # Stale: served, and recounted in the background.
+    await eventually(refreshed, "the recounted total", 5, interval_s=0.05)

@@ -6,7 +6,8 @@ per module (``attune_it_<hex>``, dropped at the end), so every test uses action 
 its own and leaves no execution in ``requested`` behind. RabbitMQ tests use a private exchange.
 
 Everything is observed the way a user would: execution records, the rows in the database, files an
-action wrote, the metrics the engine exports. Waits poll with a hard deadline.
+action wrote, the metrics the engine exports. Waits poll with a hard deadline (tests.waiting);
+on the in-process broker a wait for messages waits for their handling instead (``settled``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine import housekeeping
 from engine.audit import AuditEntry
 from engine.broker import REQUESTED, REQUESTED_QUEUE, Envelope
 from engine.broker.amqp import AmqpBroker
+from engine.broker.memory import MemoryBroker
 from engine.errors import Conflict, InvalidRequest, Unavailable
 from engine.housekeeping import Housekeeper
 from engine.packs import ActionSpec
@@ -39,6 +41,7 @@ from engine.records import Executor
 from engine.runtime import Runtime, build_runtime
 from engine.status import TERMINAL, ExecutionStatus
 from engine.storage.tables import audit, deliveries, executions
+from tests.waiting import eventually
 
 WAIT_S = 10.0  # upper bound for anything that should happen "soon"
 PACKS_PATH = "/work/main/packs:/work/main/tests/fixtures/packs"
@@ -54,54 +57,38 @@ printf '%s\\n' "$ATTUNE_EXECUTION_ID" >> "$path"
 """
 
 
-# -- polling --------------------------------------------------------------------------------------
+# -- waiting --------------------------------------------------------------------------------------
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = WAIT_S
-) -> Any:
-    """Poll ``probe`` until it returns something truthy and return that; fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
+async def settled(rt: Runtime) -> None:
+    """Wait for the messages this runtime published to be handled: its background publishes,
+    then, on the in-process broker, their handlers (``join``). On RabbitMQ the caller polls."""
+    await rt.service.drain()
+    if isinstance(rt.broker, MemoryBroker):
+        await asyncio.wait_for(rt.broker.join(), WAIT_S)
 
 
 async def wait_status(
     rt: Runtime, execution_id: int, *statuses: str, timeout_s: float = WAIT_S
 ) -> dict[str, Any]:
     """Wait until the execution is in one of ``statuses``; fail early on another final status."""
-    seen: list[str] = []
 
-    async def probe() -> dict[str, Any] | None:
+    async def probe() -> dict[str, Any]:
         record = await rt.service.get(execution_id)
-        seen.append(record["status"])
-        if record["status"] in statuses:
-            return record
-        if record["status"] in TERMINAL_VALUES:
+        if record["status"] not in statuses and record["status"] in TERMINAL_VALUES:
             pytest.fail(
                 f"execution {execution_id} ended {record['status']}, expected {statuses}: "
                 f"{record['result']}"
             )
-        return None
+        return record
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if loop.time() > deadline:
-            pytest.fail(
-                f"execution {execution_id} not {statuses} after {timeout_s} s "
-                f"(last status {seen[-1] if seen else None})"
-            )
-        await asyncio.sleep(0.01)
+    record: dict[str, Any] = await eventually(
+        probe,
+        f"execution {execution_id} to be one of {statuses}",
+        timeout_s,
+        done=lambda r: r["status"] in statuses,
+    )
+    return record
 
 
 async def raw_execution(rt: Runtime, execution_id: int) -> RowMapping:
@@ -348,12 +335,14 @@ async def test_duplicate_delivery_runs_once(
     )
     done = await wait_status(rt, eid, "completed")
     # The original message, 5 duplicates and 3 direct calls have all been handled.
+    await settled(rt)
     await eventually(lambda: _at_least(handled, eid, 9), "9 deliveries of the same execution")
 
     # Late duplicates, after the run ended, find the row finished.
     await asyncio.gather(
         *(rt.broker.publish(REQUESTED, doorbell) for _ in range(2)), rt.worker.execute(eid)
     )
+    await settled(rt)
     await eventually(lambda: _at_least(handled, eid, 12), "3 late deliveries")
 
     assert out.read_text().splitlines() == [str(eid)], "the action ran exactly once"
@@ -490,6 +479,7 @@ async def test_the_sweep_rings_again_only_once_the_queue_has_drained(
 
     release.set()  # the consumer takes the rest without claiming them: all stay requested
     # The three messages, and the duplicates the capped sweep added.
+    await settled(rt)
     await eventually(state(3 + duplicates, 0), "every message taken, the queue empty")
     await sweeper.sweep()
     # (On PostgreSQL the module's database may hold other tests' requested rows too.)
@@ -515,6 +505,7 @@ async def test_cancel_before_handoff(backend: Backend, monkeypatch: pytest.Monke
     await rt.broker.publish(REQUESTED, {"execution_id": record["id"], "action_ref": "core.echo"})
     other = await rt.service.submit("core.echo", {"message": "later"}, ALICE)
     await wait_status(rt, other["id"], "completed")
+    await settled(rt)
     await eventually(lambda: _at_least(handled, record["id"], 1), "the late doorbell")
 
     after = await rt.service.get(record["id"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from engine.params import REDACTED
 from engine.runtime import Runtime, build_runtime
 from engine.storage.tables import audit, enforcements
 from tests.e2e.conftest import _fresh_postgres_database
+from tests.waiting import eventually
 
 ADMIN = Principal(login="admin", role="admin", token_name="t")
 SECRET = "pa55-w0rd-f0r-the-db"
@@ -93,11 +93,13 @@ async def test_kv_get_secret_reaches_the_action_but_no_record(rt: Runtime) -> No
     execution = await rt.service.get(enforcement["execution_id"])
     assert execution["config"] == {"message": REDACTED}
     # core.echo prints what it received: the action had the secret.
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while execution["status"] != "completed":
-        assert time.monotonic() < deadline, execution
-        await _poll_pause()
-        execution = await rt.service.get(enforcement["execution_id"])
+    execution = await eventually(
+        lambda: rt.service.get(enforcement["execution_id"]),
+        "the execution to complete",
+        RUN_TIMEOUT_S,
+        interval_s=0.05,
+        done=lambda e: e["status"] == "completed",
+    )
     assert execution["result"]["stdout"].strip() == SECRET
     async with rt.store.read() as conn:
         rows = (await conn.execute(select(audit.c.parameters, audit.c.detail))).all()
@@ -122,9 +124,3 @@ async def test_a_failing_template_names_the_problem_not_the_secret(
     assert SECRET not in leaking["error"]
     assert "********" in leaking["error"]
     assert SECRET not in caplog.text
-
-
-async def _poll_pause() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.05)

@@ -18,6 +18,7 @@ from engine.packs import ActionSpec
 from engine.runners import RunRequest, RunResult
 from engine.runners.formats import format_parameters, parse_output
 from engine.runners.process import ProcessRunner
+from tests.waiting import eventually
 
 CAP_BYTES = 64 * 1024
 GRACE_S = 0.5
@@ -63,18 +64,14 @@ def _gone(pid: int) -> bool:
 
 
 async def assert_gone(pid: int, within_s: float = 5.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"process {pid} is still running"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: _gone(pid), f"process {pid} to be gone", within_s, interval_s=0.05)
 
 
 async def wait_for_file(path: Path, within_s: float = 5.0) -> str:
-    deadline = time.monotonic() + within_s
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        await asyncio.sleep(0.02)
-    return path.read_text().strip()
+    def text() -> str:
+        return path.read_text().strip() if path.exists() else ""
+
+    return await eventually(text, f"{path} to be written", within_s, interval_s=0.02)
 
 
 ECHO_PY = """

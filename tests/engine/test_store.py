@@ -17,6 +17,7 @@ from engine.errors import Conflict, Unavailable
 from engine.storage import Store, build_store
 from engine.storage.store import LoopConn
 from engine.storage.tables import now_utc, users
+from tests.waiting import eventually
 
 
 def _user(login: str) -> dict[str, object]:
@@ -151,10 +152,7 @@ async def test_postgres_connection_closed_by_the_server_is_replaced_at_checkout(
             return bool(other != pid)
 
         # asyncpg learns of the close from the socket, as soon as the loop reads it.
-        deadline = asyncio.get_running_loop().time() + 5
-        while not driver.is_closed():
-            assert asyncio.get_running_loop().time() < deadline, "asyncpg never saw the close"
-            await asyncio.sleep(0.01)
+        await eventually(driver.is_closed, "asyncpg to see the close", 5)
         assert await closed_seen()  # not a 503: the pool handed out a fresh connection
         await _add(store, "after")
         assert await _logins(store) == ["before", "after"]

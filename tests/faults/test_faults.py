@@ -53,10 +53,10 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -90,10 +90,10 @@ from tests.scenario.harness import (
     stop_server,
 )
 from tests.scenario.slack_standin import Call, Canned, SlackStandIn
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_S = 0.2
 HEARTBEAT_TIMEOUT_S = 1.5
@@ -118,27 +118,6 @@ MARGIN_S = 2.5
 DRAIN_TIMEOUT_S = 30.0
 POLL_S = 0.05
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
-
-
-# -- waiting ----------------------------------------------------------------------------------
-
-
-async def until(
-    probe: Callable[[], Awaitable[T]], what: str, timeout_s: float, *, poll_s: float = POLL_S
-) -> T:
-    """Await ``probe()`` until it returns something truthy and return that; fail at the
-    deadline, showing the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"timed out after {timeout_s} s waiting for {what}; last: {value!r}",
-                pytrace=False,
-            )
-        await asyncio.sleep(poll_s)
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -167,7 +146,7 @@ async def wait_gone(pids: list[int], what: str, timeout_s: float) -> float:
     async def probe() -> bool:
         return all(proc_gone(p) for p in pids)
 
-    await until(probe, f"{what} (pids {pids}) to be gone", timeout_s)
+    await eventually(probe, f"{what} (pids {pids}) to be gone", timeout_s, interval_s=POLL_S)
     return time.monotonic() - started
 
 
@@ -286,7 +265,9 @@ async def wait_pid_recorded(db: AsyncEngine, execution_id: int, timeout_s: float
                 )
             ).scalar()
 
-    return await until(probe, f"the process group of #{execution_id} to be recorded", timeout_s)
+    return await eventually(
+        probe, f"the process group of #{execution_id} to be recorded", timeout_s, interval_s=POLL_S
+    )
 
 
 # -- actions and the API ------------------------------------------------------------------------
@@ -343,16 +324,20 @@ async def wait_status(
     api: aiohttp.ClientSession, execution_id: int, wanted: str, timeout_s: float
 ) -> dict[str, Any]:
     """Poll until the execution is ``wanted``; fail early on another terminal status."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    async def probe() -> dict[str, Any]:
         record = await get_execution(api, execution_id)
-        if record["status"] == wanted:
-            return record
-        if record["status"] in TERMINAL:
+        if record["status"] != wanted and record["status"] in TERMINAL:
             pytest.fail(f"#{execution_id} ended {record['status']}, not {wanted}: {record}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"#{execution_id} not {wanted} within {timeout_s} s: {record}")
-        await asyncio.sleep(POLL_S)
+        return record
+
+    return await eventually(
+        probe,
+        f"#{execution_id} to be {wanted}",
+        timeout_s,
+        interval_s=POLL_S,
+        done=lambda r: r["status"] == wanted,
+    )
 
 
 async def all_executions(api: aiohttp.ClientSession) -> dict[int, dict[str, Any]]:
@@ -379,7 +364,7 @@ async def running_procs(
     async def probe() -> bool:
         return path.exists()
 
-    await until(probe, f"#{execution_id} to record its pids", timeout_s)
+    await eventually(probe, f"#{execution_id} to record its pids", timeout_s, interval_s=POLL_S)
     pids = [int(x) for x in path.read_text().split()]
     for pid in pids:
         dep.leftovers[pid] = start_ticks(pid)
@@ -514,7 +499,9 @@ async def test_all_in_one_serve_sigkilled_and_restarted(tmp_path: Path) -> None:
             async def all_ran() -> bool:
                 return set(appended(out)) >= set(waiting)
 
-            await until(all_ran, "the waiting executions to run after the restart", 10)
+            await eventually(
+                all_ran, "the waiting executions to run after the restart", 10, interval_s=POLL_S
+            )
             for execution_id in waiting:
                 await wait_status(api, execution_id, "completed", 5)
             counts = appended(out)
@@ -555,7 +542,7 @@ async def rabbit_answers() -> bool:
 
 
 async def wait_rabbit_answers(timeout_s: float = 60.0) -> None:
-    await until(rabbit_answers, "RabbitMQ to answer again", timeout_s, poll_s=0.2)
+    await eventually(rabbit_answers, "RabbitMQ to answer again", timeout_s, interval_s=0.2)
 
 
 @contextlib.asynccontextmanager
@@ -661,7 +648,7 @@ async def _broker_outage_burst(tmp_path: Path, *, label: str, in_flight: bool) -
                         return all(records[i]["status"] in TERMINAL for i in before)
 
                     # Recorded, not just run: no run the broker delivered is in flight.
-                    await until(first_phase_done, "the first phase to end", 10, poll_s=0.1)
+                    await eventually(first_phase_done, "the first phase to end", 10, interval_s=0.1)
 
                 stop_began = time.monotonic()
                 stop_app = asyncio.create_task(rabbitmqctl("stop_app"))
@@ -685,7 +672,9 @@ async def _broker_outage_burst(tmp_path: Path, *, label: str, in_flight: bool) -
 
                 # Workers take work straight from the database while the broker is away: these
                 # rows were written after it went, so no message announced them.
-                await until(ran_while_down, "work submitted during the outage to run", 10)
+                await eventually(
+                    ran_while_down, "work submitted during the outage to run", 10, interval_s=POLL_S
+                )
                 first_ran_s = time.monotonic() - down_at
                 ran_down = set(appended(out)) - ran_before_down
                 print(
@@ -851,7 +840,7 @@ async def test_api_process_sigkilled_mid_burst(tmp_path: Path) -> None:
                 async def enough() -> bool:
                     return len(accepted) >= 30
 
-                await until(enough, "30 accepted submissions", 20, poll_s=0.005)
+                await eventually(enough, "30 accepted submissions", 20, interval_s=0.005)
                 sigkill(serve)
                 killed.set()
 
@@ -876,7 +865,7 @@ async def test_api_process_sigkilled_mid_burst(tmp_path: Path) -> None:
                     r["status"] in TERMINAL for r in records.values()
                 )
 
-            await until(all_done, "every execution to end", 20, poll_s=0.2)
+            await eventually(all_done, "every execution to end", 20, interval_s=0.2)
             records = await all_executions(api)
             counts = appended(out)
             lost = [i for i in accepted if records[i]["status"] != "completed" or not counts[i]]
@@ -956,7 +945,7 @@ async def test_slack_api_outage_while_executions_run(tmp_path: Path) -> None:
                     async def some_failed() -> bool:
                         return bool(standin.find("chat.*", ok=False))
 
-                    await until(some_failed, "Slack calls to fail", 5)
+                    await eventually(some_failed, "Slack calls to fail", 5, interval_s=POLL_S)
                     await asyncio.sleep(2.0)  # the outage itself: 500s for a while
                 with scripted(standin, "chat.*", Canned.rate_limited(1)):
                     await asyncio.sleep(2.0)  # then 429s with Retry-After
@@ -967,7 +956,7 @@ async def test_slack_api_outage_while_executions_run(tmp_path: Path) -> None:
                     records = [await get_execution(api, i) for i in ids]
                     return all(r["status"] == "completed" for r in records)
 
-                await until(finished, "the 10 executions to complete", 10)
+                await eventually(finished, "the 10 executions to complete", 10, interval_s=POLL_S)
                 recovered_at = time.monotonic()
                 for execution_id in ids:
                     _record, rows = await settle(api, execution_id, timeout_s=30)

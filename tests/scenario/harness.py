@@ -3,7 +3,6 @@ signed slash commands, and bounded waits on the API."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -12,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,13 +30,15 @@ from tests.e2e.conftest import (
 )
 from tests.scenario.slack_signing import signed_request, slash_fields
 from tests.scenario.slack_standin import SlackStandIn
+from tests.waiting import eventually
 
 SIGNING_SECRET = "scenario-signing-secret-3c9e71"
 #: Slack's budget for acknowledging a slash command.
 SLACK_ACK_BUDGET_S = 3.0
 POLL_S = 0.05
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
-T = TypeVar("T")
+#: Bound on waiting for the API to show something.
+API_WAIT_S = 15.0
 
 
 def scenario_env(tmp: Path, standin: SlackStandIn, **overrides: str) -> dict[str, str]:
@@ -184,20 +185,6 @@ async def post_signed(
 # -- waiting ----------------------------------------------------------------------------------
 
 
-async def wait_for(
-    probe: Callable[[], T], what: str, timeout_s: float = 10.0, *, poll_s: float = POLL_S
-) -> T:
-    """Poll ``probe`` until it returns something truthy; return it. Fails at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}", pytrace=False)
-        await asyncio.sleep(poll_s)
-
-
 async def get_json(api: aiohttp.ClientSession, path: str) -> Any:
     async with api.get(path) as resp:
         body = await resp.json()
@@ -219,20 +206,11 @@ async def execution_count(api: aiohttp.ClientSession) -> int:
 
 
 async def poll_api(
-    fetch: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout_s: float = 15.0
+    fetch: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout_s: float = API_WAIT_S
 ) -> Any:
-    """Await ``fetch()`` every 50 ms until ``done(value)``; fail at the deadline with the last
-    value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"timed out after {timeout_s} s waiting for {what}; last: {value!r}", pytrace=False
-            )
-        await asyncio.sleep(POLL_S)
+    """:func:`tests.waiting.eventually` on the API: ``fetch()`` every 50 ms until
+    ``done(value)``. (Kept for the callers in tests/automation.)"""
+    return await eventually(fetch, what, timeout_s, interval_s=POLL_S, done=done)
 
 
 async def settle(
@@ -243,16 +221,18 @@ async def settle(
     The terminal status and the ``completed`` delivery rows are written in one transaction, so
     once the status is terminal every delivery of the run exists.
     """
-    record = await poll_api(
+    record = await eventually(
         lambda: execution(api, execution_id),
-        lambda r: r["status"] in TERMINAL,
         f"execution #{execution_id} to finish",
         timeout_s,
+        interval_s=POLL_S,
+        done=lambda r: r["status"] in TERMINAL,
     )
-    rows = await poll_api(
+    rows = await eventually(
         lambda: deliveries(api, execution_id),
-        lambda rows: bool(rows) and all(r["state"] in {"delivered", "failed"} for r in rows),
         f"the deliveries of #{execution_id} to settle",
         timeout_s,
+        interval_s=POLL_S,
+        done=lambda rows: bool(rows) and all(r["state"] in {"delivered", "failed"} for r in rows),
     )
     return record, rows

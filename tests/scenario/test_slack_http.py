@@ -23,6 +23,8 @@ import pytest
 from bot.render import escape
 from tests.e2e.conftest import Server, run_cli
 from tests.scenario.harness import (
+    API_WAIT_S,
+    POLL_S,
     SIGNING_SECRET,
     SLACK_ACK_BUDGET_S,
     admin_api,
@@ -30,16 +32,15 @@ from tests.scenario.harness import (
     execution_count,
     new_channel,
     new_user,
-    poll_api,
     running_server,
     scenario_env,
     settle,
     slash,
     start_server,
     stop_server,
-    wait_for,
 )
 from tests.scenario.slack_standin import Call, Canned, SlackStandIn
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -437,17 +438,21 @@ async def test_pending_deliveries_survive_a_restart_and_are_delivered_once(
             assert res.status == 200, res.body
             execution_id = res.execution_id
             async with admin_api(first.base_url) as api:
-                await poll_api(
+                await eventually(
                     lambda: _status(api, execution_id),
-                    lambda s: s == "completed",
                     f"#{execution_id} to complete",
+                    API_WAIT_S,
+                    interval_s=POLL_S,
+                    done=lambda s: s == "completed",
                 )
-                rows = await poll_api(
+                rows = await eventually(
                     lambda: deliveries(api, execution_id),
-                    lambda rows: (
+                    "a failed attempt at the card",
+                    API_WAIT_S,
+                    interval_s=POLL_S,
+                    done=lambda rows: (
                         bool(rows) and rows[0]["state"] == "pending" and rows[0]["attempts"] >= 1
                     ),
-                    "a failed attempt at the card",
                 )
                 assert rows[0]["last_error"], rows
                 assert rows[-1]["event"] == "completed"
@@ -566,7 +571,7 @@ async def test_sigterm_during_a_slack_call_hands_the_delivery_back(tmp_path: Any
                 first.base_url, stand_in, "run core.echo message=in-flight", channel=channel
             )
             assert res.status == 200, res.body
-            await wait_for(
+            await eventually(
                 lambda: stand_in.find("chat.postMessage", target=channel), "the held card post"
             )
         finally:
@@ -609,10 +614,12 @@ async def test_plain_text_5xx_from_slack_is_a_clean_retryable_failure(
     res = await slash(server.base_url, standin, "run core.echo message=edge", channel=channel)
     assert res.status == 200
     try:
-        rows = await poll_api(
+        rows = await eventually(
             lambda: deliveries(api, res.execution_id),
-            lambda rows: bool(rows) and rows[0]["attempts"] >= 1,
             "a failed attempt at the card",
+            API_WAIT_S,
+            interval_s=POLL_S,
+            done=lambda rows: bool(rows) and rows[0]["attempts"] >= 1,
         )
     finally:
         standin.remove(outage)
@@ -663,8 +670,12 @@ async def test_cancel_from_slack_turns_the_card_cancelled(
     )
     assert res.status == 200
     execution_id = res.execution_id
-    await poll_api(
-        lambda: _status(api, execution_id), lambda s: s == "running", f"#{execution_id} to run"
+    await eventually(
+        lambda: _status(api, execution_id),
+        f"#{execution_id} to run",
+        API_WAIT_S,
+        interval_s=POLL_S,
+        done=lambda s: s == "running",
     )
     cancel = await slash(
         server.base_url, standin, f"cancel {execution_id}", channel=channel, user=user
@@ -733,7 +744,7 @@ async def test_a_slow_slack_does_not_slow_the_ack(
             assert res.status == 200, res.body
             assert res.elapsed_s < 1.0, f"ack took {res.elapsed_s:.2f} s while Slack hangs"
             assert f"#{res.execution_id}" in res.text
-        await wait_for(
+        await eventually(
             lambda: standin.find("chat.postMessage", target=channel), "the held card post"
         )
     finally:

@@ -21,10 +21,10 @@ from tests.scenario.harness import (
     running_server,
     scenario_env,
     settle,
-    wait_for,
 )
 from tests.scenario.slack_signing import slash_fields
 from tests.scenario.slack_standin import SlackStandIn
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,7 @@ async def send_command(
     env = envelope(text, new_channel(), new_user(), standin)
     started = time.monotonic()
     await standin.send_envelope(env)
-    acks = await wait_for(
+    acks = await eventually(
         lambda: standin.acks(env["envelope_id"]), f"the ack of {env['envelope_id']}", 10
     )
     ack_at = next(at for at, m in standin.ws_received if m.get("envelope_id") == env["envelope_id"])
@@ -78,7 +78,7 @@ async def test_server_connects_with_the_app_token(server: Server, standin: Slack
     opened = standin.find("apps.connections.open", ok=True)
     assert opened, "the server never asked for a WebSocket URL"
     assert opened[0].headers.get("Authorization") == "Bearer xapp-test"
-    await wait_for(lambda: [ws for ws in standin.sockets if not ws.closed], "a WebSocket", 10)
+    await eventually(lambda: [ws for ws in standin.sockets if not ws.closed], "a WebSocket", 10)
     # HTTP mode is off without a signing secret: /slack/events is not served.
     async with (
         aiohttp.ClientSession() as session,
@@ -145,7 +145,7 @@ async def test_reconnects_when_slack_asks_and_keeps_answering(
     await standin.send_envelope(
         {"type": "disconnect", "reason": "refresh_requested", "debug_info": {"host": "x"}}
     )
-    await wait_for(
+    await eventually(
         lambda: (
             len(standin.find("apps.connections.open", ok=True)) > opened_before
             and all(ws.closed for ws in old)

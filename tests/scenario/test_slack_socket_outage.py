@@ -5,7 +5,6 @@ WebSocket (a browser tab) does not hold the server's stop."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -24,10 +23,10 @@ from tests.scenario.harness import (
     running_server,
     scenario_env,
     start_server,
-    wait_for,
 )
 from tests.scenario.slack_standin import Canned, SlackStandIn
 from tests.scenario.test_slack_socket import envelope
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +83,7 @@ async def test_a_signal_during_start_up_stops_serve(slack: SlackStandIn, tmp_pat
     """SIGINT while the first connection attempt hangs: a clean exit, in bounded time."""
     slack.always("apps.connections.open", Canned.held(120))
     proc = spawn("serve-slack-sigint", ["serve"], socket_env(tmp_path, slack), tmp_path)
-    await wait_for(lambda: slack.find("apps.connections.open"), "the first attempt", 20)
+    await eventually(lambda: slack.find("apps.connections.open"), "the first attempt", 20)
     proc.popen.send_signal(signal.SIGINT)
     termed = time.monotonic()
     problem = await stop(proc, signalled=True)
@@ -101,19 +100,23 @@ async def test_serve_keeps_trying_until_slack_answers_then_takes_commands(
     async with running_server("serve-slack-late", socket_env(tmp_path, slack), tmp_path) as srv:
         assert "NOT connected (Slack refused: internal_error)" in srv.serve.stdout()
 
-        deadline = time.monotonic() + 20
-        while True:
+        async def ready() -> dict[str, Any]:
             _, body = await get_json(srv.base_url, "/health/ready")
-            if body.get("slack") == "ok":
-                break
-            assert time.monotonic() < deadline, f"Socket Mode never connected: {body}"
-            await asyncio.sleep(POLL_S)
+            return dict(body)
+
+        body = await eventually(
+            ready,
+            "Socket Mode to connect",
+            20,
+            interval_s=POLL_S,
+            done=lambda body: body.get("slack") == "ok",
+        )
         assert body["status"] == "ready", body
         assert not refusals.responses  # both refusals were used: it did try again
         assert len(slack.find("apps.connections.open")) == 3
         env = envelope("help", new_channel(), new_user(), slack)
         await slack.send_envelope(env)
-        acks = await wait_for(lambda: slack.acks(env["envelope_id"]), "the ack", 10)
+        acks = await eventually(lambda: slack.acks(env["envelope_id"]), "the ack", 10)
         assert "run" in json.dumps(acks[0])  # help's text lists the commands
         stderr = srv.serve.stderr()
     assert "not connected (Slack refused: internal_error); trying again" in stderr

@@ -5,25 +5,22 @@ and bounded waits."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.e2e.conftest import Server, run_cli
 from tests.scenario.harness import post_signed
 from tests.scenario.slack_signing import slash_fields
 from tests.scenario.slack_standin import TEAM_ID, Call, SlackStandIn
+from tests.waiting import eventually
 
 EXECUTE = "/api/v1/executions/execute"
 POLL_S = 0.05
-T = TypeVar("T")
 
 
 # -- API --------------------------------------------------------------------------------------
@@ -163,24 +160,6 @@ async def token_for(server: Server, login: str, role: str) -> str:
 # -- waiting ----------------------------------------------------------------------------------
 
 
-async def poll(
-    fetch: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    what: str,
-    timeout_s: float = 10.0,
-) -> T:
-    """Await ``fetch()`` every 50 ms until ``done(value)``; fail at the deadline with the last
-    value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}; last: {value!r}")
-        await asyncio.sleep(POLL_S)
-
-
 async def status_of(admin: aiohttp.ClientSession, execution_id: int) -> str:
     answer = await call(admin, "GET", f"/api/v1/executions/{execution_id}")
     assert answer.status == 200, answer.body
@@ -190,12 +169,14 @@ async def status_of(admin: aiohttp.ClientSession, execution_id: int) -> str:
 async def wait_status(
     admin: aiohttp.ClientSession, execution_id: int, wanted: set[str], timeout_s: float = 10.0
 ) -> str:
-    return await poll(
+    status: str = await eventually(
         lambda: status_of(admin, execution_id),
-        lambda s: s in wanted,
         f"execution #{execution_id} to be one of {sorted(wanted)}",
         timeout_s,
+        interval_s=POLL_S,
+        done=lambda s: s in wanted,
     )
+    return status
 
 
 # -- Slack ------------------------------------------------------------------------------------
@@ -319,12 +300,10 @@ def answers(standin: SlackStandIn, key: str) -> list[Call]:
 
 async def answer_at(standin: SlackStandIn, key: str, timeout_s: float = 10.0) -> str:
     """The text of the first answer posted to the response URL ``key`` (bounded wait)."""
-    deadline = time.monotonic() + timeout_s
-    while not answers(standin, key):
-        if time.monotonic() > deadline:
-            pytest.fail(f"nothing was posted to response URL {key} within {timeout_s} s")
-        await asyncio.sleep(POLL_S)
-    return str(answers(standin, key)[0].json().get("text", ""))
+    posted = await eventually(
+        lambda: answers(standin, key), f"an answer posted to response URL {key}", timeout_s
+    )
+    return str(posted[0].json().get("text", ""))
 
 
 def buttons(blocks: list[dict[str, Any]] | None) -> dict[str, str]:

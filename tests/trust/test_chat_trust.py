@@ -27,7 +27,6 @@ from tests.scenario.harness import (
     admin_api,
     running_server,
     scenario_env,
-    wait_for,
 )
 from tests.scenario.slack_standin import Call, SlackStandIn
 from tests.trust.support import (
@@ -46,6 +45,7 @@ from tests.trust.support import (
     slash,
     wait_status,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -196,7 +196,7 @@ async def test_confirm_button_runs_only_for_the_requester_and_only_once(
     assert runs[0]["requester"]["identity"] == OPERATOR.id
     assert runs[0]["requester"]["user_name"] == OPERATOR.name
     assert await wait_status(api, execution_id, {"completed", "failed"}) == "completed"
-    card = await wait_for(lambda: cards(standin, chan, execution_id), "the card in the channel")
+    card = await eventually(lambda: cards(standin, chan, execution_id), "the card in the channel")
     assert ref in card[0].all_text()
 
     # Slack delivers the same click again: it does not act a second time.
@@ -274,7 +274,7 @@ async def test_card_cancel_and_rerun_buttons(
     execution_id = int(match.group(1))
     rerun_ids: set[int] = set()
     try:
-        posted = await wait_for(lambda: cards(standin, chan, execution_id), "the status card")
+        posted = await eventually(lambda: cards(standin, chan, execution_id), "the status card")
         card = posted[0]
         assert buttons(card.blocks) == {CANCEL_ACTION: str(execution_id)}, card.blocks
         await wait_status(api, execution_id, {"running"})
@@ -300,7 +300,7 @@ async def test_card_cancel_and_rerun_buttons(
             ups = standin.find("chat.update", target=chan, where=lambda c: c.params["ts"] == ts)
             return [u for u in ups[-1:] if RERUN_ACTION in buttons(u.blocks)]
 
-        final = (await wait_for(rerun_card, "the card to offer Re-run"))[0]
+        final = (await eventually(rerun_card, "the card to offer Re-run"))[0]
         assert buttons(final.blocks) == {RERUN_ACTION: str(execution_id)}
         assert "cancelled" in final.all_text()
 

@@ -15,7 +15,16 @@ import pytest
 
 from tests.e2e.conftest import Server, client, engine_env
 from tests.scenario.harness import login, running_server
-from tests.trust.support import EXECUTE, Answer, call, inline_action, poll, register, token_for
+from tests.trust.support import (
+    EXECUTE,
+    POLL_S,
+    Answer,
+    call,
+    inline_action,
+    register,
+    token_for,
+)
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +75,9 @@ async def test_deliveries_need_view_and_hide_the_callback_urls_secrets(
     def failed_once(answer: Answer) -> bool:
         return any(item["last_error"] for item in answer.items)
 
-    seen = await poll(lambda: call(admin, "GET", path), failed_once, "a failed delivery")
+    seen = await eventually(
+        lambda: call(admin, "GET", path), "a failed delivery", interval_s=POLL_S, done=failed_once
+    )
     error = next(item["last_error"] for item in seen.items if item["last_error"])
     assert "callback.invalid:8443/hook/path?…" in error, error
     logs = server.logs()

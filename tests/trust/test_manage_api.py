@@ -19,14 +19,15 @@ import pytest
 from tests.e2e.conftest import Server, client, engine_env
 from tests.scenario.harness import login, running_server
 from tests.trust.support import (
+    POLL_S,
     Answer,
     audit,
     call,
     executed,
-    poll,
     register,
     token_for,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -131,10 +132,11 @@ async def test_operator_cannot_rewrite_or_delete_an_action_outside_its_patterns(
     assert action["param_json_schema"]["properties"]["token"].get("secret") is True
 
     record = await executed(admin, REF, {"token": "s3cret-value"})
-    done = await poll(
+    done = await eventually(
         lambda: call(admin, "GET", f"/api/v1/executions/{record['id']}"),
-        lambda a: a.data["status"] in {"completed", "failed"},
         f"execution #{record['id']} to end",
+        interval_s=POLL_S,
+        done=lambda a: a.data["status"] in {"completed", "failed"},
     )
     assert done.data["status"] == "completed", done.data
     assert done.data["result"]["stdout"].strip() == "original"

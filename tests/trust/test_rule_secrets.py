@@ -18,7 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Server, client, engine_env
 from tests.scenario.harness import login, running_server
-from tests.trust.support import call, inline_action, poll
+from tests.trust.support import POLL_S, call, inline_action
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -106,10 +107,11 @@ async def fire_and_finish(
         answer = await call(admin, "GET", f"/api/v1/enforcements?event={event_id}")
         return answer.items
 
-    found = await poll(
+    found = await eventually(
         enforcement,
-        lambda items: bool(items) and items[0]["outcome"] != "creating",
         f"enforcement of event {event_id}",
+        interval_s=POLL_S,
+        done=lambda items: bool(items) and items[0]["outcome"] != "creating",
     )
     assert found[0]["rule_ref"] == rule, found
     assert found[0]["error"] is None, found
@@ -118,7 +120,10 @@ async def fire_and_finish(
     async def execution() -> Any:
         return (await call(admin, "GET", f"/api/v1/executions/{execution_id}")).data
 
-    return dict(await poll(execution, lambda e: e["status"] in TERMINAL, f"#{execution_id}"))
+    ended = await eventually(
+        execution, f"#{execution_id}", interval_s=POLL_S, done=lambda e: e["status"] in TERMINAL
+    )
+    return dict(ended)
 
 
 async def test_secret_rule_parameters_are_sealed_redacted_and_still_given_to_the_run(
