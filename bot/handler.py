@@ -30,7 +30,7 @@ from bot.commands import (
     UsageError,
 )
 from engine.catalog import action_record
-from engine.errors import EngineError, Forbidden
+from engine.errors import EngineError, Forbidden, NotYours
 from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
@@ -123,7 +123,7 @@ class CommandHandler:
                 return await self._no_access(command, ctx)
             return await self.dispatch(command, ctx, idempotency_key)
         except EngineError as exc:
-            return Reply(_user_message(exc), ok=False)
+            return Reply(_user_message(exc, ctx), ok=False)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("command failed (ref %s): %r", ref, what[:200] or command)
@@ -247,7 +247,12 @@ class CommandHandler:
         return Reply(text, execution_id=record["id"])
 
 
-def _user_message(exc: EngineError) -> str:
+def _user_message(exc: EngineError, ctx: ChatContext) -> str:
+    if isinstance(exc, NotYours):
+        user_id = exc.executor.get("user_id")
+        if ctx.sink == "slack" and user_id:
+            # Slack renders a mention as the person's name, whatever their login is here.
+            return f"Not allowed: only <@{user_id}> (or an admin) can {exc.verb} this request."
     if exc.code == "NOT_FOUND" and exc.message.startswith(("action", "pack")):
         return f"{exc.message[:1].upper()}{exc.message[1:]}. Try `actions` to list them."
     if exc.code == "INVALID_PARAMETERS":

@@ -209,12 +209,13 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             from bot.slack_app import build_slack_app, build_web_client, slack_routes
             from bot.slack_roles import SlackRoles
             from bot.slack_sink import SlackSink
+            from engine.storage.chat_messages import chat_messages_repository
 
             client = build_web_client(settings)
             roles = SlackRoles(settings.slack_roles, settings.slack_default_role)
             roles.start(client)
             slack_app = build_slack_app(settings, CommandHandler(runtime), client, roles)
-            slack_sink = SlackSink(client, runtime.service)
+            slack_sink = SlackSink(client, chat_messages_repository(runtime.store))
             sinks["slack"] = slack_sink
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler

@@ -1,6 +1,8 @@
 """Posts execution news to Slack for the callback listener (the outbox drainer).
 
-``created``: the status card, with ``chat.postMessage``; its ``ts`` is stored on the execution.
+``created``: the status card, with ``chat.postMessage``; its ``ts`` is kept in the sink's own
+row for the execution (:class:`engine.chat_messages.ChatMessage`), with the status the card shows
+and whether the output went out.
 ``started``: the card updated in place (``chat.update``, idempotent).
 ``completed``: the card updated, then the output as a reply in the card's thread, or uploaded
 as a file (``files_upload_v2``) when it is too long for a message.
@@ -20,8 +22,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
+from engine.chat_messages import ChatMessage, ChatMessages
 from engine.outbox import Delivery, DeliveryFailed
-from engine.service import ExecutionService
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -53,9 +55,12 @@ INVITE_HINT = (
 
 
 class SlackSink:
-    def __init__(self, client: AsyncWebClient, service: ExecutionService) -> None:
+    #: The sink's name in ``chat_messages``.
+    NAME = "slack"
+
+    def __init__(self, client: AsyncWebClient, messages: ChatMessages) -> None:
         self.client = client
-        self.service = service
+        self.messages = messages
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -66,24 +71,26 @@ class SlackSink:
     async def deliver(
         self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
     ) -> None:
-        chat = dict(route.get("chat") or {})
-        if chat.get("mode") == "response_url":
+        chat = route.get("chat") or {}
+        message = await self.messages.get(execution["id"], self.NAME) or ChatMessage(
+            execution_id=execution["id"], sink=self.NAME, channel=str(chat.get("channel") or "")
+        )
+        if message.fallback:
             await self._via_response_url(delivery, execution, chat)
             return
         try:
             if delivery.event == "created":
-                await self._post_card(execution, chat)
+                await self._post_card(execution, message)
             elif delivery.event == "started":
-                await self._update_card(execution, chat)
+                await self._update_card(execution, message)
             else:
-                await self._update_card(execution, chat)
-                await self._post_output(execution, chat)
+                message = await self._update_card(execution, message)
+                await self._post_output(execution, message)
         except SlackApiError as exc:
             data = exc.response.data if exc.response is not None else None
             error = str(data.get("error", "")) if isinstance(data, dict) else ""
             if error in NOT_IN_CHANNEL:
-                chat["mode"] = "response_url"
-                await self.service.update_chat(execution["id"], chat)
+                await self.messages.save(message.but(fallback=True))
                 await self._via_response_url(delivery, execution, chat, hint=True)
                 return
             status = exc.response.status_code if exc.response is not None else 0
@@ -101,49 +108,51 @@ class SlackSink:
         except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"slack: {type(exc).__name__}: {exc}") from exc
 
-    async def _post_card(self, execution: dict[str, Any], chat: dict[str, Any]) -> None:
-        if chat.get("ts"):
-            return  # posted on an earlier attempt
+    async def _post_card(self, execution: dict[str, Any], message: ChatMessage) -> ChatMessage:
+        if message.message_id:
+            return message  # posted on an earlier attempt
         text, blocks = render.card(execution)
-        resp = await self.client.chat_postMessage(channel=chat["channel"], text=text, blocks=blocks)
-        chat["ts"] = resp["ts"]
-        chat["channel"] = resp.get("channel") or chat["channel"]
+        resp = await self.client.chat_postMessage(channel=message.channel, text=text, blocks=blocks)
         # The card shows the execution as it is now, maybe already past the events still
         # queued behind this one: those need not edit it again.
-        chat["card_status"] = execution["status"]
-        await self.service.update_chat(execution["id"], chat)
+        posted = message.but(
+            message_id=resp["ts"],
+            channel=resp.get("channel") or message.channel,
+            shows_status=execution["status"],
+        )
+        await self.messages.save(posted)
+        return posted
 
-    async def _update_card(self, execution: dict[str, Any], chat: dict[str, Any]) -> None:
-        if not chat.get("ts"):
-            await self._post_card(execution, chat)
-            return
-        if chat.get("card_status") == execution["status"]:
-            return  # the card already shows this status
+    async def _update_card(self, execution: dict[str, Any], message: ChatMessage) -> ChatMessage:
+        if not message.message_id:
+            return await self._post_card(execution, message)
+        if message.shows_status == execution["status"]:
+            return message  # the card already shows this status
         text, blocks = render.card(execution)
         await self.client.chat_update(
-            channel=chat["channel"], ts=chat["ts"], text=text, blocks=blocks
+            channel=message.channel, ts=message.message_id, text=text, blocks=blocks
         )
+        return message
 
-    async def _post_output(self, execution: dict[str, Any], chat: dict[str, Any]) -> None:
-        if chat.get("output_posted"):
+    async def _post_output(self, execution: dict[str, Any], message: ChatMessage) -> None:
+        if message.output_posted:
             return
         reply = render.output(execution)
         if reply is not None:
             text, blocks = reply
             await self.client.chat_postMessage(
-                channel=chat["channel"], thread_ts=chat["ts"], text=text, blocks=blocks
+                channel=message.channel, thread_ts=message.message_id, text=text, blocks=blocks
             )
         result = execution.get("result") or {}
         for name in render.cut_streams(execution):
             await self.client.files_upload_v2(
-                channel=chat["channel"],
-                thread_ts=chat["ts"],
+                channel=message.channel,
+                thread_ts=message.message_id,
                 content=result[name],
                 filename=f"execution-{execution['id']}-{name}.txt",
                 title=f"#{execution['id']} {execution['action_ref']} {name}",
             )
-        chat["output_posted"] = True
-        await self.service.update_chat(execution["id"], chat)
+        await self.messages.save(message.but(output_posted=True))
 
     async def _via_response_url(
         self,

@@ -44,6 +44,17 @@ class Forbidden(EngineError):
     http_status = 403
 
 
+class NotYours(Forbidden):
+    """Only the requester of a request (or an admin) may settle it. ``executor`` is who asked,
+    as recorded (:meth:`engine.records.Executor.as_dict`): a chat face names them its own way."""
+
+    def __init__(self, verb: str, requester: str, executor: dict[str, object]) -> None:
+        super().__init__(f"only {requester} (or an admin) can {verb} this request")
+        self.verb = verb
+        self.requester = requester
+        self.executor = executor
+
+
 class NotFound(EngineError):
     code = "NOT_FOUND"
     http_status = 404

@@ -15,7 +15,7 @@ from engine.audit import AuditEntry, AuditLog
 from engine.audit_records import Confirmation
 from engine.catalog import Catalog
 from engine.crypto import SecretBox
-from engine.errors import Conflict, EngineError, Forbidden, NotFound
+from engine.errors import Conflict, EngineError, Forbidden, NotFound, NotYours
 from engine.params import REDACTED, redact, validate_parameters
 from engine.policy import Denied, Policy, Verb
 from engine.records import Executor, Source
@@ -370,9 +370,7 @@ class Gate:
                     detail=f"code {code} belongs to {row.requester}",
                 )
             )
-            user_id = (row.executor or {}).get("user_id")
-            owner = f"<@{user_id}>" if user_id else row.requester  # a Slack mention if Slack
-            raise Forbidden(f"only {owner} (or an admin) can {verb} this request")
+            raise NotYours(verb, row.requester, dict(row.executor or {}))
         if row.state != "pending":
             raise Conflict(f"this request was already {row.state}")
         if row.expires_at <= now_utc():

@@ -170,7 +170,8 @@ executions = Table(
     Column("result", JsonType, nullable=True),
     Column("timeout_s", Float, nullable=False),
     Column("callback_url", Text, nullable=True),
-    #: Where chat results go (channel, message ts, response_url); set by the bot.
+    #: Where chat results go (sink, channel, response_url); set at submission, never after
+    #: (what the sink posted is its own: ``chat_messages``).
     Column("chat", JsonType, nullable=True),
     Column("worker", String(128), nullable=True),
     Column("heartbeat_at", UTCDateTime, nullable=True),
@@ -192,6 +193,27 @@ Index("ix_executions_idempotency_key", executions.c.idempotency_key, unique=True
 Index("ix_executions_worker", executions.c.worker)
 Index("ix_executions_enforcement", executions.c.enforcement)
 Index("ix_executions_parent", executions.c.parent)
+
+#: What a chat sink remembers of the message it posted for an execution (its own row, not the
+#: execution's): the message's id in its channel, the status the message shows, whether the
+#: output went out, and ``fallback`` when the sink answers through the command's reply URL.
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column(
+        "execution_id",
+        BigInteger,
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("sink", String(32), primary_key=True),
+    Column("channel", String(64), nullable=True),
+    Column("message_id", String(64), nullable=True),
+    Column("shows_status", String(16), nullable=True),
+    Column("output_posted", Boolean, nullable=False, default=False, server_default=false()),
+    Column("fallback", Boolean, nullable=False, default=False, server_default=false()),
+    Column("updated", UTCDateTime, nullable=False),
+)
 
 #: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
 #: the same transaction as the status change it reports.

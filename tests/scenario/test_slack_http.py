@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -165,6 +166,20 @@ async def test_run_posts_card_updates_it_and_replies_in_thread(
     assert card.headers.get("Authorization") == "Bearer xoxb-test"
     # Nothing more than one card and one reply ever reached the channel.
     assert len(standin.find("chat.postMessage", target=res.channel)) == 2
+    # What Slack made of it is the Slack sink's own row; the execution keeps only its route.
+    database = server.env["ATTUNE_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        (chat,) = db.execute("SELECT chat FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        kept = db.execute(
+            "SELECT channel, message_id, output_posted, fallback"
+            " FROM chat_messages WHERE execution_id = ? AND sink = 'slack'",
+            (execution_id,),
+        ).fetchall()
+    finally:
+        db.close()
+    assert not {"ts", "card_status", "output_posted", "mode"} & set(json.loads(chat)), chat
+    assert kept == [(res.channel, card.response["ts"], 1, 0)]  # type: ignore[index]
 
 
 async def test_failed_run_shows_the_error_and_stderr(

@@ -1,0 +1,59 @@
+"""What a chat sink remembers of the message it posted for an execution.
+
+The engine routes an execution's news to a target (``slack``, ``terminal:<session>``,
+``callback``) and knows nothing of what the target made of it. A sink that posts a message and
+edits it later (Slack's status card) keeps its own row per execution: the message's id in its
+channel, the status the message shows, whether the output went out, and whether it fell back to
+the command's reply URL. Stored by :mod:`engine.storage.chat_messages`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A sink's message for one execution; a fresh one has been posted nowhere yet."""
+
+    execution_id: int
+    sink: str
+    #: Where the message is (Slack's channel id).
+    channel: str
+    #: The posted message's id in its channel (Slack's ``ts``); None until posted.
+    message_id: str | None = None
+    #: The execution status the message shows (so queued news need not edit it again).
+    shows_status: str | None = None
+    output_posted: bool = False
+    #: The sink could not post in the channel and answers through the command's reply URL.
+    fallback: bool = False
+
+    def but(
+        self,
+        *,
+        channel: str | None = None,
+        message_id: str | None = None,
+        shows_status: str | None = None,
+        output_posted: bool | None = None,
+        fallback: bool | None = None,
+    ) -> ChatMessage:
+        """A copy with the given fields changed (None keeps a field)."""
+        return replace(
+            self,
+            channel=self.channel if channel is None else channel,
+            message_id=self.message_id if message_id is None else message_id,
+            shows_status=self.shows_status if shows_status is None else shows_status,
+            output_posted=self.output_posted if output_posted is None else output_posted,
+            fallback=self.fallback if fallback is None else fallback,
+        )
+
+
+class ChatMessages(Protocol):
+    """A sink's rows: read one before delivering news, save it after each change."""
+
+    async def get(self, execution_id: int, sink: str) -> ChatMessage | None: ...
+
+    async def save(self, message: ChatMessage) -> None:
+        """Insert or replace the row of ``(message.execution_id, message.sink)``."""
+        ...
