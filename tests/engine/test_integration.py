@@ -44,7 +44,9 @@ from engine.storage.tables import audit, deliveries, executions
 from tests.waiting import eventually
 
 WAIT_S = 10.0  # upper bound for anything that should happen "soon"
-PACKS_PATH = "/work/main/packs:/work/main/tests/fixtures/packs"
+#: This checkout's packs and the test fixtures' (whatever folder the checkout is in).
+_ROOT = Path(__file__).resolve().parents[2]
+PACKS_PATH = f"{_ROOT / 'packs'}:{_ROOT / 'tests' / 'fixtures' / 'packs'}"
 ALICE = Executor(identity="alice", source="api", channel="#ops")
 TERMINAL_VALUES = {s.value for s in TERMINAL}
 
