@@ -31,6 +31,7 @@ from bot.pack_cli import add_pack_parser, run_pack_command
 from config import Settings, load_settings
 from engine.errors import EngineError
 from engine.logs import configure_logging
+from engine.records import Execution
 from engine.status import TERMINAL, ExecutionStatus
 
 #: engine.auth.ROLES (not imported: it loads the database layer); ``none`` may do nothing.
@@ -84,9 +85,9 @@ def _iso(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def _print(record: dict[str, Any], as_json: bool, queued: bool = False) -> None:
+def _print(record: Execution, as_json: bool, queued: bool = False) -> None:
     if as_json:
-        print(json.dumps(record, default=_iso, indent=2))
+        print(json.dumps(record.as_dict(), default=_iso, indent=2))
         return
     if queued:
         print(f"execution {record['id']} {record['action_ref']} queued")

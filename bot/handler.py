@@ -174,13 +174,13 @@ class CommandHandler:
             case Status(execution_id):
                 record = await gate.view(who, execution_id)
                 lines = [render.status_line(record)]
-                error = (record.get("result") or {}).get("error")
-                if error and record["status"] != "completed":
+                error = (record.result or {}).get("error")
+                if error and record.status != "completed":
                     lines.append(f"error: {error}")
                 return Reply("\n".join(lines), execution_id=execution_id)
             case Cancel(execution_id):
                 record = await gate.cancel(who, execution_id)
-                word = "cancelled" if record["status"] == "cancelled" else "being cancelled"
+                word = "cancelled" if record.status == "cancelled" else "being cancelled"
                 return Reply(f"Execution #{execution_id} is {word}.", execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
 
@@ -236,15 +236,15 @@ class CommandHandler:
             )
             return Reply(text, blocks, extra={"confirm_code": outcome.code})
         record = outcome.record
-        params = render.params_text(record["config"])
-        text = f"Execution #{record['id']} queued: `{record['action_ref']}`"
+        params = render.params_text(record.config)
+        text = f"Execution #{record.id} queued: `{record.action_ref}`"
         if params:
             text += f" `{params}`"
         if rerun_of is not None:
             text += f" (re-run of #{rerun_of})"
         if outcome.replayed:
             text += " (already queued for this same request: not run again)"
-        return Reply(text, execution_id=record["id"])
+        return Reply(text, execution_id=record.id)
 
 
 def _user_message(exc: EngineError, ctx: ChatContext) -> str:

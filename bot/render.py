@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.params import REDACTED
+from engine.records import Execution
 from engine.status import PENDING, TERMINAL
 from engine.status import ExecutionStatus as S
 
@@ -48,8 +49,8 @@ _BROKEN_FENCE = "\u02cb\u02cb\u02cb"
 WORDS: dict[str, str] = {s.value: "queued" for s in PENDING}
 
 
-def _duration(record: dict[str, Any]) -> str:
-    ms = (record.get("result") or {}).get("duration_ms")
+def _duration(record: Execution) -> str:
+    ms = (record.result or {}).get("duration_ms")
     if ms is None:
         return ""
     return f" in {ms} ms" if ms < 1000 else f" in {ms / 1000:.1f} s"
@@ -72,14 +73,14 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def status_line(record: dict[str, Any]) -> str:
-    status = record["status"]
+def status_line(record: Execution) -> str:
+    status = record.status
     word = WORDS.get(status, status)
-    return f"#{record['id']} {record['action_ref']}: {word}{_duration(record)}"
+    return f"#{record.id} {record.action_ref}: {word}{_duration(record)}"
 
 
-def who(record: dict[str, Any]) -> str:
-    executor = record.get("requester") or {}
+def who(record: Execution) -> str:
+    executor = record.requester or {}
     if executor.get("source") == "rule":
         return f"rule `{executor.get('rule')}` on event #{executor.get('event')}"
     user_id = executor.get("user_id")
@@ -132,17 +133,17 @@ def confirmation(
     ]
 
 
-def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[dict[str, Any]]]:
+def card(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[str, Any]]]:
     """The status card: fallback text and blocks, with Cancel while it may still be stopped
     and Re-run once it has ended."""
-    status = record["status"]
+    status = record.status
     emoji = EMOJI.get(status, ":grey_question:")
     headline = (
-        f"{emoji} *#{record['id']}* `{record['action_ref']}` "
+        f"{emoji} *#{record.id}* `{record.action_ref}` "
         f"{WORDS.get(status, status)}{_duration(record)}"
     )
     context = [f"by {who(record)}"]
-    params = params_text(record.get("config") or {})
+    params = params_text(record.config or {})
     if params:
         context.append(f"`{escape(params)}`")
     blocks: list[dict[str, Any]] = [
@@ -156,7 +157,7 @@ def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[di
         if status in TERMINAL_WORDS
         else None
     )
-    error = (record.get("result") or {}).get("error")
+    error = (record.result or {}).get("error")
     if error and status != "completed":
         blocks.append(
             {
@@ -171,7 +172,7 @@ def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[di
         where = (
             "attached as a file in the thread"
             if attached
-            else f"at GET /api/v1/executions/{record['id']}"
+            else f"at GET /api/v1/executions/{record.id}"
         )
         note = f":paperclip: the output is long: the full text is {where}"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
@@ -180,12 +181,12 @@ def card(record: dict[str, Any], *, attached: bool = True) -> tuple[str, list[di
         blocks.append(
             {
                 "type": "actions",
-                "block_id": f"card-{record['id']}",
+                "block_id": f"card-{record.id}",
                 "elements": [
                     {
                         "type": "button",
                         "action_id": action_id,
-                        "value": str(record["id"]),
+                        "value": str(record.id),
                         "text": {"type": "plain_text", "text": label},
                     }
                 ],
@@ -212,9 +213,9 @@ def _fenced(text: str) -> tuple[str, int]:
     return fenced, len(raw)
 
 
-def cut_streams(record: dict[str, Any]) -> list[str]:
+def cut_streams(record: Execution) -> list[str]:
     """The streams (stdout, stderr) too long to show whole in a message."""
-    result = record.get("result") or {}
+    result = record.result or {}
     return [
         name
         for name in ("stdout", "stderr")
@@ -222,25 +223,25 @@ def cut_streams(record: dict[str, Any]) -> list[str]:
     ]
 
 
-def needs_upload(record: dict[str, Any]) -> bool:
+def needs_upload(record: Execution) -> bool:
     return bool(cut_streams(record))
 
 
 def output(
-    record: dict[str, Any], *, attached: bool = True
+    record: Execution, *, attached: bool = True
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """The thread reply with the output, or None when there is none to show.
 
     ``attached`` says whether the full output of a cut stream is uploaded as a file; when it
     cannot be (the bot is not in the channel), the note points to the API instead.
     """
-    result = record.get("result") or {}
+    result = record.result or {}
     blocks: list[dict[str, Any]] = []
     notes: list[str] = []
     where = (
         "the full output is attached as a file"
         if attached
-        else f"the full output is at GET /api/v1/executions/{record['id']}"
+        else f"the full output is at GET /api/v1/executions/{record.id}"
     )
     for name in ("stdout", "stderr"):
         text = result.get(name) or ""
@@ -260,12 +261,12 @@ def output(
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "✂️ " + "; ".join(notes)}]}
         )
-    return f"Output of #{record['id']}", blocks[:MAX_BLOCKS]
+    return f"Output of #{record.id}", blocks[:MAX_BLOCKS]
 
 
-def plain_output(record: dict[str, Any]) -> str:
+def plain_output(record: Execution) -> str:
     """The terminal's rendering of a finished execution's output and error."""
-    result = record.get("result") or {}
+    result = record.result or {}
     lines = []
     for name in ("stdout", "stderr"):
         text = (result.get(name) or "").rstrip("\n")
@@ -273,7 +274,7 @@ def plain_output(record: dict[str, Any]) -> str:
             lines.append(text if name == "stdout" else f"[stderr] {text}")
         if result.get(f"{name}_truncated"):
             lines.append(f"[{name} was capped by the worker]")
-    if result.get("error") and record["status"] != "completed":
+    if result.get("error") and record.status != "completed":
         lines.append(f"error: {result['error']}")
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ from engine.errors import CannotStart, Unavailable
 from engine.execution_tokens import api_url
 from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
+from engine.records import Delivery, Execution, Route
 from engine.runtime import Runtime, build_runtime
 
 #: How long the rest of a refused request body is read and dropped before the connection closes.
@@ -39,9 +40,7 @@ class SlackOff:
     """Stands in for Slack while it is not configured: its deliveries fail at once, visibly
     (``GET /api/v1/executions/{id}/deliveries``), instead of waiting forever."""
 
-    async def deliver(
-        self, delivery: Any, execution: dict[str, Any], route: dict[str, Any]
-    ) -> None:
+    async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         raise DeliveryFailed(
             "Slack is not configured on this server (set "
             "ATTUNE_SLACK_BOT_TOKEN and a signing secret or app token)",

@@ -23,7 +23,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
 from engine.chat_messages import ChatMessage, ChatMessages
-from engine.outbox import Delivery, DeliveryFailed
+from engine.outbox import DeliveryFailed
+from engine.records import Delivery, Execution, Route
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -68,12 +69,10 @@ class SlackSink:
             await self._http.close()
             self._http = None
 
-    async def deliver(
-        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
-    ) -> None:
-        chat = route.get("chat") or {}
-        message = await self.messages.get(execution["id"], self.NAME) or ChatMessage(
-            execution_id=execution["id"], sink=self.NAME, channel=str(chat.get("channel") or "")
+    async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
+        chat = route.chat or {}
+        message = await self.messages.get(execution.id, self.NAME) or ChatMessage(
+            execution_id=execution.id, sink=self.NAME, channel=str(chat.get("channel") or "")
         )
         if message.fallback:
             await self._via_response_url(delivery, execution, chat)
@@ -108,7 +107,7 @@ class SlackSink:
         except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"slack: {type(exc).__name__}: {exc}") from exc
 
-    async def _post_card(self, execution: dict[str, Any], message: ChatMessage) -> ChatMessage:
+    async def _post_card(self, execution: Execution, message: ChatMessage) -> ChatMessage:
         if message.message_id:
             return message  # posted on an earlier attempt
         text, blocks = render.card(execution)
@@ -118,15 +117,15 @@ class SlackSink:
         posted = message.but(
             message_id=resp["ts"],
             channel=resp.get("channel") or message.channel,
-            shows_status=execution["status"],
+            shows_status=execution.status,
         )
         await self.messages.save(posted)
         return posted
 
-    async def _update_card(self, execution: dict[str, Any], message: ChatMessage) -> ChatMessage:
+    async def _update_card(self, execution: Execution, message: ChatMessage) -> ChatMessage:
         if not message.message_id:
             return await self._post_card(execution, message)
-        if message.shows_status == execution["status"]:
+        if message.shows_status == execution.status:
             return message  # the card already shows this status
         text, blocks = render.card(execution)
         await self.client.chat_update(
@@ -134,7 +133,7 @@ class SlackSink:
         )
         return message
 
-    async def _post_output(self, execution: dict[str, Any], message: ChatMessage) -> None:
+    async def _post_output(self, execution: Execution, message: ChatMessage) -> None:
         if message.output_posted:
             return
         reply = render.output(execution)
@@ -143,21 +142,21 @@ class SlackSink:
             await self.client.chat_postMessage(
                 channel=message.channel, thread_ts=message.message_id, text=text, blocks=blocks
             )
-        result = execution.get("result") or {}
+        result = execution.result or {}
         for name in render.cut_streams(execution):
             await self.client.files_upload_v2(
                 channel=message.channel,
                 thread_ts=message.message_id,
                 content=result[name],
-                filename=f"execution-{execution['id']}-{name}.txt",
-                title=f"#{execution['id']} {execution['action_ref']} {name}",
+                filename=f"execution-{execution.id}-{name}.txt",
+                title=f"#{execution.id} {execution.action_ref} {name}",
             )
         await self.messages.save(message.but(output_posted=True))
 
     async def _via_response_url(
         self,
         delivery: Delivery,
-        execution: dict[str, Any],
+        execution: Execution,
         chat: dict[str, Any],
         *,
         hint: bool = False,

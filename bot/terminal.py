@@ -9,13 +9,15 @@ import getpass
 import re
 import sys
 import uuid
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import TextIO
 
 from bot import render
 from bot.handler import ChatContext, CommandHandler
 from config import Settings
 from engine.broker import Envelope
-from engine.outbox import Delivery, OutboxDrainer
+from engine.outbox import OutboxDrainer
+from engine.records import Delivery, Execution, Route
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
 
@@ -38,20 +40,18 @@ class TerminalSink:
         self.finished: set[int] = set()
         self.changed = asyncio.Event()
 
-    async def deliver(
-        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
-    ) -> None:
+    async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         if delivery.event == "created":
             return  # the acknowledgement already said it is queued
         if delivery.event == "started":
-            self._print(render.status_line(execution | {"status": "running", "result": None}))
+            self._print(render.status_line(replace(execution, status="running", result=None)))
             return
         self._print(render.status_line(execution))
         body = render.plain_output(execution)
         if body:
             self._print(body)
-        if execution["status"] in TERMINAL:
-            self.finished.add(execution["id"])
+        if execution.status in TERMINAL:
+            self.finished.add(execution.id)
             self.changed.set()
 
     def _print(self, text: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Any
 
 import aiohttp
 import orjson
@@ -25,7 +24,8 @@ import yarl
 
 from engine import outbound
 from engine.outbound import OutboundPolicy
-from engine.outbox import Delivery, DeliveryFailed
+from engine.outbox import DeliveryFailed
+from engine.records import Delivery, Execution, Route
 from engine.url_display import shown_url
 
 #: Time allowed for one callback request.
@@ -62,14 +62,12 @@ class CallbackSink:
             await self._session.close()
             self._session = None
 
-    async def deliver(
-        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
-    ) -> None:
-        url = route.get("callback_url")
+    async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
+        url = route.callback_url
         if not url:
             raise DeliveryFailed("execution has no callback_url", permanent=True)
         now = int(time.time())
-        body = orjson.dumps(execution | {"delivered_at": now})
+        body = orjson.dumps(execution.as_dict() | {"delivered_at": now})
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "attune-chatops-callback/1",

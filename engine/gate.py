@@ -18,7 +18,7 @@ from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound, NotYours
 from engine.params import REDACTED, redact, validate_parameters
 from engine.policy import Denied, Policy, Verb
-from engine.records import Executor, Source
+from engine.records import Execution, Executor, Source
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.audit import confirmation_repository
@@ -70,7 +70,7 @@ class NeedsConfirmation:
 
 @dataclass(frozen=True)
 class Submitted:
-    record: dict[str, Any]
+    record: Execution
     #: True when an idempotency key matched an earlier request: nothing new was created.
     replayed: bool = False
 
@@ -191,7 +191,7 @@ class Gate:
     async def _replay(
         self,
         who: Requester,
-        earlier: dict[str, Any],
+        earlier: Execution,
         action_ref: str,
         parameters: dict[str, Any] | None,
     ) -> Submitted:
@@ -228,7 +228,7 @@ class Gate:
             who, action_ref, params, chat=chat, verb="rerun", idempotency_key=idempotency_key
         )
 
-    async def _own_secrets(self, who: Requester, execution_id: int, record: dict[str, Any]) -> None:
+    async def _own_secrets(self, who: Requester, execution_id: int, record: Execution) -> None:
         """A re-run carries the original's secret values: only its requester (same identity,
         same source) or an admin may re-run an execution whose secret parameters were set.
         Anyone else is refused (audited); they run the action anew with their own values."""
@@ -255,7 +255,7 @@ class Gate:
         )
         raise error
 
-    async def cancel(self, who: Requester, execution_id: int) -> dict[str, Any]:
+    async def cancel(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
         await self._deny(who, "cancel", record["action_ref"], execution_id=execution_id)
         try:
@@ -276,7 +276,7 @@ class Gate:
         )
         return record
 
-    async def view(self, who: Requester, execution_id: int) -> dict[str, Any]:
+    async def view(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
         await self._deny(who, "view", record["action_ref"], execution_id=execution_id)
         return record

@@ -13,20 +13,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Protocol
-
-from sqlalchemy import ColumnElement, and_, bindparam, exists, literal_column, or_, select, update
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from engine import backoff
 from engine.errors import EngineError
 from engine.foreground import Foreground
+from engine.records import Delivery, Execution, Route
 from engine.service import ExecutionService
 from engine.storage import Store
-from engine.storage.fast import hot
-from engine.storage.tables import deliveries, now_utc
 from engine.url_display import scrub_urls
+
+__all__ = ["Delivery", "DeliveryFailed", "OutboxDrainer", "Sink", "backoff_s"]
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -38,74 +36,8 @@ BATCH = 50
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 
-
-def _open(state: ColumnElement[str]) -> ColumnElement[bool]:
-    """``state IN ('pending', 'sending')`` with the values inline, as the partial indexes
-    ``ix_deliveries_open_*`` are defined (a bound parameter would not match them)."""
-    return state.in_([literal_column("'pending'"), literal_column("'sending'")])
-
-
-_SETTLE = hot(
-    update(deliveries).where(deliveries.c.id == bindparam("_id"), deliveries.c.state == "sending")
-)
-
-
-def _claim_statements() -> tuple[Any, Any]:
-    """Up to ``BATCH`` due deliveries of ``_targets``, none behind an open earlier event of
-    the same execution and target; and the update that takes those of ``_ids`` still due as
-    ``sending`` until ``_lease_until``. Two statements: as one ``UPDATE ... WHERE id IN
-    (SELECT ... LIMIT)``, PostgreSQL can plan a young table as a nested loop that runs the
-    subquery again for every row (seen on the sweep's statement of that shape)."""
-    now = bindparam("_now", type_=deliveries.c.next_attempt_at.type)
-    earlier = deliveries.alias("earlier")
-    blocked = exists().where(
-        earlier.c.execution_id == deliveries.c.execution_id,
-        earlier.c.target == deliveries.c.target,
-        earlier.c.id < deliveries.c.id,
-        _open(earlier.c.state),
-    )
-    due = and_(
-        _open(deliveries.c.state),  # implied by the rest; lets the partial indexes serve
-        deliveries.c.target.in_(bindparam("_targets", expanding=True)),
-        or_(
-            and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
-        ),
-    )
-    candidates = select(deliveries.c.id).where(due, ~blocked).order_by(deliveries.c.id).limit(BATCH)
-    take = (
-        update(deliveries)
-        .where(deliveries.c.id.in_(bindparam("_ids", expanding=True)), due)
-        .values(
-            state="sending",
-            lease_until=bindparam("_lease_until", type_=deliveries.c.lease_until.type),
-        )
-        .returning(
-            deliveries.c.id,
-            deliveries.c.execution_id,
-            deliveries.c.target,
-            deliveries.c.event,
-            deliveries.c.attempts,
-        )
-    )
-    return hot(candidates), hot(take)
-
-
-_CANDIDATES, _TAKE = _claim_statements()
-#: Deliveries that succeeded in a round, settled together at its end (one statement).
-_DELIVERED = hot(
-    update(deliveries)
-    .where(deliveries.c.id.in_(bindparam("_ids", expanding=True)), deliveries.c.state == "sending")
-    .values(
-        state="delivered",
-        attempts=deliveries.c.attempts + 1,
-        lease_until=None,
-        last_error=None,
-        delivered_at=bindparam("_now", type_=deliveries.c.delivered_at.type),
-    )
-)
 #: Executions loaded for a batch of deliveries: id -> (record, route).
-_Loaded = dict[int, tuple[dict[str, Any], dict[str, Any]]]
+_Loaded = dict[int, tuple[Execution, Route]]
 
 
 class DeliveryFailed(Exception):
@@ -120,21 +52,9 @@ class DeliveryFailed(Exception):
         self.retry_after_s = retry_after_s
 
 
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    execution_id: int
-    target: str
-    event: str
-    attempts: int
-
-
 class Sink(Protocol):
-    async def deliver(
-        self, delivery: Delivery, execution: dict[str, Any], route: dict[str, Any]
-    ) -> None:
-        """Deliver or raise :class:`DeliveryFailed`. ``route`` holds ``chat`` and
-        ``callback_url``."""
+    async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
+        """Deliver or raise :class:`DeliveryFailed`."""
 
 
 def backoff_s(attempts: int) -> float:
@@ -156,6 +76,7 @@ class OutboxDrainer:
         foreground: Foreground | None = None,
     ) -> None:
         self.store = store
+        self.executions = service.executions
         self.foreground = foreground or Foreground()
         self.service = service
         self.sinks = sinks
@@ -242,8 +163,7 @@ class OutboxDrainer:
         ids = list(self._delivered)
         if not ids:
             return
-        async with self.store.write(single=True) as conn:
-            await conn.execute(_DELIVERED, {"_ids": ids, "_now": now_utc()})
+        await self.executions.delivered(ids, now_utc())
         del self._delivered[: len(ids)]
         self._claimed.difference_update(ids)
 
@@ -298,39 +218,32 @@ class OutboxDrainer:
 
     async def _claim(self, sink_names: list[str]) -> list[Delivery]:
         now = now_utc()
-        due = {"_now": now, "_targets": sink_names}
-        async with self.store.read() as conn:
-            ids = (await conn.execute(_CANDIDATES, due)).scalars().all()
+        ids = await self.executions.due_deliveries(sink_names, now, BATCH)
         if not ids:
             return []
         # Taken only if still due: another listener may have taken some meanwhile.
-        take = due | {"_ids": ids, "_lease_until": now + timedelta(seconds=LEASE_S)}
-        async with self.store.write(single=True) as conn:
-            rows = (await conn.execute(_TAKE, take)).all()
-        return [Delivery(r.id, r.execution_id, r.target, r.event, r.attempts) for r in rows]
+        lease_until = now + timedelta(seconds=LEASE_S)
+        return await self.executions.take_deliveries(ids, sink_names, now, lease_until)
 
     async def _settle(
         self, delivery_id: int, attempts: int, state: str, error: str, delay_s: float
     ) -> None:
         """A failed attempt: retried after ``delay_s`` (``pending``) or given up (``failed``)."""
-        values: dict[str, Any] = {
-            "state": state,
-            "attempts": attempts,
-            "lease_until": None,
-            "last_error": error,
-            "next_attempt_at": now_utc() + timedelta(seconds=delay_s),
-        }
-        async with self.store.write(single=True) as conn:
-            await conn.execute(_SETTLE, {**values, "_id": delivery_id})
+        await self.executions.retry_delivery(
+            delivery_id,
+            state=state,
+            attempts=attempts,
+            error=error,
+            next_attempt_at=now_utc() + timedelta(seconds=delay_s),
+        )
         self._claimed.discard(delivery_id)
 
     async def _release(self, ids: list[int]) -> None:
         if not ids:
             return
-        async with self.store.write(single=True) as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids), deliveries.c.state == "sending")
-                .values(state="pending", lease_until=None)
-            )
+        await self.executions.release_deliveries(ids)
         self._claimed.difference_update(ids)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,17 +1,26 @@
 """What an execution is to its callers: who asked (:class:`Executor`), what a worker claimed
-(:class:`Claimed`), the record the API and chat show, and where its news goes."""
+(:class:`Claimed`), the record the API and chat show (:class:`Execution`), where its news goes
+(:class:`Route`, :func:`delivery_target`), its outbox rows (:class:`Delivery`), and the
+repository that stores them (:class:`ExecutionRepository`, implemented per dialect in
+``engine/storage/``).
+
+Pure Python: nothing here knows the database. The records are frozen; a record is what the
+API serialises (orjson writes a dataclass's fields in their order, as it wrote the dicts these
+records replace).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from sqlalchemy import Row
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 Source = Literal["slack", "api", "rule", "chat", "cli"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Executor:
     """Who asked for an execution, and from where."""
 
@@ -29,7 +38,7 @@ class Executor:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """An execution a worker has moved to ``running``; ``parameters`` include secrets."""
 
@@ -43,53 +52,282 @@ class Claimed:
 
 
 def delivery_target(chat: dict[str, Any]) -> str:
-    """The outbox target of an execution's chat route: ``slack`` or ``terminal:<session>``."""
+    """The outbox target of an execution's chat route: ``slack`` or ``terminal:<session>``.
+
+    The one place this rule is written: storage binds the target it gives (PostgreSQL's
+    folded statements copy it from the execution's first chat delivery)."""
     if chat.get("sink") == "terminal":
         return f"terminal:{chat.get('session')}"
     return "slack"
 
 
-#: Fields of a delivery as the API shows it.
-DELIVERY_FIELDS = (
-    "id",
-    "execution_id",
-    "target",
-    "event",
-    "state",
-    "attempts",
-    "last_error",
-    "created",
-    "next_attempt_at",
-    "delivered_at",
-)
-#: Fields of an execution as the API and chat show it (``config`` has secrets redacted).
-EXECUTION_FIELDS = (
-    "id",
-    "action_ref",
-    "status",
-    "config",
-    "parent",
-    "enforcement",
-    "result",
-    "created",
-    "updated",
-    "started_at",
-    "finished_at",
-)
+def chat_target(chat: dict[str, Any] | None) -> str | None:
+    """The chat target of an execution with this route, or None (no chat route)."""
+    return delivery_target(chat) if chat else None
 
 
-def delivery_record(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {name: m[name] for name in DELIVERY_FIELDS}
+class _ByName:
+    """Read access by field name (``record["id"]``, ``record.get("result")``) for callers
+    written against the dicts these records replace."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
 
-def execution_record(row: Row[Any]) -> dict[str, Any]:
-    """The execution as the API and chat show it (secrets are already redacted in config)."""
-    m = row._mapping
-    record = {name: m[name] for name in EXECUTION_FIELDS}
-    who = m["executor"]
-    # Attune's ``executor`` is the requesting identity's id (None for Slack users, rules and
-    # the command line); who asked, from where, is ours: ``requester``.
-    record["executor"] = who.get("identity_id")
-    record["requester"] = who
-    return record
+@dataclass(frozen=True, slots=True)
+class Execution(_ByName):
+    """An execution as the API and chat show it (``config`` has secrets redacted).
+
+    ``executor`` is Attune's: the requesting identity's id (None for Slack users, rules and
+    the command line); who asked, from where, is ours: ``requester``."""
+
+    id: int
+    action_ref: str
+    status: str
+    config: dict[str, Any]
+    parent: int | None
+    enforcement: int | None
+    result: dict[str, Any] | None
+    created: datetime
+    updated: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    executor: int | None
+    requester: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route(_ByName):
+    """Where an execution's news goes: its chat route and callback URL."""
+
+    chat: dict[str, Any] | None
+    callback_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExecution:
+    """Every column of an execution, as storage returns it (for the service: secrets, the
+    worker and its process are not shown; :meth:`record` is)."""
+
+    id: int
+    action_ref: str
+    status: str
+    config: dict[str, Any]
+    secrets: str | None
+    parent: int | None
+    enforcement: int | None
+    executor: dict[str, Any]
+    result: dict[str, Any] | None
+    timeout_s: float
+    callback_url: str | None
+    chat: dict[str, Any] | None
+    worker: str | None
+    heartbeat_at: datetime | None
+    pid: int | None
+    pid_start: int | None
+    idempotency_key: str | None
+    created: datetime
+    updated: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def record(self) -> Execution:
+        who = self.executor
+        return Execution(
+            self.id,
+            self.action_ref,
+            self.status,
+            self.config,
+            self.parent,
+            self.enforcement,
+            self.result,
+            self.created,
+            self.updated,
+            self.started_at,
+            self.finished_at,
+            who.get("identity_id"),
+            who,
+        )
+
+    @property
+    def route(self) -> Route:
+        return Route(self.chat, self.callback_url)
+
+
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """The columns of an execution being submitted."""
+
+    action_ref: str
+    status: str
+    config: dict[str, Any]
+    secrets: str | None
+    parent: int | None
+    enforcement: int | None
+    executor: dict[str, Any]
+    timeout_s: float
+    callback_url: str | None
+    chat: dict[str, Any] | None
+    idempotency_key: str | None
+    created: datetime
+    updated: datetime
+
+
+#: Names of :class:`NewExecution`'s fields (its columns), in order.
+NEW_EXECUTION_COLUMNS = tuple(f.name for f in fields(NewExecution))
+
+#: Events of an execution's news.
+Event = Literal["created", "started", "completed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(_ByName):
+    """One outbox row: an event of an execution to deliver to a target (``slack``,
+    ``callback`` or ``terminal:<session>``), as the API shows it and a sink receives it."""
+
+    id: int
+    execution_id: int
+    target: str
+    event: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """What a list of executions is narrowed to (every field: all when None)."""
+
+    status: tuple[str, ...] | None = None
+    action_ref: str | None = None
+    #: Only actions matching one of these LIKE patterns (escaped with ``\\``).
+    action_like: tuple[str, ...] | None = None
+    enforcement: int | None = None
+    parent: int | None = None
+    pack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A status change: to ``status`` from one of ``sources``, setting ``values`` (columns:
+    ``result``, ``started_at``, ``finished_at``, ``worker``, ``heartbeat_at``); with news
+    ``event`` written to the outbox in the same transaction (``chat_only``: not to the
+    callback URL)."""
+
+    status: str
+    sources: tuple[str, ...]
+    values: dict[str, Any]
+    updated: datetime
+    event: Event | None = None
+    chat_only: bool = False
+
+
+class ExecutionRepository(Protocol):
+    """Executions and their outbox rows (``deliveries``), one implementation per dialect.
+
+    Each method is its own transaction; a status change and its outbox rows commit
+    together."""
+
+    async def submit(
+        self,
+        new: NewExecution,
+        audit: dict[str, Any] | None,
+        chat_target: str | None,
+    ) -> StoredExecution:
+        """Insert the execution, its audit entry (``audit``: the audit row's columns; its
+        parameters and execution id are the new execution's) and, with ``chat_target``, the
+        "created" outbox row for it. Raises Conflict when the idempotency key is taken."""
+
+    async def get(self, execution_id: int) -> StoredExecution | None: ...
+
+    async def get_many(self, execution_ids: Sequence[int]) -> list[StoredExecution]: ...
+
+    async def find_by_key(self, idempotency_key: str) -> StoredExecution | None: ...
+
+    async def list(
+        self, where: ExecutionFilter, *, limit: int, offset: int
+    ) -> builtins.list[StoredExecution]:
+        """Newest first."""
+
+    async def count(self, where: ExecutionFilter) -> int: ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def change(self, execution_id: int, change: Change) -> StoredExecution | None:
+        """Apply ``change`` if the execution is in one of its sources (None when not), with
+        the outbox rows of its news."""
+
+    async def claim_requested(
+        self, worker_id: str, limit: int, now: datetime
+    ) -> builtins.list[StoredExecution]:
+        """Move up to ``limit`` ``requested`` executions to ``running`` for ``worker_id``
+        (each with chat gets its "started" outbox row); PostgreSQL skips rows other workers
+        are claiming."""
+
+    async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None: ...
+
+    async def heartbeat(
+        self, worker_id: str, live: Sequence[str], now: datetime
+    ) -> builtins.list[tuple[int, str]]:
+        """Mark ``worker_id``'s runs in ``live`` statuses alive; their (id, status)."""
+
+    async def live_runs(
+        self, live: Sequence[str], *, silent_since: datetime | None, workers: Sequence[str] | None
+    ) -> builtins.list[tuple[int, str | None]]:
+        """(id, worker) of runs in ``live`` statuses, narrowed to those whose heartbeat is
+        older than ``silent_since`` and to ``workers``."""
+
+    async def workers_with_runs(self, live: Sequence[str]) -> builtins.list[str]: ...
+
+    async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None: ...
+
+    async def deliveries(self, execution_id: int) -> builtins.list[Delivery]: ...
+
+    async def requeue_stale(
+        self, status: str, cutoff: datetime, limit: int, now: datetime
+    ) -> builtins.list[tuple[int, str]]:
+        """Touch (``updated``) up to ``limit`` executions in ``status`` untouched since
+        ``cutoff``; their (id, action_ref)."""
+
+    # -- the outbox -------------------------------------------------------------------------
+
+    async def due_deliveries(
+        self, targets: Sequence[str], now: datetime, limit: int
+    ) -> builtins.list[int]:
+        """Ids of up to ``limit`` due deliveries of ``targets``, none behind an open earlier
+        event of the same execution and target."""
+
+    async def take_deliveries(
+        self, ids: Sequence[int], targets: Sequence[str], now: datetime, lease_until: datetime
+    ) -> builtins.list[Delivery]:
+        """Those of ``ids`` still due, taken as ``sending`` until ``lease_until``."""
+
+    async def delivered(self, ids: Sequence[int], now: datetime) -> None: ...
+
+    async def retry_delivery(
+        self,
+        delivery_id: int,
+        *,
+        state: str,
+        attempts: int,
+        error: str,
+        next_attempt_at: datetime,
+    ) -> None:
+        """A failed attempt: ``pending`` again at ``next_attempt_at``, or ``failed``."""
+
+    async def release_deliveries(self, ids: Sequence[int]) -> None:
+        """Hand ``sending`` deliveries back to ``pending`` (no attempt was made)."""

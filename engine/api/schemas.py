@@ -244,18 +244,24 @@ class ExecutionResult(BaseModel):
 
 
 class Execution(BaseModel):
+    """:class:`engine.records.Execution` as its JSON reads (the API writes the record itself;
+    tests/api/test_record_models.py keeps the two field for field)."""
+
     id: int
     action_ref: str
     status: StatusName
     config: dict[str, Any]
     parent: int | None
     enforcement: int | None
-    executor: Executor
     result: ExecutionResult | None
     created: datetime
     updated: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: Attune's: the requesting identity's id (null for Slack users, rules, the command line).
+    executor: int | None
+    #: Who asked, from where.
+    requester: Executor
 
 
 class Pack(BaseModel):
@@ -322,6 +328,8 @@ class Action(BaseModel):
 
 
 class Delivery(BaseModel):
+    """:class:`engine.records.Delivery` as its JSON reads."""
+
     id: int
     execution_id: int
     target: str

@@ -88,7 +88,7 @@ async def get_execution_history(call: Call) -> Any:
     record = await call.runtime.gate.view(requester(call), call.int_path_param("id"))
     q = call.request.query
     records = matching(
-        await execution_history(call.runtime.store, record),
+        await execution_history(call.runtime.store, record.as_dict()),
         operation=q.get("operation") or None,
         changed_field=q.get("changed_field") or None,
         since=call.query_time("since"),

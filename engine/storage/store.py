@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,7 +41,6 @@ from sqlalchemy.sql.selectable import TypedReturnsRows
 from engine import backoff
 from engine.errors import Conflict, EngineError, Unavailable
 from engine.private_files import touch_private_file
-from engine.storage import fast
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -87,21 +87,21 @@ class _SyncConn:
 
 
 class LoopConn(_SyncConn):
-    """Statements run at once on the event loop's thread; those marked :func:`fast.hot` on
-    the driver directly."""
+    """Statements run at once on the event loop's thread. :attr:`driver` is the sqlite3
+    connection under it, for the statements storage writes for the driver itself."""
 
     __slots__ = ("_conn",)
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
+    @property
+    def driver(self) -> sqlite3.Connection:
+        """The sqlite3 connection, in this connection's transaction (its errors are
+        translated by :meth:`Store.read` and :meth:`Store.write` as SQLAlchemy's are)."""
+        return cast(sqlite3.Connection, self._conn.connection.driver_connection)
+
     async def _execute(self, statement: Executable, parameters: Any) -> CursorResult[Any]:
-        plan = fast.plan_for(statement, parameters, self._conn.dialect)
-        if plan is not None:
-            result = plan.run(self._conn, parameters)
-            if result is not None:
-                # The rows, first, one, scalar and rowcount of a CursorResult (fast.FastResult).
-                return cast(CursorResult[Any], result)
         return self._conn.execute(statement, parameters)
 
 
@@ -227,7 +227,7 @@ class Store:
                     yield LoopConn(sconn)
         except EngineError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise Unavailable(f"database error: {type(exc).__name__}") from exc
 
     @asynccontextmanager
@@ -260,7 +260,7 @@ class Store:
                 writer, batch = await self._batch()
                 try:
                     # On the driver directly: SQLAlchemy's execute costs several times SQLite's.
-                    fast.on_driver(writer, "SAVEPOINT unit")
+                    _driver(writer).execute("SAVEPOINT unit")
                 except BaseException:
                     self._schedule_commit()  # the group must not stay open
                     raise
@@ -270,7 +270,7 @@ class Store:
                     self._undo_unit(writer, batch)
                     failure = exc
                 else:
-                    fast.on_driver(writer, "RELEASE unit")
+                    _driver(writer).execute("RELEASE unit")
                     self._schedule_commit()
             if failure is not None:
                 # Raised once the group is committed: a block that failed on a unique key
@@ -282,9 +282,9 @@ class Store:
             await asyncio.shield(batch)
         except EngineError:
             raise
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise Conflict("that already exists (a unique value is taken)") from exc
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             log.warning("database write failed: %s", exc)
             raise Unavailable(f"database error: {type(exc).__name__}") from exc
 
@@ -540,6 +540,12 @@ def build_store(database_url: str, *, pool_size: int = 10) -> Store:
     for each in (sync_engine, offload_engine):
         event.listen(each, "connect", _sqlite_loop_pragmas)
     return Store(None, sync_engine, offload_engine, migrations_engine)
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    """A SQLAlchemy connection's sqlite3 connection (SQLAlchemy's execute costs several
+    times SQLite's on a statement as small as SAVEPOINT)."""
+    return cast(sqlite3.Connection, conn.connection.driver_connection)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from bot import render
 from bot.terminal import plain
+from engine.records import Execution
 from engine.status import PENDING, TERMINAL, ExecutionStatus
 
+WHEN = datetime(2026, 11, 27, 3, 4, 5, tzinfo=UTC)
 
-def record(status: str = "completed", **result: Any) -> dict[str, Any]:
-    return {
-        "id": 12,
-        "action_ref": "ops.restart",
-        "status": status,
-        "config": {"host": "web1", "token": "********", "note": "two words"},
-        "requester": {"identity": "ana", "source": "slack", "user_id": "U1"},
-        "result": {"duration_ms": 1800, "stdout": "", "stderr": "", **result}
+
+def record(status: str = "completed", **result: Any) -> Execution:
+    return Execution(
+        id=12,
+        action_ref="ops.restart",
+        status=status,
+        config={"host": "web1", "token": "********", "note": "two words"},
+        requester={"identity": "ana", "source": "slack", "user_id": "U1"},
+        result={"duration_ms": 1800, "stdout": "", "stderr": "", **result}
         if result or status != "requested"
         else None,
-    }
+        parent=None,
+        enforcement=None,
+        created=WHEN,
+        updated=WHEN,
+        started_at=None,
+        finished_at=None,
+        executor=None,
+    )
 
 
 def texts(blocks: list[dict[str, Any]]) -> list[str]:

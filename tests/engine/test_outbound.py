@@ -5,6 +5,7 @@ and their errors do not tell a closed port from an open one."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from engine.outbound import OutboundPolicy
 from engine.outbox import Delivery, DeliveryFailed
 from engine.packs import BUILTIN_PACKS_DIR, load_pack
 from engine.params import validate_parameters
+from engine.records import Execution, Route
 from engine.runners import RunRequest, RunResult
 from engine.runners.builtin import BuiltinRunner
 
@@ -116,12 +118,26 @@ async def test_closed_and_open_ports_look_alike(server: TestServer) -> None:
 
 
 async def test_a_callback_to_loopback_fails_with_the_generic_reason(server: TestServer) -> None:
-    delivery = Delivery(id=1, execution_id=7, target="callback", event="completed", attempts=0)
+    when = datetime(2026, 11, 27, tzinfo=UTC)
+    delivery = Delivery(
+        id=1,
+        execution_id=7,
+        target="callback",
+        event="completed",
+        attempts=0,
+        state="sending",
+        last_error=None,
+        created=when,
+        next_attempt_at=when,
+        delivered_at=None,
+    )
+    execution = Execution(7, "core.noop", "completed", {}, None, None, None, when, when, None,
+                          None, None, {})  # fmt: skip
     for url in (f"http://127.0.0.2:{server.port}/ok", f"http://localhost:{server.port}/ok?t=x"):
         sink = CallbackSink(b"k", policy=DEFAULT)
         try:
             with pytest.raises(DeliveryFailed) as failed:
-                await sink.deliver(delivery, {"id": 7}, {"callback_url": url})
+                await sink.deliver(delivery, execution, Route(chat=None, callback_url=url))
         finally:
             await sink.close()
         assert failed.value.message.endswith(": " + NOT_ALLOWED)
@@ -130,7 +146,9 @@ async def test_a_callback_to_loopback_fails_with_the_generic_reason(server: Test
     allowed = CallbackSink(b"k", policy=OutboundPolicy.from_ranges(["127.0.0.0/8"]))
     try:
         with pytest.raises(DeliveryFailed) as closed:
-            await allowed.deliver(delivery, {"id": 7}, {"callback_url": "http://127.0.0.2:9/"})
+            await allowed.deliver(
+                delivery, execution, Route(chat=None, callback_url="http://127.0.0.2:9/")
+            )
     finally:
         await allowed.close()
     assert closed.value.message == "POST http://127.0.0.2:9/: " + COULD_NOT_CONNECT
