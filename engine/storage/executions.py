@@ -29,7 +29,6 @@ from sqlalchemy import (
 )
 
 from engine.counts import Totals
-from engine.errors import NotFound
 from engine.records import (
     Delivery,
     ExecutionFilter,
@@ -383,7 +382,3 @@ class CoreExecutions:
             return
         async with self.store.write(single=True) as conn:
             await conn.execute(RELEASE, {"_ids": list(ids)})
-
-
-def not_found(execution_id: int) -> NotFound:
-    return NotFound(f"execution {execution_id} not found")

@@ -19,6 +19,7 @@ Statements that may scan (lists, counts) and the rare sweeps stay in SQLAlchemy 
 from __future__ import annotations
 
 import builtins
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -35,7 +36,7 @@ from engine.records import (
     delivery_target,
 )
 from engine.storage.executions import DELIVERY_COLUMNS, EXECUTION_COLUMNS, CoreExecutions
-from engine.storage.store import Conn, LoopConn, json_dumps, json_loads
+from engine.storage.store import Conn, LoopConn, Store, json_dumps, json_loads
 from engine.storage.tables import (
     _sqlite_datetime as read_datetime,
 )
@@ -90,26 +91,39 @@ def _bind(columns: Sequence[str], values: Sequence[Any]) -> list[Any]:
     return out
 
 
-_EXECUTION_READERS = tuple(_reader(c) for c in EXECUTION_COLUMNS)
-_DELIVERY_READERS = tuple(_reader(c) for c in DELIVERY_COLUMNS)
+def _readers(columns: Sequence[str]) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(index, reader) of the columns read through a function (JSON, timestamps)."""
+    return tuple((i, r) for i, c in enumerate(columns) if (r := _reader(c)) is not None)
+
+
+_EXECUTION_READERS = _readers(EXECUTION_COLUMNS)
+_DELIVERY_READERS = _readers(DELIVERY_COLUMNS)
+#: A new execution's column values, in NEW_EXECUTION_COLUMNS' order.
+_new_values = operator.attrgetter(*NEW_EXECUTION_COLUMNS)
+#: (index, encoder) of a new execution's columns written through a function.
+_NEW_BINDERS = tuple(
+    (i, _json_text if c in JSON_COLUMNS else datetime_text)
+    for i, c in enumerate(NEW_EXECUTION_COLUMNS)
+    if c in JSON_COLUMNS or c in DATETIME_COLUMNS
+)
 
 
 def execution_from(data: Sequence[Any]) -> StoredExecution:
-    return StoredExecution(
-        *(
-            v if r is None or v is None else r(v)
-            for r, v in zip(_EXECUTION_READERS, data, strict=True)
-        )
-    )
+    values = list(data)
+    for i, read in _EXECUTION_READERS:
+        value = values[i]
+        if value is not None:
+            values[i] = read(value)
+    return StoredExecution(*values)
 
 
 def delivery_from(data: Sequence[Any]) -> Delivery:
-    return Delivery(
-        *(
-            v if r is None or v is None else r(v)
-            for r, v in zip(_DELIVERY_READERS, data, strict=True)
-        )
-    )
+    values = list(data)
+    for i, read in _DELIVERY_READERS:
+        value = values[i]
+        if value is not None:
+            values[i] = read(value)
+    return Delivery(*values)
 
 
 def _marks(n: int) -> str:
@@ -167,8 +181,8 @@ def driver(conn: Conn) -> sqlite3.Connection:
 class SqliteExecutions(CoreExecutions):
     """The SQLite repository: hot statements on the driver, the rest in Core."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
         #: UPDATE statements of a change, by (columns set, number of sources).
         self._changes: dict[tuple[tuple[str, ...], int], str] = {}
         #: INSERT statements of audit rows, by their columns.
@@ -177,7 +191,9 @@ class SqliteExecutions(CoreExecutions):
     async def submit(
         self, new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
     ) -> StoredExecution:
-        values = _bind(NEW_EXECUTION_COLUMNS, [getattr(new, c) for c in NEW_EXECUTION_COLUMNS])
+        values = list(_new_values(new))
+        for i, encode in _NEW_BINDERS:
+            values[i] = encode(values[i])
         async with self.store.write() as conn:
             db = driver(conn)
             row = execution_from(db.execute(INSERT_EXECUTION, values).fetchone())

@@ -569,6 +569,33 @@ async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> 
     ]
 
 
+async def test_a_claim_from_the_database_writes_the_started_news(backend: Backend) -> None:
+    """While the broker is down workers claim ``requested`` rows from the database: each is
+    ``running`` for that worker, once, with its "started" card to its chat's target."""
+    rt = await backend.runtime()  # no worker: this test plays the worker
+    chats = [{"channel": "C1"}, {"sink": "terminal", "session": "s1"}, None]
+    ids = [
+        (await rt.service.submit("core.noop", None, ALICE, chat=c, callback_url="http://x/"))["id"]
+        for c in chats
+    ]
+    claimed = await rt.service.claim_pending("w", 10)
+    assert sorted(c.id for c in claimed) == ids
+    assert await rt.service.claim_pending("w", 10) == []
+    for execution_id in ids:
+        raw = await raw_execution(rt, execution_id)
+        assert (raw["status"], raw["worker"]) == ("running", "w")
+    seen = [(r["execution_id"], r["target"], r["event"]) for r in await delivery_rows(rt, ids)]
+    a, b, _ = ids
+    assert sorted(seen) == sorted(
+        [
+            (a, "slack", "created"),
+            (b, "terminal:s1", "created"),
+            (a, "slack", "started"),
+            (b, "terminal:s1", "started"),
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     ("action_ref", "parameters"),
     [("core.sleep", {"seconds": 30}), ("examples.wait", {"seconds": 30})],
