@@ -227,9 +227,7 @@ def needs_upload(record: Execution) -> bool:
     return bool(cut_streams(record))
 
 
-def output(
-    record: Execution, *, attached: bool = True
-) -> tuple[str, list[dict[str, Any]]] | None:
+def output(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[str, Any]]] | None:
     """The thread reply with the output, or None when there is none to show.
 
     ``attached`` says whether the full output of a cut stream is uploaded as a file; when it

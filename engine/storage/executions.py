@@ -28,7 +28,6 @@ from sqlalchemy import (
     update,
 )
 
-from engine.counts import Totals
 from engine.records import (
     Delivery,
     ExecutionFilter,
@@ -37,6 +36,7 @@ from engine.records import (
 )
 from engine.storage.store import Store
 from engine.storage.tables import deliveries, executions
+from engine.storage.totals import Totals
 
 #: Columns of an execution, in the order of :class:`StoredExecution`'s fields.
 EXECUTION_COLUMNS = tuple(executions.c.keys())
