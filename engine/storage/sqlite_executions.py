@@ -79,16 +79,22 @@ def _reader(column: str) -> Callable[[Any], Any] | None:
     return None
 
 
-def _bind(columns: Sequence[str], values: Sequence[Any]) -> list[Any]:
-    out: list[Any] = []
-    for column, value in zip(columns, values, strict=True):
-        if column in JSON_COLUMNS:
-            out.append(_json_text(value))
-        elif column in DATETIME_COLUMNS:
-            out.append(datetime_text(value))
-        else:
-            out.append(value)
-    return out
+#: (index, encoder) of the values of a statement's columns written through a function.
+Encoders = tuple[tuple[int, Callable[[Any], Any]], ...]
+
+
+def _encoders(columns: Sequence[str]) -> Encoders:
+    return tuple(
+        (i, _json_text if c in JSON_COLUMNS else datetime_text)
+        for i, c in enumerate(columns)
+        if c in JSON_COLUMNS or c in DATETIME_COLUMNS
+    )
+
+
+def _encoded(values: list[Any], encoders: Encoders) -> list[Any]:
+    for i, encode in encoders:
+        values[i] = encode(values[i])
+    return values
 
 
 def _readers(columns: Sequence[str]) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
@@ -100,12 +106,7 @@ _EXECUTION_READERS = _readers(EXECUTION_COLUMNS)
 _DELIVERY_READERS = _readers(DELIVERY_COLUMNS)
 #: A new execution's column values, in NEW_EXECUTION_COLUMNS' order.
 _new_values = operator.attrgetter(*NEW_EXECUTION_COLUMNS)
-#: (index, encoder) of a new execution's columns written through a function.
-_NEW_BINDERS = tuple(
-    (i, _json_text if c in JSON_COLUMNS else datetime_text)
-    for i, c in enumerate(NEW_EXECUTION_COLUMNS)
-    if c in JSON_COLUMNS or c in DATETIME_COLUMNS
-)
+_NEW_ENCODERS = _encoders(NEW_EXECUTION_COLUMNS)
 
 
 def execution_from(data: Sequence[Any]) -> StoredExecution:
@@ -184,16 +185,14 @@ class SqliteExecutions(CoreExecutions):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         #: UPDATE statements of a change, by (columns set, number of sources).
-        self._changes: dict[tuple[tuple[str, ...], int], str] = {}
+        self._changes: dict[tuple[tuple[str, ...], int], tuple[str, Encoders]] = {}
         #: INSERT statements of audit rows, by their columns.
-        self._audits: dict[tuple[str, ...], str] = {}
+        self._audits: dict[tuple[str, ...], tuple[str, Encoders]] = {}
 
     async def submit(
         self, new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
     ) -> StoredExecution:
-        values = list(_new_values(new))
-        for i, encode in _NEW_BINDERS:
-            values[i] = encode(values[i])
+        values = _encoded(list(_new_values(new)), _NEW_ENCODERS)
         async with self.store.write() as conn:
             db = driver(conn)
             row = execution_from(db.execute(INSERT_EXECUTION, values).fetchone())
@@ -203,12 +202,13 @@ class SqliteExecutions(CoreExecutions):
             if audit is not None:
                 entry = {**audit, "parameters": row.config, "execution_id": row.id}
                 columns = tuple(entry)
-                sql = self._audits.get(columns)
-                if sql is None:
-                    sql = self._audits[columns] = (
+                plan = self._audits.get(columns)
+                if plan is None:
+                    sql = (
                         f"INSERT INTO audit ({', '.join(columns)}) VALUES ({_marks(len(columns))})"  # noqa: S608
                     )
-                db.execute(sql, _bind(columns, list(entry.values())))
+                    plan = self._audits[columns] = (sql, _encoders(columns))
+                db.execute(plan[0], _encoded(list(entry.values()), plan[1]))
         return row
 
     async def get(self, execution_id: int) -> StoredExecution | None:
@@ -232,16 +232,18 @@ class SqliteExecutions(CoreExecutions):
     async def change(self, execution_id: int, change: Change) -> StoredExecution | None:
         if not change.sources:
             return None
-        columns = ("status", "updated", *change.values)
-        key = (columns, len(change.sources))
-        sql = self._changes.get(key)
-        if sql is None:
+        key = (tuple(change.values), len(change.sources))
+        plan = self._changes.get(key)
+        if plan is None:
+            columns = ("status", "updated", *key[0])
             sets = ", ".join(f"{c} = ?" for c in columns)
-            sql = self._changes[key] = (
+            sql = (
                 f"UPDATE executions SET {sets} WHERE id = ? AND status IN "  # noqa: S608
                 f"({_marks(len(change.sources))}) RETURNING {_ALL}"
             )
-        params = _bind(columns, [change.status, change.updated, *change.values.values()])
+            plan = self._changes[key] = (sql, _encoders(columns))
+        sql, encoders = plan
+        params = _encoded([change.status, change.updated, *change.values.values()], encoders)
         params.append(execution_id)
         params.extend(change.sources)
         async with self.store.write(single=True) as conn:
