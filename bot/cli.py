@@ -71,11 +71,11 @@ async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_js
         if not (wait or embedded):
             _print(record, as_json, queued=True)
             return 0
-        while ExecutionStatus(record["status"]) not in TERMINAL:
+        while ExecutionStatus(record.status) not in TERMINAL:
             await asyncio.sleep(POLL_INTERVAL_S)
-            record = await runtime.service.get(record["id"])
+            record = await runtime.service.get(record.id)
         _print(record, as_json)
-        return 0 if record["status"] == "completed" else 1
+        return 0 if record.status == "completed" else 1
     finally:
         await runtime.close()
 
@@ -90,11 +90,11 @@ def _print(record: Execution, as_json: bool, queued: bool = False) -> None:
         print(json.dumps(record.as_dict(), default=_iso, indent=2))
         return
     if queued:
-        print(f"execution {record['id']} {record['action_ref']} queued")
+        print(f"execution {record.id} {record.action_ref} queued")
         return
-    result = record.get("result") or {}
+    result = record.result or {}
     print(
-        f"execution {record['id']} {record['action_ref']}: {record['status']}"
+        f"execution {record.id} {record.action_ref}: {record.status}"
         f" in {result.get('duration_ms', 0)} ms"
     )
     if result.get("stdout"):
