@@ -343,10 +343,6 @@ class ExecutionService:
         rows = await self.executions.get_many(execution_ids)
         return {row.id: (row.record(), row.route) for row in rows}
 
-    async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
-        """Store the chat route (e.g. the card's message ts once it is posted)."""
-        await self.executions.update_chat(execution_id, chat)
-
     async def deliveries(self, execution_id: int) -> builtins.list[Delivery]:
         await self._row(execution_id)
         return await self.executions.deliveries(execution_id)

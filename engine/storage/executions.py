@@ -279,12 +279,6 @@ class CoreExecutions:
             ).all()
         return [r.worker for r in rows]
 
-    async def update_chat(self, execution_id: int, chat: dict[str, Any]) -> None:
-        async with self.store.write(single=True) as conn:
-            await conn.execute(
-                update(executions).where(executions.c.id == execution_id).values(chat=chat)
-            )
-
     async def deliveries(self, execution_id: int) -> builtins.list[Delivery]:
         async with self.store.read() as conn:
             rows = (
