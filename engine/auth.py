@@ -28,6 +28,7 @@ from typing import Any, cast
 from cachetools import TTLCache
 
 from engine import backoff
+from engine.clock import now_utc
 from engine.errors import (
     EngineError,
     Forbidden,
@@ -46,7 +47,6 @@ from engine.logins import login_key
 from engine.session_tokens import SessionTokens, expiry, looks_like_jwt
 from engine.storage import Conn, Store
 from engine.storage.identity import identity_repository
-from engine.storage.tables import now_utc
 
 #: Prefix of the integration tokens of ``attune token create`` (session tokens are JWTs).
 TOKEN_PREFIX = "att_"  # noqa: S105 (a prefix, not a secret)

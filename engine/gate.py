@@ -14,6 +14,7 @@ from typing import Any
 from engine.audit import AuditEntry, AuditLog
 from engine.audit_records import Confirmation
 from engine.catalog import Catalog
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, Forbidden, NotFound, NotYours
 from engine.params import REDACTED, redact, validate_parameters
@@ -22,7 +23,6 @@ from engine.records import Execution, Executor, Source
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.audit import confirmation_repository
-from engine.storage.tables import now_utc
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.clock import now_utc
 from engine.errors import NotFound
 from engine.status import ExecutionStatus
 from engine.storage import Store
 from engine.storage.reports import reports_repository
-from engine.storage.tables import now_utc
 
 S = ExecutionStatus
 #: Result fields a history record keeps (a digest: the execution itself has the whole result).

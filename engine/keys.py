@@ -33,13 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.audit import AuditEntry, AuditLog
 from engine.auth import Principal
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from engine.key_records import KeyChange, KeyContent, KeyValue, NewKey
 from engine.storage import Store
 from engine.storage.keys import key_repository
 from engine.storage.keys import live_clause as live_clause
-from engine.storage.tables import now_utc
 
 OwnerType = Literal["system", "identity", "pack", "action", "sensor"]
 OWNER_TYPES: tuple[OwnerType, ...] = ("system", "identity", "pack", "action", "sensor")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from engine.clock import now_utc
 from engine.report_records import Purgeable, ReportsRepository
 from engine.status import TERMINAL
 from engine.storage import Store
 from engine.storage.reports import reports_repository
-from engine.storage.tables import now_utc
 
 #: Rows deleted per transaction.
 BATCH = 5000

@@ -24,11 +24,11 @@ from engine.auth import (
     throttle_keys,
     verify_password,
 )
+from engine.clock import now_utc
 from engine.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from engine.identity import StoredUser
 from engine.logins import login_key
 from engine.storage import Conn
-from engine.storage.tables import now_utc
 
 #: Characters of a password that ``attune user create`` generates (URL-safe, ~120 bits).
 GENERATED_PASSWORD_BYTES = 15

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import procs
+from engine.clock import now_utc
 from engine.errors import InvalidRequest, NotFound
 from engine.runtimes import RUNTIMES
 from engine.status import ExecutionStatus
 from engine.storage import Store
 from engine.storage.reports import reports_repository
-from engine.storage.tables import now_utc
 from engine.worker import Worker
 
 _LIVE = (ExecutionStatus.RUNNING.value, ExecutionStatus.CANCELING.value)

@@ -15,10 +15,10 @@ from engine.api.http import MAX_ID, PAGING, Call, QueryParam, RouteSpec, page_of
 from engine.api.routes import requester
 from engine.audit_events import AuditEvents, conditions
 from engine.catalog_records import Pack
+from engine.clock import now_utc
 from engine.errors import InvalidRequest, NotFound
 from engine.history import execution_history, matching
 from engine.runtimes import CORE_PACK, RUNTIMES, find_runtime, runtime_record
-from engine.storage.tables import now_utc
 from engine.worker_roster import Roster, WorkerFilter
 
 # -- analytics --------------------------------------------------------------------------------

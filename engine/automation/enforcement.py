@@ -31,7 +31,7 @@ from engine.automation.records import (
     Trigger,
 )
 from engine.automation.rule_secrets import opened, sealed_names
-from engine.automation.schedules import now_utc
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, NotFound
 from engine.records import Executor

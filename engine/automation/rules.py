@@ -9,9 +9,10 @@ from datetime import datetime
 from engine.automation.models import RuleSpec
 from engine.automation.records import Rule, RuleFields, RuleRepository
 from engine.automation.rule_secrets import opened, sealed_names, split_secrets
-from engine.automation.schedules import RULE_TIMERS, now_utc, rule_schedule
+from engine.automation.schedules import RULE_TIMERS, rule_schedule
 from engine.automation.triggers import Triggers
 from engine.catalog import Catalog
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound
 from engine.params import REDACTED, normalize_schema, secret_names, validate_parameters

@@ -52,11 +52,6 @@ UNITS_S = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400, "weeks": 
 _PAYLOAD_TYPE = {"interval": "interval", "cron": "cron", "date": "one_shot"}
 
 
-def now_utc() -> datetime:
-    """The time now, in UTC (what timers, rules and enforcements are stamped with)."""
-    return datetime.now(UTC)
-
-
 def _bad(field: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"trigger_params.{field}: {problem}")
 

@@ -14,7 +14,8 @@ from datetime import datetime
 
 from engine.automation.enforcement import Enforcer
 from engine.automation.records import TimerRepository
-from engine.automation.schedules import TRIGGER_TIMERS, next_fire, now_utc, rule_schedule
+from engine.automation.schedules import TRIGGER_TIMERS, next_fire, rule_schedule
+from engine.clock import now_utc
 from engine.errors import InvalidRequest
 from engine.storage import Store
 

@@ -8,13 +8,14 @@ from datetime import datetime
 
 from engine.automation.models import TriggerSpec, TriggerUpdate
 from engine.automation.records import Trigger, TriggerFields, TriggerRepository
-from engine.automation.schedules import TRIGGER_TIMERS, next_fire, now_utc
+from engine.automation.schedules import TRIGGER_TIMERS, next_fire
 from engine.automation.webhooks import (
     check_webhook_allowed,
     new_webhook_key,
     open_webhook_key,
     webhook_key_values,
 )
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 

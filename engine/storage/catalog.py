@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, update
 
 from engine.catalog_records import Action, CatalogRepository, Pack
+from engine.clock import now_utc
 from engine.errors import Conflict, NotFound
 from engine.packs import ActionSpec, PackSpec
 from engine.storage.store import Conn, Store
-from engine.storage.tables import actions, now_utc, packs, rules, triggers
+from engine.storage.tables import actions, packs, rules, triggers
 
 #: Columns of an action that its spec holds.
 _SPEC_COLUMNS = (

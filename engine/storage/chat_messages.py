@@ -8,8 +8,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.chat_messages import ChatMessage, ChatMessages
+from engine.clock import now_utc
 from engine.storage.store import Store
-from engine.storage.tables import chat_messages, now_utc
+from engine.storage.tables import chat_messages
 
 _COLUMNS = ("channel", "message_id", "shows_status", "output_posted", "fallback", "updated")
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Table, and_, delete, func, insert, or_, select, update
 
+from engine.clock import now_utc
 from engine.key_records import KeyChange, KeyContent, KeyRepository, KeyValue, NewKey
 from engine.storage.store import Conn, Store
-from engine.storage.tables import actions, keys, now_utc, packs, users
+from engine.storage.tables import actions, keys, packs, users
 
 
 def live_clause() -> ColumnElement[bool]:

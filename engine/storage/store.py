@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"attune.{__name__}")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: How long a write waits for another process's lock on a SQLite database before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: The newest migration (tests/engine/test_migrations.py checks it is Alembic's head): a database

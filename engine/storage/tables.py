@@ -95,10 +95,6 @@ JsonType: Any = JSON().with_variant(JSONB(), "postgresql")
 IdType: Any = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 packs = Table(
     "packs",
     metadata,

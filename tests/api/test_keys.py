@@ -26,8 +26,9 @@ from sqlalchemy import select, update
 
 from config import Settings
 from engine.api.app import build_app
+from engine.clock import now_utc
 from engine.runtime import Runtime, build_runtime
-from engine.storage.tables import audit, keys, now_utc
+from engine.storage.tables import audit, keys
 from tests.e2e.conftest import _fresh_postgres_database
 from tests.waiting import eventually
 

@@ -31,10 +31,11 @@ from sqlalchemy import insert, select
 from config import Settings
 from engine.api.app import ALL_ROUTES, build_app
 from engine.auth import ROLES, token_hash
+from engine.clock import now_utc
 from engine.policy import Policy
 from engine.runtime import Runtime, build_runtime
 from engine.session_tokens import signing_key
-from engine.storage.tables import now_utc, tokens, users
+from engine.storage.tables import tokens, users
 from engine.users import Users
 
 PASSWORD = "Session-Password-1"

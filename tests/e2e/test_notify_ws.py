@@ -65,4 +65,3 @@ async def test_subscribers_hear_an_execution_from_created_to_completed(
         assert seen[0] == ("execution_created", "requested")
         if last == "completed":
             assert ("execution_status_changed", "running") in seen
-

@@ -28,9 +28,7 @@ Connect = Callable[[], Awaitable[Broker]]
 WAIT = 10.0  # upper bound for anything that should happen "soon"
 
 
-async def delivered(
-    broker: Broker, holds: Callable[[], bool | Awaitable[bool]], what: str
-) -> None:
+async def delivered(broker: Broker, holds: Callable[[], bool | Awaitable[bool]], what: str) -> None:
     """Wait until the published messages have been handled and ``holds`` says so: on the
     memory broker by waiting for its work (``join``), on RabbitMQ by polling."""
     if isinstance(broker, MemoryBroker):
@@ -245,7 +243,9 @@ async def test_messages_persist_while_no_consumer_is_connected(
 
 @pytest.mark.rabbitmq
 async def test_malformed_message_is_dropped(
-    rabbit: Callable[[], AmqpBroker], amqp_url: str, amqp_exchange: str,
+    rabbit: Callable[[], AmqpBroker],
+    amqp_url: str,
+    amqp_exchange: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     broker = rabbit()
@@ -332,8 +332,9 @@ async def test_connection_loss_is_unavailable_then_recovers(
     the channels, queues, bindings and consumers by itself."""
     proxy = _Proxy(amqp_url)
     await proxy.start()
-    broker = AmqpBroker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.2",
-                        amqp_exchange)
+    broker = AmqpBroker(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.2", amqp_exchange
+    )
     try:
         await asyncio.wait_for(broker.start(), WAIT)
         shared: list[Envelope] = []
@@ -342,6 +343,7 @@ async def test_connection_loss_is_unavailable_then_recovers(
         await broker.consume(None, [CANCEL], collector(private))
 
         proxy.cut()
+
         async def down() -> bool:
             return not await broker.ping()
 

@@ -7,9 +7,10 @@ import itertools
 import pytest
 from sqlalchemy import insert
 
+from engine.clock import now_utc
 from engine.storage import Store
 from engine.storage import totals as counts
-from engine.storage.tables import now_utc, users
+from engine.storage.tables import users
 from engine.storage.totals import Totals
 from tests.waiting import eventually
 

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import insert, update
 
 from engine.auth import AuthService
+from engine.clock import now_utc
 from engine.errors import Unauthorized
 from engine.execution_tokens import ExecutionTokens, api_url
 from engine.runners import RunRequest
 from engine.storage import Store
-from engine.storage.tables import enforcements, executions, now_utc
+from engine.storage.tables import enforcements, executions
 
 SLACK_ROLES = {"U_ADMIN": "admin"}
 

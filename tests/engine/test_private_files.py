@@ -51,12 +51,21 @@ async def test_a_runs_folder_and_the_folder_holding_it_are_private(tmp_path: Pat
     (tmp_path / "actions" / "modes.sh").write_text(
         f'#!/bin/sh\nstat -c %a "{tmp_path / "data"}" "{work}" "{work}"/run-*\n'
     )
-    action = ActionSpec(ref="test.modes", pack_ref="test", name="modes", runner_type="shell",
-                        entry_point="modes.sh", base_dir=str(tmp_path))
+    action = ActionSpec(
+        ref="test.modes",
+        pack_ref="test",
+        name="modes",
+        runner_type="shell",
+        entry_point="modes.sh",
+        base_dir=str(tmp_path),
+    )
     old = os.umask(0o022)
     try:
-        result = await runner.run(RunRequest(execution_id=7, action=action, parameters={},
-                                             timeout_s=10.0, cancel=asyncio.Event()))
+        result = await runner.run(
+            RunRequest(
+                execution_id=7, action=action, parameters={}, timeout_s=10.0, cancel=asyncio.Event()
+            )
+        )
     finally:
         os.umask(old)
     assert result.outcome == "completed", result

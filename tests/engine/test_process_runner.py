@@ -24,8 +24,15 @@ CAP_BYTES = 64 * 1024
 GRACE_S = 0.5
 
 
-def make_action(tmp_path: Path, runner_type: str, body: str | None = None, *,
-                name: str = "act", script: str | None = None, **fields: Any) -> ActionSpec:
+def make_action(
+    tmp_path: Path,
+    runner_type: str,
+    body: str | None = None,
+    *,
+    name: str = "act",
+    script: str | None = None,
+    **fields: Any,
+) -> ActionSpec:
     """An action of pack ``test`` whose script ``body`` lives in ``tmp_path/actions``."""
     entry_point = None
     if body is not None:
@@ -33,20 +40,42 @@ def make_action(tmp_path: Path, runner_type: str, body: str | None = None, *,
         actions.mkdir(exist_ok=True)
         entry_point = f"{name}.{'py' if runner_type == 'python' else 'sh'}"
         (actions / entry_point).write_text(textwrap.dedent(body), encoding="utf-8")
-    return ActionSpec(ref=f"test.{name}", pack_ref="test", name=name, runner_type=runner_type,
-                      entry_point=entry_point, script=script, base_dir=str(tmp_path), **fields)
+    return ActionSpec(
+        ref=f"test.{name}",
+        pack_ref="test",
+        name=name,
+        runner_type=runner_type,
+        entry_point=entry_point,
+        script=script,
+        base_dir=str(tmp_path),
+        **fields,
+    )
 
 
 @pytest.fixture
 def runner(tmp_path: Path) -> ProcessRunner:
-    return ProcessRunner(output_cap_bytes=CAP_BYTES, kill_grace_s=GRACE_S,
-                         work_dir=tmp_path / "work", pipe_grace_s=0.3)
+    return ProcessRunner(
+        output_cap_bytes=CAP_BYTES,
+        kill_grace_s=GRACE_S,
+        work_dir=tmp_path / "work",
+        pipe_grace_s=0.3,
+    )
 
 
-async def run(runner: ProcessRunner, action: ActionSpec, params: dict[str, Any] | None = None,
-              timeout_s: float = 10.0, cancel: asyncio.Event | None = None) -> RunResult:
-    request = RunRequest(execution_id=7, action=action, parameters=params or {},
-                         timeout_s=timeout_s, cancel=cancel or asyncio.Event())
+async def run(
+    runner: ProcessRunner,
+    action: ActionSpec,
+    params: dict[str, Any] | None = None,
+    timeout_s: float = 10.0,
+    cancel: asyncio.Event | None = None,
+) -> RunResult:
+    request = RunRequest(
+        execution_id=7,
+        action=action,
+        parameters=params or {},
+        timeout_s=timeout_s,
+        cancel=cancel or asyncio.Event(),
+    )
     return await runner.run(request)
 
 
@@ -83,6 +112,7 @@ ECHO_PY = """
 
 # --- parameter delivery ------------------------------------------------------------------
 
+
 async def test_stdin_json_reaches_python_script(runner: ProcessRunner, tmp_path: Path) -> None:
     result = await run(runner, make_action(tmp_path, "python", ECHO_PY), {"name": "hello"})
     assert (result.outcome, result.exit_code, result.stdout) == ("completed", 0, "hello\n")
@@ -101,8 +131,7 @@ async def test_file_delivery_is_private_and_removed(runner: ProcessRunner, tmp_p
                           "stdin": sys.stdin.read(), "cwd": os.getcwd(),
                           "delivery": os.environ["ATTUNE_PARAMETER_DELIVERY"]}))
     """
-    action = make_action(tmp_path, "python", body, parameter_delivery="file",
-                         output_format="json")
+    action = make_action(tmp_path, "python", body, parameter_delivery="file", output_format="json")
     result = await run(runner, action, {"name": "x", "n": 3})
     assert result.outcome == "completed", result.error
     assert result.data["mode"] == 0o400
@@ -118,14 +147,15 @@ TRICKY = {
     "dollar": "$(touch {marker})",
     "tick": "`touch {marker}`",
     "semi": "; rm -rf x; touch {marker}",
-    "quote": "it's \"quoted\" \\ back",
+    "quote": 'it\'s "quoted" \\ back',
     "newline": "line1\nline2\n",
 }
 
 
 @pytest.mark.parametrize("delivery", ["file", "stdin"])
-async def test_dotenv_values_reach_shell_verbatim(runner: ProcessRunner, tmp_path: Path,
-                                                  delivery: str) -> None:
+async def test_dotenv_values_reach_shell_verbatim(
+    runner: ProcessRunner, tmp_path: Path, delivery: str
+) -> None:
     marker = tmp_path / f"pwned_{uuid.uuid4().hex}"
     params: dict[str, Any] = {k: v.format(marker=marker) for k, v in TRICKY.items()}
     params |= {"count": 3, "flag": True}
@@ -134,8 +164,9 @@ async def test_dotenv_values_reach_shell_verbatim(runner: ProcessRunner, tmp_pat
         set -a; . {source}; set +a
         printf '%s\\0' "$dollar" "$tick" "$semi" "$quote" "$newline" "$count" "$flag"
     """
-    action = make_action(tmp_path, "shell", body, parameter_format="dotenv",
-                         parameter_delivery=delivery)
+    action = make_action(
+        tmp_path, "shell", body, parameter_format="dotenv", parameter_delivery=delivery
+    )
     result = await run(runner, action, params)
     assert result.outcome == "completed", result.stderr
     assert result.stdout.split("\0")[:-1] == [*(params[k] for k in TRICKY), "3", "true"]
@@ -159,8 +190,9 @@ async def test_yaml_parameters(runner: ProcessRunner, tmp_path: Path) -> None:
     assert (await run(runner, action, params)).data == params
 
 
-async def test_secrets_reach_script_but_not_command_line(runner: ProcessRunner,
-                                                         tmp_path: Path) -> None:
+async def test_secrets_reach_script_but_not_command_line(
+    runner: ProcessRunner, tmp_path: Path
+) -> None:
     body = """
         import json, sys
         params = json.load(sys.stdin)
@@ -189,14 +221,16 @@ async def test_large_stdin_document_while_child_writes_first(tmp_path: Path) -> 
     assert len(result.stdout) == CAP_BYTES
 
 
-async def test_child_that_ignores_stdin_still_completes(runner: ProcessRunner,
-                                                        tmp_path: Path) -> None:
+async def test_child_that_ignores_stdin_still_completes(
+    runner: ProcessRunner, tmp_path: Path
+) -> None:
     action = make_action(tmp_path, "shell", "echo ok")
     result = await run(runner, action, {"blob": "b" * 3_000_000})
     assert (result.outcome, result.stdout) == ("completed", "ok\n")
 
 
 # --- outcome and output --------------------------------------------------------------------
+
 
 async def test_nonzero_exit_fails_with_stderr(runner: ProcessRunner, tmp_path: Path) -> None:
     body = "echo partial; echo 'first' >&2; echo 'disk full' >&2; exit 3"
@@ -211,17 +245,24 @@ async def test_nonzero_exit_fails_with_stderr(runner: ProcessRunner, tmp_path: P
 async def test_killed_by_signal(runner: ProcessRunner, tmp_path: Path) -> None:
     result = await run(runner, make_action(tmp_path, "shell", "kill -KILL $$"))
     assert (result.outcome, result.exit_code, result.error) == (
-        "failed", None, "killed by signal SIGKILL")
+        "failed",
+        None,
+        "killed by signal SIGKILL",
+    )
 
 
-@pytest.mark.parametrize(("fmt", "stdout", "data"), [
-    ("json", '{"a": [1, 2]}', {"a": [1, 2]}),
-    ("jsonl", '{"n": 1}\n\n{"n": 2}\n', [{"n": 1}, {"n": 2}]),
-    ("yaml", "a: 1\nb: [x]\n", {"a": 1, "b": ["x"]}),
-    ("text", "anything", None),
-])
-async def test_output_formats(runner: ProcessRunner, tmp_path: Path, fmt: str, stdout: str,
-                              data: Any) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "stdout", "data"),
+    [
+        ("json", '{"a": [1, 2]}', {"a": [1, 2]}),
+        ("jsonl", '{"n": 1}\n\n{"n": 2}\n', [{"n": 1}, {"n": 2}]),
+        ("yaml", "a: 1\nb: [x]\n", {"a": 1, "b": ["x"]}),
+        ("text", "anything", None),
+    ],
+)
+async def test_output_formats(
+    runner: ProcessRunner, tmp_path: Path, fmt: str, stdout: str, data: Any
+) -> None:
     body = f"import sys; sys.stdout.write({stdout!r})"
     result = await run(runner, make_action(tmp_path, "python", body, output_format=fmt))
     assert (result.outcome, result.data, result.stdout) == ("completed", data, stdout)
@@ -236,8 +277,7 @@ async def test_broken_json_output_fails(runner: ProcessRunner, tmp_path: Path) -
     assert result.stdout == "{not json\n"
 
 
-async def test_output_cap_truncates_without_deadlock(runner: ProcessRunner,
-                                                     tmp_path: Path) -> None:
+async def test_output_cap_truncates_without_deadlock(runner: ProcessRunner, tmp_path: Path) -> None:
     body = """
         import sys
         sys.stdout.write("o" * (3 * 1024 * 1024))
@@ -270,8 +310,7 @@ async def test_timeout_kills_the_whole_group(runner: ProcessRunner, tmp_path: Pa
     await assert_gone(int(pidfile.read_text()))
 
 
-async def test_sigterm_ignored_is_killed_after_grace(runner: ProcessRunner,
-                                                     tmp_path: Path) -> None:
+async def test_sigterm_ignored_is_killed_after_grace(runner: ProcessRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "main.pid"
     body = f"trap '' TERM\necho $$ > '{pidfile}'\nsleep 30\necho survived"
     started = time.monotonic()
@@ -284,8 +323,9 @@ async def test_sigterm_ignored_is_killed_after_grace(runner: ProcessRunner,
 
 
 @pytest.mark.parametrize("redirect", ["", ">/dev/null 2>&1"])
-async def test_leftover_children_killed_after_normal_exit(runner: ProcessRunner,
-                                                          tmp_path: Path, redirect: str) -> None:
+async def test_leftover_children_killed_after_normal_exit(
+    runner: ProcessRunner, tmp_path: Path, redirect: str
+) -> None:
     pidfile = tmp_path / "child.pid"
     body = f"sleep 300 {redirect} &\necho $! > '{pidfile}'\necho done"
     started = time.monotonic()
@@ -318,8 +358,9 @@ async def test_cancel_before_start_runs_nothing(runner: ProcessRunner, tmp_path:
     assert not marker.exists()
 
 
-async def test_cancelling_the_run_task_kills_and_reraises(runner: ProcessRunner,
-                                                          tmp_path: Path) -> None:
+async def test_cancelling_the_run_task_kills_and_reraises(
+    runner: ProcessRunner, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "child.pid"
     action = make_action(tmp_path, "shell", SPAWNS_CHILD.format(pidfile=pidfile))
     task = asyncio.create_task(run(runner, action))
@@ -332,6 +373,7 @@ async def test_cancelling_the_run_task_kills_and_reraises(runner: ProcessRunner,
 
 
 # --- scripts ---------------------------------------------------------------------------------
+
 
 async def test_inline_shell_script(runner: ProcessRunner, tmp_path: Path) -> None:
     script = 'echo "inline $((1 + 2)) $ATTUNE_ACTION_REF $ATTUNE_EXECUTION_ID"\necho "$0"'
@@ -372,8 +414,14 @@ async def test_inline_bash_gets_its_parameters_as_variables_never_as_code(
 
 
 async def test_missing_entry_point(runner: ProcessRunner, tmp_path: Path) -> None:
-    action = ActionSpec(ref="test.gone", pack_ref="test", name="gone", runner_type="shell",
-                        entry_point="gone.sh", base_dir=str(tmp_path))
+    action = ActionSpec(
+        ref="test.gone",
+        pack_ref="test",
+        name="gone",
+        runner_type="shell",
+        entry_point="gone.sh",
+        base_dir=str(tmp_path),
+    )
     result = await run(runner, action)
     assert result.outcome == "failed"
     assert result.error == f"entry point not found: {tmp_path / 'actions' / 'gone.sh'}"
@@ -389,6 +437,7 @@ async def test_bad_dotenv_name_fails_the_run(runner: ProcessRunner, tmp_path: Pa
 
 # --- formats.py (pure) ---------------------------------------------------------------------
 
+
 def test_format_json_is_compact_utf8() -> None:
     expected = '{"a":"é","b":[1,null]}'.encode()
     assert format_parameters({"a": "é", "b": [1, None]}, "json") == expected
@@ -397,7 +446,8 @@ def test_format_json_is_compact_utf8() -> None:
 def test_format_dotenv_quotes_for_shell() -> None:
     params = {"S": "it's $HOME", "N": 3, "B": False, "L": ["x"], "Z": None}
     assert format_parameters(params, "dotenv").decode() == (
-        "S='it'\\''s $HOME'\nN='3'\nB='false'\nL='[\"x\"]'\nZ='null'\n")
+        "S='it'\\''s $HOME'\nN='3'\nB='false'\nL='[\"x\"]'\nZ='null'\n"
+    )
 
 
 @pytest.mark.parametrize("key", ["bad-name", "1st", "with space", ""])
@@ -423,24 +473,30 @@ def test_unknown_formats_raise() -> None:
         parse_output("", "xml")
 
 
-@pytest.mark.parametrize(("stdout", "fmt", "expected"), [
-    ("hello", "text", (None, None)),
-    ("", "json", (None, None)),
-    (" \n", "yaml", (None, None)),
-    ("", "jsonl", ([], None)),
-    ('[1, "a"]\n', "json", ([1, "a"], None)),
-    ("- 1\n- a\n", "yaml", ([1, "a"], None)),
-    ('1\n\n"x"\n{"k": null}\n', "jsonl", ([1, "x", {"k": None}], None)),
-])
+@pytest.mark.parametrize(
+    ("stdout", "fmt", "expected"),
+    [
+        ("hello", "text", (None, None)),
+        ("", "json", (None, None)),
+        (" \n", "yaml", (None, None)),
+        ("", "jsonl", ([], None)),
+        ('[1, "a"]\n', "json", ([1, "a"], None)),
+        ("- 1\n- a\n", "yaml", ([1, "a"], None)),
+        ('1\n\n"x"\n{"k": null}\n', "jsonl", ([1, "x", {"k": None}], None)),
+    ],
+)
 def test_parse_output(stdout: str, fmt: str, expected: tuple[Any, str | None]) -> None:
     assert parse_output(stdout, fmt) == expected
 
 
-@pytest.mark.parametrize(("stdout", "fmt", "prefix"), [
-    ("{oops", "json", "could not parse stdout as json: "),
-    ("a: [1,\n", "yaml", "could not parse stdout as yaml: "),
-    ('{"ok": 1}\nnope\n', "jsonl", "could not parse stdout as jsonl: line 2: "),
-])
+@pytest.mark.parametrize(
+    ("stdout", "fmt", "prefix"),
+    [
+        ("{oops", "json", "could not parse stdout as json: "),
+        ("a: [1,\n", "yaml", "could not parse stdout as yaml: "),
+        ('{"ok": 1}\nnope\n', "jsonl", "could not parse stdout as jsonl: line 2: "),
+    ],
+)
 def test_parse_output_failure_is_returned(stdout: str, fmt: str, prefix: str) -> None:
     data, error = parse_output(stdout, fmt)
     assert data is None

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, insert, select, text
 
+from engine.clock import now_utc
 from engine.errors import Conflict, Unavailable
 from engine.storage import Store, build_store
 from engine.storage.store import LoopConn
-from engine.storage.tables import now_utc, users
+from engine.storage.tables import users
 from tests.waiting import eventually
 
 
@@ -130,9 +131,7 @@ async def test_postgres_connection_closed_by_the_server_is_replaced_at_checkout(
     name = f"attune_store_{uuid.uuid4().hex[:10]}"
     base = make_url(postgres_url)
     admin = await asyncpg.connect(
-        base.set(drivername="postgresql", database="postgres").render_as_string(
-            hide_password=False
-        )
+        base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     )
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = base.set(drivername="postgresql+asyncpg", database=name)

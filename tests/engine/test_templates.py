@@ -15,17 +15,31 @@ from engine.errors import TooManyRequests
 from engine.templates import TemplateProblem, check_conditions, check_templates, matches, render
 
 CTX: dict[str, Any] = {
-    "event": {"id": 7, "trigger": "ops.alert", "payload": {
-        "message": "disk full", "count": 3, "tags": ["db", "prod"], "severity": "high",
-        "host": {"name": "web1"}}},
+    "event": {
+        "id": 7,
+        "trigger": "ops.alert",
+        "payload": {
+            "message": "disk full",
+            "count": 3,
+            "tags": ["db", "prod"],
+            "severity": "high",
+            "host": {"name": "web1"},
+        },
+    },
     "rule": {"ref": "ops.page"},
 }
 
 
 def test_a_lone_template_keeps_its_json_type() -> None:
-    assert render({"n": "{{ event.payload.count }}", "tags": "{{ event.payload.tags }}",
-                   "text": "{{ event.payload.count }} errors", "plain": "x"}, CTX) == {
-        "n": 3, "tags": ["db", "prod"], "text": "3 errors", "plain": "x"}
+    assert render(
+        {
+            "n": "{{ event.payload.count }}",
+            "tags": "{{ event.payload.tags }}",
+            "text": "{{ event.payload.count }} errors",
+            "plain": "x",
+        },
+        CTX,
+    ) == {"n": 3, "tags": ["db", "prod"], "text": "3 errors", "plain": "x"}
 
 
 def test_templates_see_event_and_rule() -> None:
@@ -38,8 +52,10 @@ def test_missing_keys_fail_with_the_reason() -> None:
         render("{{ event.payload.nope }}", CTX)
 
 
-@pytest.mark.parametrize("template", ["{{ event.__class__ }}", "{{ ''.__class__.__mro__ }}",
-                                      "{{ event.payload.tags.append(1) }}"])
+@pytest.mark.parametrize(
+    "template",
+    ["{{ event.__class__ }}", "{{ ''.__class__.__mro__ }}", "{{ event.payload.tags.append(1) }}"],
+)
 def test_the_sandbox_refuses_escapes_and_mutation(template: str) -> None:
     with pytest.raises(TemplateProblem):
         render(template, CTX)
@@ -69,8 +85,13 @@ def test_syntax_is_checked_when_the_rule_is_saved() -> None:
         ([{"field": "payload.nope", "operator": "exists", "value": True}], False),
         ([{"field": "payload.nope", "operator": "exists", "value": False}], True),
         ([{"field": "payload.nope", "operator": "equals", "value": None}], False),
-        ([{"field": "payload.severity", "value": "high"},
-          {"field": "payload.count", "operator": "greater_than", "value": 5}], False),
+        (
+            [
+                {"field": "payload.severity", "value": "high"},
+                {"field": "payload.count", "operator": "greater_than", "value": 5},
+            ],
+            False,
+        ),
         ({"expression": "{{ event.payload.count > 2 and 'db' in event.payload.tags }}"}, True),
         ({"expression": "{{ event.payload.count > 5 }}"}, False),
     ],
@@ -80,11 +101,17 @@ def test_conditions(conditions: Any, expected: bool) -> None:
     assert matches(conditions, CTX) is expected
 
 
-@pytest.mark.parametrize("conditions", [
-    [{"operator": "equals"}], [{"field": "x", "operator": "like"}],
-    [{"field": "x", "operator": "matches", "value": "("}], {"expr": "x"}, "nope",
-    {"expression": "{{ oops("},
-])
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        [{"operator": "equals"}],
+        [{"field": "x", "operator": "like"}],
+        [{"field": "x", "operator": "matches", "value": "("}],
+        {"expr": "x"},
+        "nope",
+        {"expression": "{{ oops("},
+    ],
+)
 def test_bad_conditions_are_refused_when_saved(conditions: Any) -> None:
     with pytest.raises(TemplateProblem):
         check_conditions(conditions)
@@ -92,8 +119,11 @@ def test_bad_conditions_are_refused_when_saved(conditions: Any) -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "reason"),
-    [("(a)\\1", "invalid escape sequence"), ("foo(?=bar)", "invalid perl operator"),
-     ("(?<!x)a", "invalid perl operator")],
+    [
+        ("(a)\\1", "invalid escape sequence"),
+        ("foo(?=bar)", "invalid perl operator"),
+        ("(?<!x)a", "invalid perl operator"),
+    ],
 )
 def test_a_pattern_re2_cannot_run_is_refused_when_saved(pattern: str, reason: str) -> None:
     """Issue 12, hole 3: ``matches`` uses RE2 (linear time); back-references and look-arounds
@@ -127,12 +157,15 @@ def test_timers_schedule() -> None:
     from datetime import UTC, datetime
 
     now = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
-    assert next_fire("interval", {"seconds": 60}, now) == datetime(2026, 11, 26, 12, 1, 30,
-                                                                    tzinfo=UTC)
+    assert next_fire("interval", {"seconds": 60}, now) == datetime(
+        2026, 11, 26, 12, 1, 30, tzinfo=UTC
+    )
     assert next_fire("cron", {"expression": "*/5 * * * *"}, now) == datetime(
-        2026, 11, 26, 12, 5, tzinfo=UTC)
+        2026, 11, 26, 12, 5, tzinfo=UTC
+    )
     assert next_fire("date", {"at": "2026-11-26T13:00:00+00:00"}, now) == datetime(
-        2026, 11, 26, 13, 0, tzinfo=UTC)
+        2026, 11, 26, 13, 0, tzinfo=UTC
+    )
     assert next_fire("date", {"at": "2026-11-26T11:00:00+00:00"}, now) is None
 
 

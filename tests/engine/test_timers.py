@@ -13,9 +13,10 @@ from sqlalchemy import func, select, update
 from config import Settings
 from engine.api.automation_views import rule_view, trigger_view
 from engine.automation import RuleSpec, TriggerSpec
+from engine.clock import now_utc
 from engine.packs import PackSpec
 from engine.runtime import Runtime, build_runtime
-from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
+from engine.storage.tables import enforcements, events, executions, rules, triggers
 from tests.e2e.conftest import _fresh_postgres_database
 
 

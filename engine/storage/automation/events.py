@@ -18,6 +18,7 @@ from engine.automation.records import (
     Settlement,
     Trigger,
 )
+from engine.clock import now_utc
 from engine.storage.automation.rows import (
     SqlBase,
     enforcement_query,
@@ -29,7 +30,7 @@ from engine.storage.automation.rows import (
     to_trigger,
 )
 from engine.storage.store import Conn
-from engine.storage.tables import enforcements, events, executions, now_utc, rules, triggers
+from engine.storage.tables import enforcements, events, executions, rules, triggers
 
 
 class SqlEvents(SqlBase):

@@ -16,9 +16,9 @@ from engine.automation.records import (
     Trigger,
     TriggerFields,
 )
-from engine.counts import Totals
 from engine.storage.store import Store
 from engine.storage.tables import actions, enforcements, events, packs, rules, triggers
+from engine.storage.totals import Totals
 
 
 class SqlBase:

@@ -8,9 +8,10 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 
 from engine.automation.records import DueRule, StoredKey, Trigger
+from engine.clock import now_utc
 from engine.storage.automation.rows import SqlBase, to_trigger
 from engine.storage.store import Conn
-from engine.storage.tables import keys, now_utc, rules, triggers
+from engine.storage.tables import keys, rules, triggers
 
 
 class SqlTimers(SqlBase):

@@ -7,5 +7,14 @@ import sys
 
 params = json.load(sys.stdin)
 usage = shutil.disk_usage(params["path"])
-print(json.dumps({"path": params["path"], "total": usage.total, "used": usage.used,
-                  "free": usage.free, "used_percent": round(100 * usage.used / usage.total, 1)}))
+print(
+    json.dumps(
+        {
+            "path": params["path"],
+            "total": usage.total,
+            "used": usage.used,
+            "free": usage.free,
+            "used_percent": round(100 * usage.used / usage.total, 1),
+        }
+    )
+)
