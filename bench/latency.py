@@ -65,7 +65,7 @@ class Completions:
 
 async def _submit(rt: Runtime) -> int:
     record = await rt.service.submit("core.noop", {}, Executor(identity="bench", source="cli"))
-    return int(record["id"])
+    return record.id
 
 
 async def measure(rt: Runtime, done: Completions, count: int, burst: int) -> dict[str, Any]:

@@ -70,7 +70,7 @@ async def run(count: int) -> dict[str, float]:
                 while True:
                     execution_id, at = await asyncio.wait_for(completed.get(), 30)
                     record = await rt.service.get(execution_id)
-                    if record["requester"].get("event") == event_id:
+                    if record.requester.get("event") == event_id:
                         break
                 if i >= 10:
                     times_ms.append((at - started) * 1000)

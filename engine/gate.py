@@ -196,8 +196,8 @@ class Gate:
         parameters: dict[str, Any] | None,
     ) -> Submitted:
         """The first execution for a retried key, if the retry asks for the same thing."""
-        await self._deny(who, "run", earlier["action_ref"])
-        same = earlier["action_ref"] == action_ref
+        await self._deny(who, "run", earlier.action_ref)
+        same = earlier.action_ref == action_ref
         if same:
             action = await self.catalog.get_action(action_ref)
             try:
@@ -205,11 +205,11 @@ class Gate:
             except EngineError:
                 same = False
             else:
-                same = redact(params, action.secrets) == earlier["config"]
+                same = redact(params, action.secrets) == earlier.config
         if not same:
             raise Conflict(
                 f"this Idempotency-Key was used for a different request (execution "
-                f"{earlier['id']} of {earlier['action_ref']}); use a new key"
+                f"{earlier.id} of {earlier.action_ref}); use a new key"
             )
         return Submitted(earlier, replayed=True)
 
@@ -232,9 +232,9 @@ class Gate:
         """A re-run carries the original's secret values: only its requester (same identity,
         same source) or an admin may re-run an execution whose secret parameters were set.
         Anyone else is refused (audited); they run the action anew with their own values."""
-        config = record.get("config") or {}
+        config = record.config or {}
         secret = sorted(str(name) for name, value in config.items() if value == REDACTED)
-        original = record.get("requester") or {}
+        original = record.requester or {}
         mine = (original.get("identity"), original.get("source")) == (who.identity, who.source)
         if not secret or mine or who.role == "admin":
             return
@@ -242,13 +242,13 @@ class Gate:
         error = Forbidden(
             f"execution #{execution_id} was requested by {owner} with secret parameters "
             f"({', '.join(secret)}): only they or an admin can re-run it; run "
-            f"{record['action_ref']} anew with your own values"
+            f"{record.action_ref} anew with your own values"
         )
         await self.audit.record(
             who.entry(
                 "rerun",
                 "denied",
-                target=record["action_ref"],
+                target=record.action_ref,
                 detail=error.message,
                 execution_id=execution_id,
             )
@@ -257,7 +257,7 @@ class Gate:
 
     async def cancel(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
-        await self._deny(who, "cancel", record["action_ref"], execution_id=execution_id)
+        await self._deny(who, "cancel", record.action_ref, execution_id=execution_id)
         try:
             record = await self.service.cancel(execution_id, who.identity)
         except EngineError as exc:
@@ -265,20 +265,20 @@ class Gate:
                 who.entry(
                     "cancel",
                     "refused",
-                    target=record["action_ref"],
+                    target=record.action_ref,
                     detail=exc.message,
                     execution_id=execution_id,
                 )
             )
             raise
         await self.audit.record(
-            who.entry("cancel", "accepted", target=record["action_ref"], execution_id=execution_id)
+            who.entry("cancel", "accepted", target=record.action_ref, execution_id=execution_id)
         )
         return record
 
     async def view(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
-        await self._deny(who, "view", record["action_ref"], execution_id=execution_id)
+        await self._deny(who, "view", record.action_ref, execution_id=execution_id)
         return record
 
     async def manage(self, who: Requester, action_ref: str, verb: str) -> None:
@@ -349,7 +349,7 @@ class Gate:
             idempotency_key=f"confirm:{code}",
         )
         assert isinstance(result, Submitted)
-        await self.confirmations.ran(code, result.record["id"])
+        await self.confirmations.ran(code, result.record.id)
         return result
 
     async def abort(self, who: Requester, code: str) -> str:

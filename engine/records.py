@@ -66,27 +66,17 @@ def chat_target(chat: dict[str, Any] | None) -> str | None:
     return delivery_target(chat) if chat else None
 
 
-class _ByName:
-    """Read access by field name (``record["id"]``, ``record.get("result")``) for callers
-    written against the dicts these records replace."""
+class _Fields:
+    """``as_dict()``: the record's fields by name, for JSON and for reports."""
 
     __slots__ = ()
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return getattr(self, name)
-        except AttributeError:
-            raise KeyError(name) from None
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
-class Execution(_ByName):
+class Execution(_Fields):
     """An execution as the API and chat show it (``config`` has secrets redacted).
 
     ``executor`` is Attune's: the requesting identity's id (None for Slack users, rules and
@@ -108,7 +98,7 @@ class Execution(_ByName):
 
 
 @dataclass(frozen=True, slots=True)
-class Route(_ByName):
+class Route(_Fields):
     """Where an execution's news goes: its chat route and callback URL."""
 
     chat: dict[str, Any] | None
@@ -192,7 +182,7 @@ Event = Literal["created", "started", "completed"]
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery(_ByName):
+class Delivery(_Fields):
     """One outbox row: an event of an execution to deliver to a target (``slack``,
     ``callback`` or ``terminal:<session>``), as the API shows it and a sink receives it."""
 

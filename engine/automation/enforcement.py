@@ -213,7 +213,7 @@ class Enforcer:
                 raise  # the database: leave it to the sweep
             return await self._settle(rule, event, existing, "failed", None, exc.message)
         return await self._settle(
-            rule, event, existing, "scheduled", record["id"], None, config=record["config"]
+            rule, event, existing, "scheduled", record.id, None, config=record.config
         )
 
     async def _take_over(self, enforcement: Enforcement) -> bool:

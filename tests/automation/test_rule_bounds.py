@@ -113,7 +113,7 @@ async def test_a_template_that_runs_too_long_is_stopped_and_the_loop_stays_free(
     enf = await _enforcement(rt, event.id)
     assert (enf["outcome"], enf["error"]) == ("scheduled", None), enf
     execution = await rt.service.get(enf["execution_id"])
-    assert execution["config"] == {"message": "n=42"}, execution
+    assert execution.config == {"message": "n=42"}, execution
 
 
 async def test_an_expression_condition_that_runs_too_long_is_stopped(rt: Runtime) -> None:

@@ -49,7 +49,7 @@ async def until_status(rt: Runtime, execution_id: int, *statuses: str) -> dict[s
         f"execution {execution_id} to be one of {statuses}",
         10,
         interval_s=0.02,
-        done=lambda r: r["status"] in statuses,
+        done=lambda r: r.status in statuses,
     )
     return record
 
@@ -61,7 +61,7 @@ async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Ru
     assert f"#{reply.execution_id} queued" in reply.text
     record = await until_status(runtime, reply.execution_id, "completed")
     # Slack users are known by their user id; the name is kept for people to read.
-    assert record["requester"] == {
+    assert record.requester == {
         "identity": "U1",
         "source": "slack",
         "channel": "C1",
@@ -70,10 +70,10 @@ async def test_run_replies_with_the_number_and_records_who_and_where(runtime: Ru
         "team_id": "T1",
         "role": "operator",
     }
-    assert record["config"] == {"message": "hi there"}
+    assert record.config == {"message": "hi there"}
     _, route = await runtime.service.get_with_route(reply.execution_id)
-    assert route["chat"]["channel"] == "C1"
-    assert route["chat"]["response_url"] == "http://127.0.0.1:9/r"
+    assert route.chat["channel"] == "C1"
+    assert route.chat["response_url"] == "http://127.0.0.1:9/r"
     async with runtime.store.read() as conn:
         events = (
             await conn.execute(
@@ -93,7 +93,7 @@ async def test_values_are_coerced_by_the_schema(runtime: Runtime) -> None:
     reply = await CommandHandler(runtime).handle("run examples.wait seconds=0", SLACK)
     assert reply.execution_id is not None
     record = await until_status(runtime, reply.execution_id, "completed")
-    assert record["config"] == {"seconds": 0}
+    assert record.config == {"seconds": 0}
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ async def test_status_cancel_and_rerun(runtime: Runtime) -> None:
     assert rerun.execution_id not in (None, run.execution_id)
     assert f"re-run of #{run.execution_id}" in rerun.text
     record = await runtime.service.get(rerun.execution_id)  # type: ignore[arg-type]
-    assert record["config"] == {"seconds": 30}
+    assert record.config == {"seconds": 30}
     await runtime.service.cancel(rerun.execution_id, "test")  # type: ignore[arg-type]
 
 

@@ -77,7 +77,7 @@ async def wait_status(
 
     async def probe() -> dict[str, Any]:
         record = await rt.service.get(execution_id)
-        if record["status"] not in statuses and record["status"] in TERMINAL_VALUES:
+        if record.status not in statuses and record.status in TERMINAL_VALUES:
             pytest.fail(
                 f"execution {execution_id} ended {record['status']}, expected {statuses}: "
                 f"{record['result']}"
@@ -88,7 +88,7 @@ async def wait_status(
         probe,
         f"execution {execution_id} to be one of {statuses}",
         timeout_s,
-        done=lambda r: r["status"] in statuses,
+        done=lambda r: r.status in statuses,
     )
     return record
 
@@ -303,20 +303,20 @@ async def test_echo_actions_complete(backend: Backend) -> None:
 
     builtin = await rt.service.submit("core.echo", {"message": "hello from chat"}, ALICE)
     script = await rt.service.submit("test_pack.echo", {"message": "hi", "count": "3"}, ALICE)
-    assert builtin["status"] == script["status"] == "requested"
+    assert builtin.status == script.status == "requested"
 
-    done = await wait_status(rt, builtin["id"], "completed")
-    assert done["result"]["stdout"] == "hello from chat\n"
-    assert done["result"]["succeeded"] is True
-    assert done["result"]["exit_code"] == 0
-    assert done["requester"] == {"identity": "alice", "source": "api", "channel": "#ops"}
-    assert done["created"] <= done["started_at"] <= done["finished_at"]
+    done = await wait_status(rt, builtin.id, "completed")
+    assert done.result["stdout"] == "hello from chat\n"
+    assert done.result["succeeded"] is True
+    assert done.result["exit_code"] == 0
+    assert done.requester == {"identity": "alice", "source": "api", "channel": "#ops"}
+    assert done.created <= done.started_at <= done.finished_at
 
-    done = await wait_status(rt, script["id"], "completed")
-    assert done["config"] == {"message": "hi", "count": 3}, "'3' was coerced to the integer 3"
-    assert done["result"]["data"] == {"message": "hi", "repeated": ["hi", "hi", "hi"]}
-    assert done["result"]["succeeded"] is True
-    assert (await raw_execution(rt, script["id"]))["worker"] == "worker-1"
+    done = await wait_status(rt, script.id, "completed")
+    assert done.config == {"message": "hi", "count": 3}, "'3' was coerced to the integer 3"
+    assert done.result["data"] == {"message": "hi", "repeated": ["hi", "hi", "hi"]}
+    assert done.result["succeeded"] is True
+    assert (await raw_execution(rt, script.id))["worker"] == "worker-1"
 
 
 async def test_duplicate_delivery_runs_once(
@@ -328,7 +328,7 @@ async def test_duplicate_delivery_runs_once(
     out = tmp_path / "ran.txt"
 
     record = await rt.service.submit(ref, {"path": str(out), "delay": 0.3}, ALICE)
-    eid = record["id"]
+    eid = record.id
     doorbell = {"execution_id": eid, "action_ref": ref}
     assert rt.worker is not None
     await asyncio.gather(
@@ -349,9 +349,9 @@ async def test_duplicate_delivery_runs_once(
 
     assert out.read_text().splitlines() == [str(eid)], "the action ran exactly once"
     after = await rt.service.get(eid)
-    assert after["status"] == "completed"
-    assert after["started_at"] == done["started_at"], "claimed once: started_at never moved"
-    assert after["finished_at"] == done["finished_at"]
+    assert after.status == "completed"
+    assert after.started_at == done.started_at, "claimed once: started_at never moved"
+    assert after.finished_at == done.finished_at
     assert transitions(rt, "running", ref) == 1
     assert transitions(rt, "completed", ref) == 1
 
@@ -370,7 +370,7 @@ async def test_two_workers_share_executions(backend: Backend, tmp_path: Path) ->
     records = await asyncio.gather(
         *(first.service.submit(ref, {"path": str(out)}, ALICE) for _ in range(40))
     )
-    ids = [r["id"] for r in records]
+    ids = [r.id for r in records]
     if not backend.rabbitmq:
         # Each runtime has its own in-process broker: the second worker competes for the same
         # rows by being handed every id directly, as a duplicate delivery would.
@@ -419,12 +419,12 @@ async def test_lost_message_recovered_by_sweep(
 
     record = await rt.service.submit("core.echo", {"message": "found again"}, ALICE)
     await rt.service.drain()
-    assert [p["execution_id"] for p in lost] == [record["id"]]
-    assert (await rt.service.get(record["id"]))["status"] == "requested"
+    assert [p["execution_id"] for p in lost] == [record.id]
+    assert (await rt.service.get(record.id)).status == "requested"
 
-    done = await wait_status(rt, record["id"], "completed", timeout_s=5.0)
-    assert done["result"]["stdout"] == "found again\n"
-    waited = done["started_at"] - done["created"]
+    done = await wait_status(rt, record.id, "completed", timeout_s=5.0)
+    assert done.result["stdout"] == "found again\n"
+    waited = done.started_at - done.created
     assert waited >= timedelta(seconds=backend.settings.requeue_after_s), (
         "it started only once the sweep found the row"
     )
@@ -444,7 +444,7 @@ async def test_the_sweep_rings_again_only_once_the_queue_has_drained(
         await release.wait()
 
     await rt.broker.consume(REQUESTED_QUEUE, [REQUESTED], stalled, prefetch=1)
-    ids = [(await rt.service.submit("core.noop", None, ALICE))["id"] for _ in range(3)]
+    ids = [(await rt.service.submit("core.noop", None, ALICE)).id for _ in range(3)]
     await rt.service.drain()
     sweeper = Housekeeper(
         rt.service,
@@ -492,29 +492,29 @@ async def test_cancel_before_handoff(backend: Backend, monkeypatch: pytest.Monke
     rt = await backend.runtime()  # no worker takes work yet
     record = await rt.service.submit("core.echo", {"message": "never"}, ALICE)
 
-    cancelled = await rt.service.cancel(record["id"], by="bob")
-    assert cancelled["status"] == "cancelled"
-    assert cancelled["finished_at"] is not None
-    assert cancelled["started_at"] is None
-    assert cancelled["result"]["succeeded"] is False
-    assert "bob" in cancelled["result"]["error"]
+    cancelled = await rt.service.cancel(record.id, by="bob")
+    assert cancelled.status == "cancelled"
+    assert cancelled.finished_at is not None
+    assert cancelled.started_at is None
+    assert cancelled.result["succeeded"] is False
+    assert "bob" in cancelled.result["error"]
     with pytest.raises(Conflict, match="already cancelled"):
-        await rt.service.cancel(record["id"], by="bob")
+        await rt.service.cancel(record.id, by="bob")
 
     await rt.start_worker("worker-1")
     handled = spy_on_execute(rt, monkeypatch)
     # The doorbell rings late, as a delayed or redelivered message would.
-    await rt.broker.publish(REQUESTED, {"execution_id": record["id"], "action_ref": "core.echo"})
+    await rt.broker.publish(REQUESTED, {"execution_id": record.id, "action_ref": "core.echo"})
     other = await rt.service.submit("core.echo", {"message": "later"}, ALICE)
-    await wait_status(rt, other["id"], "completed")
+    await wait_status(rt, other.id, "completed")
     await settled(rt)
-    await eventually(lambda: _at_least(handled, record["id"], 1), "the late doorbell")
+    await eventually(lambda: _at_least(handled, record.id, 1), "the late doorbell")
 
-    after = await rt.service.get(record["id"])
-    assert after["status"] == "cancelled"
-    assert after["started_at"] is None
-    assert after["finished_at"] == cancelled["finished_at"]
-    assert (await raw_execution(rt, record["id"]))["worker"] is None
+    after = await rt.service.get(record.id)
+    assert after.status == "cancelled"
+    assert after.started_at is None
+    assert after.finished_at == cancelled.finished_at
+    assert (await raw_execution(rt, record.id))["worker"] is None
 
 
 async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> None:
@@ -540,27 +540,27 @@ async def test_chat_news_and_audit_commit_with_each_change(backend: Backend) -> 
         for chat, url in (({}, None), (None, ""))
     ]
     sessionless = await rt.service.submit("core.noop", None, ALICE, chat={"sink": "terminal"})
-    ids = [slack["id"], terminal["id"], *(q["id"] for q in quiet), sessionless["id"]]
+    ids = [slack.id, terminal.id, *(q.id for q in quiet), sessionless.id]
     for execution_id in ids:
         assert await rt.service.claim(execution_id, "w") is not None
         done = await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"ok": True})
         assert done is not None
-    assert await rt.service.finish(slack["id"], ExecutionStatus.FAILED, {}) is None
+    assert await rt.service.finish(slack.id, ExecutionStatus.FAILED, {}) is None
 
     rows = await delivery_rows(rt, ids)
     seen = [(r["execution_id"], r["target"], r["event"], r["state"]) for r in rows]
-    a, b = slack["id"], terminal["id"]
+    a, b = slack.id, terminal.id
     assert seen == [
         (a, "slack", "created", "pending"),
         (b, "terminal:s1", "created", "pending"),
-        (sessionless["id"], "terminal:None", "created", "pending"),
+        (sessionless.id, "terminal:None", "created", "pending"),
         (a, "slack", "started", "pending"),
         (a, "slack", "completed", "pending"),
         (a, "callback", "completed", "pending"),
         (b, "terminal:s1", "started", "pending"),
         (b, "terminal:s1", "completed", "pending"),
-        (sessionless["id"], "terminal:None", "started", "pending"),
-        (sessionless["id"], "terminal:None", "completed", "pending"),
+        (sessionless.id, "terminal:None", "started", "pending"),
+        (sessionless.id, "terminal:None", "completed", "pending"),
     ]
     async with rt.store.read() as conn:
         entries = (await conn.execute(select(audit).where(audit.c.execution_id.in_(ids)))).all()
@@ -575,7 +575,7 @@ async def test_a_claim_from_the_database_writes_the_started_news(backend: Backen
     rt = await backend.runtime()  # no worker: this test plays the worker
     chats = [{"channel": "C1"}, {"sink": "terminal", "session": "s1"}, None]
     ids = [
-        (await rt.service.submit("core.noop", None, ALICE, chat=c, callback_url="http://x/"))["id"]
+        (await rt.service.submit("core.noop", None, ALICE, chat=c, callback_url="http://x/")).id
         for c in chats
     ]
     claimed = await rt.service.claim_pending("w", 10)
@@ -606,21 +606,21 @@ async def test_cancel_while_running(
 ) -> None:
     rt = await backend.runtime(worker_id="worker-1")
     record = await rt.service.submit(action_ref, parameters, ALICE)
-    await wait_status(rt, record["id"], "running")
+    await wait_status(rt, record.id, "running")
 
-    canceling = await rt.service.cancel(record["id"], by="bob")
-    assert canceling["status"] == "canceling"
+    canceling = await rt.service.cancel(record.id, by="bob")
+    assert canceling.status == "canceling"
     try:  # a second cancel is harmless; it may find the run already ended
-        again = (await rt.service.cancel(record["id"], by="bob"))["status"]
+        again = (await rt.service.cancel(record.id, by="bob")).status
     except Conflict as exc:
         again = exc.message
-    assert again in {"canceling", f"execution {record['id']} is already cancelled"}
+    assert again in {"canceling", f"execution {record.id} is already cancelled"}
 
-    done = await wait_status(rt, record["id"], "cancelled", timeout_s=5.0)
-    assert done["finished_at"] is not None
-    assert done["result"]["succeeded"] is False
-    assert done["result"]["error"] == "cancelled"
-    assert done["finished_at"] - done["started_at"] < timedelta(seconds=5)
+    done = await wait_status(rt, record.id, "cancelled", timeout_s=5.0)
+    assert done.finished_at is not None
+    assert done.result["succeeded"] is False
+    assert done.result["error"] == "cancelled"
+    assert done.finished_at - done.started_at < timedelta(seconds=5)
 
 
 async def test_timeout(backend: Backend) -> None:
@@ -638,10 +638,10 @@ async def test_timeout(backend: Backend) -> None:
     )
     record = await rt.service.submit(f"it.{name}", None, ALICE)
 
-    done = await wait_status(rt, record["id"], "timeout", timeout_s=5.0)
-    assert done["result"]["succeeded"] is False
-    assert "timed out after 0.5 s" in done["result"]["error"]
-    assert done["finished_at"] - done["started_at"] < timedelta(seconds=5)
+    done = await wait_status(rt, record.id, "timeout", timeout_s=5.0)
+    assert done.result["succeeded"] is False
+    assert "timed out after 0.5 s" in done.result["error"]
+    assert done.finished_at - done.started_at < timedelta(seconds=5)
 
 
 async def test_secret_parameters_stay_secret(backend: Backend) -> None:
@@ -671,14 +671,14 @@ async def test_secret_parameters_stay_secret(backend: Backend) -> None:
     secret = f"s3cr3t-{uuid.uuid4().hex}"
 
     record = await rt.service.submit(f"it.{name}", {"user": "alice", "token": secret}, ALICE)
-    assert record["config"] == {"user": "alice", "token": REDACTED}
-    done = await wait_status(rt, record["id"], "completed")
+    assert record.config == {"user": "alice", "token": REDACTED}
+    done = await wait_status(rt, record.id, "completed")
 
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    assert done["result"]["stdout"].splitlines() == ["user=alice", f"sha256={digest}"], (
+    assert done.result["stdout"].splitlines() == ["user=alice", f"sha256={digest}"], (
         "the action received the real value"
     )
-    raw = await raw_execution(rt, record["id"])
+    raw = await raw_execution(rt, record.id)
     assert raw["config"] == {"user": "alice", "token": REDACTED}
     assert raw["secrets"], "the value is kept, encrypted"
     assert secret not in raw["secrets"]
@@ -690,65 +690,65 @@ async def test_conditional_updates(backend: Backend) -> None:
     service = rt.service
 
     first = await service.submit("core.noop", None, ALICE)
-    claimed = await service.claim(first["id"], "worker-1")
+    claimed = await service.claim(first.id, "worker-1")
     assert claimed is not None
-    assert claimed.id == first["id"]
+    assert claimed.id == first.id
     assert claimed.action_ref == "core.noop"
-    assert await service.claim(first["id"], "worker-2") is None, "a second claim loses"
-    assert (await raw_execution(rt, first["id"]))["worker"] == "worker-1"
+    assert await service.claim(first.id, "worker-2") is None, "a second claim loses"
+    assert (await raw_execution(rt, first.id))["worker"] == "worker-1"
 
-    finished = await service.finish(first["id"], ExecutionStatus.COMPLETED, {"succeeded": True})
+    finished = await service.finish(first.id, ExecutionStatus.COMPLETED, {"succeeded": True})
     assert finished is not None
-    assert finished["status"] == "completed"
-    late = await service.finish(first["id"], ExecutionStatus.FAILED, {"succeeded": False})
+    assert finished.status == "completed"
+    late = await service.finish(first.id, ExecutionStatus.FAILED, {"succeeded": False})
     assert late is None, "a second finish loses"
-    after = await service.get(first["id"])
-    assert after["status"] == "completed"
-    assert after["result"] == {"succeeded": True}
-    assert after["finished_at"] == finished["finished_at"]
+    after = await service.get(first.id)
+    assert after.status == "completed"
+    assert after.result == {"succeeded": True}
+    assert after.finished_at == finished.finished_at
 
     second = await service.submit("core.noop", None, ALICE)
-    await service.cancel(second["id"], by="bob")
-    assert await service.finish(second["id"], ExecutionStatus.COMPLETED, {"ok": 1}) is None
-    assert await service.claim(second["id"], "worker-1") is None
-    after = await service.get(second["id"])
-    assert after["status"] == "cancelled"
-    assert after["started_at"] is None
+    await service.cancel(second.id, by="bob")
+    assert await service.finish(second.id, ExecutionStatus.COMPLETED, {"ok": 1}) is None
+    assert await service.claim(second.id, "worker-1") is None
+    after = await service.get(second.id)
+    assert after.status == "cancelled"
+    assert after.started_at is None
 
 
 async def test_list_filters_and_pagination(backend: Backend) -> None:
     rt = await backend.runtime()  # no worker: everything stays requested unless cancelled
     service = rt.service
     a_ref, b_ref = await create_noop_action(rt), await create_noop_action(rt)
-    a_ids = [(await service.submit(a_ref, None, ALICE))["id"] for _ in range(7)]
-    b_ids = [(await service.submit(b_ref, None, ALICE))["id"] for _ in range(3)]
+    a_ids = [(await service.submit(a_ref, None, ALICE)).id for _ in range(7)]
+    b_ids = [(await service.submit(b_ref, None, ALICE)).id for _ in range(3)]
     for i in (a_ids[0], a_ids[3]):
         await service.cancel(i, by="bob")
     newest_first = sorted(a_ids, reverse=True)
 
     rows, total = await service.list(action_ref=a_ref)
     assert total == 7
-    assert [r["id"] for r in rows] == newest_first
-    assert all(r["action_ref"] == a_ref for r in rows)
-    created = [r["created"] for r in rows]
+    assert [r.id for r in rows] == newest_first
+    assert all(r.action_ref == a_ref for r in rows)
+    created = [r.created for r in rows]
     assert created == sorted(created, reverse=True), "newest first"
 
     rows, total = await service.list(action_ref=a_ref, status=["cancelled"])
-    assert (total, [r["id"] for r in rows]) == (2, [a_ids[3], a_ids[0]])
+    assert (total, [r.id for r in rows]) == (2, [a_ids[3], a_ids[0]])
     rows, total = await service.list(action_ref=a_ref, status=["requested"])
     assert total == 5
-    assert {r["status"] for r in rows} == {"requested"}
+    assert {r.status for r in rows} == {"requested"}
     _, total = await service.list(action_ref=a_ref, status=["requested", "cancelled"])
     assert total == 7
     assert await service.list(action_ref=b_ref, status=["cancelled"]) == ([], 0)
     rows, _ = await service.list(status=["cancelled"], per_page=100)
-    assert {a_ids[0], a_ids[3]} <= {r["id"] for r in rows}
-    assert {r["status"] for r in rows} == {"cancelled"}
+    assert {a_ids[0], a_ids[3]} <= {r.id for r in rows}
+    assert {r.status for r in rows} == {"cancelled"}
 
     pages = [await service.list(action_ref=a_ref, page=p, per_page=3) for p in (1, 2, 3, 4)]
     assert [len(rows) for rows, _ in pages] == [3, 3, 1, 0]
     assert {total for _, total in pages} == {7}, "the total does not depend on the page"
-    assert [r["id"] for rows, _ in pages for r in rows] == newest_first
+    assert [r.id for rows, _ in pages for r in rows] == newest_first
 
     with pytest.raises(InvalidRequest, match="unknown status 'done'"):
         await service.list(status=["done"])
@@ -764,21 +764,21 @@ async def test_deliveries_outbox(backend: Backend) -> None:
     callback = "http://127.0.0.1:9/x"
     rt = await backend.runtime()
     early = await rt.service.submit("core.echo", {"message": "x"}, ALICE, callback_url=callback)
-    await rt.service.cancel(early["id"], by="bob")
+    await rt.service.cancel(early.id, by="bob")
 
     await rt.start_worker("worker-1")
     slow = await rt.service.submit("core.sleep", {"seconds": 30}, ALICE, callback_url=callback)
     quick = await rt.service.submit("core.echo", {"message": "y"}, ALICE, callback_url=callback)
     silent = await rt.service.submit("core.echo", {"message": "z"}, ALICE)
-    await wait_status(rt, slow["id"], "running")
-    assert await delivery_rows(rt, [slow["id"]]) == [], "nothing to deliver while it runs"
-    await rt.service.cancel(slow["id"], by="bob")
-    assert await delivery_rows(rt, [slow["id"]]) == [], "nor while it is being cancelled"
+    await wait_status(rt, slow.id, "running")
+    assert await delivery_rows(rt, [slow.id]) == [], "nothing to deliver while it runs"
+    await rt.service.cancel(slow.id, by="bob")
+    assert await delivery_rows(rt, [slow.id]) == [], "nor while it is being cancelled"
 
-    await wait_status(rt, slow["id"], "cancelled")
+    await wait_status(rt, slow.id, "cancelled")
     for record in (quick, silent):
-        await wait_status(rt, record["id"], "completed")
-    ids = [early["id"], slow["id"], quick["id"], silent["id"]]
+        await wait_status(rt, record.id, "completed")
+    ids = [early.id, slow.id, quick.id, silent.id]
     rows = await delivery_rows(rt, ids)
     assert sorted(r["execution_id"] for r in rows) == sorted(ids[:3]), (
         "exactly one delivery per execution with a callback_url, none without"
@@ -804,12 +804,12 @@ async def test_shutdown_during_a_run_ends_it_abandoned(
 ) -> None:
     rt = await backend.runtime(worker_id="worker-1")
     record = await rt.service.submit(action_ref, parameters, ALICE)
-    await wait_status(rt, record["id"], "running")
+    await wait_status(rt, record.id, "running")
 
     await asyncio.wait_for(rt.close(grace_s=0.2), WAIT_S)
 
     observer = await backend.runtime()  # another process looking at the database afterwards
-    after = await observer.service.get(record["id"])
-    assert after["status"] == "abandoned", "a run cut short by shutdown is not left running"
-    assert after["finished_at"] is not None
-    assert after["result"]["succeeded"] is False
+    after = await observer.service.get(record.id)
+    assert after.status == "abandoned", "a run cut short by shutdown is not left running"
+    assert after.finished_at is not None
+    assert after.result["succeeded"] is False

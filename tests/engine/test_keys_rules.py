@@ -82,7 +82,7 @@ async def test_kv_get_renders_json_values_and_refs_from_the_event(rt: Runtime) -
         {"env": "prod"},
     )
     execution = await rt.service.get(enforcement["execution_id"])
-    assert execution["config"] == {"message": "web1:https://prod.example"}
+    assert execution.config == {"message": "web1:https://prod.example"}
 
 
 async def test_kv_get_secret_reaches_the_action_but_no_record(rt: Runtime) -> None:
@@ -91,16 +91,16 @@ async def test_kv_get_secret_reaches_the_action_but_no_record(rt: Runtime) -> No
         rt, "ops.secret", {"message": "{{ kv.get_secret('db.password') }}"}, {}
     )
     execution = await rt.service.get(enforcement["execution_id"])
-    assert execution["config"] == {"message": REDACTED}
+    assert execution.config == {"message": REDACTED}
     # core.echo prints what it received: the action had the secret.
     execution = await eventually(
         lambda: rt.service.get(enforcement["execution_id"]),
         "the execution to complete",
         RUN_TIMEOUT_S,
         interval_s=0.05,
-        done=lambda e: e["status"] == "completed",
+        done=lambda e: e.status == "completed",
     )
-    assert execution["result"]["stdout"].strip() == SECRET
+    assert execution.result["stdout"].strip() == SECRET
     async with rt.store.read() as conn:
         rows = (await conn.execute(select(audit.c.parameters, audit.c.detail))).all()
         config = (

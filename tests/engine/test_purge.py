@@ -37,9 +37,9 @@ async def test_purge_keeps_recent_and_unfinished_work(tmp_path: Path) -> None:
         old_waiting = await rt.service.submit("core.noop", {}, who)
         recent_done = await rt.service.submit("core.noop", {}, who)
         for record in (old_done, recent_done):
-            claimed = await rt.service.claim(record["id"], "w")
+            claimed = await rt.service.claim(record.id, "w")
             assert claimed is not None
-            await rt.service.finish(record["id"], ExecutionStatus.COMPLETED, {"succeeded": True})
+            await rt.service.finish(record.id, ExecutionStatus.COMPLETED, {"succeeded": True})
         await rt.automation.create_trigger(TriggerSpec(ref="ops.alert"))
         await rt.automation.create_rule(
             RuleSpec(ref="ops.r", trigger_ref="ops.alert", action_ref="core.noop")
@@ -50,13 +50,11 @@ async def test_purge_keeps_recent_and_unfinished_work(tmp_path: Path) -> None:
         async with rt.store.write() as conn:
             await conn.execute(
                 update(executions)
-                .where(executions.c.id.in_([old_done["id"], old_waiting["id"]]))
+                .where(executions.c.id.in_([old_done.id, old_waiting.id]))
                 .values(created=long_ago, finished_at=long_ago)
             )
             await conn.execute(
-                update(executions)
-                .where(executions.c.id == old_waiting["id"])
-                .values(finished_at=None)
+                update(executions).where(executions.c.id == old_waiting.id).values(finished_at=None)
             )
             await conn.execute(update(events).values(received_at=long_ago))
             await conn.execute(update(audit).values(at=long_ago))
@@ -68,8 +66,8 @@ async def test_purge_keeps_recent_and_unfinished_work(tmp_path: Path) -> None:
         async with rt.store.read() as conn:
             left = set((await conn.execute(select(executions.c.id))).scalars())
         # The rule's execution is recent; the waiting one has not ended.
-        assert old_done["id"] not in left
-        assert {old_waiting["id"], recent_done["id"]} <= left
+        assert old_done.id not in left
+        assert {old_waiting.id, recent_done.id} <= left
         assert await _count(rt, deliveries) == 0  # went with its execution
         assert await _count(rt, events) == 0
         assert await _count(rt, enforcements) == 0

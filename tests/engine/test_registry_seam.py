@@ -25,7 +25,6 @@ MODULES = [
     "auth.py",
     "catalog.py",
     "catalog_records.py",
-    "counts.py",
     "execution_tokens.py",
     "gate.py",
     "history.py",
