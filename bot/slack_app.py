@@ -44,9 +44,9 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
 from config import Settings
+from engine.acks_first import AcksFirst
 from engine.automation.webhooks import SEEN_MAX, SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
-from engine.foreground import Foreground
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -117,15 +117,15 @@ def _button_command(action_id: str, value: str) -> commands.Command | None:
 
 class _AcksFirstApp(AsyncApp):
     """Bolt's app, counting each request it dispatches (HTTP and Socket Mode alike) as one a
-    person waits on: background work steps aside meanwhile (:mod:`engine.foreground`). With
+    person waits on: background work steps aside meanwhile (:mod:`engine.acks_first`). With
     ``process_before_response`` the dispatch includes the listener, so the ack is built."""
 
-    def __init__(self, foreground: Foreground, **kwargs: Any) -> None:
+    def __init__(self, acks_first: AcksFirst, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._foreground = foreground
+        self._acks_first = acks_first
 
     async def async_dispatch(self, req: AsyncBoltRequest) -> BoltResponse:
-        with self._foreground.request():
+        with self._acks_first.request():
             return await super().async_dispatch(req)
 
 
@@ -157,7 +157,7 @@ def build_slack_app(
         retry_handlers=client.retry_handlers,
     )
     app = _AcksFirstApp(
-        handler.runtime.foreground,
+        handler.runtime.acks_first,
         client=bolt_client,
         authorize=authorize,
         signing_secret=secret.get_secret_value() if secret else None,

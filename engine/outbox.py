@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from engine import backoff
+from engine.acks_first import AcksFirst
 from engine.errors import EngineError
-from engine.foreground import Foreground
 from engine.records import Delivery, Execution, Route
 from engine.service import ExecutionService
 from engine.storage import Store
@@ -73,11 +73,11 @@ class OutboxDrainer:
         *,
         poll_interval_s: float = 1.0,
         max_attempts: int = 12,
-        foreground: Foreground | None = None,
+        acks_first: AcksFirst | None = None,
     ) -> None:
         self.store = store
         self.executions = service.executions
-        self.foreground = foreground or Foreground()
+        self.acks_first = acks_first or AcksFirst()
         self.service = service
         self.sinks = sinks
         self.poll_interval_s = poll_interval_s
@@ -179,7 +179,7 @@ class OutboxDrainer:
     async def _deliver(self, delivery: Delivery, loaded: _Loaded) -> bool:
         sink = self.sinks[delivery.target]
         attempts = delivery.attempts + 1
-        await self.foreground.step_aside()
+        await self.acks_first.step_aside()
         try:
             found = loaded.get(delivery.execution_id)
             if found is None:

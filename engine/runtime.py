@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
+from engine.acks_first import AcksFirst
 from engine.audit import AuditLog
 from engine.auth import AuthService
 from engine.automation.service import Automation
@@ -22,7 +23,6 @@ from engine.catalog import Catalog
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, PackError, Unavailable
 from engine.execution_tokens import ExecutionTokens, api_url
-from engine.foreground import Foreground
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.keys import KeyStore
@@ -91,7 +91,7 @@ class Runtime:
     generated_admin_password: str | None = None
     pack_errors: list[str] = field(default_factory=list)
     #: Requests a person waits on (Slack acks); background work steps aside for them.
-    foreground: Foreground = field(default_factory=Foreground)
+    acks_first: AcksFirst = field(default_factory=AcksFirst)
     #: Connections beside the database and the broker that ``/health/ready`` reports (Slack's
     #: Socket Mode): name -> whether it is up now. They do not make the server unready.
     links: dict[str, Callable[[], bool]] = field(default_factory=dict)
@@ -170,7 +170,7 @@ class Runtime:
             db_poll_interval_s=s.db_poll_interval_s,
             requeue_on_start=not s.amqp_url,
             housekeeping=housekeeping,
-            foreground=self.foreground,
+            acks_first=self.acks_first,
             # A long-lived worker's sign of life, for `attune health --worker`.
             alive_file=AliveFile(alive_dir(s.data_dir), worker_id) if housekeeping else None,
         )

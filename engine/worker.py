@@ -20,10 +20,10 @@ from typing import Any
 
 from engine import backoff, procs
 from engine import broker as topics
+from engine.acks_first import AcksFirst
 from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
-from engine.foreground import Foreground
 from engine.housekeeping import Housekeeper
 from engine.liveness import AliveFile
 from engine.records import Claimed
@@ -58,11 +58,11 @@ class Worker:
         db_poll_interval_s: float = 1.0,
         requeue_on_start: bool = False,
         housekeeping: bool = True,
-        foreground: Foreground | None = None,
+        acks_first: AcksFirst | None = None,
         alive_file: AliveFile | None = None,
     ) -> None:
         self.service = service
-        self.foreground = foreground or Foreground()
+        self.acks_first = acks_first or AcksFirst()
         self.catalog = catalog
         self.broker = broker
         self.runners = runners
@@ -173,7 +173,7 @@ class Worker:
         when another delivery or worker has it, or the worker is stopping."""
         if execution_id in self._running or not self._accepting:
             return None
-        await self.foreground.step_aside()
+        await self.acks_first.step_aside()
         await self._slots.acquire()
         if execution_id in self._running or not self._accepting:
             self._slots.release()

@@ -21,7 +21,7 @@ MODULES = [
     "engine/worker.py",
     "engine/callbacks.py",
     "engine/notifications.py",
-    "engine/foreground.py",
+    "engine/acks_first.py",
     "engine/api/routes.py",
     "engine/api/schemas.py",
     "bot/handler.py",

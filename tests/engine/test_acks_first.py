@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.foreground import Foreground
+from engine.acks_first import AcksFirst
 
 
 async def test_nothing_in_flight_means_no_wait() -> None:
-    fg = Foreground(max_wait_s=5)
+    fg = AcksFirst(max_wait_s=5)
     started = time.monotonic()
     await asyncio.wait_for(fg.step_aside(), 1)
     assert time.monotonic() - started < 0.5
 
 
 async def test_a_step_waits_for_the_requests_in_flight() -> None:
-    fg = Foreground(max_wait_s=30)
+    fg = AcksFirst(max_wait_s=30)
     order: list[str] = []
 
     async def background() -> None:
@@ -36,7 +36,7 @@ async def test_a_step_waits_for_the_requests_in_flight() -> None:
 
 
 async def test_a_step_waits_no_longer_than_the_bound() -> None:
-    fg = Foreground(max_wait_s=0.05)
+    fg = AcksFirst(max_wait_s=0.05)
     with fg.request():
         started = time.monotonic()
         await asyncio.wait_for(fg.step_aside(), 5)
@@ -45,7 +45,7 @@ async def test_a_step_waits_no_longer_than_the_bound() -> None:
 
 
 async def test_an_error_in_the_request_still_ends_it() -> None:
-    fg = Foreground(max_wait_s=30)
+    fg = AcksFirst(max_wait_s=30)
     try:
         with fg.request():
             raise RuntimeError("boom")

@@ -12,21 +12,21 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.handler import ChatContext, Reply
 from bot.slack_app import build_slack_app
 from config import Settings
-from engine.foreground import Foreground
+from engine.acks_first import AcksFirst
 from tests.scenario.slack_signing import signed_request, slash_fields
 
 SECRET = "fg-test-signing-secret"
 
 
 async def test_a_command_is_in_flight_while_its_listener_runs() -> None:
-    foreground = Foreground()
+    acks_first = AcksFirst()
     seen: list[int] = []
 
     class Handler:
-        runtime = SimpleNamespace(foreground=foreground)
+        runtime = SimpleNamespace(acks_first=acks_first)
 
         async def handle(self, text: str, ctx: ChatContext, idempotency_key: Any = None) -> Reply:
-            seen.append(foreground.in_flight)
+            seen.append(acks_first.in_flight)
             return Reply(f"ran {text}")
 
     settings = Settings(slack_bot_token="xoxb-test", slack_signing_secret=SECRET)
@@ -40,4 +40,4 @@ async def test_a_command_is_in_flight_while_its_listener_runs() -> None:
     assert response.status == 200
     assert "ran status 1" in response.body
     assert seen == [1]
-    assert foreground.in_flight == 0
+    assert acks_first.in_flight == 0

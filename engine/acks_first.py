@@ -3,7 +3,7 @@
 A chat command's ack shares the event loop with the work earlier commands left behind (their
 claims, cards and results). Profiled one command at a time, an ack waited on the previous
 command's card posts more than on its own work. Requests a person waits on are counted here;
-the outbox and the worker check :meth:`Foreground.step_aside` before each delivery or claim,
+the outbox and the worker check :meth:`AcksFirst.step_aside` before each delivery or claim,
 and wait, at most ``max_wait_s`` each time, while any is in flight (so a stream of commands
 slows background work down, never stops it).
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 MAX_WAIT_S = 0.05
 
 
-class Foreground:
+class AcksFirst:
     def __init__(self, max_wait_s: float = MAX_WAIT_S) -> None:
         self.max_wait_s = max_wait_s
         self._in_flight = 0
