@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import commands, render
@@ -158,19 +158,19 @@ class CommandHandler:
                 return Reply(f"Aborted: `{action_ref}` will not run.")
             case Rules():
                 rules = await self.runtime.automation.list_rules()
-                return Reply(render.rules_list([asdict(r) for r in rules]))
+                return Reply(render.rules_list(rules))
             case RuleSwitch(rule_ref, enable):
                 return await self._switch_rule(who, rule_ref, enable)
             case Help(None):
                 return Reply(commands.USAGE)
             case Help(action_ref) if action_ref is not None:
-                row = await catalog.get_action_row(action_ref)
+                row = await catalog.action(action_ref)
                 prefix = "/attune run" if ctx.source == "slack" else "run"
                 return Reply(render.action_help(action_record(row), prefix))
             case Actions(pack):
                 if pack:
-                    await catalog.get_pack(pack)
-                return Reply(render.actions_list(await catalog.list_actions(pack), pack))
+                    await catalog.pack(pack)
+                return Reply(render.actions_list(await catalog.actions(pack), pack))
             case Status(execution_id):
                 record = await gate.view(who, execution_id)
                 lines = [render.status_line(record)]

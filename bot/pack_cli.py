@@ -28,16 +28,13 @@ async def run_pack_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.pack_command == "register":
             path = args.path.expanduser().resolve()
             pack = await runtime.register_pack(path, force=args.force)
-            print(f"registered {pack['ref']} {pack['version']} ({pack['action_count']} actions)")
+            print(f"registered {pack.ref} {pack.version} ({pack.action_count} actions)")
         elif args.pack_command == "list":
-            packs = await runtime.catalog.list_packs()
-            width = max([len(p["ref"]) for p in packs] + [4])
+            packs = await runtime.catalog.packs()
+            width = max([len(p.ref) for p in packs] + [4])
             print(f"{'REF':<{width}}  {'VERSION':<10}  ACTIONS  PATH")
             for p in packs:
-                print(
-                    f"{p['ref']:<{width}}  {p['version']:<10}  {p['action_count']:>7}  "
-                    f"{p['path'] or '-'}"
-                )
+                print(f"{p.ref:<{width}}  {p.version:<10}  {p.action_count:>7}  {p.path or '-'}")
         else:
             await runtime.remove_pack(args.ref)
             print(f"removed {args.ref}")

@@ -7,8 +7,11 @@ out; the callback listener then uploads the whole output as a file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from engine.automation.records import Rule
+from engine.catalog_records import Action
 from engine.params import REDACTED
 from engine.records import Execution
 from engine.status import PENDING, TERMINAL
@@ -302,25 +305,25 @@ def action_help(action: dict[str, Any], command: str = "/attune run") -> str:
     return "\n".join(lines)
 
 
-def actions_list(actions: list[dict[str, Any]], pack: str | None) -> str:
+def actions_list(actions: Sequence[Action], pack: str | None) -> str:
     if not actions:
         return f"No actions in pack `{pack}`." if pack else "No actions registered."
     lines = [f"*Actions{' in ' + pack if pack else ''}* ({len(actions)}):"]
     for a in actions[:100]:
-        lines.append(f"• `{a['ref']}` — {a.get('description') or a.get('label', '')}")
+        lines.append(f"• `{a.spec.ref}` — {a.spec.description or a.spec.label}")
     if len(actions) > 100:
         lines.append(f"… and {len(actions) - 100} more: `/attune actions <pack>`")
     return _clip("\n".join(lines), SECTION_TEXT_LIMIT)
 
 
-def rules_list(rules: list[dict[str, Any]]) -> str:
+def rules_list(rules: Sequence[Rule]) -> str:
     if not rules:
         return "No rules."
     lines = [f"*Rules* ({len(rules)}):"]
     for r in rules[:100]:
-        state = "on" if r["enabled"] else "off"
-        where = f" → <#{r['chat_channel']}>" if r.get("chat_channel") else ""
-        lines.append(f"• `{r['ref']}` ({state}): `{r['trigger_ref']}` → `{r['action_ref']}`{where}")
+        state = "on" if r.enabled else "off"
+        where = f" → <#{r.chat_channel}>" if r.chat_channel else ""
+        lines.append(f"• `{r.ref}` ({state}): `{r.trigger_ref}` → `{r.action_ref}`{where}")
     if len(rules) > 100:
         lines.append(f"… and {len(rules) - 100} more (GET /api/v1/rules)")
     return _clip("\n".join(lines), SECTION_TEXT_LIMIT)

@@ -38,20 +38,20 @@ class Catalog:
     def forget(self) -> None:
         self._cache.clear()
 
-    async def register(self, spec: PackSpec, *, force: bool = False) -> dict[str, Any]:
+    async def register(self, spec: PackSpec, *, force: bool = False) -> Pack:
         """Store a pack and its actions. An existing pack needs ``force`` to be replaced; its
         actions created over the API are kept."""
         self.forget()
         await self.repo.register(spec, force=force)
-        return await self.get_pack(spec.ref)
+        return await self.pack(spec.ref)
 
-    async def register_path(self, path: Path, *, force: bool = False) -> dict[str, Any]:
+    async def register_path(self, path: Path, *, force: bool = False) -> Pack:
         return await self.register(load_pack(path), force=force)
 
-    async def create_pack(self, spec: PackSpec) -> dict[str, Any]:
+    async def create_pack(self, spec: PackSpec) -> Pack:
         """A pack with no folder (Attune's ``POST /api/v1/packs``); 409 when the ref is taken."""
         await self.repo.create_pack(spec)
-        return await self.get_pack(spec.ref)
+        return await self.pack(spec.ref)
 
     async def delete_pack(self, ref: str) -> str | None:
         """Remove a pack with its actions, triggers and rules in one transaction (executions,
@@ -68,17 +68,8 @@ class Catalog:
             raise NotFound(f"pack '{ref}' not found")
         return found
 
-    async def list_packs(self) -> list[dict[str, Any]]:
-        return [pack_record(p) for p in await self.packs()]
-
-    async def get_pack(self, ref: str) -> dict[str, Any]:
-        return pack_record(await self.pack(ref))
-
     async def actions(self, pack_ref: str | None = None) -> list[Action]:
         return await self.repo.list_actions(pack_ref)
-
-    async def list_actions(self, pack_ref: str | None = None) -> list[dict[str, Any]]:
-        return [action_record(a) for a in await self.actions(pack_ref)]
 
     async def action(self, ref: str) -> Action:
         """The stored action (NotFound when there is none); never cached."""
@@ -87,14 +78,11 @@ class Catalog:
             raise NotFound(f"action '{ref}' not found")
         return found
 
-    #: The old name of :meth:`action`.
-    get_action_row = action
-
     async def get_action(self, ref: str) -> ActionSpec:
         cached = self._cache.get(ref)
         if cached is not None:
             return cached
-        spec = action_spec(await self.get_action_row(ref))
+        spec = action_spec(await self.action(ref))
         self._cache[ref] = spec
         return spec
 

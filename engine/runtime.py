@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from config import Settings
 from engine.acks_first import AcksFirst
@@ -20,6 +19,7 @@ from engine.automation.service import Automation
 from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
+from engine.catalog_records import Pack
 from engine.crypto import SecretBox, load_or_create_secret_key
 from engine.errors import EngineError, PackError, Unavailable
 from engine.execution_tokens import ExecutionTokens, api_url
@@ -122,7 +122,7 @@ class Runtime:
         """Where uploaded packs are kept (found again at every start)."""
         return self.settings.data_dir.resolve() / "packs"
 
-    async def register_pack(self, path: Path, *, force: bool = False) -> dict[str, Any]:
+    async def register_pack(self, path: Path, *, force: bool = False) -> Pack:
         """Register a pack folder: its actions, then its triggers and rules. A problem in a
         trigger or rule file is refused with the file at fault (the actions stay registered)."""
         spec = load_pack(path)
@@ -134,7 +134,7 @@ class Runtime:
             raise PackError("; ".join(problems))
         return record
 
-    async def install_pack_archive(self, archive: bytes, *, force: bool) -> dict[str, Any]:
+    async def install_pack_archive(self, archive: bytes, *, force: bool) -> Pack:
         folder = await asyncio.to_thread(store_upload, archive, self.pack_store, force=force)
         try:
             return await self.register_pack(folder, force=True)

@@ -79,9 +79,9 @@ async def list_enabled_triggers(call: Call) -> Any:
 
 
 async def list_triggers_by_pack(call: Call) -> Any:
-    pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
+    pack = await call.runtime.catalog.pack(call.path_param("ref"))
     items = await call.runtime.automation.list_triggers(
-        pack_ref=pack["ref"], reveal_keys=_manages_triggers(call)
+        pack_ref=pack.ref, reveal_keys=_manages_triggers(call)
     )
     return page_of([trigger_view(t) for t in items], *call.paging())
 
@@ -186,8 +186,8 @@ async def list_enabled_rules(call: Call) -> Any:
 
 
 async def list_rules_by_pack(call: Call) -> Any:
-    pack = await call.runtime.catalog.get_pack(call.path_param("ref"))
-    rules = await call.runtime.automation.list_rules(pack_ref=pack["ref"])
+    pack = await call.runtime.catalog.pack(call.path_param("ref"))
+    rules = await call.runtime.automation.list_rules(pack_ref=pack.ref)
     return page_of([rule_view(r) for r in rules], *call.paging())
 
 

@@ -45,7 +45,7 @@ async def create_pack(call: Call) -> Any:
         dependencies=tuple(body.dependencies),
         is_standard=body.is_standard,
     )
-    return {"data": await call.runtime.catalog.create_pack(spec)}
+    return {"data": pack_record(await call.runtime.catalog.create_pack(spec))}
 
 
 async def register_pack(call: Call) -> Any:
@@ -60,7 +60,7 @@ async def register_pack(call: Call) -> Any:
     if not found:
         raise InvalidRequest(f"no pack.yaml in '{body.path[:300]}'")
     pack = await call.runtime.register_pack(path, force=body.force)
-    return {"data": pack, "message": "Pack registered successfully"}
+    return {"data": pack_record(pack), "message": "Pack registered successfully"}
 
 
 async def upload_pack(call: Call) -> Any:
@@ -70,7 +70,7 @@ async def upload_pack(call: Call) -> Any:
     upload = await receive_pack_archive(call.request, rt.settings)
     pack = await rt.install_pack_archive(upload.archive, force=upload.force)
     return {
-        "data": {"pack": pack, "test_result": None, "tests_skipped": True},
+        "data": {"pack": pack_record(pack), "test_result": None, "tests_skipped": True},
         "message": "Pack uploaded and registered successfully",
     }
 
