@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from engine.records import (
     Delivery,
@@ -178,6 +179,28 @@ def where_clauses(where: ExecutionFilter) -> list[ColumnElement[bool]]:
             or_(false(), *(executions.c.action_ref.like(p, escape="\\") for p in where.action_like))
         )
     return clauses
+
+
+def claim_oldest_requested(
+    limit: int, worker_id: str, now: datetime, *, skip_locked: bool
+) -> ReturningUpdate[Any]:
+    """Move up to ``limit`` of the oldest ``requested`` executions to ``running`` for
+    ``worker_id``, returning their rows (a worker claiming from the database while the broker
+    is away); ``skip_locked`` passes over rows another claim holds (PostgreSQL)."""
+    pick = (
+        select(executions.c.id)
+        .where(executions.c.status == "requested")
+        .order_by(executions.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(executions)
+        .where(executions.c.id.in_(pick.scalar_subquery()), executions.c.status == "requested")
+        .values(status="running", updated=now, started_at=now, worker=worker_id, heartbeat_at=now)
+        .returning(*executions.c)
+    )
 
 
 class CoreExecutions:

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 from engine.records import Change, NewExecution, StoredExecution
-from engine.storage.executions import CoreExecutions, stored
+from engine.storage.executions import CoreExecutions, claim_oldest_requested, stored
 from engine.storage.tables import UTCDateTime, audit, deliveries, executions
 
 #: Bound parameter names of the outbox rows (the columns' own names are the execution's).
@@ -186,36 +186,8 @@ class PostgresExecutions(CoreExecutions):
     async def claim_requested(
         self, worker_id: str, limit: int, now: datetime
     ) -> builtins.list[StoredExecution]:
-        pick = (
-            select(executions.c.id)
-            .where(executions.c.status == "requested")
-            .order_by(executions.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = transition_many(pick, worker_id, now)
+        changed = claim_oldest_requested(limit, worker_id, now, skip_locked=True).cte("changed")
+        stmt = select(changed).add_cte(_outbox_rows(_news_targets(changed, chat_only=True)))
         async with self.store.write(single=True) as conn:
             rows = (await conn.execute(stmt, {EVENT: "started", NOW: now})).all()
         return [stored(r) for r in rows]
-
-
-def transition_many(pick: Select[Any], worker_id: str, now: datetime) -> Select[Any]:
-    """Move the executions ``pick`` selects from ``requested`` to ``running`` for
-    ``worker_id``, with the "started" outbox rows of those with chat; select the rows."""
-    changed = (
-        update(executions)
-        .where(
-            executions.c.id.in_(pick.scalar_subquery()),
-            executions.c.status == "requested",
-        )
-        .values(
-            status="running",
-            updated=now,
-            started_at=now,
-            worker=worker_id,
-            heartbeat_at=now,
-        )
-        .returning(*executions.c)
-        .cte("changed")
-    )
-    return select(changed).add_cte(_outbox_rows(_news_targets(changed, chat_only=True)))

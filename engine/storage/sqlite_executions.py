@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-
 from engine.records import (
     NEW_EXECUTION_COLUMNS,
     Change,
@@ -35,15 +33,15 @@ from engine.records import (
     StoredExecution,
     delivery_target,
 )
-from engine.storage.executions import DELIVERY_COLUMNS, EXECUTION_COLUMNS, CoreExecutions
+from engine.storage.executions import (
+    DELIVERY_COLUMNS,
+    EXECUTION_COLUMNS,
+    CoreExecutions,
+    claim_oldest_requested,
+)
 from engine.storage.store import Conn, LoopConn, Store, json_dumps, json_loads
-from engine.storage.tables import (
-    _sqlite_datetime as read_datetime,
-)
-from engine.storage.tables import (
-    _sqlite_datetime_text as datetime_text,
-)
-from engine.storage.tables import executions
+from engine.storage.tables import _sqlite_datetime as read_datetime
+from engine.storage.tables import _sqlite_datetime_text as datetime_text
 
 #: Columns stored as JSON text, and as timestamps (SQLAlchemy's DATETIME text).
 JSON_COLUMNS = frozenset({"config", "executor", "result", "chat", "parameters"})
@@ -259,30 +257,9 @@ class SqliteExecutions(CoreExecutions):
     async def claim_requested(
         self, worker_id: str, limit: int, now: datetime
     ) -> builtins.list[StoredExecution]:
-        pick = (
-            select(executions.c.id)
-            .where(executions.c.status == "requested")
-            .order_by(executions.c.id)
-            .limit(limit)
-        )
+        claim = claim_oldest_requested(limit, worker_id, now, skip_locked=False)
         async with self.store.write() as conn:
-            rows = (
-                await conn.execute(
-                    update(executions)
-                    .where(
-                        executions.c.id.in_(pick.scalar_subquery()),
-                        executions.c.status == "requested",
-                    )
-                    .values(
-                        status="running",
-                        updated=now,
-                        started_at=now,
-                        worker=worker_id,
-                        heartbeat_at=now,
-                    )
-                    .returning(*executions.c)
-                )
-            ).all()
+            rows = (await conn.execute(claim)).all()
             claimed = [StoredExecution(*r) for r in rows]
             db = driver(conn)
             for row in claimed:
