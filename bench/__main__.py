@@ -16,7 +16,9 @@ Scenarios (default: all; they run in this order):
                command to result (`run core.echo`) until the thread reply reaches a local
                stand-in of Slack's Web API
     e2e        --e2e-count core.noop executions with a callback_url: first submit to last
-               callback (completed/s), submit phase rate; none missing, none delivered twice
+               callback (completed/s), submit phase rate; none missing, none delivered twice;
+               CPU ms per execution of the deployment's processes (and, in cluster mode,
+               PostgreSQL's and RabbitMQ's), the load generator's apart (bench/cpu.py)
     shell      --shell-count runs of an inline `#!/bin/sh exit 0` action vs the same script
                forked directly at the deployment's worker slots: completed/s, fork/exec/s, ratio
     list       its own server over --list-rows executions filled directly in the database:

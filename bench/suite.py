@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from bench import listing
+from bench import cpu, listing
 from bench.deploy import CLUSTER_WORKERS, Deployment
 from bench.harness import (
     LISTENING,
@@ -313,13 +313,27 @@ class E2e(Scenario):
     rows: ClassVar[list[tuple[str, str]]] = [
         ("completed_per_s", "completed/s (first submit to last callback)"),
         ("submit_per_s", "submit phase/s (50 in flight)"),
+        ("cpu_ms_per_execution", "CPU ms per execution (deployment, all processes)"),
+        ("cpu_ms_serve", "  of which attune serve"),
+        ("cpu_ms_workers", "  of which attune workers"),
+        ("cpu_ms_postgresql", "  of which PostgreSQL"),
+        ("cpu_ms_rabbitmq", "  of which RabbitMQ"),
+        ("cpu_ms_client", "load generator CPU ms per execution (apart)"),
         ("count", "executions"),
         ("callbacks_missing", "callbacks missing"),
     ]
 
     async def round(self, ctx: Context) -> Metrics:
         n = ctx.cfg.e2e_count
+        dep = ctx.main
+        services = ctx.mode == "cluster"
+        own = [(dep.serve.pid, "serve"), *((w.pid, "worker") for w in dep.workers)]
+        before = cpu.snapshot(own, services=services)
+        client_before = time.process_time()
         submit_s, done_s, ids = await submit_and_wait(ctx, NOOP, n)
+        client_s = time.process_time() - client_before
+        spent = cpu.spent_s(before, services=services)
+        per_ms = {part: 1000 * s / n for part, s in spent.items()}
         return {
             "count": n,
             "submit_s": submit_s,
@@ -327,6 +341,12 @@ class E2e(Scenario):
             "submit_per_s": n / submit_s,
             "completed_per_s": n / done_s,
             "callbacks_missing": n - len(ids & ctx.receiver.counts.keys()),
+            "cpu_ms_per_execution": per_ms["total"],
+            "cpu_ms_serve": per_ms.get("serve", 0.0),
+            "cpu_ms_workers": per_ms.get("worker", 0.0),
+            "cpu_ms_postgresql": per_ms.get("postgresql", 0.0),
+            "cpu_ms_rabbitmq": per_ms.get("rabbitmq", 0.0),
+            "cpu_ms_client": 1000 * client_s / n,
         }
 
 
