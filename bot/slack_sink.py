@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -89,7 +90,7 @@ class SlackSink:
             data = exc.response.data if exc.response is not None else None
             error = str(data.get("error", "")) if isinstance(data, dict) else ""
             if error in NOT_IN_CHANNEL:
-                await self.messages.save(message.but(fallback=True))
+                await self.messages.save(replace(message, fallback=True))
                 await self._via_response_url(delivery, execution, chat, hint=True)
                 return
             status = exc.response.status_code if exc.response is not None else 0
@@ -114,7 +115,8 @@ class SlackSink:
         resp = await self.client.chat_postMessage(channel=message.channel, text=text, blocks=blocks)
         # The card shows the execution as it is now, maybe already past the events still
         # queued behind this one: those need not edit it again.
-        posted = message.but(
+        posted = replace(
+            message,
             message_id=resp["ts"],
             channel=resp.get("channel") or message.channel,
             shows_status=execution.status,
@@ -151,7 +153,7 @@ class SlackSink:
                 filename=f"execution-{execution.id}-{name}.txt",
                 title=f"#{execution.id} {execution.action_ref} {name}",
             )
-        await self.messages.save(message.but(output_posted=True))
+        await self.messages.save(replace(message, output_posted=True))
 
     async def _via_response_url(
         self,

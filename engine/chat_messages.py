@@ -9,7 +9,7 @@ the command's reply URL. Stored by :mod:`engine.storage.chat_messages`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -28,25 +28,6 @@ class ChatMessage:
     output_posted: bool = False
     #: The sink could not post in the channel and answers through the command's reply URL.
     fallback: bool = False
-
-    def but(
-        self,
-        *,
-        channel: str | None = None,
-        message_id: str | None = None,
-        shows_status: str | None = None,
-        output_posted: bool | None = None,
-        fallback: bool | None = None,
-    ) -> ChatMessage:
-        """A copy with the given fields changed (None keeps a field)."""
-        return replace(
-            self,
-            channel=self.channel if channel is None else channel,
-            message_id=self.message_id if message_id is None else message_id,
-            shows_status=self.shows_status if shows_status is None else shows_status,
-            output_posted=self.output_posted if output_posted is None else output_posted,
-            fallback=self.fallback if fallback is None else fallback,
-        )
 
 
 class ChatMessages(Protocol):

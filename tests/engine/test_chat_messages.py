@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,12 @@ async def test_a_sinks_row_is_saved_replaced_and_goes_with_its_execution(
     assert await messages.get(7, "slack") is None
 
     fresh = ChatMessage(execution_id=7, sink="slack", channel="C1")
-    posted = fresh.but(message_id="1700000000.000100", shows_status="running")
+    posted = replace(fresh, message_id="1700000000.000100", shows_status="running")
     await messages.save(posted)
     assert await messages.get(7, "slack") == posted
     assert await messages.get(7, "other") is None
 
-    done = posted.but(output_posted=True)
+    done = replace(posted, output_posted=True)
     await messages.save(done)
     assert await messages.get(7, "slack") == done
 
