@@ -21,9 +21,9 @@ from engine.automation.records import (
 from engine.clock import now_utc
 from engine.storage.automation.rows import (
     SqlBase,
+    columns_of,
     enforcement_query,
     equal,
-    settlement_columns,
     to_enforcement,
     to_event,
     to_rule,
@@ -188,7 +188,7 @@ class SqlEvents(SqlBase):
         if settlement is None:
             values |= {"status": "creating", "config": None}
         else:
-            values |= settlement_columns(settlement)
+            values |= columns_of(settlement)
         async with self.store.write() as conn:  # a unique (rule, event) key: Conflict
             row = (
                 await conn.execute(insert(enforcements).values(**values).returning(*enforcements.c))
@@ -201,7 +201,7 @@ class SqlEvents(SqlBase):
                 await conn.execute(
                     update(enforcements)
                     .where(enforcements.c.id == enforcement_id)
-                    .values(**settlement_columns(settlement))
+                    .values(**columns_of(settlement))
                     .returning(*enforcements.c)
                 )
             ).one()

@@ -3,6 +3,7 @@ repository's parts share."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, Select, select
@@ -151,48 +152,6 @@ def equal(*filters: tuple[Any, Any]) -> list[ColumnElement[bool]]:
     return [column == value for column, value in filters if value is not None]
 
 
-def trigger_columns(fields: TriggerFields) -> dict[str, Any]:
-    return {
-        "ref": fields.ref,
-        "pack_ref": fields.pack_ref,
-        "label": fields.label,
-        "description": fields.description,
-        "type": fields.type,
-        "parameters": fields.parameters,
-        "param_schema": fields.param_schema,
-        "out_schema": fields.out_schema,
-        "enabled": fields.enabled,
-        "webhook_secret": fields.webhook_secret,
-        "next_fire_at": fields.next_fire_at,
-        "updated": fields.updated,
-    }
-
-
-def rule_columns(fields: RuleFields) -> dict[str, Any]:
-    return {
-        "ref": fields.ref,
-        "pack_ref": fields.pack_ref,
-        "label": fields.label,
-        "description": fields.description,
-        "trigger_ref": fields.trigger_ref,
-        "action_ref": fields.action_ref,
-        "conditions": fields.conditions,
-        "action_params": fields.action_params,
-        "action_params_sealed": fields.action_params_sealed,
-        "trigger_params": fields.trigger_params,
-        "enabled": fields.enabled,
-        "chat_channel": fields.chat_channel,
-        "callback_url": fields.callback_url,
-        "next_fire_at": fields.next_fire_at,
-        "updated": fields.updated,
-    }
-
-
-def settlement_columns(settlement: Settlement) -> dict[str, Any]:
-    return {
-        "status": settlement.status,
-        "execution_id": settlement.execution_id,
-        "error": settlement.error,
-        "config": settlement.config,
-        "resolved_at": settlement.resolved_at,
-    }
+def columns_of(record: TriggerFields | RuleFields | Settlement) -> dict[str, Any]:
+    """A write record's fields as the columns of the same names (each field is one)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from engine.automation.records import Rule, RuleFields, RuleSecrets
-from engine.storage.automation.rows import SqlBase, rule_columns, rule_query, to_rule
+from engine.storage.automation.rows import SqlBase, columns_of, rule_query, to_rule
 from engine.storage.tables import actions, rules, triggers
 
 
@@ -46,14 +46,14 @@ class SqlRules(SqlBase):
             if (await conn.execute(select(rules.c.id).where(rules.c.ref == fields.ref))).first():
                 return False
             await conn.execute(
-                insert(rules).values(**rule_columns(fields), from_pack=from_pack, created=created)
+                insert(rules).values(**columns_of(fields), from_pack=from_pack, created=created)
             )
         return True
 
     async def update_rule(self, fields: RuleFields) -> bool:
         async with self.store.write() as conn:
             result = await conn.execute(
-                update(rules).where(rules.c.ref == fields.ref).values(**rule_columns(fields))
+                update(rules).where(rules.c.ref == fields.ref).values(**columns_of(fields))
             )
         return bool(result.rowcount)
 

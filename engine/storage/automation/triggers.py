@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from engine.automation.records import Trigger, TriggerFields
-from engine.storage.automation.rows import SqlBase, to_trigger, trigger_columns, trigger_query
+from engine.storage.automation.rows import SqlBase, columns_of, to_trigger, trigger_query
 from engine.storage.tables import packs, rules, triggers
 
 
@@ -51,9 +51,7 @@ class SqlTriggers(SqlBase):
             ).first():
                 return False
             await conn.execute(
-                insert(triggers).values(
-                    **trigger_columns(fields), from_pack=from_pack, created=created
-                )
+                insert(triggers).values(**columns_of(fields), from_pack=from_pack, created=created)
             )
         return True
 
@@ -71,9 +69,7 @@ class SqlTriggers(SqlBase):
             ):
                 return False
             await conn.execute(
-                update(triggers)
-                .where(triggers.c.id == trigger_id)
-                .values(**trigger_columns(fields))
+                update(triggers).where(triggers.c.id == trigger_id).values(**columns_of(fields))
             )
         return True
 
