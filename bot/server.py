@@ -194,7 +194,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
     slack_sink: Any = None  # a SlackSink when Slack is configured
     roles: Any = None  # SlackRoles
-    drainer = OutboxDrainer(runtime.store, runtime.service, sinks, acks_first=runtime.acks_first)
+    drainer = OutboxDrainer(runtime.service, sinks, acks_first=runtime.acks_first)
     try:
         if with_worker:
             await runtime.start_worker()

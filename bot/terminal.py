@@ -72,9 +72,7 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
     sink = TerminalSink(out)
-    drainer = OutboxDrainer(
-        runtime.store, runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5
-    )
+    drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)
     user = getpass.getuser()
     # Whoever can start `attune chat` can read the database and the secret key: admin.

@@ -74,7 +74,6 @@ def _points(counts: list[HourCount]) -> list[dict[str, Any]]:
 
 class Analytics:
     def __init__(self, store: Store) -> None:
-        self.store = store
         self.repo = reports_repository(store)
 
     async def _series(self, window: TimeRange, *series: Series) -> list[list[dict[str, Any]]]:
@@ -97,7 +96,7 @@ class Analytics:
         return _merge(self._started(started), ended)
 
     async def failure_rate(self, window: TimeRange) -> dict[str, Any]:
-        _, ended = await self._series(window, "executions.started", "executions.finished")
+        (ended,) = await self._series(window, "executions.finished")
         return failure_rate(window, ended)
 
     async def event_volume(self, window: TimeRange) -> list[dict[str, Any]]:

@@ -30,7 +30,6 @@ class Catalog:
 
     def __init__(self, store: Store, *, cache_s: float = 2.0) -> None:
         self.repo = catalog_repository(store)
-        self.store = store
         self.cache_s = cache_s
         #: ref -> spec, for ``cache_s``; past the bound the least recently used goes.
         self._cache: TTLCache[str, ActionSpec] = TTLCache(maxsize=ACTION_CACHE_SIZE, ttl=cache_s)

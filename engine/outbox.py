@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from engine import backoff
 from engine.acks_first import AcksFirst
+from engine.clock import now_utc
 from engine.errors import EngineError
 from engine.records import Delivery, Execution, Route
 from engine.service import ExecutionService
-from engine.storage import Store
 from engine.url_display import scrub_urls
 
 __all__ = ["Delivery", "DeliveryFailed", "OutboxDrainer", "Sink", "backoff_s"]
@@ -67,7 +67,6 @@ class OutboxDrainer:
 
     def __init__(
         self,
-        store: Store,
         service: ExecutionService,
         sinks: dict[str, Sink],
         *,
@@ -75,7 +74,6 @@ class OutboxDrainer:
         max_attempts: int = 12,
         acks_first: AcksFirst | None = None,
     ) -> None:
-        self.store = store
         self.executions = service.executions
         self.acks_first = acks_first or AcksFirst()
         self.service = service
@@ -243,7 +241,3 @@ class OutboxDrainer:
             return
         await self.executions.release_deliveries(ids)
         self._claimed.difference_update(ids)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

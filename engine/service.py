@@ -14,7 +14,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from cachetools import LRUCache
@@ -23,6 +23,7 @@ from engine import broker as topics
 from engine.audit import AuditEntry
 from engine.broker import Broker
 from engine.catalog import Catalog
+from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
@@ -58,10 +59,6 @@ PUBLISH_WARNING_EVERY_S = 10.0
 SWEEP_BATCH = 500
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 class ExecutionService:
     def __init__(
         self,
@@ -74,7 +71,6 @@ class ExecutionService:
         default_timeout_s: float,
         notifier: Notifier | None = None,
     ) -> None:
-        self.store = store
         self.executions = execution_repository(store)
         #: Tells the web UI's ``/ws`` listeners of each change (none listening: no cost).
         self.notifier = notifier

@@ -160,7 +160,6 @@ class WorkerFilter:
 
 class Roster:
     def __init__(self, store: Store, own: Worker | None, *, stale_after_s: float) -> None:
-        self.store = store
         self.repo = reports_repository(store)
         self.own = own
         self.stale_after_s = stale_after_s

@@ -42,18 +42,7 @@ from engine.storage.totals import Totals
 #: Columns of an execution, in the order of :class:`StoredExecution`'s fields.
 EXECUTION_COLUMNS = tuple(executions.c.keys())
 #: Columns of a delivery, in the order of :class:`Delivery`'s fields.
-DELIVERY_COLUMNS = (
-    "id",
-    "execution_id",
-    "target",
-    "event",
-    "state",
-    "attempts",
-    "last_error",
-    "created",
-    "next_attempt_at",
-    "delivered_at",
-)
+DELIVERY_COLUMNS = Delivery.__match_args__
 assert StoredExecution.__match_args__ == EXECUTION_COLUMNS
 
 

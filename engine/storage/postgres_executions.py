@@ -34,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from engine.records import Change, NewExecution, StoredExecution
+from engine.records import NEW_EXECUTION_COLUMNS, Change, NewExecution, StoredExecution
 from engine.storage.executions import CoreExecutions, claim_oldest_requested, stored
 from engine.storage.tables import UTCDateTime, audit, deliveries, executions
 
@@ -151,13 +151,13 @@ class PostgresExecutions(CoreExecutions):
     async def submit(
         self, new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
     ) -> StoredExecution:
-        params: dict[str, Any] = {name: getattr(new, name) for name in NewExecution.__match_args__}
+        params: dict[str, Any] = {name: getattr(new, name) for name in NEW_EXECUTION_COLUMNS}
         if audit is not None:
             params.update({AUDIT_PREFIX + k: v for k, v in audit.items() if k not in FROM_ROW})
         if chat_target is not None:
             params |= {TARGET: chat_target, EVENT: "created", NOW: new.created}
         stmt = submission(
-            NewExecution.__match_args__,
+            NEW_EXECUTION_COLUMNS,
             None if audit is None else frozenset(audit),
             chat_target is not None,
         )

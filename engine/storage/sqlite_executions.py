@@ -38,6 +38,7 @@ from engine.storage.executions import (
     EXECUTION_COLUMNS,
     CoreExecutions,
     claim_oldest_requested,
+    stored,
 )
 from engine.storage.store import Conn, LoopConn, Store, json_dumps, json_loads
 from engine.storage.tables import _sqlite_datetime as read_datetime
@@ -260,7 +261,7 @@ class SqliteExecutions(CoreExecutions):
         claim = claim_oldest_requested(limit, worker_id, now, skip_locked=False)
         async with self.store.write() as conn:
             rows = (await conn.execute(claim)).all()
-            claimed = [StoredExecution(*r) for r in rows]
+            claimed = [stored(r) for r in rows]
             db = driver(conn)
             for row in claimed:
                 _enqueue(db, row, "started", now, chat_only=True)

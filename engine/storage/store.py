@@ -99,7 +99,7 @@ class LoopConn(_SyncConn):
     def driver(self) -> sqlite3.Connection:
         """The sqlite3 connection, in this connection's transaction (its errors are
         translated by :meth:`Store.read` and :meth:`Store.write` as SQLAlchemy's are)."""
-        return cast(sqlite3.Connection, self._conn.connection.driver_connection)
+        return _driver(self._conn)
 
     async def _execute(self, statement: Executable, parameters: Any) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
