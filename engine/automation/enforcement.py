@@ -30,7 +30,7 @@ from engine.automation.records import (
     Settlement,
     Trigger,
 )
-from engine.automation.rule_secrets import opened, sealed_names
+from engine.automation.rule_secrets import opened
 from engine.clock import now_utc
 from engine.crypto import SecretBox
 from engine.errors import Conflict, EngineError, NotFound
@@ -146,7 +146,7 @@ class Enforcer:
         # A condition or template that fails is the rule's problem, not a passing one: the
         # enforcement fails with the reason, once (the event is not looked at again).
         try:
-            given = opened(rule.action_params, rule.action_params_sealed, self.secrets)
+            given, sealed = opened(rule.action_params, rule.action_params_sealed, self.secrets)
         except EngineError as exc:  # sealed with another secret key: a reason, not a retry
             return await self._settle(rule, event, existing, "failed", None, exc.message)
         try:
@@ -172,7 +172,7 @@ class Enforcer:
             return None
         params, kv_secrets = verdict
         # A value sealed in the rule stays secret in the run, whatever the schema says now.
-        kv_secrets = kv_secrets | sealed_names(rule.action_params_sealed, self.secrets)
+        kv_secrets = kv_secrets | sealed
         if existing is None:
             try:
                 existing = await self.repo.insert_enforcement(_new(rule, event))

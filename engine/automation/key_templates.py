@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from engine.automation.records import TemplateKeys
 from engine.crypto import SecretBox
+from engine.keys import plain_value
 from engine.storage import Store
 from engine.storage.automation import automation_repository
 from engine.templates import TemplateProblem, evaluate, mentions_kv
@@ -126,6 +127,6 @@ async def template_values(
     identity) and read as missing."""
     found: dict[str, tuple[Any, bool] | None] = dict.fromkeys(names)
     for key in await repo.template_keys(sorted(names)):
-        value = box.open(key.sealed).get("v") if key.encrypted else key.value
+        value = box.open(key.sealed).get("v") if key.encrypted else plain_value(key)
         found[key.ref] = (value, key.encrypted)
     return found

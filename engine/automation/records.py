@@ -209,7 +209,8 @@ class DueRule:
 
 @dataclass(frozen=True, slots=True)
 class StoredKey:
-    """A key a template may read: its value (opened later when ``encrypted``)."""
+    """A key a template may read, as stored: ``value`` holds ``{"v": value}`` unless the key
+    is ``encrypted`` (then ``sealed`` does)."""
 
     ref: str
     encrypted: bool

@@ -52,14 +52,13 @@ def split_secrets(
     return stored, box.seal(secret)
 
 
-def opened(action_params: Mapping[str, Any], sealed: str | None, box: SecretBox) -> dict[str, Any]:
-    """The rule's action parameters with the secret values in place (EngineError when they
-    were sealed with another secret key)."""
-    return {**action_params, **box.open(sealed)}
-
-
-def sealed_names(sealed: str | None, box: SecretBox) -> frozenset[str]:
-    return frozenset(box.open(sealed)) if sealed else frozenset()
+def opened(
+    action_params: Mapping[str, Any], sealed: str | None, box: SecretBox
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """The rule's action parameters with the secret values in place, and the names that were
+    sealed (one decryption; EngineError when they were sealed with another secret key)."""
+    secret = box.open(sealed)
+    return {**action_params, **secret}, frozenset(secret)
 
 
 def shown(action_params: Mapping[str, Any] | None, secret_names: frozenset[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from engine.automation.models import RuleSpec
 from engine.automation.records import Rule, RuleFields, RuleRepository
-from engine.automation.rule_secrets import opened, sealed_names, split_secrets
+from engine.automation.rule_secrets import opened, split_secrets
 from engine.automation.schedules import RULE_TIMERS, rule_schedule
 from engine.automation.triggers import Triggers
 from engine.catalog import Catalog
@@ -68,8 +68,9 @@ class Rules:
         before: dict[str, object] = {}
         sealed_before: frozenset[str] = frozenset()
         if current is not None:
-            before = opened(current.action_params, current.action_params_sealed, self.secrets)
-            sealed_before = sealed_names(current.action_params_sealed, self.secrets)
+            before, sealed_before = opened(
+                current.action_params, current.action_params_sealed, self.secrets
+            )
         action_params, sealed = split_secrets(
             spec.action_params, secret_params, self.secrets, before, sealed_before
         )
@@ -157,8 +158,7 @@ class Rules:
             if not any(k in names and v != REDACTED for k, v in params.items()):
                 continue
             try:
-                values = opened(params, row.action_params_sealed, self.secrets)
-                before = sealed_names(row.action_params_sealed, self.secrets)
+                values, before = opened(params, row.action_params_sealed, self.secrets)
             except EngineError as exc:  # sealed with another secret key: left as it is
                 log.warning("rule %s: secret parameters not sealed: %s", row.ref, exc.message)
                 continue

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from engine.automation.records import DueRule, StoredKey, Trigger
-from engine.clock import now_utc
 from engine.storage.automation.rows import SqlBase, to_trigger
+from engine.storage.keys import live_clause
 from engine.storage.store import Conn
 from engine.storage.tables import keys, rules, triggers
 
@@ -94,7 +94,7 @@ class SqlTimers(SqlBase):
         query = select(keys.c.ref, keys.c.encrypted, keys.c.value, keys.c.sealed).where(
             keys.c.ref.in_(sorted(refs)),
             keys.c.owner_type != "identity",
-            or_(keys.c.expires_at.is_(None), keys.c.expires_at > now_utc()),
+            live_clause(),
         )
         async with self.store.read() as conn:
             rows = (await conn.execute(query)).all()
@@ -102,8 +102,7 @@ class SqlTimers(SqlBase):
             StoredKey(
                 ref=r.ref,
                 encrypted=bool(r.encrypted),
-                # A key that is not encrypted holds ``{"v": value}`` (see engine.keys).
-                value=r.value.get("v") if isinstance(r.value, dict) else None,
+                value=r.value,
                 sealed=r.sealed,
             )
             for r in rows
