@@ -26,9 +26,6 @@ from engine.audit_records import (
 )
 from engine.errors import InvalidRequest, NotFound
 
-CATEGORIES = ("api", "auth", "rbac", "secret", "admin", "execution", "pack")
-OUTCOMES = ("success", "failure", "denied")
-
 
 def category(verb: str, outcome: str) -> str:
     if verb in EXECUTION_VERBS:

@@ -7,8 +7,10 @@ Pure Python: the SQL is in :mod:`engine.storage.audit`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.clock import now_utc
 
 if TYPE_CHECKING:
     from engine.storage import Conn
@@ -70,7 +72,7 @@ class AuditEntry:
             "parameters": self.parameters,
             "detail": self.detail[:2000] if self.detail is not None else None,
             "execution_id": self.execution_id,
-            "at": datetime.now(UTC),
+            "at": now_utc(),
         }
         data.update(override)
         return data

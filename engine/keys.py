@@ -262,6 +262,8 @@ class KeyStore:
     async def _identity(self, who: Principal) -> int | None:
         """The caller's user id (owner_identity of their own keys); None for a requester who
         is not a user (a Slack user, a rule)."""
+        if who.user_id is not None:  # a login token's principal knows it already
+            return who.user_id
         return await self.repo.user_id(who.login)
 
     async def _live(self, who: Principal, ref: str, *, changing: bool) -> KeyValue:

@@ -131,8 +131,9 @@ class Users:
                 await self._keep_an_admin(conn, row)
             await self.repo.set_disabled(conn, row.id, disabled)
             if disabled:
-                await self.auth.end_sessions(conn, row.id, login)
-            self.auth.forget(login)
+                await self.auth.end_sessions(conn, row.id, login)  # forgets the cached tokens
+            else:
+                self.auth.forget(login)
             return (await self._require(conn, login)).user
 
     async def set_password(self, login: str, password: str) -> User:

@@ -141,7 +141,7 @@ class SqlAudit:
         return [_record(r) for r in rows]
 
     async def total(self, where: AuditFilter) -> int:
-        return await self.totals.count(audit, conditions(where))
+        return await self.totals.count(audit, conditions(where), ("audit", where))
 
     async def get(self, ident: int) -> AuditRecord | None:
         async with self.store.read() as conn:
