@@ -189,6 +189,32 @@ Index("ix_executions_idempotency_key", executions.c.idempotency_key, unique=True
 Index("ix_executions_worker", executions.c.worker)
 Index("ix_executions_enforcement", executions.c.enforcement)
 Index("ix_executions_parent", executions.c.parent)
+#: The change stream replays executions by ``(updated, id)``.
+Index("ix_executions_updated_id", executions.c.updated, executions.c.id)
+
+#: The output of a running action, in the chunks its worker flushed (``offset``: the chunk's
+#: first byte in its stream, UTF-8). Removed when the run ends: the result holds it all.
+execution_output = Table(
+    "execution_output",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column(
+        "execution_id",
+        BigInteger,
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("stream", String(8), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+Index(
+    "ix_execution_output_execution_stream_offset",
+    execution_output.c.execution_id,
+    execution_output.c.stream,
+    execution_output.c.offset,
+)
 
 #: What a chat sink remembers of the message it posted for an execution (its own row, not the
 #: execution's): the message's id in its channel, the status the message shows, whether the
@@ -209,6 +235,10 @@ chat_messages = Table(
     Column("output_posted", Boolean, nullable=False, default=False, server_default=false()),
     Column("fallback", Boolean, nullable=False, default=False, server_default=false()),
     Column("updated", UTCDateTime, nullable=False),
+    #: The thread message kept updated with the last lines while the run lasts.
+    Column("live_message_id", String(64), nullable=True),
+    #: The requester was mentioned on failure (once).
+    Column("notified", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 #: The outbox: one row per delivery of an execution's news (chat card, callback URL), written in
