@@ -447,6 +447,8 @@ rules = Table(
     #: Where results go: a Slack channel id and/or a callback URL.
     Column("chat_channel", String(64), nullable=True),
     Column("callback_url", Text, nullable=True),
+    #: Who is told when a run this rule started fails: Slack user ids (``U...``) or logins.
+    Column("owners", JsonType, nullable=True),
     Column("from_pack", Boolean, nullable=False, default=False),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),

@@ -10,6 +10,9 @@ its ``result`` holds the whole output.
 lines while the run lasts; ``chat_messages.notified``: the requester was mentioned on failure
 (once).
 
+``rules.owners``: who is mentioned when a run the rule started fails (Slack user ids or
+logins).
+
 ``ix_executions_updated_id``: the change stream (``GET /api/v1/executions/stream``) reads
 executions by ``(updated, id)`` to replay what a client missed.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 from engine.storage.tables import UTCDateTime
 
@@ -57,11 +61,19 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("notified", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    with op.batch_alter_table("rules") as batch:
+        batch.add_column(
+            sa.Column(
+                "owners", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+            )
+        )
     op.create_index("ix_executions_updated_id", "executions", ["updated", "id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_executions_updated_id", table_name="executions")
+    with op.batch_alter_table("rules") as batch:
+        batch.drop_column("owners")
     with op.batch_alter_table("chat_messages") as batch:
         batch.drop_column("notified")
         batch.drop_column("live_message_id")
