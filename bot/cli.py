@@ -3,7 +3,7 @@
 attune serve                     API, bot, worker and sweep in one process
 attune worker                    a worker alone (PostgreSQL + RabbitMQ)
 attune health [--http|--worker]  container health check: exit 0 when alive
-attune run pack.action k=v       run one action and print its result
+attune run pack.action k=v       run one action and print its result (--url: on a server)
 attune chat                      the chat in a terminal (no Slack needed)
 attune callback-secret           the key that signs callback deliveries
 attune audit [--actor A]         the audit log
@@ -23,6 +23,7 @@ import math
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from bot.arguments import positive_number
@@ -31,14 +32,10 @@ from bot.pack_cli import add_pack_parser, run_pack_command
 from config import Settings, load_settings
 from engine.errors import EngineError
 from engine.logs import configure_logging
-from engine.records import Execution
 from engine.status import TERMINAL, ExecutionStatus
 
 #: engine.auth.ROLES (not imported: it loads the database layer); ``none`` may do nothing.
 _ROLES = ["admin", "operator", "viewer", "none"]
-
-#: How often ``attune run --wait`` looks at the execution.
-POLL_INTERVAL_S = 0.05
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -51,12 +48,22 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_json: bool) -> int:
+async def _run(
+    settings: Settings,
+    ref: str,
+    pairs: list[str],
+    wait: bool,
+    as_json: bool,
+    timeout_s: float | None = None,
+) -> int:
+    from engine.changes import ChangeFeed
     from engine.gate import Requester, Submitted
     from engine.runtime import build_runtime
 
     embedded = not settings.amqp_url
+    params = _parse_params(pairs)
     runtime = await build_runtime(settings, ensure_admin=False)
+    feed = ChangeFeed(runtime.store, runtime.service.notifier)
     try:
         if embedded:  # nobody else shares our in-process broker: run it here
             await runtime.start_worker(housekeeping=False)
@@ -65,19 +72,63 @@ async def _run(settings: Settings, ref: str, pairs: list[str], wait: bool, as_js
         # Whoever can run this command can read the database and the secret key: admin. It
         # goes through the gate all the same, so the run is in the audit log.
         who = Requester(identity=getpass.getuser(), role="admin", source="cli")
-        outcome = await runtime.gate.run(who, ref, _parse_params(pairs))
+        outcome = await runtime.gate.run(who, ref, params)
         assert isinstance(outcome, Submitted)  # confirmations are asked in chat only
         record = outcome.record
         if not (wait or embedded):
-            _print(record, as_json, queued=True)
+            _print(record.as_dict(), as_json, queued=True)
             return 0
-        while ExecutionStatus(record.status) not in TERMINAL:
-            await asyncio.sleep(POLL_INTERVAL_S)
-            record = await runtime.service.get(record.id)
-        _print(record, as_json)
+        # Follow the change feed (woken by this process's changes, reading the others' from
+        # the database every 0.25 s); the state is read once after subscribing.
+        execution_id = record.id
+        sub = feed.subscribe(lambda e: e.id == execution_id)
+        record = await runtime.service.get(execution_id)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while ExecutionStatus(record.status) not in TERMINAL:
+                    change = await sub.next()
+                    if change is None:  # dropped (cannot happen for one execution): re-read
+                        sub = feed.subscribe(lambda e: e.id == execution_id)
+                        record = await runtime.service.get(execution_id)
+                    else:
+                        record = change.execution
+        except TimeoutError:
+            print(
+                f"attune run: execution {execution_id} is still {record.status} after "
+                f"{timeout_s:g} s",
+                file=sys.stderr,
+            )
+            return 3
+        _print(record.as_dict(), as_json)
         return 0 if record.status == "completed" else 1
     finally:
+        await feed.close()
         await runtime.close()
+
+
+def _run_remote(args: argparse.Namespace, url: str) -> int:
+    from bot.remote_run import RemoteError, RemoteRun
+
+    token = args.token or os.environ.get("ATTUNE_TOKEN")
+    if not token:
+        print("attune run: --url needs --token (or ATTUNE_TOKEN)", file=sys.stderr)
+        return 2
+    params = _parse_params(args.params)
+    try:
+        remote = RemoteRun(url, token)
+        record = asyncio.run(
+            remote.run(
+                args.action_ref,
+                params,
+                wait=args.wait,
+                timeout_s=args.timeout,
+                show=lambda r, queued: _print(r, args.json, queued),
+            )
+        )
+    except RemoteError as exc:
+        print(f"attune run: {exc.message}", file=sys.stderr)
+        return exc.code
+    return 0 if not args.wait or record["status"] == "completed" else 1
 
 
 def _iso(value: Any) -> str:
@@ -85,16 +136,17 @@ def _iso(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def _print(record: Execution, as_json: bool, queued: bool = False) -> None:
+def _print(record: Mapping[str, Any], as_json: bool, queued: bool = False) -> None:
+    """An execution record (its fields by name) as the user reads it."""
     if as_json:
-        print(json.dumps(record.as_dict(), default=_iso, indent=2))
+        print(json.dumps(record, default=_iso, indent=2))
         return
     if queued:
-        print(f"execution {record.id} {record.action_ref} queued")
+        print(f"execution {record['id']} {record['action_ref']} queued")
         return
-    result = record.result or {}
+    result = record["result"] or {}
     print(
-        f"execution {record.id} {record.action_ref}: {record.status}"
+        f"execution {record['id']} {record['action_ref']}: {record['status']}"
         f" in {result.get('duration_ms', 0)} ms"
     )
     if result.get("stdout"):
@@ -336,7 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--wait",
         action="store_true",
-        help="wait for the result (always so on the embedded default)",
+        help="follow the run's changes until it ends and print its result (always so on the "
+        "embedded default without --url)",
+    )
+    run.add_argument(
+        "--url",
+        default=None,
+        help="a server to run it on, over its REST API (default: $ATTUNE_URL; without: this "
+        "machine's database)",
+    )
+    run.add_argument("--token", default=None, help="the API token for --url ($ATTUNE_TOKEN)")
+    run.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait, give up after this long (exit 3; default: wait until it ends)",
     )
     run.add_argument("--json", action="store_true", help="print the execution record as JSON")
     sub.add_parser("chat", help="the chat in this terminal: type `run core.echo message=hi`")
@@ -456,7 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "callback-secret":
             return asyncio.run(_callback_secret(settings))
         if args.command == "run":
-            return asyncio.run(_run(settings, args.action_ref, args.params, args.wait, args.json))
+            url = args.url or os.environ.get("ATTUNE_URL")
+            if url:
+                return _run_remote(args, url)
+            return asyncio.run(
+                _run(settings, args.action_ref, args.params, args.wait, args.json, args.timeout)
+            )
         if args.command == "pack":
             return asyncio.run(run_pack_command(settings, args))
         if args.command == "db":

@@ -7,11 +7,15 @@ to keep up loses the oldest news, never slows the engine. With nobody listening 
 one attribute check. In a cluster each API process hears the changes it makes itself (a
 worker's transitions happen in the worker's process): the UI refreshes the rest when it
 fetches.
+
+A watcher (:meth:`Notifier.watch`: the change feed of :mod:`engine.changes`, while a stream
+is open) is called on every change, before any message is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,10 +55,19 @@ class Listener:
 class Notifier:
     def __init__(self) -> None:
         self._listeners: set[Listener] = set()
+        self._watchers: list[Callable[[], None]] = []
 
     @property
     def listening(self) -> bool:
-        return bool(self._listeners)
+        return bool(self._listeners or self._watchers)
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` on each change of this process (until :meth:`unwatch`)."""
+        self._watchers.append(wake)
+
+    def unwatch(self, wake: Callable[[], None]) -> None:
+        if wake in self._watchers:
+            self._watchers.remove(wake)
 
     def listen(self) -> Listener:
         listener = Listener()
@@ -72,6 +85,10 @@ class Notifier:
         payload: dict[str, Any],
         user_id: int | None = None,
     ) -> None:
+        for wake in self._watchers:
+            wake()
+        if not self._listeners:
+            return
         note = {
             "notification_type": notification_type,
             "entity_type": entity_type,

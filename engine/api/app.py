@@ -25,12 +25,14 @@ from engine.api.identity_routes import IDENTITY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
+from engine.api.stream_routes import STREAM_ROUTES, add_change_stream
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
 ALL_ROUTES = [
+    *STREAM_ROUTES,  # before ROUTES: /api/v1/executions/{id} would take "stream"
     *ROUTES,
     *AUTH_ROUTES,
     *CATALOG_ROUTES,
@@ -174,6 +176,7 @@ def build_app(
     app.router.add_get("/ws", notifications)  # Attune's notifier protocol (its web UI)
     app[SOCKETS_KEY] = weakref.WeakSet()
     app.on_shutdown.append(close_sockets)
+    add_change_stream(app)
     if extra_routes:
         app.add_routes(extra_routes)
     ui = runtime.settings.web_ui_dir

@@ -291,8 +291,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(500, "internal error; see the server log", "INTERNAL_ERROR")
 
 
-#: Paths whose connections live on by design (the notifier's WebSocket): no handler time limit.
-UNBOUNDED_PATHS = frozenset({"/ws"})
+#: Paths whose connections live on by design (the notifier's WebSocket, the change stream): no
+#: handler time limit.
+UNBOUNDED_PATHS = frozenset({"/ws", "/api/v1/executions/stream"})
 
 
 @web.middleware

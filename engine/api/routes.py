@@ -12,6 +12,7 @@ from engine.auth import Principal
 from engine.errors import InvalidRequest, NotFound, Unauthorized
 from engine.gate import Requester, Submitted
 from engine.status import PENDING, ExecutionStatus
+from engine.storage.changes import delivery_totals
 
 VERSION = "0.1.0"
 #: Longest accepted Idempotency-Key header.
@@ -73,6 +74,7 @@ async def metrics(call: Call) -> Any:
     for status in ExecutionStatus:
         rt.metrics.executions.labels(status.value).set(counts.get(status.value, 0))
     rt.metrics.queue_depth.set(sum(counts.get(status.value, 0) for status in PENDING))
+    rt.metrics.set_deliveries(await delivery_totals(rt.store))
     return web.Response(
         body=rt.metrics.render(),
         content_type="text/plain",

@@ -85,6 +85,8 @@ def test_api_keeps_its_contract(server: str, token: str) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        if operation.path.endswith("/stream"):
+            continue  # server-sent events never end (tests/e2e/test_change_stream.py)
 
         @settings(
             max_examples=EXAMPLES,
