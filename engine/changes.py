@@ -198,6 +198,8 @@ class ChangeFeed:
     def unsubscribe(self, sub: Subscription) -> None:
         sub.close()
         self._subs.discard(sub)
+        if not self._subs:
+            self._wake.set()  # the loop ends now, not at its next read
 
     async def close(self) -> None:
         """Close every subscription and stop reading (at shutdown)."""
