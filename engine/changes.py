@@ -45,6 +45,9 @@ POLL_S = 0.25
 #: How far behind its mark each read looks again, for changes committed late (also covers a
 #: small clock difference between processes).
 LAG_S = 2.0
+#: After a wake, the feed waits this long before reading, so that a burst of changes (a busy
+#: server) is read once, not once per change.
+GATHER_S = 0.01
 #: Rows per read (a read continues page by page).
 BATCH = 500
 #: Changes a subscriber may have waiting; one more and it is dropped.
@@ -244,6 +247,7 @@ class ChangeFeed:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_s):
                         await self._wake.wait()
+                await asyncio.sleep(GATHER_S)  # changes made together are read together
         finally:
             if self.notifier is not None:
                 self.notifier.unwatch(self._wake_up)
@@ -251,14 +255,18 @@ class ChangeFeed:
                 self._task = None
 
     async def _poll(self) -> None:
+        """Read the ``(id, updated)`` pairs past the mark less the lag (from the index), then
+        the rows of those not sent yet."""
         after, after_id = self._high - self.lag, 0
         while True:
-            rows = await self.reader.after(after, after_id, self.batch)
-            for row in rows:
+            keys = await self.reader.keys_after(after, after_id, self.batch)
+            fresh = [i for i, updated in keys if (i, updated) not in self._seen]
+            rows = await self.reader.rows(fresh)
+            for row in sorted(rows, key=lambda r: (r.updated, r.id)):
                 self._take(row)
-            if len(rows) < self.batch:
+            if len(keys) < self.batch:
                 break
-            after, after_id = rows[-1].updated, rows[-1].id
+            after, after_id = keys[-1][1], keys[-1][0]
         horizon = self._high - self.lag
         self._seen = {key for key in self._seen if key[1] >= horizon}
 

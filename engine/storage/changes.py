@@ -18,6 +18,14 @@ _AFTER = tuple_(executions.c.updated, executions.c.id) > tuple_(
 )
 _ORDER = (executions.c.updated, executions.c.id)
 SINCE = select(executions).where(_AFTER).order_by(*_ORDER).limit(bindparam("_limit"))
+#: The same, ids and times only (read from the index alone).
+KEYS_SINCE = (
+    select(executions.c.id, executions.c.updated)
+    .where(_AFTER)
+    .order_by(*_ORDER)
+    .limit(bindparam("_limit"))
+)
+BY_IDS = select(executions).where(executions.c.id.in_(bindparam("_ids", expanding=True)))
 SINCE_ONE = (
     select(executions)
     .where(_AFTER, executions.c.id == bindparam("_only"))
@@ -56,6 +64,23 @@ class ExecutionChanges:
         async with self.store.read() as conn:
             rows = (await conn.execute(statement, params)).all()
         return [stored(r) for r in rows]
+
+    async def keys_after(
+        self, updated: datetime, execution_id: int, limit: int
+    ) -> list[tuple[int, datetime]]:
+        """:meth:`after`'s ``(id, updated)`` pairs only."""
+        params = {"_updated": updated, "_id": execution_id, "_limit": limit}
+        async with self.store.read() as conn:
+            rows = (await conn.execute(KEYS_SINCE, params)).all()
+        return [(r.id, r.updated) for r in rows]
+
+    async def rows(self, ids: list[int]) -> list[StoredExecution]:
+        """The executions of ``ids`` (those that still exist), in no order."""
+        if not ids:
+            return []
+        async with self.store.read() as conn:
+            found = (await conn.execute(BY_IDS, {"_ids": ids})).all()
+        return [stored(r) for r in found]
 
 
 async def delivery_totals(store: Store) -> dict[tuple[str, str], int]:
