@@ -27,10 +27,12 @@ from tests.e2e.conftest import (
     stop,
     wait_for_line,
 )
-from tests.e2e.test_api import execute
+from tests.e2e.test_api import EXECUTE, execute, post
+from tests.waiting import eventually
 
 STREAM = "/api/v1/executions/stream"
 TERMINAL = {"completed", "failed", "timeout", "cancelled", "abandoned"}
+UNDELIVERED_CALLBACKS = r'attune_deliveries\{sink="callback",state="(?:pending|failed)"\} (\d+)'
 #: Bound on reading the events of one execution.
 EVENTS_S = 15.0
 
@@ -170,6 +172,27 @@ async def test_stream_metrics(base_url: str, admin_token: str, api: aiohttp.Clie
     assert int(open_now.group(1)) >= 1, text
     assert re.search(r"attune_stream_lag_seconds_count [1-9]", text), text
     assert "# TYPE attune_deliveries gauge" in text
+
+
+async def test_undelivered_callbacks_are_counted_by_sink(
+    api: aiohttp.ClientSession, wait_for_status: WaitForStatus
+) -> None:
+    """A callback to a port nobody listens on stays pending (retried), then failed."""
+    status, body = await post(
+        api,
+        EXECUTE,
+        {"action_ref": "core.noop", "callback_url": f"http://127.0.0.1:{_free_port()}/cb"},
+    )
+    assert status == 201, body
+    await wait_for_status(api, body["data"]["id"], "completed")
+
+    async def callbacks_open() -> int:
+        async with api.get("/metrics") as resp:
+            text = await resp.text()
+        found = re.findall(UNDELIVERED_CALLBACKS, text)
+        return sum(int(float(n)) for n in found)
+
+    assert await eventually(callbacks_open, "an undelivered callback counted", 10) >= 1
 
 
 @pytest.mark.cluster_only
