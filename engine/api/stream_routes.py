@@ -30,6 +30,8 @@ log = logging.getLogger(f"attune.{__name__}")
 
 #: A comment line this often keeps proxies and clients from closing a quiet stream.
 PING_S = 15.0
+#: How often a stream looks whether its client's connection is still there.
+GONE_CHECK_S = 1.0
 CHANGES_KEY = web.AppKey("change_feed", ChangeFeed)
 
 
@@ -68,7 +70,7 @@ async def stream_executions(call: Call) -> web.StreamResponse:
     try:
         with rt.metrics.stream_open("changes"):
             async with sse_response(call.request, ping_interval=PING_S) as resp:
-                gone = asyncio.create_task(_close_when_gone(resp, sub))
+                gone = asyncio.create_task(_close_when_gone(call.request, resp, sub))
                 try:
                     await _stream(call, feed, sub, resp, since, only, accept)
                 finally:
@@ -80,9 +82,16 @@ async def stream_executions(call: Call) -> web.StreamResponse:
         feed.unsubscribe(sub)
 
 
-async def _close_when_gone(resp: EventSourceResponse, sub: Subscription) -> None:
-    """Close the subscription when the client goes (its keep-alive ping cannot be sent)."""
-    await resp.wait()
+async def _close_when_gone(
+    request: web.Request, resp: EventSourceResponse, sub: Subscription
+) -> None:
+    """Close the subscription when the client goes: its connection is lost (looked at every
+    :data:`GONE_CHECK_S`), or a keep-alive ping cannot be sent."""
+    while not sub.closed and resp.is_connected():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        await asyncio.sleep(GONE_CHECK_S)
     sub.close()
 
 

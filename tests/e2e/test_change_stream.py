@@ -173,6 +173,15 @@ async def test_stream_metrics(base_url: str, admin_token: str, api: aiohttp.Clie
     assert re.search(r"attune_stream_lag_seconds_count [1-9]", text), text
     assert "# TYPE attune_deliveries gauge" in text
 
+    async def streams_open() -> int:
+        async with api.get("/metrics") as resp:
+            found = re.search(r'attune_streams_open\{kind="changes"\} (\d+)', await resp.text())
+        assert found is not None
+        return int(found.group(1))
+
+    # The client went away: its stream is closed and uncounted within a few seconds.
+    await eventually(streams_open, "the closed stream uncounted", 5, done=lambda n: n == 0)
+
 
 async def test_undelivered_callbacks_are_counted_by_sink(
     api: aiohttp.ClientSession, wait_for_status: WaitForStatus
