@@ -185,7 +185,14 @@ class RemoteRun:
                     return record
                 async for event_id, data in events(resp):
                     last_id = event_id or last_id
-                    note = orjson.loads(data)
+                    try:
+                        note = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise RemoteError(
+                            f"{self.url} sent an event that is not JSON: {data[:80]!r}"
+                        ) from None
+                    if not isinstance(note, dict) or not isinstance(note.get("payload"), dict):
+                        continue  # not an execution's notification
                     if note.get("entity_id") != execution_id:
                         continue
                     record = {
