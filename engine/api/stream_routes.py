@@ -105,10 +105,12 @@ async def _stream(
     accept: Accept,
 ) -> None:
     lag = call.runtime.metrics.stream_lag
-    replayed: set[tuple[int, datetime]] = set()
+    #: The newest state replayed of each execution (changed lately): the live queue, filled
+    #: meanwhile, may hold the same state or an older one, neither sent again.
+    replayed: dict[int, datetime] = {}
     try:
         if since is not None:
-            keep_from = now_utc() - 2 * feed.lag  # older pairs cannot come live again
+            keep_from = now_utc() - 2 * feed.lag  # older states cannot come live again
             async for page in feed.replay(since, only=only):
                 for change in page:
                     if sub.closed:
@@ -116,9 +118,10 @@ async def _stream(
                     if accept(change.execution):
                         await resp.send(change.data, id=change.cursor)
                         if change.execution.updated >= keep_from:
-                            replayed.add(change.key)
+                            replayed[change.execution.id] = change.execution.updated
         while (live := await sub.next()) is not None:
-            if live.key in replayed:
+            shown = replayed.get(live.execution.id)
+            if shown is not None and live.execution.updated <= shown:
                 continue
             await resp.send(live.data, id=live.cursor)
             lag.observe(max(0.0, (now_utc() - live.execution.updated).total_seconds()))
