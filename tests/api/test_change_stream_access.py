@@ -1,5 +1,6 @@
 """The change stream sends only the executions the caller's role may view (the rule of
-``GET /api/v1/executions``), in-process against a server whose viewer sees ``core.echo`` alone."""
+``GET /api/v1/executions``), in-process against a server whose viewer sees ``core.echo`` alone;
+and it outlives the handler time limit of ordinary requests."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from engine.runtime import Runtime, build_runtime
 PACKS = str(Path(__file__).resolve().parents[2] / "packs")
 PASSWORD = "Stream-Password-1"
 WAIT_S = 10.0
+#: The server's limit on a request's handler, which a stream outlives.
+HANDLER_TIMEOUT_S = 0.3
 WHO = Executor(identity="tester", source="cli")
 
 
@@ -33,6 +36,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
             packs_path=PACKS,
             admin_password="admin-password-1",
             permissions={"viewer": {"view": ["core.echo"]}},
+            http_handler_timeout_s=HANDLER_TIMEOUT_S,
         )
     )
     await rt.start_worker(housekeeping=False)
@@ -82,3 +86,15 @@ async def test_a_viewer_hears_only_what_it_may_view(served: tuple[Runtime, str])
         path = f"{url}/api/v1/executions/stream?execution_id={hidden.id}"
         async with session.get(path, headers=headers) as resp:
             assert resp.status == 403  # as GET /api/v1/executions/{id}
+
+
+async def test_a_stream_outlives_the_handler_time_limit(served: tuple[Runtime, str]) -> None:
+    rt, url = served
+    async with aiohttp.ClientSession() as session:
+        admin = await token(session, url, rt, "admin")
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with session.get(f"{url}/api/v1/executions/stream", headers=headers) as resp:
+            assert resp.status == 200
+            await asyncio.sleep(3 * HANDLER_TIMEOUT_S)  # what would end an ordinary request
+            record = await rt.service.submit("core.echo", {"message": "late"}, WHO)
+            assert record.id in await ids_seen(resp, record.id)
