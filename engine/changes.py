@@ -237,11 +237,14 @@ class ChangeFeed:
                 self._wake.clear()
                 try:
                     await self._poll()
-                except EngineError as exc:  # the database is away: read again next round
+                except Exception as exc:  # the database is away: read again next round
                     now = time.monotonic()
                     if now - self._last_warning >= WARN_EVERY_S:
                         self._last_warning = now
-                        log.warning("change feed: cannot read changes: %s", exc.message)
+                        if isinstance(exc, EngineError):
+                            log.warning("change feed: cannot read changes: %s", exc.message)
+                        else:
+                            log.exception("change feed: reading changes failed")
                 if not self._subs:
                     break
                 with contextlib.suppress(TimeoutError):
