@@ -26,6 +26,7 @@ from engine.execution_tokens import ExecutionTokens, api_url
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
 from engine.keys import KeyStore
+from engine.live_output import LiveOutput
 from engine.liveness import AliveFile, alive_dir
 from engine.metrics import Metrics
 from engine.notifications import Notifier
@@ -37,6 +38,7 @@ from engine.runners import Runner
 from engine.runners.builtin import BuiltinRunner
 from engine.service import ExecutionService
 from engine.storage import Store, build_store
+from engine.storage.output import output_repository
 from engine.worker import Worker, default_worker_id
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -82,6 +84,8 @@ class Runtime:
     keys: KeyStore
     #: Actions' API URL and execution-scoped tokens.
     execution_tokens: ExecutionTokens
+    #: Running actions' output: read (API, chat sinks) and written by this process's worker.
+    live_output: LiveOutput
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
@@ -324,6 +328,7 @@ async def build_runtime(
             slack_roles=settings.slack_roles,
             slack_default_role=settings.slack_default_role,
         ),
+        live_output=LiveOutput(output_repository(store), service),
         secret_key=key,
     )
     if sync_packs:
