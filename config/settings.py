@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1)
     #: Cap on captured stdout and on stderr, each.
     output_cap_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Least time between two writes of one run's live output (a line printed after a quiet
+    #: spell is written at once; what comes sooner waits for the next write).
+    output_flush_interval_s: float = Field(default=0.15, gt=0, le=5)
     #: Time between SIGTERM and SIGKILL when a run times out or is cancelled.
     kill_grace_s: float = Field(default=5.0, ge=0)
     #: Time limit of an action that names none.

@@ -175,6 +175,8 @@ class Runtime:
             requeue_on_start=not s.amqp_url,
             housekeeping=housekeeping,
             acks_first=self.acks_first,
+            live_output=self.live_output,
+            output_flush_interval_s=s.output_flush_interval_s,
             # A long-lived worker's sign of life, for `attune health --worker`.
             alive_file=AliveFile(alive_dir(s.data_dir), worker_id) if housekeeping else None,
         )

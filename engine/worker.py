@@ -6,6 +6,11 @@ the worker owns, so a dropped broker connection (which cancels handlers) never s
 Around that, it keeps promises under faults: it marks its runs alive (heartbeat) and picks up
 cancels it missed, runs the housekeeping (engine/housekeeping.py), and while the broker is
 down it claims work straight from the database.
+
+Each run's output is stored as it is printed (an :class:`engine.live_output.OutputWriter`
+per run: coalesced, at most one write in flight, one per ``output_flush_interval_s``); the last
+of it is written before the end is recorded, and the chunks are removed once the result, which
+holds the whole output, is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.housekeeping import Housekeeper
+from engine.live_output import FLUSH_INTERVAL_S, LiveOutput, OutputWriter
 from engine.liveness import AliveFile
 from engine.records import Claimed
 from engine.runners import Runner, RunRequest, RunResult
@@ -60,8 +66,13 @@ class Worker:
         housekeeping: bool = True,
         acks_first: AcksFirst | None = None,
         alive_file: AliveFile | None = None,
+        live_output: LiveOutput | None = None,
+        output_flush_interval_s: float = FLUSH_INTERVAL_S,
     ) -> None:
         self.service = service
+        #: Where runs' output is stored as it is printed (None: only in the result).
+        self.live_output = live_output
+        self.output_flush_interval_s = output_flush_interval_s
         self.acks_first = acks_first or AcksFirst()
         self.catalog = catalog
         self.broker = broker
@@ -221,15 +232,56 @@ class Worker:
             self._idle.set()
 
     async def _run_claimed(self, claimed: Claimed, cancel: asyncio.Event) -> None:
+        writer = self._output_writer(claimed.id)
         try:
-            result = await self._run(claimed, cancel)
-            await asyncio.shield(self._finish(claimed.id, result))
+            result = await self._run(claimed, cancel, writer)
+            if writer is not None:
+                await asyncio.shield(writer.close())  # the last live output, before the end
+            stored = await asyncio.shield(self._finish(claimed.id, result))
         except asyncio.CancelledError:
+            if writer is not None:
+                await asyncio.shield(writer.close())
             stopped = RunResult(outcome="failed", error="the worker stopped during the run")
-            await asyncio.shield(self._finish(claimed.id, stopped, ExecutionStatus.ABANDONED))
+            # Without output in the result: the output so far stays readable in its chunks.
+            await asyncio.shield(
+                self._finish(claimed.id, stopped, ExecutionStatus.ABANDONED, with_output=False)
+            )
+            self._output_ended(claimed.id)
             raise
+        if stored:
+            await asyncio.shield(self._drop_output(claimed.id))
+        self._output_ended(claimed.id)
 
-    async def _run(self, claimed: Claimed, cancel: asyncio.Event) -> RunResult:
+    def _output_writer(self, execution_id: int) -> OutputWriter | None:
+        if self.live_output is None:
+            return None
+        return OutputWriter(
+            execution_id,
+            self.live_output.repository,
+            self.live_output.hub,
+            interval_s=self.output_flush_interval_s,
+        )
+
+    async def _drop_output(self, execution_id: int) -> None:
+        """Remove the run's chunks once its result (which holds the whole output) is stored."""
+        if self.live_output is None:
+            return
+        try:
+            await self.live_output.repository.drop(execution_id)
+        except Exception as exc:
+            log.warning(
+                "execution %s: live output not removed: %s",
+                execution_id,
+                getattr(exc, "message", None) or exc,
+            )
+
+    def _output_ended(self, execution_id: int) -> None:
+        if self.live_output is not None:
+            self.live_output.hub.notify(execution_id)
+
+    async def _run(
+        self, claimed: Claimed, cancel: asyncio.Event, writer: OutputWriter | None = None
+    ) -> RunResult:
         try:
             action = await self.catalog.get_action(claimed.action_ref)
         except NotFound:
@@ -248,6 +300,7 @@ class Worker:
             on_spawn=lambda pid: self._spawn_noted(claimed.id, pid),
             requester=claimed.requester,
             enforcement=claimed.enforcement,
+            on_output=writer.feed if writer is not None else None,
         )
         try:
             return await runner.run(request)
@@ -262,17 +315,26 @@ class Worker:
         self._own(self.service.record_process(execution_id, pid, procs.start_ticks(pid)))
 
     async def _finish(
-        self, execution_id: int, result: RunResult, status: ExecutionStatus | None = None
-    ) -> None:
+        self,
+        execution_id: int,
+        result: RunResult,
+        status: ExecutionStatus | None = None,
+        *,
+        with_output: bool = True,
+    ) -> bool:
+        """Record the end of the run; True if its whole result (output included) was stored."""
         target = status or ExecutionStatus(result.outcome)
         record = result.as_record()
+        if not with_output:
+            record = {k: v for k, v in record.items() if k not in ("stdout", "stderr")}
         for attempt in range(FINISH_ATTEMPTS):
             try:
                 if await self.service.finish(execution_id, target, record) is None:
                     log.warning(
                         "execution %s had already ended; result of this run dropped", execution_id
                     )
-                return
+                    return False
+                return attempt == 0 and with_output
             except EngineError as exc:
                 log.error(
                     "could not record the end of execution %s (attempt %d): %s",
@@ -291,6 +353,7 @@ class Worker:
                 if target is ExecutionStatus.COMPLETED:
                     target = ExecutionStatus.FAILED
                 await asyncio.sleep(backoff.delay_s(attempt, base_s=0.1, cap_s=5.0))
+        return False
 
     # -- keeping promises under faults ------------------------------------------------------
 

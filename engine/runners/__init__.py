@@ -26,6 +26,9 @@ class RunRequest:
     #: Who asked for the run and the enforcement (when a rule did), as the claim read them.
     requester: Mapping[str, Any] | None = None
     enforcement: int | None = None
+    #: Given the output as it is captured: the stream ('stdout' or 'stderr') and the bytes
+    #: kept (never past the cap), in order. Called on the event loop; it must not block.
+    on_output: Callable[[str, bytes], None] | None = None
 
 
 @dataclass

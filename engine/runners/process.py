@@ -12,7 +12,8 @@ One run, step by step:
    as a whole. Parameters never appear on a command line or in a shell string; with
    ``parameter_delivery: stdin`` the document is written to stdin while the output is read.
 3. stdout and stderr are captured up to ``output_cap_bytes`` each; the rest is read and dropped
-   (``*_truncated`` is set) so a chatty action never blocks on a full pipe.
+   (``*_truncated`` is set) so a chatty action never blocks on a full pipe. What is kept is
+   also handed to ``request.on_output`` as it arrives (live output, engine/live_output.py).
 4. The run ends when the main process exits, the time limit passes (``timeout``) or
    ``request.cancel`` is set (``cancelled``). On timeout and cancel the group gets SIGTERM, then
    SIGKILL after ``kill_grace_s``. Whatever the group left behind is killed when the run ends:
@@ -73,11 +74,23 @@ class _Launch(NamedTuple):
     document: bytes
 
 
-class _Capture(asyncio.SubprocessProtocol):
-    """Collects up to ``cap_bytes`` of stdout (fd 1) and stderr (fd 2); drops the rest."""
+#: Stream names of the captured file descriptors.
+_STREAM_NAMES = {1: "stdout", 2: "stderr"}
 
-    def __init__(self, cap_bytes: int, loop: asyncio.AbstractEventLoop) -> None:
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects up to ``cap_bytes`` of stdout (fd 1) and stderr (fd 2); drops the rest. What
+    is kept is also given to ``on_output`` as it arrives (a failing sink is logged once and
+    not called again: the run goes on)."""
+
+    def __init__(
+        self,
+        cap_bytes: int,
+        loop: asyncio.AbstractEventLoop,
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self.cap_bytes = cap_bytes
+        self.on_output = on_output
         self.buffers = {1: bytearray(), 2: bytearray()}
         self.truncated = {1: False, 2: False}
         self.closed = {1: loop.create_future(), 2: loop.create_future()}
@@ -89,9 +102,20 @@ class _Capture(asyncio.SubprocessProtocol):
             return
         room = self.cap_bytes - len(buf)
         if room > 0:
-            buf.extend(data[:room])
+            kept = data[:room]
+            buf.extend(kept)
+            if self.on_output is not None:
+                self._tell(fd, kept)
         if len(data) > room:
             self.truncated[fd] = True
+
+    def _tell(self, fd: int, kept: bytes) -> None:
+        assert self.on_output is not None
+        try:
+            self.on_output(_STREAM_NAMES[fd], kept)
+        except Exception:
+            log.exception("live output sink failed; no more live output for this run")
+            self.on_output = None
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         fut = self.closed.get(fd)
@@ -286,7 +310,7 @@ class ProcessRunner:
         via_stdin = request.action.parameter_delivery == "stdin"
         try:
             transport, capture = await loop.subprocess_exec(
-                lambda: _Capture(self.output_cap_bytes, loop),
+                lambda: _Capture(self.output_cap_bytes, loop, request.on_output),
                 *command,
                 stdin=subprocess.PIPE if via_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
