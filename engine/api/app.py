@@ -23,6 +23,7 @@ from engine.api.http import (
 )
 from engine.api.identity_routes import IDENTITY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
+from engine.api.log_routes import LOG_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
 from engine.api.stream_routes import STREAM_ROUTES, add_change_stream
@@ -40,6 +41,7 @@ ALL_ROUTES = [
     *KEY_ROUTES,
     *UI_ROUTES,
     *IDENTITY_ROUTES,
+    *LOG_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",

@@ -291,9 +291,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(500, "internal error; see the server log", "INTERNAL_ERROR")
 
 
-#: Paths whose connections live on by design (the notifier's WebSocket, the change stream): no
-#: handler time limit.
-UNBOUNDED_PATHS = frozenset({"/ws", "/api/v1/executions/stream"})
+#: Paths whose connections live on by design (the notifier's WebSocket): no handler time limit.
+UNBOUNDED_PATHS = frozenset({"/ws"})
+#: So do server-sent event streams (``.../stream``): they bound each write instead.
+UNBOUNDED_SUFFIX = "/stream"
 
 
 @web.middleware
@@ -305,7 +306,7 @@ async def deadline_middleware(request: web.Request, handler: Any) -> web.StreamR
     where the server is made). A multipart upload is read by its handler, within the
     handler's limit."""
     settings = request.app[RUNTIME_KEY].settings
-    if request.path in UNBOUNDED_PATHS:
+    if request.path in UNBOUNDED_PATHS or request.path.endswith(UNBOUNDED_SUFFIX):
         return await handler(request)  # type: ignore[no-any-return]
     if request.body_exists and not request.content_type.startswith("multipart/"):
         try:
