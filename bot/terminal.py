@@ -16,7 +16,10 @@ from bot import render
 from bot.handler import ChatContext, CommandHandler
 from config import Settings
 from engine.broker import Envelope
+from engine.errors import EngineError
+from engine.live_output import LiveOutput
 from engine.outbox import OutboxDrainer
+from engine.output import STREAMS
 from engine.records import Delivery, Execution, Route
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
@@ -32,20 +35,32 @@ def plain(text: str) -> str:
     return _MRKDWN.sub(r"\1", text).replace("`", "")
 
 
-class TerminalSink:
-    """Prints an execution's news in the terminal that started it."""
+#: A line of live output longer than this is printed in pieces of it.
+LIVE_LINE_CHARS = 4000
 
-    def __init__(self, out: TextIO) -> None:
+
+class TerminalSink:
+    """Prints an execution's news in the terminal that started it: a line when it starts,
+    its output lines as they are printed (``#12 | line``, from ``live``), then its status and
+    its whole output when it ends (the live lines stop first, so none lands in it)."""
+
+    def __init__(self, out: TextIO, live: LiveOutput | None = None) -> None:
         self.out = out
+        self.live = live
         self.finished: set[int] = set()
         self.changed = asyncio.Event()
+        self._following: dict[int, asyncio.Task[None]] = {}
 
     async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         if delivery.event == "created":
             return  # the acknowledgement already said it is queued
         if delivery.event == "started":
             self._print(render.status_line(replace(execution, status="running", result=None)))
+            if self.live is not None and execution.id not in self._following:
+                task = asyncio.create_task(self._follow(self.live, execution.id))
+                self._following[execution.id] = task
             return
+        await self._stop_following(execution.id)
         self._print(render.status_line(execution))
         body = render.plain_output(execution)
         if body:
@@ -57,6 +72,51 @@ class TerminalSink:
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+    async def _follow(self, live: LiveOutput, execution_id: int) -> None:
+        """Print the run's complete lines as they come, until it ends."""
+        offsets = dict.fromkeys(STREAMS, 0)
+        partial = dict.fromkeys(STREAMS, "")
+        try:
+            while True:
+                news, ended = False, False
+                for stream in STREAMS:
+                    piece = await live.read(execution_id, stream, offsets[stream])
+                    offsets[stream] = piece.next_offset
+                    ended = ended or not piece.running
+                    if piece.content:
+                        news = True
+                        partial[stream] = self._print_lines(
+                            execution_id, stream, partial[stream] + piece.content
+                        )
+                if ended and not news:
+                    return  # the end is printed whole by deliver()
+                if not news:
+                    await live.wait(execution_id)
+        except EngineError:
+            return  # the final output is printed anyway
+
+    def _print_lines(self, execution_id: int, stream: str, text: str) -> str:
+        """Print the complete lines of ``text``; return the rest."""
+        *lines, rest = text.split("\n")
+        while len(rest) > LIVE_LINE_CHARS:
+            lines.append(rest[:LIVE_LINE_CHARS])
+            rest = rest[LIVE_LINE_CHARS:]
+        mark = "" if stream == "stdout" else "[stderr] "
+        for line in lines:
+            self._print(f"#{execution_id} | {mark}{line.rstrip(chr(13))}")
+        return rest
+
+    async def _stop_following(self, execution_id: int) -> None:
+        task = self._following.pop(execution_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self) -> None:
+        for execution_id in list(self._following):
+            await self._stop_following(execution_id)
 
 
 async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
@@ -71,7 +131,7 @@ async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
 async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
-    sink = TerminalSink(out)
+    sink = TerminalSink(out, runtime.live_output)
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)
     user = getpass.getuser()
@@ -134,4 +194,5 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         return 0
     finally:
         await drainer.stop()
+        await sink.close()
         await runtime.close(grace_s=0 if submitted - sink.finished else None)
