@@ -52,6 +52,9 @@ POLL_INTERVAL_S = 0.25
 READ_MAX_ROWS = 512
 #: Default spacing of one run's writes (``ATTUNE_OUTPUT_FLUSH_INTERVAL_S``).
 FLUSH_INTERVAL_S = 0.15
+#: After a quiet spell, how long a write waits for the rest of what was printed with the
+#: first piece (a print's text and its newline often come in two reads).
+GATHER_S = 0.005
 #: Longest a run's last write may hold up the recording of its end.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -207,7 +210,7 @@ class OutputWriter:
     """One run's output on its way to the repository: decoded as it comes (an incremental
     UTF-8 decoder per stream, invalid bytes and NUL as U+FFFD, as in the final result),
     coalesced, and written at most once per ``interval_s`` with at most one write in flight.
-    A line printed after a quiet spell is written at once.
+    A line printed after a quiet spell is written at once (after :data:`GATHER_S`).
 
     :meth:`feed` is called by the runner (synchronously, with the bytes it keeps: never more
     than its cap, so what waits here is bounded by it too). A failed write is logged and
@@ -280,10 +283,7 @@ class OutputWriter:
         if self._closed or self._writing is not None or self._timer is not None:
             return
         delay = self._last_write + self.interval_s - self._loop.time()
-        if delay <= 0:
-            self._start_write()
-        else:
-            self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer = self._loop.call_later(max(delay, GATHER_S), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -16,6 +16,7 @@ that does not read what is sent within :data:`SEND_TIMEOUT_S` is disconnected.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -169,26 +170,37 @@ async def _follow(
         await response.send("Waiting for log output", event="waiting")
         execution = await live.executions.get(execution_id)
     await response.send("Log file found", event="waiting")
-    known: Execution | None = execution
-    while True:  # catch-up
-        piece = await live.read(execution_id, stream, offset, EVENT_BYTES, execution=known)
-        known = None
-        if piece.next_offset == piece.offset:
-            break
-        offset = piece.next_offset
-        await response.send(piece.content, id=str(offset), event="content")
-    await response.write(b": initial-catchup-complete\r\n\r\n")
-    while True:  # tail
-        piece = await live.read(execution_id, stream, offset, EVENT_BYTES)
+    catching_up, fresh = True, True
+    while True:
+        if not fresh and not is_ended(execution):  # once ended, the result read is kept
+            execution = await live.executions.get(execution_id)
+        fresh = False
+        piece = await live.read(execution_id, stream, offset, EVENT_BYTES, execution=execution)
         if piece.next_offset != piece.offset:
             offset = piece.next_offset
-            await response.send(piece.content, id=str(offset), event="append")
+            event = "content" if catching_up else "append"
+            await response.send(piece.content, id=str(offset), event=event)
+            continue
+        if catching_up:
+            catching_up = False
+            await _comment(call, response, "initial-catchup-complete")
             continue
         if not piece.running:
             await response.send("Execution complete", event="done")
             return
         await live.wait(execution_id)
         await response.send("Waiting for log output", event="waiting")
+
+
+async def _comment(call: Call, response: EventSourceResponse, text: str) -> None:
+    """A comment line, bounded as events are (a stalled client is cut off)."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await response.write(f": {text}\r\n\r\n".encode())
+    except TimeoutError:
+        if call.request.transport is not None:
+            call.request.transport.abort()
+        raise
 
 
 _STREAM_PARAM_NOTE = "Offsets are UTF-8 byte offsets into the stream (stdout or stderr)"
