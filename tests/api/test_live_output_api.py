@@ -30,6 +30,7 @@ LIVE_PACK = Path(__file__).resolve().parents[1] / "fixtures" / "packs" / "live_p
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "abandoned"}
 CAP_BYTES = 4096
 RUN_TIMEOUT_S = 20.0
+HANDLER_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -116,6 +117,8 @@ async def env(
             kill_grace_s=1,
             output_cap_bytes=CAP_BYTES,
             permissions={"viewer": {"view": ["core.*"]}},
+            # Shorter than a followed run: a log stream is not cut by the handler time limit.
+            http_handler_timeout_s=HANDLER_TIMEOUT_S,
         )
     )
     await rt.register_pack(LIVE_PACK)
@@ -164,7 +167,7 @@ async def test_output_is_readable_while_the_run_lasts_and_equals_the_result(env:
 
 
 async def test_the_stream_follows_the_run_then_says_done(env: Env) -> None:
-    execution_id = await env.start("live_pack.ticker", lines=8, interval_ms=200)
+    execution_id = await env.start("live_pack.ticker", lines=8, interval_ms=200)  # 1.6 s
     url = f"{env.url}/api/v1/executions/{execution_id}/logs/stdout/stream"
     received, events = [], []
     async with env.session.get(url, headers=env.headers()) as resp:
