@@ -25,7 +25,6 @@ import asyncio
 import codecs
 import contextlib
 import logging
-import math
 from typing import Protocol
 
 from engine.output import (
@@ -240,11 +239,18 @@ class OutputWriter:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None
-        self._last_write = -math.inf
+        # The first write waits one interval from the start: a run that ends sooner writes
+        # nothing (its result holds the output), so short runs cost the database nothing.
+        self._last_write = self._loop.time()
         self._closed = False
         self._failures = 0
         #: Writes done and chunks stored (for tests and logs).
         self.writes = 0
+
+    @property
+    def touched(self) -> bool:
+        """A write was tried: the repository may hold chunks of this run."""
+        return self.writes > 0 or self._failures > 0 or bool(self._unwritten)
 
     def feed(self, stream: str, data: bytes) -> None:
         """Take ``data`` printed on ``stream`` ('stdout' or 'stderr')."""
@@ -323,15 +329,19 @@ class OutputWriter:
         if self.hub is not None:
             self.hub.notify(self.execution_id)
 
-    async def close(self) -> None:
+    async def close(self, *, result_follows: bool = False) -> None:
         """Write what is left (within :data:`CLOSE_TIMEOUT_S`); feeds after this are ignored.
-        Call before the end of the run is recorded."""
+        Call before the end of the run is recorded. ``result_follows``: the result about to
+        be stored holds the whole output, so a run that has written nothing yet writes
+        nothing now."""
         if self._closed:
             return
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if result_follows and not self.touched and self._writing is None:
+            return
         for stream in STREAMS:
             self._add(stream, self._decoders[stream].decode(b"", final=True))
         try:

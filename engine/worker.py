@@ -236,7 +236,8 @@ class Worker:
         try:
             result = await self._run(claimed, cancel, writer)
             if writer is not None:
-                await asyncio.shield(writer.close())  # the last live output, before the end
+                # The last live output, before the end (none for a run that wrote none).
+                await asyncio.shield(writer.close(result_follows=True))
             stored = await asyncio.shield(self._finish(claimed.id, result))
         except asyncio.CancelledError:
             if writer is not None:
@@ -248,7 +249,7 @@ class Worker:
             )
             self._output_ended(claimed.id)
             raise
-        if stored:
+        if stored and writer is not None and writer.touched:
             await asyncio.shield(self._drop_output(claimed.id))
         self._output_ended(claimed.id)
 

@@ -144,7 +144,8 @@ async def stream_execution_log(call: Call) -> Any:
         call.request, send_timeout=SEND_TIMEOUT_S, ping_interval=PING_INTERVAL_S
     ) as response:
         try:
-            await _follow(call, response, execution_id, stream, offset, execution)
+            with call.runtime.metrics.stream_open("logs"):
+                await _follow(call, response, execution_id, stream, offset, execution)
         except (ConnectionError, TimeoutError):
             log.info("log stream of execution %s: client gone or too slow", execution_id)
         except EngineError as exc:

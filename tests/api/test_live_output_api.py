@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ class Env:
             found = await resp.json()
             assert resp.status == 201, found
             return int(found["data"]["id"])
+
+    async def open_log_streams(self) -> int:
+        """``attune_streams_open{kind="logs"}`` on ``/metrics``."""
+        async with self.session.get(self.url + "/metrics", headers=self.headers()) as resp:
+            text = await resp.text()
+        found = re.search(r'attune_streams_open\{kind="logs"\} (\d+)', text)
+        return int(float(found.group(1))) if found else 0
 
     async def execution(self, execution_id: int) -> dict[str, Any]:
         status, body = await self.call(f"/api/v1/executions/{execution_id}")
@@ -183,9 +191,11 @@ async def test_the_stream_follows_the_run_then_says_done(env: Env) -> None:
                 if first_seen_running is None:
                     status = (await env.execution(execution_id))["status"]
                     first_seen_running = status not in TERMINAL
+                    assert await env.open_log_streams() == 1
             if event.event == "done":
                 break
     assert first_seen_running is True
+    await eventually(env.open_log_streams, "the stream uncounted", 5.0, done=lambda n: n == 0)
     assert events[0].event == "waiting"
     assert events[-1].event == "done"
     assert any(e.event == "append" for e in events)

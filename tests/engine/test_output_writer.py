@@ -79,16 +79,32 @@ async def test_split_characters_invalid_bytes_and_nul_decode_as_the_result_does(
     assert "after close" not in repo.text()
 
 
+async def test_a_short_run_writes_nothing_its_result_holds_the_output() -> None:
+    repo = Recorder()
+    writer = OutputWriter(1, repo, interval_s=0.5)
+    writer.feed("stdout", b"done\n")
+    await writer.close(result_follows=True)
+    assert repo.write_times == []
+    assert not writer.touched  # so the worker has no chunks to remove either
+
+
 async def test_a_lone_line_is_written_at_once_and_a_flood_is_coalesced() -> None:
     repo = Recorder(delay_s=0.005)
     hub = OutputHub()
     writer = OutputWriter(1, repo, hub, interval_s=0.1)
-    woken = asyncio.create_task(hub.wait(1, 5.0))
     started = time.monotonic()
     writer.feed("stdout", b"first\n")
-    assert await woken is True
-    assert time.monotonic() - started < 0.1
+    # The first write waits one interval from the start (a shorter run writes nothing).
+    assert await hub.wait(1, 5.0) is True
+    assert time.monotonic() - started >= 0.09
     assert repo.text() == "first\n"
+    await asyncio.sleep(0.15)  # a quiet spell
+    woken = asyncio.create_task(hub.wait(1, 5.0))
+    quiet_ended = time.monotonic()
+    writer.feed("stdout", b"second\n")
+    assert await woken is True
+    assert time.monotonic() - quiet_ended < 0.1
+    assert repo.text() == "first\nsecond\n"
 
     lines = [f"line {i}\n".encode() for i in range(5000)]
     flood_started = time.monotonic()
@@ -98,7 +114,7 @@ async def test_a_lone_line_is_written_at_once_and_a_flood_is_coalesced() -> None
             await asyncio.sleep(0.03)  # about 0.3 s of printing
     await writer.close()
     elapsed = time.monotonic() - flood_started
-    assert repo.text() == "first\n" + b"".join(lines).decode()
+    assert repo.text() == "first\nsecond\n" + b"".join(lines).decode()
     assert repo.most_in_flight == 1
     # One write per interval at most (plus the one the flood's first line may start at once
     # and the last one of close()).

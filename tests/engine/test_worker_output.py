@@ -64,7 +64,8 @@ async def test_chunks_while_running_none_after(rt: Runtime) -> None:
     assert chunks[0].data.startswith("tick 0 ✓\n")
     assert (await rt.service.get(execution_id)).status == "running"
     assert await _ended(rt, execution_id) == "completed"
-    assert await stored() == []
+    # The chunks are removed right after the end is recorded.
+    await eventually(stored, "the chunks removed", 10.0, interval_s=0.02, done=lambda c: not c)
     piece = await rt.live_output.read(execution_id, "stdout", 0)
     assert piece.content == "".join(f"tick {i} ✓\n" for i in range(6))
     assert piece.running is False
