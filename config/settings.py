@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     http_header_timeout_s: float = Field(default=60.0, gt=0)
     http_body_timeout_s: float = Field(default=60.0, gt=0)
     http_handler_timeout_s: float = Field(default=120.0, gt=0)
+    #: Public base URL of this server as people reach it (``https://attune.example.com``):
+    #: chat cards and the terminal chat link to ``{public_url}/ui/executions/{id}``; unset, no
+    #: link is shown.
+    public_url: str | None = None
+    #: Lifetime of a signed execution-page link (``?exp=&sig=``): anyone holding the link may
+    #: view that one execution without logging in until then. A day: long enough to follow an
+    #: incident from its chat card, short enough that a link pasted into a ticket goes stale.
+    page_link_ttl_s: int = Field(default=24 * 3600, gt=0)
     #: Largest accepted request body on the API.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: A built web UI (Attune's ``web/dist``) to serve beside the API, from the same origin.
@@ -161,6 +169,21 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: object) -> object:
+        """Empty means unset; a trailing ``/`` is dropped; only http(s) URLs are accepted."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            return value
+        text = value.strip().rstrip("/")
+        if not text:
+            return None
+        if not text.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return text
 
     @field_validator("outbound_allow")
     @classmethod
