@@ -7,6 +7,7 @@ out; the callback listener then uploads the whole output as a file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,9 +137,18 @@ def confirmation(
     ]
 
 
-def card(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[str, Any]]]:
+def page_link(url: str | None) -> str | None:
+    """``View run`` as a mrkdwn link to the execution's page, or None without a page URL."""
+    if not url:
+        return None
+    return f"<{url.replace('|', '%7C').replace('>', '%3E')}|View run>"
+
+
+def card(
+    record: Execution, *, attached: bool = True, page_url: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """The status card: fallback text and blocks, with Cancel while it may still be stopped
-    and Re-run once it has ended."""
+    and Re-run once it has ended; ``page_url``: a ``View run`` link to the execution's page."""
     status = record.status
     emoji = EMOJI.get(status, ":grey_question:")
     headline = (
@@ -149,6 +159,9 @@ def card(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[st
     params = params_text(record.config or {})
     if params:
         context.append(f"`{escape(params)}`")
+    link = page_link(page_url)
+    if link:
+        context.append(link)
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]},
@@ -230,11 +243,14 @@ def needs_upload(record: Execution) -> bool:
     return bool(cut_streams(record))
 
 
-def output(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[str, Any]]] | None:
+def output(
+    record: Execution, *, attached: bool = True, page_url: str | None = None
+) -> tuple[str, list[dict[str, Any]]] | None:
     """The thread reply with the output, or None when there is none to show.
 
     ``attached`` says whether the full output of a cut stream is uploaded as a file; when it
     cannot be (the bot is not in the channel), the note points to the API instead.
+    ``page_url``: a ``View run`` link to the execution's page, at the end.
     """
     result = record.result or {}
     blocks: list[dict[str, Any]] = []
@@ -262,7 +278,90 @@ def output(record: Execution, *, attached: bool = True) -> tuple[str, list[dict[
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "✂️ " + "; ".join(notes)}]}
         )
+    link = page_link(page_url)
+    if link:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": link}]})
     return f"Output of #{record.id}", blocks[:MAX_BLOCKS]
+
+
+def no_output(record: Execution) -> tuple[str, list[dict[str, Any]]]:
+    """What the live message becomes when the run ends with nothing to show."""
+    text = f"#{record.id} ended {record.status} with no output to show"
+    return text, [{"type": "context", "elements": [{"type": "mrkdwn", "text": f"_{text}_"}]}]
+
+
+#: Characters of live output shown per stream (the last ones; under SECTION_TEXT_LIMIT).
+LIVE_OUTPUT_CHARS = 1400
+#: The word the live message carries while the run lasts.
+LIVE_WORD = "live"
+
+
+def _live_tail(text: str) -> str:
+    """The last whole lines of ``text`` that fit LIVE_OUTPUT_CHARS escaped (a longer last line
+    is cut to its end), escaped for a code block; "…" first when something was left out."""
+    kept: list[str] = []
+    size = 0
+    lines = text.split("\n")
+    for line in reversed(lines):
+        if len(line) > LIVE_OUTPUT_CHARS // 4:
+            line = "…" + line[-(LIVE_OUTPUT_CHARS // 4) :]  # raw text: no half entity
+        shown = escape(line).replace("```", _BROKEN_FENCE)
+        if kept and size + len(shown) + 1 > LIVE_OUTPUT_CHARS:
+            break
+        kept.append(shown)
+        size += len(shown) + 1
+    body = "\n".join(reversed(kept))
+    return body if len(kept) == len(lines) else "…\n" + body
+
+
+def live(record_id: int, tails: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """The live message: the last lines of each stream that has any, as code blocks.
+
+    ``tails`` maps a stream name (``stdout``, ``stderr``) to its last lines."""
+    blocks: list[dict[str, Any]] = []
+    for name in ("stdout", "stderr"):
+        text = (tails.get(name) or "").rstrip("\n")
+        if not text.strip():
+            continue
+        fenced = _live_tail(text)
+        title = "" if name == "stdout" else f"*{name}*\n"
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{title}```{fenced}```"}}
+        )
+    note = f":gear: {LIVE_WORD}: the last lines of #{record_id} while it runs"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+    return f"#{record_id}: running ({LIVE_WORD} output)", blocks
+
+
+#: A Slack user id (mentioned as ``<@id>``); any other owner is named as ``@login``.
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def mention_names(users: Sequence[str]) -> list[str]:
+    """Slack user ids as mentions, other names (logins) as plain ``@name``; no repeats."""
+    seen: list[str] = []
+    for user in users:
+        shown = f"<@{user}>" if _SLACK_USER_ID.match(user) else f"@{escape(user.lstrip('@'))}"
+        if shown not in seen:
+            seen.append(shown)
+    return seen
+
+
+def mention(record: Execution, users: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread message telling ``users`` that the run ended badly (None: nobody to tell)."""
+    names = mention_names(users)
+    if not names:
+        return None
+    status = record.status
+    error = (record.result or {}).get("error")
+    line = (
+        f"{' '.join(names)} {EMOJI.get(status, '')} #{record.id} `{record.action_ref}` "
+        f"ended *{status}*{_duration(record)}"
+    )
+    if error:
+        line += f": {escape(str(error))}"
+    text = _clip(line, SECTION_TEXT_LIMIT)
+    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 def plain_output(record: Execution) -> str:

@@ -193,6 +193,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     )
     sinks: dict[str, Sink] = {"callback": callbacks, "slack": SlackOff()}
     slack_sink: Any = None  # a SlackSink when Slack is configured
+    live: Any = None  # its LiveUpdater
     roles: Any = None  # SlackRoles
     drainer = OutboxDrainer(runtime.service, sinks, acks_first=runtime.acks_first)
     try:
@@ -206,16 +207,33 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         if slack_enabled(settings):
             # Imported only when Slack is configured (Bolt and slack_sdk weigh 20 MB and 0.2 s).
             from bot.slack_app import build_slack_app, build_web_client, slack_routes
+            from bot.slack_live import LiveUpdater
             from bot.slack_roles import SlackRoles
             from bot.slack_sink import SlackSink
+            from engine.page_links import execution_page_url
             from engine.storage.chat_messages import chat_messages_repository
 
             client = build_web_client(settings)
             roles = SlackRoles(settings.slack_roles, settings.slack_default_role)
             roles.start(client)
             slack_app = build_slack_app(settings, CommandHandler(runtime), client, roles)
-            slack_sink = SlackSink(client, chat_messages_repository(runtime.store))
+            chat_messages = chat_messages_repository(runtime.store)
+            # Live messages run in their own tasks, beside the outbox drainer, never in it.
+            live = LiveUpdater(client, chat_messages, runtime.live_output, runtime.service)
+            secret_key = runtime.secret_key
+
+            def page_url(execution_id: int) -> str | None:
+                return execution_page_url(settings, execution_id, secret_key=secret_key)
+
+            slack_sink = SlackSink(
+                client,
+                chat_messages,
+                owners=runtime.automation.rules.owners_of_enforcement,
+                page_url=page_url,
+                live=live,
+            )
             sinks["slack"] = slack_sink
+            live.start()
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -280,6 +298,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             grace = settings.shutdown_grace_s
             bound = grace + settings.kill_grace_s + 5
             await steps.run("the worker", runtime.worker.stop(grace), bound)
+        if live is not None:  # its messages stay; the end of each run replaces its own
+            await steps.run("Slack live messages", live.stop(), 3)
         # A last round for what just finished, then the drainer hands back what it holds.
         await steps.run("the last deliveries", drainer.drain_once(), 5)
         await steps.run("the outbox", drainer.stop(), 5)

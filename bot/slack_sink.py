@@ -3,9 +3,13 @@
 ``created``: the status card, with ``chat.postMessage``; its ``ts`` is kept in the sink's own
 row for the execution (:class:`engine.chat_messages.ChatMessage`), with the status the card shows
 and whether the output went out.
-``started``: the card updated in place (``chat.update``, idempotent).
-``completed``: the card updated, then the output as a reply in the card's thread, or uploaded
-as a file (``files_upload_v2``) when it is too long for a message.
+``started``: the card updated in place (``chat.update``, skipped when the card already shows
+that status); the run's live message (:mod:`bot.slack_live`) is started.
+``completed``: the card updated (unless it shows that status already); a run that failed, timed
+out or was abandoned mentions its requester (or its rule's owners) in the card's thread, once;
+then the output: the live message edited into it (or a reply in the card's thread when there was
+no live message), with what is too long for a message uploaded as a file
+(``files_upload_v2``).
 
 When the bot is not in the channel (``not_in_channel``), the command's ``response_url`` (5 uses
 in 30 minutes) carries the card and the result instead, with a hint to invite the bot.
@@ -15,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -26,6 +31,10 @@ from bot import render
 from engine.chat_messages import ChatMessage, ChatMessages
 from engine.outbox import DeliveryFailed
 from engine.records import Delivery, Execution, Route
+from engine.status import ExecutionStatus as S
+
+if TYPE_CHECKING:
+    from bot.slack_live import LiveUpdater
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -48,6 +57,10 @@ PERMANENT_ERRORS = frozenset(
 )
 #: Errors that mean "we cannot post in this channel": fall back to the response_url.
 NOT_IN_CHANNEL = frozenset({"not_in_channel", "channel_not_found"})
+#: Errors of ``chat.update`` on a message that is gone or not ours to edit any more.
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
+#: Statuses whose run mentions its requester (or its rule's owners) in the thread.
+NOTIFY_STATUSES = frozenset({S.FAILED.value, S.TIMEOUT.value, S.ABANDONED.value})
 #: How long Slack honours a slash command's response_url.
 RESPONSE_URL_TTL_S = 30 * 60
 INVITE_HINT = (
@@ -57,12 +70,26 @@ INVITE_HINT = (
 
 
 class SlackSink:
+    """``owners``: the owners of the rule behind an enforcement (mentioned on failure);
+    ``page_url``: the link to an execution's page, or None; ``live``: the live messages."""
+
     #: The sink's name in ``chat_messages``.
     NAME = "slack"
 
-    def __init__(self, client: AsyncWebClient, messages: ChatMessages) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        messages: ChatMessages,
+        *,
+        owners: Callable[[int], Awaitable[list[str]]] | None = None,
+        page_url: Callable[[int], str | None] | None = None,
+        live: LiveUpdater | None = None,
+    ) -> None:
         self.client = client
         self.messages = messages
+        self.owners = owners
+        self.page_url = page_url or (lambda _execution_id: None)
+        self.live = live
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -72,9 +99,15 @@ class SlackSink:
 
     async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         chat = route.chat or {}
+        live_ts = None
+        if delivery.event == "completed" and self.live is not None:
+            # No live edit may land after (or race) the final output.
+            live_ts = await self.live.finish(execution.id)
         message = await self.messages.get(execution.id, self.NAME) or ChatMessage(
             execution_id=execution.id, sink=self.NAME, channel=str(chat.get("channel") or "")
         )
+        if live_ts and not message.live_message_id:
+            message = replace(message, live_message_id=live_ts)
         if message.fallback:
             await self._via_response_url(delivery, execution, chat)
             return
@@ -82,28 +115,23 @@ class SlackSink:
             if delivery.event == "created":
                 await self._post_card(execution, message)
             elif delivery.event == "started":
-                await self._update_card(execution, message)
+                message = await self._update_card(execution, message)
+                if self.live is not None and execution.status == S.RUNNING.value:
+                    self.live.watch(message)
             else:
                 message = await self._update_card(execution, message)
+                message = await self._notify(execution, message)
                 await self._post_output(execution, message)
         except SlackApiError as exc:
-            data = exc.response.data if exc.response is not None else None
-            error = str(data.get("error", "")) if isinstance(data, dict) else ""
+            error = slack_error(exc)
             if error in NOT_IN_CHANNEL:
                 await self.messages.save(replace(message, fallback=True))
                 await self._via_response_url(delivery, execution, chat, hint=True)
                 return
-            status = exc.response.status_code if exc.response is not None else 0
-            retry_after = None
-            if status == 429 and exc.response is not None:
-                header = exc.response.headers.get("Retry-After") or exc.response.headers.get(
-                    "retry-after"
-                )
-                retry_after = float(header) if header and str(header).isdigit() else None
             raise DeliveryFailed(
                 f"slack: {error or exc}",
                 permanent=error in PERMANENT_ERRORS,
-                retry_after_s=retry_after,
+                retry_after_s=retry_after_s(exc),
             ) from exc
         except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"slack: {type(exc).__name__}: {exc}") from exc
@@ -111,7 +139,7 @@ class SlackSink:
     async def _post_card(self, execution: Execution, message: ChatMessage) -> ChatMessage:
         if message.message_id:
             return message  # posted on an earlier attempt
-        text, blocks = render.card(execution)
+        text, blocks = render.card(execution, page_url=self.page_url(execution.id))
         resp = await self.client.chat_postMessage(channel=message.channel, text=text, blocks=blocks)
         # The card shows the execution as it is now, maybe already past the events still
         # queued behind this one: those need not edit it again.
@@ -125,21 +153,58 @@ class SlackSink:
         return posted
 
     async def _update_card(self, execution: Execution, message: ChatMessage) -> ChatMessage:
+        """Edit the card to show the execution's status, unless it shows it already: the
+        card's content follows from its status (the result and duration come with the final
+        status), so a ``started`` handled after the run ended and the ``completed`` behind it
+        make one edit, not two."""
         if not message.message_id:
             return await self._post_card(execution, message)
         if message.shows_status == execution.status:
             return message  # the card already shows this status
-        text, blocks = render.card(execution)
+        text, blocks = render.card(execution, page_url=self.page_url(execution.id))
         await self.client.chat_update(
             channel=message.channel, ts=message.message_id, text=text, blocks=blocks
         )
-        return message
+        shown = replace(message, shows_status=execution.status)
+        await self.messages.save(shown)
+        return shown
+
+    async def _notify(self, execution: Execution, message: ChatMessage) -> ChatMessage:
+        """Mention the requester (a Slack user) or the owners of the rule that started the run
+        in the card's thread when it failed, timed out or was abandoned; once."""
+        if message.notified or execution.status not in NOTIFY_STATUSES:
+            return message
+        users: list[str] = []
+        user_id = (execution.requester or {}).get("user_id")
+        if user_id:
+            users.append(str(user_id))
+        if execution.enforcement is not None and self.owners is not None:
+            users.extend(await self.owners(execution.enforcement))
+        said = render.mention(execution, users)
+        if said is None:
+            return message
+        text, blocks = said
+        await self.client.chat_postMessage(
+            channel=message.channel, thread_ts=message.message_id, text=text, blocks=blocks
+        )
+        told = replace(message, notified=True)
+        await self.messages.save(told)
+        return told
 
     async def _post_output(self, execution: Execution, message: ChatMessage) -> None:
+        """The output in the card's thread: the live message edited into it when there is one
+        (nothing is left saying the run is going on), else a reply as before; cut streams
+        uploaded whole as files."""
         if message.output_posted:
             return
-        reply = render.output(execution)
-        if reply is not None:
+        reply = render.output(execution, page_url=self.page_url(execution.id))
+        if message.live_message_id:
+            text, blocks = reply if reply is not None else render.no_output(execution)
+            if not await self._edit(message.channel, message.live_message_id, text, blocks):
+                await self.client.chat_postMessage(
+                    channel=message.channel, thread_ts=message.message_id, text=text, blocks=blocks
+                )
+        elif reply is not None:
             text, blocks = reply
             await self.client.chat_postMessage(
                 channel=message.channel, thread_ts=message.message_id, text=text, blocks=blocks
@@ -154,6 +219,16 @@ class SlackSink:
                 title=f"#{execution.id} {execution.action_ref} {name}",
             )
         await self.messages.save(replace(message, output_posted=True))
+
+    async def _edit(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> bool:
+        """``chat.update``; False when the message is gone (deleted by someone)."""
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            if slack_error(exc) in MESSAGE_GONE:
+                return False
+            raise
+        return True
 
     async def _via_response_url(
         self,
@@ -172,7 +247,7 @@ class SlackSink:
                 "not in channel and the response_url has expired; invite the bot to the channel",
                 permanent=True,
             )
-        text, blocks = render.card(execution, attached=False)
+        text, blocks = render.card(execution, attached=False, page_url=self.page_url(execution.id))
         if delivery.event == "completed":
             reply = render.output(execution, attached=False)
             if reply is not None:
@@ -198,3 +273,20 @@ class SlackSink:
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"response_url: {type(exc).__name__}: {exc}") from exc
+
+
+def slack_error(exc: SlackApiError) -> str:
+    """The ``error`` of Slack's answer ("" when it has none)."""
+    data = exc.response.data if exc.response is not None else None
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+def retry_after_s(exc: SlackApiError) -> float | None:
+    """A 429's ``Retry-After``, in seconds (None when not a 429 or not given)."""
+    if exc.response is None or exc.response.status_code != 429:
+        return None
+    header = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
+    try:
+        return max(float(header), 0.0) if header else None
+    except ValueError:
+        return None

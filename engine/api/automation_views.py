@@ -66,6 +66,7 @@ def rule_view(rule: Rule) -> dict[str, Any]:
         "chat_channel": rule.chat_channel,
         "callback_url": rule.callback_url,
         "next_fire_at": rule.next_fire_at,
+        "owners": rule.owners,
     }
 
 

@@ -408,6 +408,8 @@ class Rule(BaseModel):
     callback_url: str | None
     #: A rule timer's next tick.
     next_fire_at: datetime | None
+    #: Mentioned when a run the rule started fails (Slack user ids or logins).
+    owners: list[str] | None = None
 
 
 class Event(BaseModel):

@@ -9,7 +9,7 @@ and values, ours beside them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -90,7 +90,12 @@ class TriggerSpec(_Named):
 
 _PatchOp = Literal["set", "clear"]
 #: Our own update fields that a null clears (Attune's are ``Option``: null leaves them).
-_CLEARED_BY_NULL = frozenset({"webhook_secret", "chat_channel", "callback_url"})
+_CLEARED_BY_NULL = frozenset({"webhook_secret", "chat_channel", "callback_url", "owners"})
+#: A rule owner: a Slack user id (``U...``, ``W...``) or a login.
+OWNER_PATTERN = r"^[A-Za-z0-9._@+-]{1,128}$"
+#: Owners a rule may name.
+MAX_OWNERS = 20
+Owners = list[Annotated[str, Field(pattern=OWNER_PATTERN)]] | None
 
 
 class Patch(BaseModel):
@@ -151,6 +156,9 @@ class RuleSpec(_Named):
     #: A Slack channel id (``C...``) that gets the card of each execution.
     chat_channel: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z0-9]+$")
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    #: Mentioned in the card's thread when a run this rule started fails, times out or is
+    #: abandoned: Slack user ids (``U...``) or logins.
+    owners: Owners = Field(default=None, max_length=MAX_OWNERS)
 
     @field_validator("action_params", "trigger_params", mode="before")
     @classmethod
@@ -161,7 +169,7 @@ class RuleSpec(_Named):
 class RuleUpdate(_Tolerant):
     """``PUT /api/v1/rules/{ref}``: Attune's ``UpdateRuleRequest`` (only the fields that change;
     null or absent leaves a field as it is, as Attune's ``Option``) and our own fields (null
-    ``chat_channel`` or ``callback_url`` removes it)."""
+    ``chat_channel``, ``callback_url`` or ``owners`` removes it)."""
 
     ref: str | None = Field(default=None, pattern=REF_PATTERN, max_length=256)
     label: str | None = Field(default=None, min_length=1, max_length=256)
@@ -175,6 +183,7 @@ class RuleUpdate(_Tolerant):
     enabled: bool | None = None
     chat_channel: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z0-9]+$")
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    owners: Owners = Field(default=None, max_length=MAX_OWNERS)
 
     def merged(self, current: dict[str, Any]) -> RuleSpec:
         """The rule as it is after this update (fields sent replace the current ones)."""

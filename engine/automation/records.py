@@ -74,6 +74,8 @@ class Rule:
     trigger_id: int | None = None
     trigger_type: str | None = None
     action_param_schema: dict[str, Any] | None = None
+    #: Who is mentioned when a run it started fails: Slack user ids or logins (None: nobody).
+    owners: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class RuleFields:
     callback_url: str | None
     next_fire_at: datetime | None
     updated: datetime
+    owners: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,11 @@ class RuleRepository(Protocol):
 
     async def get_rule(self, ref: str) -> Rule | None:
         """The rule with its pack's, action's and trigger's ids and its action's schema."""
+        ...
+
+    async def owners_of_enforcement(self, enforcement_id: int) -> list[str]:
+        """The owners of the rule that made an enforcement ([] when none are set or the
+        rule is gone)."""
         ...
 
     async def list_rules(

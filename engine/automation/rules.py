@@ -90,6 +90,7 @@ class Rules:
             chat_channel=spec.chat_channel,
             callback_url=spec.callback_url,
             next_fire_at=next_fire_at,
+            owners=spec.owners or None,
             updated=now_utc(),
         )
 
@@ -131,6 +132,10 @@ class Rules:
         if rule is None:
             raise NotFound(f"rule '{ref}' not found")
         return rule
+
+    async def owners_of_enforcement(self, enforcement_id: int) -> list[str]:
+        """Who is told when a run this enforcement made fails: its rule's owners."""
+        return await self.repo.owners_of_enforcement(enforcement_id)
 
     async def list(
         self,

@@ -80,6 +80,7 @@ def to_rule(m: RowMapping) -> Rule:
         trigger_id=m.get("trigger_id"),
         trigger_type=m.get("trigger_type"),
         action_param_schema=m.get("action_param_schema"),
+        owners=m.get("owners"),
     )
 
 

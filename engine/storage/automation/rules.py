@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select, update
 
 from engine.automation.records import Rule, RuleFields, RuleSecrets
 from engine.storage.automation.rows import SqlBase, columns_of, rule_query, to_rule
-from engine.storage.tables import actions, rules, triggers
+from engine.storage.tables import actions, enforcements, rules, triggers
 
 
 class SqlRules(SqlBase):
@@ -18,6 +18,17 @@ class SqlRules(SqlBase):
         async with self.store.read() as conn:
             row = (await conn.execute(rule_query().where(rules.c.ref == ref))).first()
         return None if row is None else to_rule(row._mapping)
+
+    async def owners_of_enforcement(self, enforcement_id: int) -> list[str]:
+        query = (
+            select(rules.c.owners)
+            .select_from(enforcements)
+            .join(rules, rules.c.id == enforcements.c.rule_id)
+            .where(enforcements.c.id == enforcement_id)
+        )
+        async with self.store.read() as conn:
+            owners = (await conn.execute(query)).scalar()
+        return [str(o) for o in owners] if isinstance(owners, list) else []
 
     async def list_rules(
         self,
