@@ -334,22 +334,25 @@ def live(record_id: int, tails: dict[str, str]) -> tuple[str, list[dict[str, Any
 
 
 #: A Slack user id (mentioned as ``<@id>``); any other owner is named as ``@login``.
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
 
-def mention_names(users: Sequence[str]) -> list[str]:
-    """Slack user ids as mentions, other names (logins) as plain ``@name``; no repeats."""
-    seen: list[str] = []
-    for user in users:
-        shown = f"<@{user}>" if _SLACK_USER_ID.match(user) else f"@{escape(user.lstrip('@'))}"
-        if shown not in seen:
-            seen.append(shown)
-    return seen
+def mention_names(user_ids: Sequence[str], owners: Sequence[str] = ()) -> list[str]:
+    """``user_ids`` (Slack's) and the owners that are Slack user ids as mentions, the other
+    owners (logins) as plain ``@name``; each once."""
+    shown = [f"<@{u}>" for u in user_ids]
+    for owner in owners:
+        is_id = _SLACK_USER_ID.match(owner)
+        shown.append(f"<@{owner}>" if is_id else f"@{escape(owner.lstrip('@'))}")
+    return list(dict.fromkeys(shown))
 
 
-def mention(record: Execution, users: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | None:
-    """The thread message telling ``users`` that the run ended badly (None: nobody to tell)."""
-    names = mention_names(users)
+def mention(
+    record: Execution, user_ids: Sequence[str], owners: Sequence[str] = ()
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread message telling the requester (``user_ids``) and a rule's ``owners`` that
+    the run ended badly (None: nobody to tell)."""
+    names = mention_names(user_ids, owners)
     if not names:
         return None
     status = record.status

@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
 from engine.chat_messages import ChatMessage, ChatMessages
+from engine.errors import EngineError
 from engine.outbox import DeliveryFailed
 from engine.records import Delivery, Execution, Route
 from engine.status import ExecutionStatus as S
@@ -174,13 +175,15 @@ class SlackSink:
         in the card's thread when it failed, timed out or was abandoned; once."""
         if message.notified or execution.status not in NOTIFY_STATUSES:
             return message
-        users: list[str] = []
         user_id = (execution.requester or {}).get("user_id")
-        if user_id:
-            users.append(str(user_id))
+        users = [str(user_id)] if user_id else []
+        owners: list[str] = []
         if execution.enforcement is not None and self.owners is not None:
-            users.extend(await self.owners(execution.enforcement))
-        said = render.mention(execution, users)
+            try:
+                owners = await self.owners(execution.enforcement)
+            except EngineError as exc:
+                raise DeliveryFailed(f"the rule's owners not read: {exc.message}") from exc
+        said = render.mention(execution, users, owners)
         if said is None:
             return message
         text, blocks = said

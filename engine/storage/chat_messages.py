@@ -44,10 +44,10 @@ _SELECT = select(*_FIELDS).where(
 _SET_LIVE = (
     update(chat_messages)
     .where(
-        chat_messages.c.execution_id == bindparam("execution_id"),
+        chat_messages.c.execution_id == bindparam("row_execution_id"),
         chat_messages.c.sink == bindparam("row_sink"),
     )
-    .values(live_message_id=bindparam("live_message_id"), updated=bindparam("updated"))
+    .values(live_message_id=bindparam("new_live_message_id"), updated=bindparam("new_updated"))
 )
 
 
@@ -110,10 +110,10 @@ class SqlChatMessages:
             await conn.execute(
                 _SET_LIVE,
                 {
-                    "execution_id": execution_id,
+                    "row_execution_id": execution_id,
                     "row_sink": sink,
-                    "live_message_id": message_id,
-                    "updated": now_utc(),
+                    "new_live_message_id": message_id,
+                    "new_updated": now_utc(),
                 },
             )
 

@@ -120,3 +120,31 @@ async def test_migration_0014_carries_slack_state_out_of_the_route(tmp_path: Pat
             assert await messages.get(untouched, "slack") is None
     finally:
         await store.close()
+
+
+async def test_live_message_and_mention_are_kept_and_running_rows_found(any_store: Store) -> None:
+    async with any_store.write() as conn:
+        for execution_id, status in ((11, "running"), (12, "running"), (13, "completed")):
+            await conn.execute(
+                _INSERT_EXECUTION, {"id": execution_id, "status": status, "chat": None}
+            )
+        await conn.execute(_INSERT_EXECUTION, {"id": 14, "status": "canceling", "chat": None})
+    messages = chat_messages_repository(any_store)
+    card = ChatMessage(execution_id=11, sink="slack", channel="C1", message_id="1.1")
+    await messages.save(card)
+    await messages.set_live_message(11, "slack", "1.5")
+    # Only the live message's column changes.
+    assert await messages.get(11, "slack") == replace(card, live_message_id="1.5")
+    told = replace(card, live_message_id="1.5", notified=True, shows_status="failed")
+    await messages.save(told)
+    assert await messages.get(11, "slack") == told
+
+    await messages.save(ChatMessage(execution_id=12, sink="slack", channel="C1"))  # no card
+    await messages.save(ChatMessage(execution_id=13, sink="slack", channel="C1", message_id="3"))
+    await messages.save(ChatMessage(execution_id=14, sink="slack", channel="C2", message_id="4"))
+    await messages.save(ChatMessage(execution_id=14, sink="other", channel="C2", message_id="5"))
+    found = await messages.of_statuses("slack", ("running", "canceling"), 10)
+    assert [m.execution_id for m in found] == [14, 11]
+    assert await messages.of_statuses("slack", ("running", "canceling"), 1) == found[:1]
+    await messages.save(replace(told, output_posted=True))
+    assert [m.execution_id for m in await messages.of_statuses("slack", ("running",), 10)] == []

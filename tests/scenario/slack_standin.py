@@ -145,11 +145,15 @@ class Fault:
     target: str | None
     responses: deque[Canned] | None  # answered in turn; None: ``sticky`` forever
     sticky: Canned | None = None
+    #: Only calls for which this holds (None: any).
+    where: Callable[[Call], bool] | None = None
 
     def matches(self, call: Call) -> bool:
         if not fnmatchcase(call.method, self.method):
             return False
-        return self.target is None or call.target == self.target
+        if self.target is not None and call.target != self.target:
+            return False
+        return self.where is None or self.where(call)
 
     def take(self) -> Canned | None:
         if self.responses is None:
@@ -222,9 +226,16 @@ class SlackStandIn:
 
     # -- scripting ----------------------------------------------------------------------------
 
-    def queue(self, method: str, *responses: Canned, target: str | None = None) -> Fault:
-        """The next matching calls get ``responses`` in turn, then normal answers again."""
-        fault = Fault(method, target, deque(responses))
+    def queue(
+        self,
+        method: str,
+        *responses: Canned,
+        target: str | None = None,
+        where: Callable[[Call], bool] | None = None,
+    ) -> Fault:
+        """The next matching calls (``where``: only those it holds for) get ``responses`` in
+        turn, then normal answers again."""
+        fault = Fault(method, target, deque(responses), where=where)
         self.faults.append(fault)
         return fault
 
