@@ -15,6 +15,9 @@ Scenarios (default: all; they run in this order):
                Bolt app that only acks (bench/bare_bolt.py) in the same round (p99 ratio);
                command to result (`run core.echo`) until the thread reply reaches a local
                stand-in of Slack's Web API
+    live       an action printing a timestamped line every 200 ms (--live-lines, 50): time from
+               a line printed to it visible in the stand-in (the card's live message, or the
+               final output) and in GET /api/v1/executions/{id}/logs/stdout/stream, p50 and p90
     e2e        --e2e-count core.noop executions with a callback_url: first submit to last
                callback (completed/s), submit phase rate; none missing, none delivered twice;
                CPU ms per execution of the deployment's processes (and, in cluster mode,
@@ -63,9 +66,9 @@ from bench.suite import DRAIN_TIMEOUT_S, ORDER, SCENARIOS, Config, Context
 
 #: Counts of a full run: about 5 minutes per round of both modes on 2 CPUs.
 FULL = {"duration": 10.0, "e2e": 3000, "shell": 500, "slack": 200, "results": 50}
-FULL |= {"rows": 1_000_000, "requests": 100}
+FULL |= {"rows": 1_000_000, "requests": 100, "live": 50}
 QUICK = {"duration": 2.0, "e2e": 100, "shell": 50, "slack": 20, "results": 5}
-QUICK |= {"rows": 20_000, "requests": 20}
+QUICK |= {"rows": 20_000, "requests": 20, "live": 10}
 
 
 def log(message: str) -> None:
@@ -152,6 +155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slack-results", type=int, help="command-to-result samples (50; 5)")
     parser.add_argument("--list-rows", type=int, help="executions in the table (1e6; 20000)")
     parser.add_argument("--list-requests", type=int, help="requests per page kind (100; 20)")
+    parser.add_argument("--live-lines", type=int, help="lines the live action prints (50; 10)")
     parser.add_argument(
         "--client", choices=["auto", "wrk", "aiohttp"], default="auto", help="api load generator"
     )
@@ -183,6 +187,7 @@ def build_config(args: argparse.Namespace, worker_slots: int) -> Config:
         slack_results=pick(args.slack_results, "results"),
         list_rows=pick(args.list_rows, "rows"),
         list_requests=pick(args.list_requests, "requests"),
+        live_lines=pick(args.live_lines, "live"),
         worker_slots=worker_slots,
         client=args.client,
     )

@@ -34,6 +34,7 @@ from bench.harness import (
     spawn_cli,
     wait_until,
 )
+from bench.live import measure as measure_live
 from bench.loadgen import post_load
 from bench.slack import ack_latency, bare_bolt, command_to_result
 
@@ -61,6 +62,8 @@ class Config:
     slack_results: int
     list_rows: int
     list_requests: int
+    #: Lines the ``live`` scenario's action prints (one per 200 ms).
+    live_lines: int
     #: Execution slots of one worker (the code under test's default ``worker_concurrency``).
     worker_slots: int
     #: Load generator of ``api``: ``auto`` (wrk when installed), ``wrk`` or ``aiohttp``.
@@ -266,6 +269,34 @@ class Slack(Referenced):
             "result_p50_ms": median(c2r),
             "result_p90_ms": pct(c2r, 0.9),
         }
+
+
+# -- live -------------------------------------------------------------------------------------
+
+
+class Live(Scenario):
+    name = "live"
+    title = (
+        "Live output: a line printed (one per 200 ms) to it visible in Slack (live message) "
+        "and in the log stream (SSE)"
+    )
+    rows: ClassVar[list[tuple[str, str]]] = [
+        ("lines", "lines printed"),
+        ("slack_p50_ms", "to Slack p50 ms"),
+        ("slack_p90_ms", "to Slack p90 ms"),
+        ("sse_p50_ms", "to the SSE stream p50 ms"),
+        ("sse_p90_ms", "to the SSE stream p90 ms"),
+        ("slack_calls", "Slack calls for the run"),
+    ]
+
+    async def round(self, ctx: Context) -> Metrics:
+        dep = ctx.main
+        await dep.drain(DRAIN_TIMEOUT_S)
+        metrics = await measure_live(
+            ctx.session, dep.url, dep.auth, ctx.standin, ctx.cfg.live_lines
+        )
+        await dep.drain(DRAIN_TIMEOUT_S)
+        return metrics
 
 
 # -- e2e and shell ----------------------------------------------------------------------------
@@ -526,9 +557,9 @@ class Resources(Scenario):
 
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (Api, Slack, E2e, Shell, List, Resources)
+    s.name: s for s in (Api, Slack, Live, E2e, Shell, List, Resources)
 }
 #: The order they run in: resources last, so peak memory covers the others.
-ORDER = ["api", "slack", "e2e", "shell", "list", "resources"]
+ORDER = ["api", "slack", "live", "e2e", "shell", "list", "resources"]
 
 __all__ = ["ORDER", "ROOT", "SCENARIOS", "Config", "Context", "Scenario"]
