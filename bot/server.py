@@ -206,6 +206,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         slack_mode = None
         if slack_enabled(settings):
             # Imported only when Slack is configured (Bolt and slack_sdk weigh 20 MB and 0.2 s).
+            from slack_sdk.web.async_client import AsyncWebClient
+
             from bot.slack_app import build_slack_app, build_web_client, slack_routes
             from bot.slack_live import LiveUpdater
             from bot.slack_roles import SlackRoles
@@ -218,8 +220,15 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             roles.start(client)
             slack_app = build_slack_app(settings, CommandHandler(runtime), client, roles)
             chat_messages = chat_messages_repository(runtime.store)
-            # Live messages run in their own tasks, beside the outbox drainer, never in it.
-            live = LiveUpdater(client, chat_messages, runtime.live_output, runtime.service)
+            # Live messages run in their own tasks, beside the outbox drainer, never in it,
+            # with a client of their own that does not sleep on a 429 (they pause instead).
+            live_client = AsyncWebClient(
+                session=client.session,
+                token=client.token,
+                base_url=client.base_url,
+                timeout=client.timeout,
+            )
+            live = LiveUpdater(live_client, chat_messages, runtime.live_output, runtime.service)
             secret_key = runtime.secret_key
 
             def page_url(execution_id: int) -> str | None:

@@ -37,6 +37,7 @@ from bot import render
 from bot.slack_sink import retry_after_s, slack_error
 from engine.chat_messages import ChatMessage, ChatMessages
 from engine.errors import EngineError
+from engine.outbox import DeliveryFailed
 from engine.records import Execution
 from engine.status import TERMINAL
 
@@ -52,8 +53,11 @@ LIVE_STATUSES = ("running", "canceling")
 RESUME_LIMIT = 200
 #: Slack calls a run's live message is given up after, when they keep failing.
 MAX_FAILURES = 5
-#: How long :meth:`LiveUpdater.finish` waits for a live edit in flight.
-FINISH_WAIT_S = 10.0
+#: How long :meth:`LiveUpdater.finish` waits for a live edit in flight before the run's end is
+#: put off (its delivery tried again a second later: the drainer is not held up).
+FINISH_WAIT_S = 2.0
+#: When the end of a run whose live edit is in flight is tried again.
+RETRY_FINISH_S = 1.0
 #: Longest pause between two reads of a run whose output does not change.
 MAX_POLL_S = 8.0
 #: How long a wait on the output hub lasts before it is started again.
@@ -174,6 +178,8 @@ class LiveUpdater:
         self.lines = lines
         self._channels: dict[str, _Channel] = {}
         self._runs: dict[int, _Run] = {}
+        #: Runs finished while an edit of theirs was in flight.
+        self._ending: dict[int, _Run] = {}
         self._next_global = 0.0
         self._running = False
         self._resuming: asyncio.Task[None] | None = None
@@ -200,6 +206,7 @@ class LiveUpdater:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._runs.clear()
+        self._ending.clear()
         self._channels.clear()
 
     async def resume(self) -> None:
@@ -250,25 +257,31 @@ class LiveUpdater:
             )
         channel.wake.set()
 
-    async def finish(self, execution_id: int) -> str | None:
-        """Stop showing the run live; wait (bounded) for an edit in flight. Returns the live
-        message's ts known here (None when none)."""
-        run = self._runs.pop(execution_id, None)
+    async def finish(self, execution_id: int, wait_s: float = FINISH_WAIT_S) -> str | None:
+        """Stop showing the run live. Returns the live message's ts known here (None when
+        none). Raises :class:`engine.outbox.DeliveryFailed` (retry in a second) when an edit
+        is still in flight after ``wait_s``; nothing new starts meanwhile."""
+        run = self._runs.pop(execution_id, None) or self._ending.get(execution_id)
         if run is None:
             return None
         run.finished = True
         channel = self._channels.get(run.channel)
-        if channel is not None:
-            channel.runs.pop(execution_id, None)
+        if channel is not None and channel.runs.pop(execution_id, None) is not None:
             channel.wake.set()
         if run.waiter is not None:
             run.waiter.cancel()
-        try:
-            async with asyncio.timeout(FINISH_WAIT_S):
-                async with run.lock:
-                    pass
-        except TimeoutError:
-            log.warning("live output of #%s: an edit in flight did not end", execution_id)
+        if run.lock.locked():
+            self._ending[execution_id] = run
+            try:
+                async with asyncio.timeout(wait_s):
+                    async with run.lock:
+                        pass
+            except TimeoutError:
+                raise DeliveryFailed(
+                    f"slack: a live edit of #{execution_id} is still in flight",
+                    retry_after_s=RETRY_FINISH_S,
+                ) from None
+        self._ending.pop(execution_id, None)
         if run.live_ts and run.unsaved:
             with contextlib.suppress(EngineError):
                 await self.messages.set_live_message(execution_id, self.sink, run.live_ts)

@@ -18,6 +18,7 @@ from bot.slack_live import LiveUpdater
 from engine.chat_messages import ChatMessage
 from engine.errors import NotFound
 from engine.live_output import OutputHub
+from engine.outbox import DeliveryFailed
 from engine.output import last_lines
 from engine.records import Execution
 from tests.scenario.harness import new_channel
@@ -330,3 +331,33 @@ async def test_a_deleted_live_message_is_posted_again(world: World) -> None:
         5,
         interval_s=0.02,
     )
+
+
+async def test_the_end_of_a_run_is_put_off_while_a_slow_edit_is_in_flight(world: World) -> None:
+    """The outbox drainer is not held up: the end is tried again later, and then goes."""
+    live = world.updater(interval_s=0.05)
+    live.start()
+    channel = new_channel()
+    message = world.run(channel)
+    live.watch(message)
+    world.output.print(message.execution_id, "first")
+    await eventually(lambda: world.calls(channel), "the live message", 5, interval_s=0.02)
+    live_ts = world.calls(channel)[0].response["ts"]  # type: ignore[index]
+
+    world.standin.queue("chat.update", Canned.held(30), target=channel)
+    world.output.print(message.execution_id, "second")
+    await eventually(
+        lambda: [c for c in world.calls(channel) if c.method == "chat.update"],
+        "an edit in flight",
+        5,
+        interval_s=0.01,
+    )
+    with pytest.raises(DeliveryFailed) as raised:
+        await live.finish(message.execution_id, wait_s=0.2)
+    assert raised.value.retry_after_s is not None
+    assert not raised.value.permanent
+    world.output.print(message.execution_id, "third")
+    world.standin.release_held()
+    assert await live.finish(message.execution_id, wait_s=5) == live_ts
+    await asyncio.sleep(0.3)  # a quiet spell: no edit may follow the end
+    assert not [c for c in world.calls(channel) if "third" in c.all_text()]
