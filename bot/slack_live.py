@@ -306,6 +306,8 @@ class LiveUpdater:
     def _drop(self, run: _Run) -> None:
         run.finished = True
         self._runs.pop(run.execution_id, None)
+        if run.unsaved and run.live_ts:
+            self._ending[run.execution_id] = run  # finish() still tells the sink its ts
         channel = self._channels.get(run.channel)
         if channel is not None:
             channel.runs.pop(run.execution_id, None)

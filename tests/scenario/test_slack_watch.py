@@ -10,6 +10,7 @@ module, with its Slack Web API pointed at the stand-in; each test has its own ch
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import uuid
@@ -20,7 +21,18 @@ import aiohttp
 import pytest
 
 from bot.render import LIVE_WORD
-from tests.e2e.conftest import Server
+from tests.conftest import AMQP_URL
+from tests.e2e.conftest import (
+    _LISTENING,
+    _WORKER_UP,
+    START_TIMEOUT_S,
+    Server,
+    _fresh_postgres_database,
+    _private_exchange,
+    spawn,
+    stop,
+    wait_for_line,
+)
 from tests.scenario.harness import (
     API_WAIT_S,
     POLL_S,
@@ -228,6 +240,44 @@ async def test_a_live_message_is_not_left_running_after_a_restart(
     assert edits, "the live message was left as it was"
     assert not is_live(edits[-1]), edits[-1].all_text()
     assert record["status"] in edits[-1].all_text() or is_output(edits[-1])
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+async def test_a_worker_in_another_process_is_shown_live_too(
+    standin: SlackStandIn, tmp_path: Path
+) -> None:
+    """The server reads the output a separate worker stores (no in-process wake-up)."""
+    async with contextlib.AsyncExitStack() as stack:
+        env = scenario_env(
+            tmp_path,
+            standin,
+            ATTUNE_DATABASE_URL=await stack.enter_async_context(_fresh_postgres_database()),
+            ATTUNE_AMQP_URL=AMQP_URL,
+            ATTUNE_AMQP_EXCHANGE=await stack.enter_async_context(_private_exchange()),
+        )
+        serve = spawn("serve", ["serve", "--no-worker"], env, tmp_path)
+        worker = None
+        try:
+            match = await wait_for_line(serve, _LISTENING, START_TIMEOUT_S)
+            base_url = match.group(1).rstrip("/")
+            worker = spawn("worker", ["worker"], env, tmp_path)
+            await wait_for_line(worker, _WORKER_UP, START_TIMEOUT_S)
+            async with admin_api(base_url) as api:
+                ref = await inline_action(api, ticking_script(15))  # 3 s
+                res = await slash(base_url, standin, f"run {ref}")
+                assert res.status == 200, res.body
+                live = await first_live_message(standin, res.channel, res.execution_id)
+                assert "tick 0 at" in live.all_text()
+                assert (await execution(api, res.execution_id))["status"] == "running"
+                record, _rows = await settle(api, res.execution_id)
+            assert record["status"] == "completed"
+            final = edits_of(standin, res.channel, live.response["ts"])[-1]  # type: ignore[index]
+            assert is_output(final)
+            assert "tick 14 at" in final.all_text()
+        finally:
+            problems = [p for p in [await stop(proc) for proc in (serve, worker) if proc] if p]
+        assert not problems, problems
 
 
 # -- mentions ---------------------------------------------------------------------------------
