@@ -189,8 +189,14 @@ Index("ix_executions_idempotency_key", executions.c.idempotency_key, unique=True
 Index("ix_executions_worker", executions.c.worker)
 Index("ix_executions_enforcement", executions.c.enforcement)
 Index("ix_executions_parent", executions.c.parent)
-#: The change stream replays executions by ``(updated, id)``.
-Index("ix_executions_updated_id", executions.c.updated, executions.c.id)
+#: The change stream finds executions that ended since a point (only ended ones are indexed:
+#: one index write per execution, at its end).
+Index(
+    "ix_executions_finished_at",
+    executions.c.finished_at,
+    sqlite_where=executions.c.finished_at.is_not(None),
+    postgresql_where=executions.c.finished_at.is_not(None),
+)
 
 #: The output of a running action, in the chunks its worker flushed (``offset``: the chunk's
 #: first byte in its stream, UTF-8). Removed when the run ends: the result holds it all.

@@ -13,8 +13,9 @@ lines while the run lasts; ``chat_messages.notified``: the requester was mention
 ``rules.owners``: who is mentioned when a run the rule started fails (Slack user ids or
 logins).
 
-``ix_executions_updated_id``: the change stream (``GET /api/v1/executions/stream``) reads
-executions by ``(updated, id)`` to replay what a client missed.
+``ix_executions_finished_at`` (partial: ended executions only): the change stream
+(``GET /api/v1/executions/stream``) finds the executions that ended since a point, to replay
+what a client missed (an index on ``updated`` would cost every status change a write).
 
 Revision ID: 0015
 Revises: 0014
@@ -67,11 +68,17 @@ def upgrade() -> None:
                 "owners", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
             )
         )
-    op.create_index("ix_executions_updated_id", "executions", ["updated", "id"])
+    op.create_index(
+        "ix_executions_finished_at",
+        "executions",
+        ["finished_at"],
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_executions_updated_id", table_name="executions")
+    op.drop_index("ix_executions_finished_at", table_name="executions")
     with op.batch_alter_table("rules") as batch:
         batch.drop_column("owners")
     with op.batch_alter_table("chat_messages") as batch:
