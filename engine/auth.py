@@ -361,6 +361,14 @@ class AuthService:
         await self.repo.end_sessions(conn, user_id, SESSION_TOKEN_NAME)
         self.forget(login)
 
+    async def revoke(self, token: str) -> None:
+        """End one token (a logout of the execution pages): refused from now on, in this
+        process at once, in others within ``cache_s``."""
+        key = token_hash(token)
+        async with self.store.write() as conn:
+            await self.repo.delete_token(conn, key)
+        self._cache.pop(key, None)
+
     def forget(self, login: str) -> None:
         """Drop this process's cached tokens of ``login`` (other processes trust theirs for at
         most ``cache_s``)."""

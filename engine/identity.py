@@ -173,6 +173,10 @@ class IdentityRepository(Protocol):
         """Delete every session token (named ``session_name``) and refresh token of a user."""
         ...
 
+    async def delete_token(self, conn: Conn, token_hash: str) -> None:
+        """Delete one token (a logout)."""
+        ...
+
     # -- what execution tokens read of executions -------------------------------------------
     async def execution_status(self, conn: Conn, execution_id: int) -> str | None: ...
 

@@ -209,6 +209,9 @@ class ExecutionFilter:
     enforcement: int | None = None
     parent: int | None = None
     pack: str | None = None
+    #: Only executions requested by this identity (``executor.identity``: a login, a Slack
+    #: user id, ``rule:...``).
+    requester: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

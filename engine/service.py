@@ -186,6 +186,7 @@ class ExecutionService:
         enforcement: int | None = None,
         parent: int | None = None,
         pack: str | None = None,
+        requester: str | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[builtins.list[Execution], int]:
@@ -206,6 +207,7 @@ class ExecutionService:
             enforcement=enforcement,
             parent=parent,
             pack=pack or None,
+            requester=requester or None,
         )
         rows = await self.executions.list(where, limit=per_page, offset=(page - 1) * per_page)
         total = await self.executions.count(where)

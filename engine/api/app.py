@@ -13,6 +13,7 @@ from engine.api import schemas
 from engine.api.auth_routes import AUTH_ROUTES
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
+from engine.api.execution_pages import page_routes
 from engine.api.http import (
     RUNTIME_KEY,
     RouteSpec,
@@ -176,6 +177,7 @@ def build_app(
 
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/ws", notifications)  # Attune's notifier protocol (its web UI)
+    app.add_routes(page_routes())  # the execution pages (/ui/...)
     app[SOCKETS_KEY] = weakref.WeakSet()
     app.on_shutdown.append(close_sockets)
     add_change_stream(app)

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from engine.api.page_auth import cookie_principal
 from engine.audit import AuditEntry
 from engine.auth import ROLES, Principal
 from engine.errors import EngineError, Forbidden, InvalidRequest, TooManyRequests, Unauthorized
@@ -195,9 +196,11 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
 
 
 async def authenticate(request: web.Request, runtime: Runtime) -> Principal | None:
+    """The caller of an API request: its bearer token; without an ``Authorization`` header,
+    the execution pages' cookies (engine/api/page_auth.py), else None."""
     header = request.headers.get("Authorization")
     if not header:
-        return None
+        return await cookie_principal(request, runtime)
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'")

@@ -163,6 +163,8 @@ def where_clauses(where: ExecutionFilter) -> list[ColumnElement[bool]]:
     if where.pack:
         escaped = where.pack.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         clauses.append(executions.c.action_ref.like(f"{escaped}.%", escape="\\"))
+    if where.requester:
+        clauses.append(executions.c.executor["identity"].as_string() == where.requester)
     if where.action_like is not None:  # only actions matching one of these LIKE patterns
         clauses.append(
             or_(false(), *(executions.c.action_ref.like(p, escape="\\") for p in where.action_like))

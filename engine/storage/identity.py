@@ -232,6 +232,9 @@ class SqlIdentity:
         )
         await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.user_id == user_id))
 
+    async def delete_token(self, conn: Conn, token_hash: str) -> None:
+        await conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash))
+
     # -- what execution tokens read of executions -------------------------------------------
 
     async def execution_status(self, conn: Conn, execution_id: int) -> str | None:
