@@ -3,7 +3,7 @@
 // Where a stream cannot be opened the record is polled instead. Cancel posts to the API.
 (function () {
   "use strict";
-  var main = document.getElementById("execution");
+  var main = document.querySelector("main[data-execution-id]");
   if (!main) { return; }
   var id = main.getAttribute("data-execution-id");
   var TERMINAL = ["completed", "failed", "cancelled", "timeout", "abandoned"];
@@ -103,7 +103,9 @@
   function follow(name) {
     var pre = $(name);
     var es = open("/api/v1/executions/" + id + "/logs/" + name + "/stream", {
-      content: function (e) { pre.textContent = e.data; },
+      // content: the catch-up, in pieces; append: what is printed after. Both add on (a
+      // reconnection resumes from the last event's byte offset, its id).
+      content: function (e) { pre.textContent += e.data; },
       append: function (e) { pre.textContent += e.data; },
       done: function () { es.close(); }
     });
