@@ -50,6 +50,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SECRET_KEY = "page-test-secret-key-" + "x" * 30
 VIEWER, VIEWER_PASSWORD = "vic", "password-vic-123"
+TOKEN = "tok-5ecret-77"
 #: Bound on every browser wait.
 WAIT_S = 20.0
 POLL_S = 0.05
@@ -159,13 +160,17 @@ def log_in(driver: Any, site: Site, login: str, password: str, path: str) -> Non
 
 
 async def test_log_in_and_watch_output_grow_until_completed(site: Site, browser: Any) -> None:
-    execution_id = await site.start(f"{PACK}.ticker")
+    execution_id = await site.start(f"{PACK}.ticker", host="web1.example.com", token=TOKEN)
     page = f"/ui/executions/{execution_id}"
     log_in(browser, site, ADMIN_LOGIN, ADMIN_PASSWORD, page)
     assert f"{PACK}.ticker" in browser.find_element(By.TAG_NAME, "h1").text
     wait(browser, lambda d: text_of(d, "status-text") == "running", "status running")
     first = wait(browser, lambda d: len(text_of(d, "stdout")), "the first output line")
-    assert text_of(browser, "status-text") == "running"
+    status_then = text_of(browser, "status-text")
+    assert status_then == "running", (
+        f"the first output showed only once the run was {status_then}: the page got no live "
+        "output (GET /api/v1/executions/{id}/logs/stdout/stream)"
+    )
     seen: list[tuple[str, int]] = []
 
     def grown(d: Any) -> bool:
@@ -183,6 +188,12 @@ async def test_log_in_and_watch_output_grow_until_completed(site: Site, browser:
         not browser.find_elements(By.ID, "cancel")
         or not browser.find_element(By.ID, "cancel").is_displayed()
     )
+    assert (
+        "hidden (secret)"
+        in browser.find_element(By.ID, "params-heading").find_element(By.XPATH, "..").text
+    )
+    assert TOKEN not in browser.page_source
+    assert "web1.example.com" in browser.page_source
     status = browser.find_element(By.ID, "status")
     assert status.get_attribute("aria-live") == "polite"
     target = os.environ.get("ATTUNE_PAGE_SCREENSHOT")

@@ -10,7 +10,9 @@ FILES = {
     "pack.yaml": f"ref: {PACK}\nlabel: Page tests\ndescription: Page tests\nversion: 1.0.0\n",
     "actions/ticker.yaml": (
         "name: ticker\ndescription: A line every 200 ms for 3 s\nrunner_type: shell\n"
-        "entry_point: ticker.sh\ntimeout_seconds: 60\n"
+        "entry_point: ticker.sh\ntimeout_seconds: 60\nparameters:\n"
+        "  host:\n    type: string\n    default: web1\n"
+        "  token:\n    type: string\n    secret: true\n"
     ),
     "actions/ticker.sh": (
         '#!/bin/sh\ni=1\nwhile [ $i -le 15 ]; do echo "tick $i"; i=$((i+1)); sleep 0.2; done\n'
