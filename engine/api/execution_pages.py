@@ -32,6 +32,7 @@ from engine.auth import Principal
 from engine.errors import EngineError, Forbidden, InvalidRequest, NotFound, TooManyRequests
 from engine.gate import Requester, Submitted
 from engine.page_links import execution_page_path, verify_signed
+from engine.records import Execution
 from engine.runtime import Runtime
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -104,6 +105,11 @@ def _to_login(request: web.Request) -> web.Response:
     return _redirect(f"/ui/login?{urlencode({'next': target})}")
 
 
+#: Why Re-run is not offered to someone who may run the action (it had secrets, not theirs).
+_RERUN_NOTE = (
+    "Re-run is offered only to whoever requested this run through the API, or an admin: "
+    "it had secret parameters, which a re-run re-uses without showing them."
+)
 _NOT_FOUND = "This execution does not exist, or you may not view it."
 
 
@@ -243,6 +249,32 @@ async def execution_page(request: web.Request) -> web.StreamResponse:
         except NotFound:
             return _not_found()
         viewer = None  # as any holder of the link: read only
+    response = await _show(request, runtime, record, viewer, grant)
+    link_expires = int(grant.partition(".")[0]) if grant is not None else None
+    if fresh and grant is not None and link_expires is not None:
+        page_auth.set_cookie(
+            response,
+            request,
+            runtime,
+            page_auth.view_cookie_name(execution_id),
+            grant,
+            link_expires - int(time.time()),
+        )
+    return response
+
+
+async def _show(
+    request: web.Request,
+    runtime: Runtime,
+    record: Execution,
+    viewer: Principal | None,
+    grant: str | None,
+    *,
+    message: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    """The page of ``record`` for ``viewer`` (None: the holder of a signed link)."""
+    execution_id = record.id
     policy = runtime.gate.policy
     role = viewer.role if viewer is not None else None
     mine = viewer is not None and (record.requester or {}).get("identity") == viewer.login
@@ -251,9 +283,10 @@ async def execution_page(request: web.Request) -> web.StreamResponse:
         and not page_views.is_terminal(record.status)
         and policy.allows(role, "cancel", record.action_ref)
     )
+    may_run = role is not None and policy.allows(role, "run", record.action_ref)
     can_rerun = (
-        role is not None
-        and policy.allows(role, "run", record.action_ref)
+        may_run
+        and role is not None
         and policy.allows(role, "view", record.action_ref)
         and (
             not page_views.has_secrets(record)
@@ -262,8 +295,9 @@ async def execution_page(request: web.Request) -> web.StreamResponse:
         )
     )
     link_expires = int(grant.partition(".")[0]) if grant is not None else None
-    response = render(
+    return render(
         "execution.html",
+        status,
         ex=record,
         viewer=viewer,
         linked=grant is not None and viewer is None,
@@ -278,30 +312,8 @@ async def execution_page(request: web.Request) -> web.StreamResponse:
         terminal=page_views.is_terminal(record.status),
         can_cancel=can_cancel,
         can_rerun=can_rerun,
-        rerun_note=_rerun_note(record, role, can_rerun),
-        message=request.query.get("msg"),
-    )
-    if fresh and grant is not None and link_expires is not None:
-        page_auth.set_cookie(
-            response,
-            request,
-            runtime,
-            page_auth.view_cookie_name(execution_id),
-            grant,
-            link_expires - int(time.time()),
-        )
-    return response
-
-
-def _rerun_note(record: Any, role: str | None, can_rerun: bool) -> str | None:
-    """Why Re-run is not offered to a logged-in user who may run the action."""
-    if role is None or can_rerun:
-        return None
-    if not page_views.has_secrets(record):
-        return None
-    return (
-        "Re-run is offered only to whoever requested this run through the API, or an admin: "
-        "it had secret parameters, which are re-used, never shown."
+        rerun_note=_RERUN_NOTE if may_run and not can_rerun else None,
+        message=message,
     )
 
 
@@ -317,14 +329,15 @@ async def rerun(request: web.Request) -> web.StreamResponse:
         return render("not_found.html", 403, message="Re-run from this server's pages.")
     who = requester(viewer)
     try:
-        await runtime.gate.view(who, execution_id)
+        record = await runtime.gate.view(who, execution_id)
     except (NotFound, Forbidden):
         return _not_found()
     try:
         outcome = await runtime.gate.rerun(who, execution_id)
-    except EngineError as exc:
-        back = f"{execution_page_path(execution_id)}?{urlencode({'msg': exc.message[:300]})}"
-        return _redirect(back)
+    except EngineError as exc:  # refused: the page again, saying why
+        return await _show(
+            request, runtime, record, viewer, None, message=exc.message, status=exc.http_status
+        )
     assert isinstance(outcome, Submitted)  # source api: no confirmation asked
     return _redirect(execution_page_path(outcome.record.id))
 

@@ -253,6 +253,15 @@ async def test_signed_link_without_login(site: Site, browser: Any) -> None:
     # The page stays live on the link alone: the run ends, the page says so.
     wait(browser, lambda d: text_of(d, "status-text") == "completed", "status completed (link)")
     assert "tick 15" in text_of(browser, "stdout")
+    # Its "Log in" link leads back to the page, now with the buttons the user may use.
+    browser.find_element(By.LINK_TEXT, "Log in").click()
+    wait(browser, lambda d: "/ui/login" in d.current_url, "the login page from the link")
+    browser.find_element(By.ID, "username").send_keys(ADMIN_LOGIN)
+    browser.find_element(By.ID, "password").send_keys(ADMIN_PASSWORD, Keys.ENTER)
+    page = f"/ui/executions/{execution_id}"
+    wait(browser, lambda d: urlsplit(d.current_url).path == page, "the page after logging in")
+    assert browser.find_elements(By.ID, "rerun")
+    assert not browser.find_elements(By.ID, "link-note")
 
     for url in (
         site.signed(execution_id, now=time.time() - 3 * 86400),  # expired
