@@ -11,6 +11,7 @@ ticker's page there (the README's picture).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -24,11 +25,17 @@ import pytest
 
 from config import Settings
 from engine.page_links import execution_page_url
+from tests.conftest import AMQP_URL
 from tests.e2e.conftest import (
     _LISTENING,
+    _WORKER_UP,
     ADMIN_LOGIN,
     ADMIN_PASSWORD,
+    BACKENDS,
     START_TIMEOUT_S,
+    Proc,
+    _fresh_postgres_database,
+    _private_exchange,
     engine_env,
     spawn,
     stop,
@@ -82,35 +89,61 @@ class Site:
         return f"{self.base_url}{parts.path}?{parts.query}"
 
 
-@pytest.fixture(scope="module")
-async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+@pytest.fixture(scope="module", params=BACKENDS)
+async def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Site]:
+    """``attune serve`` alone on SQLite; on PostgreSQL and RabbitMQ, with a separate
+    ``attune worker`` (the page then follows a run another process executes)."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed (apt install chromium-driver)")
-    tmp = tmp_path_factory.mktemp("page")
+    backend: str = request.param
+    tmp = tmp_path_factory.mktemp(f"page-{backend}")
     write_pack(tmp / "packs")
-    env = engine_env(
-        tmp,
-        ATTUNE_PACKS_PATH=str(tmp / "packs"),
-        ATTUNE_SECRET_KEY=SECRET_KEY,
-        ATTUNE_PERMISSIONS='{"viewer": {"view": ["core.*"]}}',
-        ATTUNE_ALLOW_REGISTRATION="true",
-    )
-    serve = spawn("serve", ["serve"], env, tmp)
-    try:
-        base_url = (await wait_for_line(serve, _LISTENING, START_TIMEOUT_S)).group(1).rstrip("/")
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
-                f"{base_url}/auth/login", json={"login": ADMIN_LOGIN, "password": ADMIN_PASSWORD}
-            ) as resp:
-                token = (await resp.json())["data"]["access_token"]
-            async with http.post(
-                f"{base_url}/auth/register", json={"login": VIEWER, "password": VIEWER_PASSWORD}
-            ) as resp:
-                assert resp.status in (200, 201), await resp.text()
-        yield Site(base_url, token)
-    finally:
-        problem = await stop(serve)
-        assert problem is None, problem + "\n" + serve.stderr()[-3000:]
+    async with contextlib.AsyncExitStack() as stack:
+        overrides: dict[str, str] = {}
+        if backend == "postgres":
+            overrides["ATTUNE_DATABASE_URL"] = await stack.enter_async_context(
+                _fresh_postgres_database()
+            )
+            overrides["ATTUNE_AMQP_URL"] = AMQP_URL
+            overrides["ATTUNE_AMQP_EXCHANGE"] = await stack.enter_async_context(_private_exchange())
+            # Few connections: the machine's PostgreSQL is shared.
+            overrides["ATTUNE_DATABASE_POOL_SIZE"] = "5"
+            overrides["ATTUNE_WORKER_CONCURRENCY"] = "4"
+        env = engine_env(
+            tmp,
+            ATTUNE_PACKS_PATH=str(tmp / "packs"),
+            ATTUNE_SECRET_KEY=SECRET_KEY,
+            ATTUNE_PERMISSIONS='{"viewer": {"view": ["core.*"]}}',
+            ATTUNE_ALLOW_REGISTRATION="true",
+            **overrides,
+        )
+        api_only = ["--no-worker"] if backend == "postgres" else []
+        procs = [spawn("serve", ["serve", *api_only], env, tmp)]
+        try:
+            yield await _started(procs, env, tmp, backend)
+        finally:
+            problems = [p for p in [await stop(proc) for proc in procs] if p]
+            assert not problems, "; ".join(problems) + "\n" + procs[0].stderr()[-3000:]
+
+
+async def _started(procs: list[Proc], env: dict[str, str], tmp: Path, backend: str) -> Site:
+    serve = procs[0]
+    base_url = (await wait_for_line(serve, _LISTENING, START_TIMEOUT_S)).group(1).rstrip("/")
+    if backend == "postgres":
+        procs.append(spawn("worker", ["worker"], env, tmp))
+        await wait_for_line(procs[1], _WORKER_UP, START_TIMEOUT_S)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base_url}/auth/login", json={"login": ADMIN_LOGIN, "password": ADMIN_PASSWORD}
+        ) as resp:
+            token = (await resp.json())["data"]["access_token"]
+        async with http.post(
+            f"{base_url}/auth/register", json={"login": VIEWER, "password": VIEWER_PASSWORD}
+        ) as resp:
+            assert resp.status in (200, 201), await resp.text()
+    return Site(base_url, token)
 
 
 @pytest.fixture(scope="module")
