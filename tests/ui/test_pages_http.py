@@ -393,3 +393,16 @@ async def test_list_filters(env: Env) -> None:
     finally:
         await env.api("POST", f"/api/v1/executions/{sleeping}/cancel")
         await env.until(sleeping, TERMINAL)
+
+
+async def test_bearer_token_wins_over_the_cookie(env: Env) -> None:
+    stale = {"attune_session": "eyJub3Q.a.token"}
+    status, body, _ = await env.get("/auth/me", stale)
+    assert status == 401
+    assert "log in again at /ui/login" in body
+    status, body, _ = await env.get("/auth/me", stale, Authorization=f"Bearer {env.admin_token}")
+    assert status == 200, body
+    # A stale cookie sends the page to the login form, not to an error.
+    status, _, resp = await env.get("/ui/executions", stale)
+    assert status == 303
+    assert resp.headers["Location"].startswith("/ui/login?")
