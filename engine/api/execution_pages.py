@@ -15,7 +15,6 @@ the original's sealed secret values (the page never holds them), so only those t
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +33,6 @@ from engine.gate import Requester, Submitted
 from engine.page_links import execution_page_path, verify_signed
 from engine.records import Execution
 from engine.runtime import Runtime
-
-log = logging.getLogger(f"attune.{__name__}")
 
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
@@ -127,7 +124,7 @@ def requester(principal: Principal) -> Requester:
 
 def _execution_id(request: web.Request) -> int | None:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= MAX_ID:
         return None
     return int(raw)
 
@@ -192,7 +189,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     runtime = _runtime(request)
     if not page_auth.same_origin(request, runtime):
-        return render("not_found.html", 403, message="Log out from this server's pages.")
+        return render(
+            "not_found.html", 403, heading="Refused", message="Log out from this server's pages."
+        )
     token = request.cookies.get(page_auth.SESSION_COOKIE)
     if token:
         await runtime.auth.revoke(token)
@@ -326,7 +325,9 @@ async def rerun(request: web.Request) -> web.StreamResponse:
     if viewer is None:
         return _to_login(request)
     if not page_auth.same_origin(request, runtime):
-        return render("not_found.html", 403, message="Re-run from this server's pages.")
+        return render(
+            "not_found.html", 403, heading="Refused", message="Re-run from this server's pages."
+        )
     who = requester(viewer)
     try:
         record = await runtime.gate.view(who, execution_id)
@@ -348,7 +349,7 @@ async def rerun(request: web.Request) -> web.StreamResponse:
 def _page_number(raw: str | None, default: int, high: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not 1 <= int(raw) <= high:
         raise InvalidRequest(f"page numbers and sizes are whole numbers from 1 to {high}")
     return int(raw)
 

@@ -127,7 +127,7 @@ def _scoped_execution(request: web.Request) -> int | None:
         return int(match.group(1))
     if request.path == _STREAM_PATH:
         wanted = request.query.get("execution_id", "")
-        if wanted.isdigit() and len(wanted) <= 18:
+        if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
             return int(wanted)
     return None
 
