@@ -9,6 +9,7 @@ import getpass
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
@@ -20,6 +21,7 @@ from engine.errors import EngineError
 from engine.live_output import LiveOutput
 from engine.outbox import OutboxDrainer
 from engine.output import STREAMS
+from engine.page_links import execution_page_url
 from engine.records import Delivery, Execution, Route
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
@@ -44,9 +46,16 @@ class TerminalSink:
     its output lines as they are printed (``#12 | line``, from ``live``), then its status and
     its whole output when it ends (the live lines stop first, so none lands in it)."""
 
-    def __init__(self, out: TextIO, live: LiveOutput | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        live: LiveOutput | None = None,
+        link: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.out = out
         self.live = live
+        #: The execution page's address (``ATTUNE_PUBLIC_URL``), printed when a run starts.
+        self.link = link
         self.finished: set[int] = set()
         self.changed = asyncio.Event()
         self._following: dict[int, asyncio.Task[None]] = {}
@@ -56,6 +65,9 @@ class TerminalSink:
             return  # the acknowledgement already said it is queued
         if delivery.event == "started":
             self._print(render.status_line(replace(execution, status="running", result=None)))
+            url = self.link(execution.id) if self.link is not None else None
+            if url:
+                self._print(f"#{execution.id} page: {url}")
             if self.live is not None and execution.id not in self._following:
                 task = asyncio.create_task(self._follow(self.live, execution.id))
                 self._following[execution.id] = task
@@ -131,7 +143,9 @@ async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
 async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
-    sink = TerminalSink(out, runtime.live_output)
+    sink = TerminalSink(
+        out, runtime.live_output, link=lambda eid: execution_page_url(settings, eid)
+    )
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)
     user = getpass.getuser()

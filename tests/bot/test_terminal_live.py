@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ async def test_output_lines_appear_while_the_run_lasts(tmp_path: Path) -> None:
         "ATTUNE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/c.db",
         "ATTUNE_DATA_DIR": str(tmp_path),
         "ATTUNE_PACKS_PATH": f"{ROOT / 'packs'}:{LIVE_PACK}",
+        "ATTUNE_PUBLIC_URL": "https://attune.example.com",
     }
     env.pop("ATTUNE_AMQP_URL", None)
     proc = await asyncio.create_subprocess_exec(
@@ -55,6 +57,14 @@ async def test_output_lines_appear_while_the_run_lasts(tmp_path: Path) -> None:
     live = [line for line in lines if line.startswith("#1 | ") and "[stderr]" not in line]
     assert live == [f"#1 | {tick}" for tick in ticks[: len(live)]]
     assert len(live) >= 5, lines  # most lines were shown live (the last may go with the end)
+    # The run's page, signed, once, before its output.
+    pages = [i for i, line in enumerate(lines) if line.startswith("#1 page: ")]
+    assert len(pages) == 1, lines
+    assert re.fullmatch(
+        r"#1 page: https://attune\.example\.com/ui/executions/1\?exp=\d+&sig=[\w-]+=*",
+        lines[pages[0]],
+    ), lines[pages[0]]
+    assert pages[0] < lines.index(live[0])
 
     end = next(
         i for i, line in enumerate(lines) if line.startswith("#1 live_pack.ticker: completed")
