@@ -515,3 +515,53 @@ keys = Table(
 )
 Index("ix_keys_owner_type_owner", keys.c.owner_type, keys.c.owner)
 Index("ix_keys_expires_at", keys.c.expires_at)
+
+
+#: A saved execution configuration: an action and its parameters (secret values sealed in
+#: ``parameters_sealed``, shown as a marker in ``parameters``).
+execution_templates = Table(
+    "execution_templates",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("action_ref", String(256), nullable=False),
+    Column("parameters", JsonType, nullable=False),
+    Column("parameters_sealed", Text, nullable=True),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    #: Login of who made it.
+    Column("owner", String(255), nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+
+#: A run of an action (or a template) later: once ``at``, ``every`` N seconds or by ``cron``,
+#: in ``timezone``. ``next_fire_at``: the next tick; the process that moves it on fires it, once.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("action_ref", String(256), nullable=True),
+    Column("template_ref", String(256), nullable=True),
+    Column("parameters", JsonType, nullable=False),
+    Column("parameters_sealed", Text, nullable=True),
+    #: ``at`` | ``every`` | ``cron``.
+    Column("kind", String(8), nullable=False),
+    Column("at", UTCDateTime, nullable=True),
+    Column("every_s", Float, nullable=True),
+    Column("cron", String(128), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("next_fire_at", UTCDateTime, nullable=True),
+    #: Ticks missed while nothing ran: ``once`` (run once for them all) | ``skip``.
+    Column("missed", String(8), nullable=False, default="once", server_default="once"),
+    Column("paused", Boolean, nullable=False, default=False, server_default=false()),
+    #: Who asked (as an execution's executor) and where results go (as an execution's chat).
+    Column("requester", JsonType, nullable=False),
+    Column("chat", JsonType, nullable=True),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("fire_count", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("last_fired_at", UTCDateTime, nullable=True),
+    Column("last_execution", BigInteger, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_schedules_next_fire_at", schedules.c.next_fire_at)
