@@ -67,12 +67,21 @@ def cursor_of(at: datetime, execution_id: int) -> str:
 def parse_cursor(text: str) -> datetime:
     """The time of an event id from :func:`cursor_of`; InvalidRequest when it is not one."""
     head, _, tail = text.strip().partition("-")
-    if not (head.isdigit() and tail.isdigit()) or len(head) > 18:
+    if not (_digits(head) and _digits(tail)) or len(head) > 18 or len(tail) > 19:
         raise InvalidRequest(
             f"Last-Event-ID '{text[:60]}' is not an event id of this stream "
             "(expected <microseconds>-<execution id>)"
         )
-    return _EPOCH + timedelta(microseconds=int(head))
+    try:
+        return _EPOCH + timedelta(microseconds=int(head))
+    except OverflowError:  # past the year 9999: no event of this stream is named so
+        raise InvalidRequest(
+            f"Last-Event-ID '{text[:60]}' names a time no event of this stream has"
+        ) from None
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 class ExecutionChange:
