@@ -41,6 +41,8 @@ STATIC_FILES = {"page.css": "text/css", "execution.js": "application/javascript"
 #: Rows per list page when none is asked for, and the choices offered.
 DEFAULT_PER_PAGE = 25
 PER_PAGE_CHOICES = (10, 25, 50, 100)
+#: Longest ``next`` kept after a login (a page's path and query).
+MAX_NEXT_CHARS = 2048
 #: Headers of every page: scripts and styles from this server only, no framing, no referrer
 #: leaving the site (a signed link's query stays here), nothing cached.
 PAGE_HEADERS = {
@@ -91,8 +93,15 @@ def _runtime(request: web.Request) -> Runtime:
 
 
 def _safe_next(raw: str | None) -> str:
-    """Where to go after logging in: a path of these pages, never another site."""
-    if raw and raw.startswith("/ui/") and not raw.startswith("//") and "\\" not in raw:
+    """Where to go after logging in: a path of these pages, never another site, and nothing a
+    ``Location`` header cannot hold (a control character, CR/LF above all)."""
+    if (
+        raw
+        and raw.startswith("/ui/")
+        and "\\" not in raw
+        and raw.isprintable()
+        and len(raw) <= MAX_NEXT_CHARS
+    ):
         return raw
     return "/ui/executions"
 

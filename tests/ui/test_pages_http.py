@@ -174,6 +174,26 @@ async def test_pages_need_a_login(env: Env) -> None:
     assert 'value="/ui/executions"' in page
 
 
+async def test_a_next_with_a_line_break_is_not_followed(env: Env) -> None:
+    """A ``next`` that no ``Location`` header can hold (CR/LF) leads to the list, both for a
+    user already logged in and after a login (aiohttp would refuse the header: no answer)."""
+    crlf = "/ui/x%0D%0ASet-Cookie:%20a=b"
+    cookies = await env.login("admin", "admin-password-1")
+    status, _, resp = await env.get(f"/ui/login?next={crlf}", cookies)
+    assert status == 303
+    assert resp.headers["Location"] == "/ui/executions"
+    assert "a" not in _set_cookies(resp)
+    status, _, resp = await env.request(
+        "POST",
+        "/ui/login",
+        data={"username": "admin", "password": "admin-password-1", "next": "/ui/x\r\nA: b"},
+        Origin=env.url,
+    )
+    assert status == 303
+    assert resp.headers["Location"] == "/ui/executions"
+    assert _set_cookies(resp)["attune_session"].value
+
+
 async def test_login_sets_a_strict_http_only_cookie(env: Env) -> None:
     status, _, resp = await env.request(
         "POST",
