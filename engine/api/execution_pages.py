@@ -268,6 +268,8 @@ async def execution_page(request: web.Request) -> web.StreamResponse:
             grant,
             link_expires - int(time.time()),
         )
+        for name in page_auth.surplus_view_cookies(request, runtime, execution_id):
+            page_auth.clear_cookie(response, name)
     return response
 
 

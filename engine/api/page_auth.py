@@ -13,7 +13,8 @@ reached over https (or ``ATTUNE_PUBLIC_URL`` is https):
   ``exp``. It lets its bearer read that one execution and nothing else: the page, and ``GET``
   of ``/api/v1/executions/<id>``, its ``/logs/...`` and ``/api/v1/executions/stream?
   execution_id=<id>``, as a principal named ``page-link`` (:func:`link_principal`). It never
-  allows a write.
+  allows a write. A browser keeps at most :data:`MAX_VIEW_COOKIES` of them (see
+  :func:`surplus_view_cookies`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _EXECUTION_PATH = re.compile(
     r"^/api/v1/executions/(\d{1,18})(?:/logs/(?:stdout|stderr)(?:/stream)?)?$"
 )
 _STREAM_PATH = "/api/v1/executions/stream"
+#: Most signed-link cookies a browser is left holding (the newest; see
+#: :func:`surplus_view_cookies`).
+MAX_VIEW_COOKIES = 20
 
 
 def secure_cookies(request: web.Request, runtime: Runtime) -> bool:
@@ -116,6 +120,33 @@ def view_grant(request: web.Request, runtime: Runtime, execution_id: int) -> boo
         return False
     exp, _, sig = raw.partition(".")
     return verify_signed(runtime.settings, execution_id, exp, sig, secret_key=runtime.secret_key)
+
+
+def surplus_view_cookies(request: web.Request, runtime: Runtime, opened: int) -> list[str]:
+    """The view cookies to clear as the link of ``opened`` is opened: those no longer valid,
+    and the soonest to expire beyond the newest :data:`MAX_VIEW_COOKIES` - 1 others. Every
+    one rides on every request: left to pile up (a day of links clicked in Slack) they
+    would make the ``Cookie`` header too long for the server, and then every page fails."""
+    valid: list[tuple[int, str]] = []
+    gone: list[str] = []
+    for name, value in request.cookies.items():
+        if not name.startswith(VIEW_COOKIE_PREFIX) or name == view_cookie_name(opened):
+            continue
+        raw_id = name[len(VIEW_COOKIE_PREFIX) :]
+        exp, _, sig = value.partition(".")
+        if (
+            raw_id.isascii()
+            and raw_id.isdigit()
+            and len(raw_id) <= 19
+            and verify_signed(
+                runtime.settings, int(raw_id), exp, sig, secret_key=runtime.secret_key
+            )
+        ):
+            valid.append((int(exp), name))
+        else:
+            gone.append(name)
+    valid.sort(reverse=True)
+    return gone + [name for _, name in valid[MAX_VIEW_COOKIES - 1 :]]
 
 
 def _scoped_execution(request: web.Request) -> int | None:

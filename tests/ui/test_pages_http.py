@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestServer
 
 from config import Settings
 from engine.api.app import build_app
-from engine.page_links import execution_page_url
+from engine.api.page_auth import MAX_VIEW_COOKIES
+from engine.page_links import execution_page_url, signed_query
 from engine.runtime import Runtime, build_runtime
 from tests.e2e.conftest import _fresh_postgres_database
 from tests.ui.pack import PACK, write_pack
@@ -353,6 +354,44 @@ async def test_signed_link_opens_one_execution_read_only(env: Env) -> None:
         "POST", f"/api/v1/executions/{execution_id}/cancel", view, Origin=env.url
     )
     assert status == 401
+
+
+def _view_value(env: Env, execution_id: int, now: float) -> str:
+    query = parse_qs(
+        signed_query(env.rt.settings, execution_id, now=now, secret_key=env.rt.secret_key)
+    )
+    return f"{query['exp'][0]}.{query['sig'][0]}"
+
+
+async def test_opening_a_link_clears_surplus_view_cookies(env: Env) -> None:
+    """Each view cookie rides on every request: opening a link clears the invalid ones and the
+    soonest to expire beyond the newest MAX_VIEW_COOKIES, so the Cookie header stays short."""
+    execution_id = await env.start("core.echo", message="many links")
+    now = time.time()
+    held = {  # 25 valid links to other executions, the first ones opened earliest
+        f"attune_view_{900_000 + n}": _view_value(env, 900_000 + n, now - 3600 + n)
+        for n in range(25)
+    }
+    held["attune_view_800001"] = _view_value(env, 800_001, now - 2 * 86400)  # expired
+    held["attune_view_800002"] = _view_value(env, 800_003, now)  # another's signature
+    held["attune_view_x"] = "garbage"
+    status, _, resp = await env.get(_signed_path(env, execution_id), held)
+    assert status == 200
+    jar = _set_cookies(resp)
+    cleared = {
+        name
+        for name, morsel in jar.items()
+        if morsel.value == "" and name != f"attune_view_{execution_id}"
+    }
+    oldest = {f"attune_view_{900_000 + n}" for n in range(25 - (MAX_VIEW_COOKIES - 1))}
+    assert cleared == {"attune_view_800001", "attune_view_800002", "attune_view_x"} | oldest
+    assert jar[f"attune_view_{execution_id}"].value  # the one just opened
+    kept = [name for name in held if name not in cleared]
+    assert len(kept) + 1 == MAX_VIEW_COOKIES
+    # A page opened by its cookie (not a fresh link) clears nothing.
+    view = {f"attune_view_{execution_id}": jar[f"attune_view_{execution_id}"].value}
+    _, _, resp = await env.get(f"/ui/executions/{execution_id}", {**held, **view})
+    assert not _set_cookies(resp)
 
 
 async def test_expired_or_tampered_link_leads_to_login(env: Env) -> None:
