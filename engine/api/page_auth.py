@@ -178,15 +178,16 @@ async def cookie_principal(request: web.Request, runtime: Runtime) -> Principal 
     """Who an API request without an ``Authorization`` header is, by its cookies (see the
     module's docstring); None when it has none that count."""
     token = request.cookies.get(SESSION_COOKIE)
+    if token and request.method not in _SAFE_METHODS:
+        require_same_origin(request, runtime)
+    execution_id = _scoped_execution(request)
+    if execution_id is not None and view_grant(request, runtime, execution_id):
+        # The link reads its execution whoever is logged in: the page shows it to a user whose
+        # role may not view it, and its script must read it too.
+        return link_principal(execution_id)
     if token:
-        if request.method not in _SAFE_METHODS:
-            require_same_origin(request, runtime)
         try:
             return await runtime.auth.authenticate(token)
         except Unauthorized:
-            if not any(name.startswith(VIEW_COOKIE_PREFIX) for name in request.cookies):
-                raise Unauthorized("session expired; log in again at /ui/login") from None
-    execution_id = _scoped_execution(request)
-    if execution_id is not None and view_grant(request, runtime, execution_id):
-        return link_principal(execution_id)
+            raise Unauthorized("session expired; log in again at /ui/login") from None
     return None

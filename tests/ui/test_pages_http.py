@@ -356,6 +356,44 @@ async def test_signed_link_opens_one_execution_read_only(env: Env) -> None:
     assert status == 401
 
 
+async def test_a_link_reads_its_execution_for_a_user_who_may_not_view_it(env: Env) -> None:
+    """Logged in as a viewer whose role may not view the run, a signed link still shows its
+    page, and the page's script reads it over the API (the link's cookie counts there too);
+    another execution stays the session's own business."""
+    vic = await env.login("vic", "password-vic-123")  # views core.* only
+    execution_id = await env.start(f"{PACK}.secretive", name="n", token="t")
+    other = await env.start(f"{PACK}.secretive", name="o", token="t")
+    await env.until(execution_id, {"completed"})
+    status, page, resp = await env.get(_signed_path(env, execution_id), vic)
+    assert status == 200
+    assert "shared link" in page
+    both = {
+        **vic,
+        f"attune_view_{execution_id}": _set_cookies(resp)[f"attune_view_{execution_id}"].value,
+    }
+    base = f"/api/v1/executions/{execution_id}"
+    for path in (
+        base,
+        f"{base}/logs/stdout",
+        f"/api/v1/executions/stream?execution_id={execution_id}",
+    ):
+        if path.startswith("/api/v1/executions/stream"):
+            async with env.http.get(env.url + path, headers={"Cookie": _cookie_header(both)}) as r:
+                assert r.status == 200, path
+            continue
+        status, body, _ = await env.get(path, both)
+        assert status == 200, (path, body)
+    assert "used the token" in (await env.get(f"{base}/logs/stdout", both))[1]
+    assert (await env.get(f"/api/v1/executions/{other}", both))[0] == 403
+    assert (await env.get(f"/api/v1/executions/{other}/logs/stdout", both))[0] == 404
+    status, _, _ = await env.request("POST", f"{base}/cancel", both, Origin=env.url)
+    assert status == 403  # a write is the session's: vic may not
+
+
+def _cookie_header(cookies: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
 def _view_value(env: Env, execution_id: int, now: float) -> str:
     query = parse_qs(
         signed_query(env.rt.settings, execution_id, now=now, secret_key=env.rt.secret_key)
