@@ -84,11 +84,23 @@ def link_principal(execution_id: int) -> Principal:
     return Principal(login=LINK_LOGIN, role="admin", token_name=f"page-link:{execution_id}")
 
 
+#: The port a browser leaves out of an origin, by scheme.
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _without_default_port(netloc: str, scheme: str) -> str:
+    default = _DEFAULT_PORTS.get(scheme)
+    return netloc[: -len(default)] if default and netloc.endswith(default) else netloc
+
+
 def _origin_of(url: str) -> tuple[str, str] | None:
+    """``(scheme, host[:port])`` of ``url``, lower case, without the scheme's default port
+    (``https://a.example:443`` is the origin ``https://a.example`` a browser sends)."""
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         return None
-    return parts.scheme.lower(), parts.netloc.lower()
+    scheme = parts.scheme.lower()
+    return scheme, _without_default_port(parts.netloc.lower(), scheme)
 
 
 def same_origin(request: web.Request, runtime: Runtime) -> bool:
@@ -99,7 +111,7 @@ def same_origin(request: web.Request, runtime: Runtime) -> bool:
     origin = _origin_of(sent)
     if origin is None:
         return False
-    if origin[1] == request.host.lower():
+    if origin[1] == _without_default_port(request.host.lower(), origin[0]):
         return True
     public = runtime.settings.public_url
     return public is not None and origin == _origin_of(public)
