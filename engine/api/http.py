@@ -296,8 +296,22 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 #: Paths whose connections live on by design (the notifier's WebSocket): no handler time limit.
 UNBOUNDED_PATHS = frozenset({"/ws"})
-#: So do server-sent event streams (``.../stream``): they bound each write instead.
-UNBOUNDED_SUFFIX = "/stream"
+#: So do the server-sent event streams, by their routes (they bound each write instead): the
+#: route, not a path ending in ``/stream``, which ``POST /api/v1/webhooks/stream`` (public) or
+#: ``PUT /api/v1/keys/stream`` would be too, freed from the body and handler time limits.
+UNBOUNDED_ROUTES = frozenset(
+    {"/api/v1/executions/stream", "/api/v1/executions/{id}/logs/{stream}/stream"}
+)
+
+
+def unbounded(request: web.Request) -> bool:
+    """Whether ``request`` is one whose connection lives on by design (no time limits)."""
+    if request.path in UNBOUNDED_PATHS:
+        return True
+    resource = getattr(request.match_info.route, "resource", None)
+    return (
+        request.method == "GET" and resource is not None and resource.canonical in UNBOUNDED_ROUTES
+    )
 
 
 @web.middleware
@@ -309,7 +323,7 @@ async def deadline_middleware(request: web.Request, handler: Any) -> web.StreamR
     where the server is made). A multipart upload is read by its handler, within the
     handler's limit."""
     settings = request.app[RUNTIME_KEY].settings
-    if request.path in UNBOUNDED_PATHS or request.path.endswith(UNBOUNDED_SUFFIX):
+    if unbounded(request):
         return await handler(request)  # type: ignore[no-any-return]
     if request.body_exists and not request.content_type.startswith("multipart/"):
         try:

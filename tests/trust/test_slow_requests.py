@@ -86,6 +86,26 @@ async def test_a_trickled_body_is_answered_408_and_closed(server: Server) -> Non
     assert b"request body not received within 1 s" in received, received
 
 
+async def test_a_route_named_stream_keeps_the_time_limits(server: Server) -> None:
+    """Only the server-sent event routes live on without time limits, not any path ending in
+    ``/stream``: a public webhook whose key is ``stream`` is bounded as any other request."""
+    head = (
+        b"POST /api/v1/webhooks/stream HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    received, lived = await trickle(server, head, b" ")
+    assert lived < BODY_TIMEOUT_S + LINGER_S + 3, lived
+    assert received.startswith(b"HTTP/1.1 408 "), received
+
+
+def test_the_unbounded_routes_are_the_event_streams() -> None:
+    from engine.api.app import ALL_ROUTES
+    from engine.api.http import UNBOUNDED_ROUTES
+
+    streams = {spec.path for spec in ALL_ROUTES if spec.path.endswith("/stream")}
+    assert streams == UNBOUNDED_ROUTES
+
+
 async def test_a_prompt_client_is_served(server: Server) -> None:
     address = urlsplit(server.base_url)
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
