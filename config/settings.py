@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     #: Least time between two writes of one run's live output (a line printed after a quiet
     #: spell is written at once; what comes sooner waits for the next write).
     output_flush_interval_s: float = Field(default=0.15, gt=0, le=5)
+    #: Most server-sent event streams (change and log streams together) one process keeps
+    #: open; one more is answered 429 with a Retry-After.
+    max_streams: int = Field(default=500, ge=1)
     #: Time between SIGTERM and SIGKILL when a run times out or is cancelled.
     kill_grace_s: float = Field(default=5.0, ge=0)
     #: Time limit of an action that names none.

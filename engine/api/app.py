@@ -28,6 +28,7 @@ from engine.api.log_routes import LOG_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
 from engine.api.stream_routes import STREAM_ROUTES, add_change_stream
+from engine.api.stream_slots import STREAM_SLOTS_KEY, StreamSlots
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
@@ -168,6 +169,7 @@ def build_app(
         client_max_size=runtime.settings.max_body_bytes,
     )
     app[RUNTIME_KEY] = runtime
+    app[STREAM_SLOTS_KEY] = StreamSlots(runtime.settings.max_streams)
     for spec in ALL_ROUTES:
         app.router.add_route(spec.method, spec.path, make_handler(spec))
     document = build_openapi(ALL_ROUTES)

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from engine.api import schemas as s
 from engine.api.http import MAX_ID, Call, QueryParam, RouteSpec
 from engine.api.routes import requester
+from engine.api.stream_slots import STREAM_SLOTS_KEY
 from engine.errors import EngineError, Forbidden, InvalidRequest, NotFound
 from engine.live_output import is_ended
 from engine.output import DEFAULT_READ_BYTES, MAX_READ_BYTES, STREAMS, OutputSlice, Stream
@@ -140,16 +141,17 @@ async def stream_execution_log(call: Call) -> Any:
     if resume:
         offset = _offset("the Last-Event-ID header", resume)
     execution = await _viewable(call, execution_id)
-    async with sse_response(
-        call.request, send_timeout=SEND_TIMEOUT_S, ping_interval=PING_INTERVAL_S
-    ) as response:
-        try:
-            with call.runtime.metrics.stream_open("logs"):
-                await _follow(call, response, execution_id, stream, offset, execution)
-        except (ConnectionError, TimeoutError):
-            log.info("log stream of execution %s: client gone or too slow", execution_id)
-        except EngineError as exc:
-            log.info("log stream of execution %s ended: %s", execution_id, exc.message)
+    with call.request.app[STREAM_SLOTS_KEY].take():  # 429 when the process has its most open
+        async with sse_response(
+            call.request, send_timeout=SEND_TIMEOUT_S, ping_interval=PING_INTERVAL_S
+        ) as response:
+            try:
+                with call.runtime.metrics.stream_open("logs"):
+                    await _follow(call, response, execution_id, stream, offset, execution)
+            except (ConnectionError, TimeoutError):
+                log.info("log stream of execution %s: client gone or too slow", execution_id)
+            except EngineError as exc:
+                log.info("log stream of execution %s ended: %s", execution_id, exc.message)
     return response
 
 
@@ -234,7 +236,7 @@ LOG_ROUTES: list[RouteSpec] = [
                 "Last-Event-ID", "string", "The id of the last event received (wins)", "header"
             ),
         ),
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 429),
         tags=("executions",),
     ),
 ]

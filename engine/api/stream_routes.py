@@ -21,6 +21,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from engine.api.http import MAX_ID, RUNTIME_KEY, Call, QueryParam, RouteSpec
 from engine.api.routes import requester
+from engine.api.stream_slots import STREAM_SLOTS_KEY
 from engine.changes import Accept, ChangeFeed, Subscription, parse_cursor
 from engine.clock import now_utc
 from engine.errors import InvalidRequest
@@ -66,20 +67,21 @@ async def stream_executions(call: Call) -> web.StreamResponse:
         return everything or policy.allows(role, "view", execution.action_ref)
 
     feed = call.request.app[CHANGES_KEY]
-    sub = feed.subscribe(accept)  # before the headers: a client may GET the state after them
-    try:
-        with rt.metrics.stream_open("changes"):
-            async with sse_response(call.request, ping_interval=PING_S) as resp:
-                gone = asyncio.create_task(_close_when_gone(call.request, resp, sub))
-                try:
-                    await _stream(call, feed, sub, resp, since, only, accept)
-                finally:
-                    gone.cancel()
-                if sub.dropped and call.request.transport is not None:
-                    call.request.transport.abort()  # a stalled reader: do not wait on it
-                return resp
-    finally:
-        feed.unsubscribe(sub)
+    with call.request.app[STREAM_SLOTS_KEY].take():  # 429 when the process has its most open
+        sub = feed.subscribe(accept)  # before the headers: a client may GET the state after
+        try:
+            with rt.metrics.stream_open("changes"):
+                async with sse_response(call.request, ping_interval=PING_S) as resp:
+                    gone = asyncio.create_task(_close_when_gone(call.request, resp, sub))
+                    try:
+                        await _stream(call, feed, sub, resp, since, only, accept)
+                    finally:
+                        gone.cancel()
+                    if sub.dropped and call.request.transport is not None:
+                        call.request.transport.abort()  # a stalled reader: do not wait on it
+                    return resp
+        finally:
+            feed.unsubscribe(sub)
 
 
 async def _close_when_gone(
@@ -156,7 +158,7 @@ STREAM_ROUTES: list[RouteSpec] = [
             QueryParam("execution_id", "integer", "Only this execution's changes"),
             QueryParam("Last-Event-ID", "string", "Replay changes since this event", "header"),
         ),
-        errors=(403, 404),
+        errors=(403, 404, 429),
         tags=("executions",),
     ),
 ]
