@@ -12,9 +12,9 @@ reached over https (or ``ATTUNE_PUBLIC_URL`` is https):
   opened; its value is the link's own ``exp.sig``, verified again on every request until
   ``exp``. It lets its bearer read that one execution and nothing else: the page, and ``GET``
   of ``/api/v1/executions/<id>``, its ``/logs/...`` and ``/api/v1/executions/stream?
-  execution_id=<id>``, as a principal named ``page-link`` (:func:`link_principal`). It never
-  allows a write. A browser keeps at most :data:`MAX_VIEW_COOKIES` of them (see
-  :func:`surplus_view_cookies`).
+  execution_id=<id>``, as a principal named ``page-link`` (:func:`link_principal`), a
+  session or not (whose user may not view it). It never allows a write. A browser keeps at
+  most :data:`MAX_VIEW_COOKIES` of them (see :func:`surplus_view_cookies`).
 """
 
 from __future__ import annotations
