@@ -44,6 +44,7 @@ _NORMALISE = str.maketrans(
 _REF = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _PACK = re.compile(r"^[A-Za-z0-9_-]+$")
+_TEMPLATE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 _CODE = re.compile(r"^[0-9a-f]{8}$")
 #: Deepest JSON nesting accepted in a value.
 MAX_JSON_DEPTH = 32
@@ -51,6 +52,8 @@ MAX_JSON_DEPTH = 32
 USAGE = (
     "Usage:\n"
     "  run <pack.action> [key=value ...]   run an action\n"
+    "  run @<template> [key=value ...]     run a saved template, values override its own\n"
+    "  templates                           list the templates you may run\n"
     "  help [pack.action]                  this help, or an action's parameters\n"
     "  actions [pack]                      list actions\n"
     "  status <id>                         show an execution\n"
@@ -75,6 +78,19 @@ class UsageError(Exception):
 class Run:
     action_ref: str
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunTemplate:
+    """``run @ref key=value``: a saved template, the values overriding its own."""
+
+    template_ref: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Templates:
+    pass
 
 
 @dataclass(frozen=True)
@@ -123,7 +139,9 @@ class Abort:
     code: str
 
 
-Command = Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
+Command = (
+    Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
+) | (RunTemplate | Templates)
 
 
 def normalise(text: str) -> str:
@@ -138,8 +156,14 @@ def parse(text: str) -> Command:
     verb, _, rest = text.partition(" ")
     verb = verb.lower()
     rest = rest.strip()
+    if verb == "run" and rest.startswith("@"):
+        return _parse_run_template(rest[1:])
     if verb == "run":
         return _parse_run(rest)
+    if verb == "templates":
+        if rest:
+            raise UsageError("`templates` takes nothing; `run @<template>` runs one")
+        return Templates()
     if verb == "help":
         if rest and not _REF.match(rest):
             raise UsageError(f"`help` takes an action like `core.echo`, not `{_clip(rest)}`")
@@ -191,6 +215,21 @@ def _parse_run(rest: str) -> Run:
             raise UsageError(f"parameter `{key}` is given twice")
         params[key] = value
     return Run(ref, params)
+
+
+def _parse_run_template(rest: str) -> RunTemplate:
+    ref, _, args = rest.partition(" ")
+    if not _TEMPLATE.match(ref):
+        raise UsageError(
+            f"`@{_clip(ref)}` is not a template name (letters, digits, '.', '_' or '-'), "
+            "e.g. `run @restart_web host=web2`"
+        )
+    params: dict[str, Any] = {}
+    for key, value in _tokenise(args):
+        if key in params:
+            raise UsageError(f"parameter `{key}` is given twice")
+        params[key] = value
+    return RunTemplate(ref, params)
 
 
 def _tokenise(text: str) -> list[tuple[str, Any]]:

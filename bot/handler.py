@@ -26,11 +26,14 @@ from bot.commands import (
     Rules,
     RuleSwitch,
     Run,
+    RunTemplate,
     Status,
+    Templates,
     UsageError,
 )
 from engine.catalog import action_record
 from engine.errors import EngineError, Forbidden, NotYours
+from engine.exec_templates import TemplateView, templates_of
 from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
@@ -146,6 +149,20 @@ class CommandHandler:
                     idempotency_key=idempotency_key,
                 )
                 return self._submitted(outcome, ctx)
+            case RunTemplate(template_ref, overrides):
+                outcome = await templates_of(self.runtime).execute(
+                    who,
+                    template_ref,
+                    overrides,
+                    chat=ctx.chat_route(),
+                    idempotency_key=idempotency_key,
+                )
+                reply = self._submitted(outcome, ctx)
+                if isinstance(outcome, Submitted):
+                    reply.text = reply.text.replace(":", f" from template `{template_ref}`:", 1)
+                return reply
+            case Templates():
+                return Reply(_templates_list(await templates_of(self.runtime).list(who, "run")))
             case Rerun(execution_id):
                 outcome = await gate.rerun(
                     who, execution_id, chat=ctx.chat_route(), idempotency_key=idempotency_key
@@ -245,6 +262,23 @@ class CommandHandler:
         if outcome.replayed:
             text += " (already queued for this same request: not run again)"
         return Reply(text, execution_id=record.id)
+
+
+def _templates_list(views: list[TemplateView]) -> str:
+    if not views:
+        return "No templates you may run. Save one with POST /api/v1/templates."
+    lines = [f"*Templates* ({len(views)}): run one with `run @<template> key=value`"]
+    for v in views[:50]:
+        params = render.params_text(v.parameters)
+        line = f"• `@{v.template.ref}` → `{v.template.action_ref}`"
+        if params:
+            line += f" `{params}`"
+        if v.template.fields.description:
+            line += f" — {v.template.fields.description[:80]}"
+        lines.append(line)
+    if len(views) > 50:
+        lines.append(f"… and {len(views) - 50} more (GET /api/v1/templates)")
+    return "\n".join(lines)
 
 
 def _user_message(exc: EngineError, ctx: ChatContext) -> str:

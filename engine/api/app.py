@@ -29,6 +29,7 @@ from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
 from engine.api.stream_routes import STREAM_ROUTES, add_change_stream
 from engine.api.stream_slots import STREAM_SLOTS_KEY, StreamSlots
+from engine.api.template_routes import TEMPLATE_ROUTES
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
 from engine.runtime import Runtime
@@ -44,6 +45,7 @@ ALL_ROUTES = [
     *UI_ROUTES,
     *IDENTITY_ROUTES,
     *LOG_ROUTES,
+    *TEMPLATE_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",
