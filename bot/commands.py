@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 #: Characters Slack (and phones) substitute for ASCII ones.
 _NORMALISE = str.maketrans(
@@ -54,6 +54,8 @@ USAGE = (
     "  run <pack.action> [key=value ...]   run an action\n"
     "  run @<template> [key=value ...]     run a saved template, values override its own\n"
     "  templates                           list the templates you may run\n"
+    '  schedule in 10m|at 17:00|every 1h|cron "0 9 * * 1-5" run ...   run it later\n'
+    "  schedules | unschedule <id>         list schedules / delete one\n"
     "  help [pack.action]                  this help, or an action's parameters\n"
     "  actions [pack]                      list actions\n"
     "  status <id>                         show an execution\n"
@@ -91,6 +93,25 @@ class RunTemplate:
 @dataclass(frozen=True)
 class Templates:
     pass
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """``schedule in|at|every|cron <when> run ...``."""
+
+    how: Literal["in", "at", "every", "cron"]
+    when: str
+    run: Run | RunTemplate
+
+
+@dataclass(frozen=True)
+class Schedules:
+    pass
+
+
+@dataclass(frozen=True)
+class Unschedule:
+    schedule_id: int
 
 
 @dataclass(frozen=True)
@@ -141,7 +162,7 @@ class Abort:
 
 Command = (
     Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
-) | (RunTemplate | Templates)
+) | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule)
 
 
 def normalise(text: str) -> str:
@@ -160,6 +181,17 @@ def parse(text: str) -> Command:
         return _parse_run_template(rest[1:])
     if verb == "run":
         return _parse_run(rest)
+    if verb == "schedule":
+        return _parse_schedule(rest)
+    if verb == "schedules":
+        if rest:
+            raise UsageError("`schedules` takes nothing; `unschedule <id>` deletes one")
+        return Schedules()
+    if verb == "unschedule":
+        raw = rest.lstrip("#")
+        if not raw.isdigit() or len(raw) > 18:
+            raise UsageError("`unschedule` needs a schedule number, e.g. `unschedule 3`")
+        return Unschedule(int(raw))
     if verb == "templates":
         if rest:
             raise UsageError("`templates` takes nothing; `run @<template>` runs one")
@@ -215,6 +247,40 @@ def _parse_run(rest: str) -> Run:
             raise UsageError(f"parameter `{key}` is given twice")
         params[key] = value
     return Run(ref, params)
+
+
+SCHEDULE_USAGE = (
+    "usage: `schedule in 10m run ...`, `schedule at 17:00 run ...`, `schedule every 1h run "
+    '...` or `schedule cron "0 9 * * 1-5" run ...` (then an action or @template and values)'
+)
+
+
+def _parse_schedule(rest: str) -> ScheduleRun:
+    how, _, tail = rest.partition(" ")
+    how = how.lower()
+    tail = tail.strip()
+    if how == "cron":
+        quote = tail[:1]
+        end = tail.find(quote, 1) if quote in ("'", '"') else -1
+        if end < 0:
+            raise UsageError(
+                'the cron expression goes in quotes, e.g. `schedule cron "0 9 * * 1-5" run '
+                "core.echo message=hi`"
+            )
+        when, command = tail[1:end].strip(), tail[end + 1 :].strip()
+    elif how in ("in", "at", "every"):
+        at = f" {tail}".lower().find(" run ")
+        if at < 0:
+            raise UsageError(SCHEDULE_USAGE)
+        when, command = tail[: max(at - 1, 0)].strip(), tail[at:].strip()
+    else:
+        raise UsageError(SCHEDULE_USAGE)
+    if not when or not command.lower().startswith("run "):
+        raise UsageError(SCHEDULE_USAGE)
+    run = parse(command)
+    if not isinstance(run, Run | RunTemplate):
+        raise UsageError("`schedule` takes one `run` of an action or a @template")
+    return ScheduleRun(how, when, run)  # type: ignore[arg-type]  # how is one of the four
 
 
 def _parse_run_template(rest: str) -> RunTemplate:

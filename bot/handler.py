@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 from bot import commands, render
@@ -27,12 +28,17 @@ from bot.commands import (
     RuleSwitch,
     Run,
     RunTemplate,
+    ScheduleRun,
+    Schedules,
     Status,
     Templates,
+    Unschedule,
     UsageError,
 )
 from engine.catalog import action_record
+from engine.clock import now_utc
 from engine.errors import EngineError, Forbidden, NotYours
+from engine.exec_schedules import ScheduleRequest, parse_every, schedules_of
 from engine.exec_templates import TemplateView, templates_of
 from engine.gate import NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
@@ -163,6 +169,15 @@ class CommandHandler:
                 return reply
             case Templates():
                 return Reply(_templates_list(await templates_of(self.runtime).list(who, "run")))
+            case ScheduleRun():
+                return await self._schedule(command, ctx)
+            case Schedules():
+                service = schedules_of(self.runtime)
+                shown = [await service.view(x) for x in await service.visible(who)]
+                return Reply(_schedules_list(shown))
+            case Unschedule(schedule_id):
+                await schedules_of(self.runtime).delete(who, schedule_id)
+                return Reply(f"Schedule #{schedule_id} deleted: it will not run again.")
             case Rerun(execution_id):
                 outcome = await gate.rerun(
                     who, execution_id, chat=ctx.chat_route(), idempotency_key=idempotency_key
@@ -239,6 +254,37 @@ class CommandHandler:
         await self.runtime.audit.record(who.entry(verb, "accepted", target=rule_ref))
         return Reply(f"Rule `{rule_ref}` is {'enabled' if enable else 'disabled'}.")
 
+    async def _schedule(self, command: ScheduleRun, ctx: ChatContext) -> Reply:
+        """Times are read in ATTUNE_DEFAULT_TIMEZONE (Slack users' own zones are not looked
+        up); the reply names the zone."""
+        service = schedules_of(self.runtime)
+        run = command.run
+        if isinstance(run, RunTemplate):
+            action_ref, template_ref, params = None, run.template_ref, run.overrides
+        else:
+            action_ref, template_ref, params = run.action_ref, None, run.parameters
+        when: dict[str, Any] = {}
+        if command.how == "in":
+            seconds = parse_every(command.when, "in")
+            when["at"] = (now_utc() + timedelta(seconds=seconds)).isoformat()
+        else:
+            when[command.how] = command.when
+        route = {k: v for k, v in ctx.chat_route().items() if not k.startswith("response_url")}
+        made = await service.create(
+            ctx.requester(),
+            ScheduleRequest(action_ref, template_ref, params, **when),
+            chat=route,
+        )
+        view = await service.view(made)
+        what = f"`@{template_ref}`" if template_ref else f"`{action_ref}`"
+        shown = render.params_text(view["parameters"])
+        if shown:
+            what += f" `{shown}`"
+        return Reply(
+            f"Schedule #{made.id}: {what} {_timing_text(view)}; next run "
+            f"{view['next_fire_local']} ({view['timezone']}). `unschedule {made.id}` deletes it."
+        )
+
     @staticmethod
     def _submitted(
         outcome: Submitted | NeedsConfirmation, ctx: ChatContext, rerun_of: int | None = None
@@ -278,6 +324,27 @@ def _templates_list(views: list[TemplateView]) -> str:
         lines.append(line)
     if len(views) > 50:
         lines.append(f"… and {len(views) - 50} more (GET /api/v1/templates)")
+    return "\n".join(lines)
+
+
+def _timing_text(view: dict[str, Any]) -> str:
+    if view["kind"] == "every":
+        return f"every {view['every_s']:g} s"
+    if view["kind"] == "cron":
+        return f"on cron `{view['cron']}`"
+    return "once"
+
+
+def _schedules_list(views: list[dict[str, Any]]) -> str:
+    if not views:
+        return "No schedules. Make one with `schedule every 1h run ...`."
+    lines = [f"*Schedules* ({len(views)}):"]
+    for v in views[:50]:
+        what = f"@{v['template_ref']}" if v["template_ref"] else v["action_ref"]
+        state = "paused" if v["paused"] else f"next {v['next_fire_local'] or 'never (ended)'}"
+        lines.append(f"• #{v['id']} `{what}` {_timing_text(v)}, {state} ({v['timezone']})")
+    if len(views) > 50:
+        lines.append(f"… and {len(views) - 50} more (GET /api/v1/schedules)")
     return "\n".join(lines)
 
 

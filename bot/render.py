@@ -156,6 +156,8 @@ def card(
         f"{WORDS.get(status, status)}{_duration(record)}"
     )
     context = [f"by {who(record)}"]
+    if schedule := (record.requester or {}).get("schedule"):
+        context.append(f"scheduled by schedule #{schedule}")
     params = params_text(record.config or {})
     if params:
         context.append(f"`{escape(params)}`")

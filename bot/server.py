@@ -24,6 +24,7 @@ from engine.api.app import build_app
 from engine.broker import Envelope
 from engine.callbacks import CallbackSink
 from engine.errors import CannotStart, Unavailable
+from engine.exec_schedules import ScheduleFiring, schedules_of
 from engine.execution_tokens import api_url
 from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
@@ -196,12 +197,14 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     live: Any = None  # its LiveUpdater
     roles: Any = None  # SlackRoles
     drainer = OutboxDrainer(runtime.service, sinks, acks_first=runtime.acks_first)
+    firing = ScheduleFiring(schedules_of(runtime), settings.timer_poll_s)
     try:
         if with_worker:
             await runtime.start_worker()
         else:
             runtime.start_housekeeper()
         runtime.start_automation()
+        firing.start()
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):
@@ -299,6 +302,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         log.info("stopping")
     finally:
         steps = Stopping(stop_budget_s(settings))
+        await steps.run("schedules", firing.stop(), 2)
         if socket_link is not None:
             await steps.run("Slack Socket Mode", socket_link.close(), 3)
         if runner is not None:

@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     webhook_tolerance_s: float = Field(default=300.0, gt=0)
     #: How often due timers are looked for.
     timer_poll_s: float = Field(default=0.25, gt=0)
+    #: IANA time zone of a schedule that names none (``/api/v1/schedules``, chat ``schedule``).
+    default_timezone: str = Field(default="UTC", min_length=1, max_length=64)
     #: Time limit of one evaluation of a rule's templated conditions and ``action_params`` on
     #: an event (in a worker process, killed past it: the enforcement fails with the reason).
     template_timeout_s: float = Field(default=2.0, gt=0)
@@ -187,6 +189,17 @@ class Settings(BaseSettings):
         if not text.startswith(("http://", "https://")):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return text
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"not an IANA time zone (e.g. Europe/Paris): {value!r}") from exc
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -227,6 +227,7 @@ class ExecTemplates:
         chat: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        confirmed: bool = False,
     ) -> Submitted | NeedsConfirmation:
         """Run the template through the gate as ``who`` (the action's permissions, audit,
         confirmation and validation of the whole parameters)."""
@@ -238,6 +239,7 @@ class ExecTemplates:
             chat=chat,
             idempotency_key=idempotency_key,
             callback_url=callback_url,
+            confirmed=confirmed,
         )
 
 

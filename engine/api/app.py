@@ -27,6 +27,7 @@ from engine.api.key_routes import KEY_ROUTES
 from engine.api.log_routes import LOG_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
 from engine.api.routes import ROUTES, VERSION
+from engine.api.schedule_routes import SCHEDULE_ROUTES
 from engine.api.stream_routes import STREAM_ROUTES, add_change_stream
 from engine.api.stream_slots import STREAM_SLOTS_KEY, StreamSlots
 from engine.api.template_routes import TEMPLATE_ROUTES
@@ -46,6 +47,7 @@ ALL_ROUTES = [
     *IDENTITY_ROUTES,
     *LOG_ROUTES,
     *TEMPLATE_ROUTES,
+    *SCHEDULE_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",
