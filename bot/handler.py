@@ -63,6 +63,8 @@ class ChatContext:
     response_url: str | None = None
     #: Terminal chat session whose listener prints this execution's news.
     session: str | None = None
+    #: The user's IANA time zone where known (Slack's ``users.info``), for ``schedule``.
+    timezone: str | None = None
 
     def requester(self) -> Requester:
         """Slack users are known by their stable user id (user names can change and are not
@@ -255,8 +257,8 @@ class CommandHandler:
         return Reply(f"Rule `{rule_ref}` is {'enabled' if enable else 'disabled'}.")
 
     async def _schedule(self, command: ScheduleRun, ctx: ChatContext) -> Reply:
-        """Times are read in ATTUNE_DEFAULT_TIMEZONE (Slack users' own zones are not looked
-        up); the reply names the zone."""
+        """Times are read in the user's zone where known (Slack), else in
+        ATTUNE_DEFAULT_TIMEZONE; the reply names the zone."""
         service = schedules_of(self.runtime)
         run = command.run
         if isinstance(run, RunTemplate):
@@ -272,7 +274,7 @@ class CommandHandler:
         route = {k: v for k, v in ctx.chat_route().items() if not k.startswith("response_url")}
         made = await service.create(
             ctx.requester(),
-            ScheduleRequest(action_ref, template_ref, params, **when),
+            ScheduleRequest(action_ref, template_ref, params, timezone=ctx.timezone, **when),
             chat=route,
         )
         view = await service.view(made)

@@ -43,6 +43,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_roles import SlackRoles
+from bot.slack_zones import UserZones
 from config import Settings
 from engine.acks_first import AcksFirst
 from engine.automation.webhooks import SEEN_MAX, SeenCalls
@@ -166,8 +167,11 @@ def build_slack_app(
         request_verification_enabled=secret is not None,
     )
 
+    zones = UserZones(client)
+
     @app.command(SLASH_COMMAND)
     async def on_command(ack: Any, command: dict[str, Any], request: AsyncBoltRequest) -> None:
+        text = unescape(str(command.get("text", "")))
         ctx = ChatContext(
             source="slack",
             sink="slack",
@@ -177,12 +181,15 @@ def build_slack_app(
             channel_id=command.get("channel_id"),
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
+            timezone=await zones.zone_of(str(command.get("user_id", "")))
+            if commands.normalise(text).lower().startswith("schedule ")
+            else None,
         )
         # A signed request is one command: the same one replayed to another process (that did
         # not see it) finds the first's execution by this key instead of starting another.
         signature = _header(request.headers, _SIGNATURE)
         key = f"slack-signature:{signature}" if signature else None
-        reply = await handler.handle(unescape(str(command.get("text", ""))), ctx, key)
+        reply = await handler.handle(text, ctx, key)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
     action_ids = re.compile(

@@ -12,8 +12,8 @@ import pytest
 
 from tests.automation.wire import DATABASES, call, finished, serving, uniq
 from tests.e2e.conftest import Server, client
-from tests.scenario.harness import login, slash
-from tests.scenario.slack_standin import SlackStandIn
+from tests.scenario.harness import login, new_user, slash
+from tests.scenario.slack_standin import Canned, SlackStandIn
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -237,3 +237,24 @@ async def test_slack_schedules_lists_and_unschedules(
     ):
         bad = await slash(server.base_url, standin, text)
         assert word in bad.text, (text, bad.text)
+
+
+async def test_slack_reads_times_in_the_users_own_zone(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    user = new_user()
+    standin.queue(
+        "users.info",
+        Canned(200, {"ok": True, "user": {"id": user, "tz": "Asia/Tokyo"}}),
+        where=lambda c: c.params.get("user") == user,
+    )
+    res = await slash(
+        server.base_url, standin, "schedule at 06:30 run core.echo message=tokyo", user=user
+    )
+    assert res.text.startswith("Schedule #"), res.text
+    assert "06:30:00+09:00 (Asia/Tokyo)" in res.text, res.text
+    sid = int(res.text.split("#")[1].split(":")[0])
+    status, got = await call(api, "GET", f"/api/v1/schedules/{sid}")
+    assert status == 200, got
+    assert got["data"]["timezone"] == "Asia/Tokyo"
+    await call(api, "DELETE", f"/api/v1/schedules/{sid}")
