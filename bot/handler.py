@@ -281,7 +281,7 @@ class CommandHandler:
         what = f"`@{template_ref}`" if template_ref else f"`{action_ref}`"
         shown = render.params_text(view["parameters"])
         if shown:
-            what += f" `{shown}`"
+            what += f" `{render.escape(shown)}`"
         return Reply(
             f"Schedule #{made.id}: {what} {_timing_text(view)}; next run "
             f"{view['next_fire_local']} ({view['timezone']}). `unschedule {made.id}` deletes it."
@@ -320,9 +320,9 @@ def _templates_list(views: list[TemplateView]) -> str:
         params = render.params_text(v.parameters)
         line = f"• `@{v.template.ref}` → `{v.template.action_ref}`"
         if params:
-            line += f" `{params}`"
+            line += f" `{render.escape(params)}`"
         if v.template.fields.description:
-            line += f" — {v.template.fields.description[:80]}"
+            line += f" — {render.escape(v.template.fields.description[:80])}"
         lines.append(line)
     if len(views) > 50:
         lines.append(f"… and {len(views) - 50} more (GET /api/v1/templates)")

@@ -250,7 +250,7 @@ class ExecSchedules:
         if s.fields.action_ref is not None:
             return s.fields.action_ref
         try:
-            return (await self.templates._find(s.fields.template_ref or "")).action_ref
+            return (await self.templates.find(s.fields.template_ref or "")).action_ref
         except EngineError:
             return None
 

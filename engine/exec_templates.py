@@ -78,7 +78,7 @@ class ExecTemplates:
         )
         raise error
 
-    async def _find(self, ref: str) -> ExecTemplate:
+    async def find(self, ref: str) -> ExecTemplate:
         found = await self.repo.get(check_ref(ref))
         if found is None:
             raise NotFound(f"template '{ref}' not found")
@@ -149,7 +149,7 @@ class ExecTemplates:
         return await self.view(made)
 
     async def get(self, who: Requester, ref: str) -> TemplateView:
-        found = await self._find(ref)
+        found = await self.find(ref)
         await self._allowed(who, "view", found.action_ref, "template view")
         return await self.view(found)
 
@@ -172,7 +172,7 @@ class ExecTemplates:
     ) -> TemplateView:
         """Change the fields given; the template keeps the others (its parameters are checked
         again when its action changes)."""
-        current = await self._find(ref)
+        current = await self.find(ref)
         await self._allowed(who, "run", current.action_ref, "template update")
         target = action_ref or current.action_ref
         if target != current.action_ref:
@@ -198,7 +198,7 @@ class ExecTemplates:
         return await self.view(changed)
 
     async def delete(self, who: Requester, ref: str) -> None:
-        current = await self._find(ref)
+        current = await self.find(ref)
         await self._allowed(who, "run", current.action_ref, "template delete")
         if not await self.repo.delete(ref):
             raise NotFound(f"template '{ref}' not found")
@@ -213,7 +213,7 @@ class ExecTemplates:
         overrides on top."""
         if overrides is not None and not isinstance(overrides, Mapping):
             raise InvalidParameters("parameters must be a JSON object")
-        found = await self._find(ref)
+        found = await self.find(ref)
         f = found.fields
         saved, _ = opened(f.parameters, f.parameters_sealed, self.gate.secrets)
         return found, {**saved, **(overrides or {})}
