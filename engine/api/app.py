@@ -121,7 +121,7 @@ def build_openapi(routes: list[RouteSpec]) -> dict[str, Any]:
             ok["content"] = {"application/json": {"schema": _schema_ref(spec.response, components)}}
         elif spec.path == "/metrics":
             ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(spec.status): ok}
+        responses: dict[str, Any] = {str(code): ok for code in sorted({spec.status, *spec.also})}
         codes = set(spec.errors) | ({400, 413} if spec.body is not None else set())
         if spec.query or "{id}" in spec.path:
             codes.add(400)  # a query or id parameter that is not what it must be

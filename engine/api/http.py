@@ -7,7 +7,10 @@ document are both built from that list, so they cannot disagree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,12 +40,18 @@ MAX_PAGE = 10**9
 #: Items per page when a list request names none, and the most it may ask for (Attune's).
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
+#: Longest wait a request may ask for with ``?wait=SECONDS``.
+MAX_WAIT_S = 300.0
+#: Time a waiting request is given beyond its wait (to submit, read the state and answer).
+WAIT_MARGIN_S = 10.0
+#: The requests that may wait: ``POST /api/v1/executions/execute``, ``GET .../{id}``.
+WAITING_PATH = re.compile(r"^/api/v1/executions/(?:execute|[0-9]+)$")
 
 
 @dataclass(frozen=True)
 class QueryParam:
     name: str
-    type: Literal["string", "integer"]
+    type: Literal["string", "integer", "number"]
     description: str
     location: Literal["query", "header"] = "query"
 
@@ -97,6 +106,24 @@ class Call:
 
 Handler = Callable[[Call], Awaitable[Any]]
 
+
+def wait_seconds(request: web.Request) -> float | None:
+    """The ``wait`` query parameter: None when absent, else seconds in (0, MAX_WAIT_S]."""
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_WAIT_S:  # NaN fails too
+        raise InvalidRequest(
+            f"query parameter 'wait' must be a number of seconds, more than 0 and at most "
+            f"{MAX_WAIT_S:g}, got '{raw[:40]}'"
+        )
+    return value
+
+
 #: The query parameters of every list (what :meth:`Call.paging` reads), for the OpenAPI document.
 PAGING = (
     QueryParam("page", "integer", "Page number, from 1"),
@@ -128,6 +155,8 @@ class RouteSpec:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default=())
     raw: bool = False
+    #: Other success statuses (with the same body), e.g. 200 and 202 of a waiting request.
+    also: tuple[int, ...] = ()
 
 
 def paged(items: list[Any], page: int, per_page: int, total: int) -> dict[str, Any]:
@@ -338,23 +367,24 @@ async def deadline_middleware(request: web.Request, handler: Any) -> web.StreamR
             )
             response.force_close()
             return response
-    limit = asyncio.timeout(settings.http_handler_timeout_s)
+    limit_s = settings.http_handler_timeout_s
+    if WAITING_PATH.match(request.path):
+        with contextlib.suppress(InvalidRequest):  # the handler answers a bad wait with 400
+            waited = wait_seconds(request)
+            if waited is not None:  # a long-poll: its wait and a margin, never unbounded
+                limit_s = max(limit_s, waited + WAIT_MARGIN_S)
+    limit = asyncio.timeout(limit_s)
     try:
         async with limit:
             return await handler(request)  # type: ignore[no-any-return]
     except TimeoutError:
         if not limit.expired():
             raise  # a time limit of the handler's own, not this one: its own error
-        log.warning(
-            "%s %s: no answer within %g s",
-            request.method,
-            request.path,
-            settings.http_handler_timeout_s,
-        )
+        log.warning("%s %s: no answer within %g s", request.method, request.path, limit_s)
         response = error_response(
             503,
-            f"the server did not answer within {settings.http_handler_timeout_s:g} s "
-            "(ATTUNE_HTTP_HANDLER_TIMEOUT_S); try again later",
+            f"the server did not answer within {limit_s:g} s "
+            "(ATTUNE_HTTP_HANDLER_TIMEOUT_S, or the request's wait); try again later",
             "TIMEOUT",
         )
         response.headers["Retry-After"] = "5"

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from engine.api import schemas as s
-from engine.api.http import PAGING, Call, QueryParam, RouteSpec, json_response, page_of, paged
+from engine.api.http import (
+    MAX_WAIT_S,
+    PAGING,
+    Call,
+    QueryParam,
+    RouteSpec,
+    json_response,
+    page_of,
+    paged,
+    wait_seconds,
+)
 from engine.auth import Principal
 from engine.errors import InvalidRequest, NotFound, Unauthorized
 from engine.gate import Requester, Submitted
-from engine.status import PENDING, ExecutionStatus
+from engine.records import Execution
+from engine.status import PENDING, TERMINAL, ExecutionStatus
 from engine.storage.changes import delivery_totals
 
 VERSION = "0.1.0"
@@ -102,8 +114,55 @@ def scoped_idempotency_key(caller: Principal, key: str) -> str:
     return f"api:l{len(caller.login)}:{caller.login}:{key}"
 
 
+def finished(record: Execution) -> bool:
+    return ExecutionStatus(record.status) in TERMINAL
+
+
+async def until_finished(call: Call, record: Execution, wait_s: float) -> Execution:
+    """``record`` once it has ended, or its state when ``wait_s`` have passed. Follows this
+    process's change feed (which reads the other processes' changes too), as ``attune run
+    --wait`` does."""
+    from engine.api.stream_routes import CHANGES_KEY  # it imports this module
+
+    if finished(record):
+        return record
+    feed, service = call.request.app[CHANGES_KEY], call.runtime.service
+    execution_id = record.id
+
+    def mine(execution: Execution) -> bool:
+        return execution.id == execution_id
+
+    sub = feed.subscribe(mine)
+    limit = asyncio.timeout(wait_s)
+    try:
+        async with limit:
+            record = await service.get(execution_id)  # read after subscribing: nothing missed
+            while not finished(record):
+                change = await sub.next()
+                if change is not None:
+                    record = change.execution
+                elif sub.dropped:  # fell behind (cannot happen for one execution): read again
+                    feed.unsubscribe(sub)
+                    sub = feed.subscribe(mine)
+                    record = await service.get(execution_id)
+                else:
+                    break  # the feed closed: the server is stopping
+    except TimeoutError:
+        if not limit.expired():
+            raise
+    finally:
+        feed.unsubscribe(sub)
+    return record if finished(record) else await service.get(execution_id)
+
+
+def waited(record: Execution) -> int:
+    """The status of a waiting execute: 200 when it has ended, else 202."""
+    return 200 if finished(record) else 202
+
+
 async def execute(call: Call) -> Any:
     body: s.ExecuteRequest = call.body
+    wait_s = wait_seconds(call.request)
     key = call.request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
@@ -116,7 +175,10 @@ async def execute(call: Call) -> Any:
     )
     assert isinstance(outcome, Submitted)  # the API never asks for confirmation
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    return json_response({"data": outcome.record}, 201, headers=headers)
+    if wait_s is None:
+        return json_response({"data": outcome.record}, 201, headers=headers)
+    record = await until_finished(call, outcome.record, wait_s)
+    return json_response({"data": record}, waited(record), headers=headers)
 
 
 async def list_executions(call: Call) -> Any:
@@ -139,7 +201,11 @@ async def list_executions(call: Call) -> Any:
 
 
 async def get_execution(call: Call) -> Any:
-    return {"data": await call.runtime.gate.view(requester(call), call.int_path_param("id"))}
+    wait_s = wait_seconds(call.request)
+    record = await call.runtime.gate.view(requester(call), call.int_path_param("id"))
+    if wait_s is not None:
+        record = await until_finished(call, record, wait_s)
+    return {"data": record}
 
 
 async def cancel_execution(call: Call) -> Any:
@@ -226,7 +292,14 @@ ROUTES: list[RouteSpec] = [
         body=s.ExecuteRequest,
         response=s.Single[s.Execution],
         status=201,
+        also=(200, 202),
         query=(
+            QueryParam(
+                "wait",
+                "number",
+                f"Seconds to wait for the end (0 < wait <= {MAX_WAIT_S:g}): 200 with the "
+                "finished execution, or 202 with its state when it has not ended; without it 201",
+            ),
             QueryParam(
                 "Idempotency-Key",
                 "string",
@@ -260,6 +333,14 @@ ROUTES: list[RouteSpec] = [
         get_execution,
         "Get an execution",
         response=s.Single[s.Execution],
+        query=(
+            QueryParam(
+                "wait",
+                "number",
+                f"Long-poll: answer once it has ended, or after this many seconds (0 < wait <= "
+                f"{MAX_WAIT_S:g}) with its current state",
+            ),
+        ),
         errors=(400, 401, 403, 404),
         tags=("executions",),
     ),

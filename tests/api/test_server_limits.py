@@ -112,3 +112,20 @@ async def test_a_hanging_handler_is_answered_503(env: Env) -> None:
     # The server goes on serving.
     status, text, _ = await env.get("/health")
     assert status == 200, text
+
+
+async def test_a_waiting_request_outlives_the_handler_limit_up_to_its_wait(env: Env) -> None:
+    """``?wait=`` lifts the handler's limit to the wait plus a margin, not further: a
+    long-poll longer than ATTUNE_HTTP_HANDLER_TIMEOUT_S answers 200 with the current state."""
+    from engine.gate import Requester, Submitted
+
+    who = Requester(identity="admin", role="admin", source="api")
+    outcome = await env.rt.gate.run(who, "core.echo", {"message": "nobody runs me"})
+    assert isinstance(outcome, Submitted)  # no worker here: it stays requested
+    started = time.monotonic()
+    path = f"/api/v1/executions/{outcome.record.id}?wait={HANDLER_TIMEOUT_S * 3}"
+    status, text, _ = await env.get(path, env.token)
+    took = time.monotonic() - started
+    assert status == 200, text
+    assert json.loads(text)["data"]["status"] == "requested"
+    assert HANDLER_TIMEOUT_S * 3 - 0.1 <= took < HANDLER_TIMEOUT_S * 3 + 5, took
