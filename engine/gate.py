@@ -16,10 +16,18 @@ from engine.audit_records import Confirmation
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.crypto import SecretBox
-from engine.errors import Conflict, EngineError, Forbidden, NotFound, NotYours
+from engine.errors import (
+    Conflict,
+    EngineError,
+    Forbidden,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    NotYours,
+)
 from engine.params import REDACTED, redact, validate_parameters
 from engine.policy import Denied, Policy, Verb
-from engine.records import Execution, Executor, Source
+from engine.records import Execution, Executor, NewExecution, Source
 from engine.service import ExecutionService
 from engine.storage import Store
 from engine.storage.audit import confirmation_repository
@@ -73,6 +81,39 @@ class Submitted:
     record: Execution
     #: True when an idempotency key matched an earlier request: nothing new was created.
     replayed: bool = False
+
+
+#: Most executions one batch may hold.
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    action_ref: str
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BatchSubmitted:
+    records: list[Execution]
+    #: True when an idempotency key matched an earlier batch: nothing new was created.
+    replayed: bool = False
+
+
+def batch_key(key: str, index: int) -> str:
+    """The idempotency key of a batch's ``index``-th execution."""
+    return f"{key}#batch:{index}"
+
+
+def _at(index: int, exc: EngineError) -> EngineError:
+    """``exc`` naming the batch item it is about (``executions[3].parameters: ...``)."""
+    if isinstance(exc, InvalidParameters):
+        return InvalidParameters(f"executions[{index}].parameters: {exc.message}")
+    if isinstance(exc, NotFound):
+        return InvalidRequest(f"executions[{index}].action_ref: {exc.message}")
+    if isinstance(exc, Forbidden):
+        return Forbidden(f"executions[{index}]: {exc.message}")
+    return InvalidRequest(f"executions[{index}]: {exc.message}")
 
 
 class Gate:
@@ -187,6 +228,100 @@ class Gate:
             )
             raise
         return Submitted(record)
+
+    async def run_many(
+        self,
+        who: Requester,
+        items: list[BatchItem],
+        *,
+        chat: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        verb: str = "run",
+    ) -> BatchSubmitted:
+        """Run several actions for ``who`` as one request: every item is checked first
+        (permission, action, parameters; a chat request of a ``confirm: true`` action is
+        refused: it is confirmed on its own), then all are recorded in one transaction, or
+        none. An error names the item (``executions[i]``). ``idempotency_key`` covers the
+        batch: a retry gets the same executions."""
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidRequest(
+                f"a batch holds 1 to {MAX_BATCH} executions, got {len(items)}; nothing was run"
+            )
+        if idempotency_key is not None:
+            earlier = await self._replay_batch(who, items, idempotency_key)
+            if earlier is not None:
+                return earlier
+        prepared: list[tuple[NewExecution, AuditEntry | None]] = []
+        for index, item in enumerate(items):
+            try:
+                await self._deny(
+                    who, "run", item.action_ref, audit_verb=verb, parameters=item.parameters
+                )
+                action = await self.catalog.get_action(item.action_ref)
+                if action.confirm and who.source in ("slack", "chat"):
+                    raise InvalidRequest(
+                        f"{item.action_ref} asks for confirmation: run it on its own"
+                    )
+                new = await self.service.prepare(
+                    item.action_ref,
+                    item.parameters,
+                    who.executor(),
+                    chat=chat,
+                    idempotency_key=(
+                        batch_key(idempotency_key, index) if idempotency_key else None
+                    ),
+                    action=action,
+                )
+            except EngineError as exc:
+                error = _at(index, exc)
+                if not isinstance(exc, Forbidden):  # a denial is audited by _deny
+                    await self._refused(who, verb, item, error.message)
+                raise error from None
+            prepared.append((new, who.entry(verb, "accepted", target=item.action_ref)))
+        try:
+            records = await self.service.submit_many(prepared)
+        except Conflict:
+            if idempotency_key is not None:  # the same batch, sent twice at once
+                earlier = await self._replay_batch(who, items, idempotency_key)
+                if earlier is not None:
+                    return earlier
+            raise
+        return BatchSubmitted(records)
+
+    async def _refused(self, who: Requester, verb: str, item: BatchItem, detail: str) -> None:
+        await self.audit.record(
+            who.entry(
+                verb,
+                "refused",
+                target=item.action_ref,
+                parameters=_shown(item.parameters),
+                detail=detail,
+            )
+        )
+
+    async def _replay_batch(
+        self, who: Requester, items: list[BatchItem], key: str
+    ) -> BatchSubmitted | None:
+        """The executions of an earlier batch sent with ``key``, if it asked for the same
+        things (else Conflict); None when no batch used the key."""
+        first = await self.service.find_idempotent(batch_key(key, 0))
+        if first is None:
+            return None
+        records: list[Execution] = []
+        for index, item in enumerate(items):
+            earlier = (
+                first if index == 0 else await self.service.find_idempotent(batch_key(key, index))
+            )
+            if earlier is None:
+                raise Conflict(
+                    f"this Idempotency-Key was used for a batch of {index} executions; "
+                    "use a new key"
+                )
+            replayed = await self._replay(who, earlier, item.action_ref, item.parameters)
+            records.append(replayed.record)
+        if await self.service.find_idempotent(batch_key(key, len(items))) is not None:
+            raise Conflict("this Idempotency-Key was used for a longer batch; use a new key")
+        return BatchSubmitted(records, replayed=True)
 
     async def _replay(
         self,

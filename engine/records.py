@@ -245,6 +245,12 @@ class ExecutionRepository(Protocol):
         parameters and execution id are the new execution's) and, with ``chat_target``, the
         "created" outbox row for it. Raises Conflict when the idempotency key is taken."""
 
+    async def submit_many(
+        self, batch: Sequence[tuple[NewExecution, dict[str, Any] | None, str | None]]
+    ) -> builtins.list[StoredExecution]:
+        """:meth:`submit` of each ``(new, audit, chat_target)``, in order, in one
+        transaction: all are recorded or none (Conflict when an idempotency key is taken)."""
+
     async def get(self, execution_id: int) -> StoredExecution | None: ...
 
     async def get_many(self, execution_ids: Sequence[int]) -> list[StoredExecution]: ...

@@ -111,6 +111,41 @@ class ExecutionService:
         Conflict when ``idempotency_key`` is taken. ``secret_params`` are kept secret like the
         action's own secret parameters (a rule's values read with ``kv.get_secret``).
         """
+        new = await self.prepare(
+            action_ref,
+            parameters,
+            executor,
+            callback_url=callback_url,
+            parent=parent,
+            enforcement=enforcement,
+            chat=chat,
+            idempotency_key=idempotency_key,
+            action=action,
+            secret_params=secret_params,
+        )
+        audited = audit_entry.values() if audit_entry is not None else None
+        row = await self.executions.submit(new, audited, chat_target(chat))
+        self._submitted(row)
+        if chat and self.on_chat_submitted is not None:
+            self.on_chat_submitted()
+        return row.record()
+
+    async def prepare(
+        self,
+        action_ref: str,
+        parameters: dict[str, Any] | None,
+        executor: Executor,
+        *,
+        callback_url: str | None = None,
+        parent: int | None = None,
+        enforcement: int | None = None,
+        chat: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        action: ActionSpec | None = None,
+        secret_params: frozenset[str] = frozenset(),
+    ) -> NewExecution:
+        """The row :meth:`submit` records, validated (NotFound, InvalidRequest,
+        InvalidParameters) and with its secrets sealed; nothing is written."""
         if action is None or action.ref != action_ref:
             action = await self.catalog.get_action(action_ref)
         if not action.enabled:
@@ -120,7 +155,7 @@ class ExecutionService:
         secret_names = action.secrets | secret_params
         sealed = self.secrets.seal({k: v for k, v in params.items() if k in secret_names})
         now = now_utc()
-        new = NewExecution(
+        return NewExecution(
             action_ref=action.ref,
             status=ExecutionStatus.REQUESTED.value,
             config=redact(params, secret_names),
@@ -135,13 +170,28 @@ class ExecutionService:
             created=now,
             updated=now,
         )
-        audited = audit_entry.values() if audit_entry is not None else None
-        row = await self.executions.submit(new, audited, chat_target(chat))
-        self._note(row.id, action.ref, ExecutionStatus.REQUESTED)
-        self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": action.ref})
-        if chat and self.on_chat_submitted is not None:
+
+    async def submit_many(
+        self, batch: builtins.list[tuple[NewExecution, AuditEntry | None]]
+    ) -> builtins.list[Execution]:
+        """Record every prepared execution (:meth:`prepare`) with its audit entry and first
+        outbox row in one transaction, all or none (Conflict when an idempotency key is
+        taken); then ring the broker for each, in order."""
+        rows = await self.executions.submit_many(
+            [
+                (new, entry.values() if entry is not None else None, chat_target(new.chat))
+                for new, entry in batch
+            ]
+        )
+        for row in rows:
+            self._submitted(row)
+        if any(new.chat for new, _ in batch) and self.on_chat_submitted is not None:
             self.on_chat_submitted()
-        return row.record()
+        return [row.record() for row in rows]
+
+    def _submitted(self, row: StoredExecution) -> None:
+        self._note(row.id, row.action_ref, ExecutionStatus.REQUESTED)
+        self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": row.action_ref})
 
     async def cancel(self, execution_id: int, by: str) -> Execution:
         """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running."""

@@ -21,7 +21,7 @@ from engine.api.http import (
 )
 from engine.auth import Principal
 from engine.errors import InvalidRequest, NotFound, Unauthorized
-from engine.gate import Requester, Submitted
+from engine.gate import BatchItem, Requester, Submitted
 from engine.records import Execution
 from engine.status import PENDING, TERMINAL, ExecutionStatus
 from engine.storage.changes import delivery_totals
@@ -160,18 +160,26 @@ def waited(record: Execution) -> int:
     return 200 if finished(record) else 202
 
 
+def idempotency_key(call: Call) -> str | None:
+    """The request's Idempotency-Key, scoped to its sender; None without one."""
+    key = call.request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return scoped_idempotency_key(call.caller, key)
+
+
 async def execute(call: Call) -> Any:
     body: s.ExecuteRequest = call.body
     wait_s = wait_seconds(call.request)
-    key = call.request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    key = idempotency_key(call)
     outcome = await call.runtime.gate.run(
         requester(call),
         body.action_ref,
         body.parameters,
         callback_url=str(body.callback_url) if body.callback_url else None,
-        idempotency_key=scoped_idempotency_key(call.caller, key) if key else None,
+        idempotency_key=key,
     )
     assert isinstance(outcome, Submitted)  # the API never asks for confirmation
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
@@ -179,6 +187,17 @@ async def execute(call: Call) -> Any:
         return json_response({"data": outcome.record}, 201, headers=headers)
     record = await until_finished(call, outcome.record, wait_s)
     return json_response({"data": record}, waited(record), headers=headers)
+
+
+async def execute_batch(call: Call) -> Any:
+    body: s.BatchRequest = call.body
+    outcome = await call.runtime.gate.run_many(
+        requester(call),
+        [BatchItem(item.action_ref, item.parameters) for item in body.executions],
+        idempotency_key=idempotency_key(call),
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return json_response({"data": outcome.records}, 201, headers=headers)
 
 
 async def list_executions(call: Call) -> Any:
@@ -308,6 +327,26 @@ ROUTES: list[RouteSpec] = [
             ),
         ),
         errors=(400, 401, 403, 404),
+        tags=("executions",),
+    ),
+    RouteSpec(
+        "POST",
+        "/api/v1/executions/batch",
+        execute_batch,
+        "Run up to 100 actions at once: all checked first, then all recorded, or none",
+        "viewer",  # the permission policy decides (and audits)
+        body=s.BatchRequest,
+        response=s.Single[list[s.Execution]],
+        status=201,
+        query=(
+            QueryParam(
+                "Idempotency-Key",
+                "string",
+                "A retried batch with the same key returns the first batch's executions",
+                "header",
+            ),
+        ),
+        errors=(400, 401, 403, 409),
         tags=("executions",),
     ),
     RouteSpec(

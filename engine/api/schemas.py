@@ -66,6 +66,17 @@ class ExecuteRequest(Request):
     callback_url: AnyHttpUrl | None = None
 
 
+class BatchExecution(Request):
+    action_ref: str = Field(min_length=1, max_length=256, examples=["core.echo"])
+    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"message": "hello"}])
+
+
+class BatchRequest(Request):
+    """Up to 100 executions, checked first and then recorded all together, or none."""
+
+    executions: list[BatchExecution] = Field(min_length=1, max_length=100)
+
+
 class RegisterPackRequest(Request):
     path: str = Field(min_length=1, max_length=4096, description="Pack folder on the server")
     force: bool = False

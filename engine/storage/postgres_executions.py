@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -145,24 +146,43 @@ def transition(
     return stmt
 
 
+def _submission(
+    new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
+) -> tuple[Select[tuple[object, ...]], dict[str, Any]]:
+    """The statement of :func:`submission` for ``new`` and its bound values."""
+    params: dict[str, Any] = {name: getattr(new, name) for name in NEW_EXECUTION_COLUMNS}
+    if audit is not None:
+        params.update({AUDIT_PREFIX + k: v for k, v in audit.items() if k not in FROM_ROW})
+    if chat_target is not None:
+        params |= {TARGET: chat_target, EVENT: "created", NOW: new.created}
+    stmt = submission(
+        NEW_EXECUTION_COLUMNS,
+        None if audit is None else frozenset(audit),
+        chat_target is not None,
+    )
+    return stmt, params
+
+
 class PostgresExecutions(CoreExecutions):
     """The PostgreSQL repository: submissions and changes folded into one statement each."""
 
     async def submit(
         self, new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
     ) -> StoredExecution:
-        params: dict[str, Any] = {name: getattr(new, name) for name in NEW_EXECUTION_COLUMNS}
-        if audit is not None:
-            params.update({AUDIT_PREFIX + k: v for k, v in audit.items() if k not in FROM_ROW})
-        if chat_target is not None:
-            params |= {TARGET: chat_target, EVENT: "created", NOW: new.created}
-        stmt = submission(
-            NEW_EXECUTION_COLUMNS,
-            None if audit is None else frozenset(audit),
-            chat_target is not None,
-        )
+        stmt, params = _submission(new, audit, chat_target)
         async with self.store.write(single=True) as conn:
             return stored((await conn.execute(stmt, params)).one())
+
+    async def submit_many(
+        self, batch: Sequence[tuple[NewExecution, dict[str, Any] | None, str | None]]
+    ) -> builtins.list[StoredExecution]:
+        """One submission statement per execution, all in one transaction."""
+        rows = []
+        async with self.store.write() as conn:
+            for item in batch:
+                stmt, params = _submission(*item)
+                rows.append(stored((await conn.execute(stmt, params)).one()))
+        return rows
 
     async def change(self, execution_id: int, change: Change) -> StoredExecution | None:
         if not change.sources:

@@ -191,23 +191,36 @@ class SqliteExecutions(CoreExecutions):
     async def submit(
         self, new: NewExecution, audit: dict[str, Any] | None, chat_target: str | None
     ) -> StoredExecution:
-        values = _encoded(list(_new_values(new)), _NEW_ENCODERS)
+        async with self.store.write() as conn:
+            return self._insert(driver(conn), new, audit, chat_target)
+
+    async def submit_many(
+        self, batch: Sequence[tuple[NewExecution, dict[str, Any] | None, str | None]]
+    ) -> builtins.list[StoredExecution]:
         async with self.store.write() as conn:
             db = driver(conn)
-            row = execution_from(db.execute(INSERT_EXECUTION, values).fetchone())
-            if chat_target is not None:
-                when = datetime_text(new.created)
-                db.execute(INSERT_DELIVERY, (row.id, chat_target, "created", when, when))
-            if audit is not None:
-                entry = {**audit, "parameters": row.config, "execution_id": row.id}
-                columns = tuple(entry)
-                plan = self._audits.get(columns)
-                if plan is None:
-                    sql = (
-                        f"INSERT INTO audit ({', '.join(columns)}) VALUES ({_marks(len(columns))})"  # noqa: S608
-                    )
-                    plan = self._audits[columns] = (sql, _encoders(columns))
-                db.execute(plan[0], _encoded(list(entry.values()), plan[1]))
+            return [self._insert(db, *item) for item in batch]
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        new: NewExecution,
+        audit: dict[str, Any] | None,
+        chat_target: str | None,
+    ) -> StoredExecution:
+        values = _encoded(list(_new_values(new)), _NEW_ENCODERS)
+        row = execution_from(db.execute(INSERT_EXECUTION, values).fetchone())
+        if chat_target is not None:
+            when = datetime_text(new.created)
+            db.execute(INSERT_DELIVERY, (row.id, chat_target, "created", when, when))
+        if audit is not None:
+            entry = {**audit, "parameters": row.config, "execution_id": row.id}
+            columns = tuple(entry)
+            plan = self._audits.get(columns)
+            if plan is None:
+                sql = f"INSERT INTO audit ({', '.join(columns)}) VALUES ({_marks(len(columns))})"  # noqa: S608
+                plan = self._audits[columns] = (sql, _encoders(columns))
+            db.execute(plan[0], _encoded(list(entry.values()), plan[1]))
         return row
 
     async def get(self, execution_id: int) -> StoredExecution | None:
