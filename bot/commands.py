@@ -1,6 +1,8 @@
 """The chat command grammar (pure: text in, command out, or a :class:`UsageError`).
 
     run pack.action key=value ...    values: bare, "double", 'single', JSON {...} / [...], key=
+    run pack.action k=a,b,c --each k one execution per value of k (a batch)
+    run <one pack.action k=v per line>  a batch: one execution per line
     help [pack.action]
     actions [pack]
     status <id> | cancel <id> | rerun <id>
@@ -56,6 +58,8 @@ USAGE = (
     "  templates                           list the templates you may run\n"
     '  schedule in 10m|at 17:00|every 1h|cron "0 9 * * 1-5" run ...   run it later\n'
     "  schedules | unschedule <id>         list schedules / delete one\n"
+    "  run <pack.action> k=a,b --each k    run it once per value of k (one batch)\n"
+    "  run <one pack.action k=v per line>  run several actions as one batch\n"
     "  help [pack.action]                  this help, or an action's parameters\n"
     "  actions [pack]                      list actions\n"
     "  status <id>                         show an execution\n"
@@ -115,6 +119,13 @@ class Unschedule:
 
 
 @dataclass(frozen=True)
+class RunMany:
+    """Several runs asked as one batch: all checked first, then all recorded, or none."""
+
+    runs: tuple[Run, ...]
+
+
+@dataclass(frozen=True)
 class Help:
     action_ref: str | None = None
 
@@ -161,7 +172,7 @@ class Abort:
 
 
 Command = (
-    Run | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
+    Run | RunMany | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
 ) | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule)
 
 
@@ -177,10 +188,12 @@ def parse(text: str) -> Command:
     verb, _, rest = text.partition(" ")
     verb = verb.lower()
     rest = rest.strip()
+    if verb.startswith("run\n"):  # `run` alone on the first line of a batch
+        verb, rest = "run", text[3:].strip()
     if verb == "run" and rest.startswith("@"):
         return _parse_run_template(rest[1:])
     if verb == "run":
-        return _parse_run(rest)
+        return _parse_runs(rest)
     if verb == "schedule":
         return _parse_schedule(rest)
     if verb == "schedules":
@@ -233,6 +246,59 @@ def _parse_id(verb: str, rest: str) -> int:
     if not raw.isdigit() or len(raw) > 18:
         raise UsageError(f"`{verb}` needs an execution number, e.g. `{verb} 42`")
     return int(raw)
+
+
+#: ``--each NAME`` at the end of a run.
+_EACH = re.compile(r"(?:^|\s)--each\s+(\S+)\s*$")
+#: Most executions one chat command may start (the API's batch limit).
+MAX_BATCH = 100
+
+
+def _parse_runs(rest: str) -> Run | RunMany:
+    """One run, one run per line (a batch), or one run per value of ``--each NAME``. Text
+    that reads as one run (a quoted value may hold a newline) is one run."""
+    lines = [line.strip() for line in rest.split("\n") if line.strip()]
+    if len(lines) > 1:
+        try:
+            return _parse_each(rest)
+        except UsageError:
+            pass  # not one run: one per line
+        if len(lines) > MAX_BATCH:
+            raise UsageError(f"a batch holds at most {MAX_BATCH} runs, got {len(lines)}")
+        runs = []
+        for number, line in enumerate(lines, 1):
+            if line.split(None, 1)[0].lower() == "run":
+                line = line[3:].strip()
+            try:
+                runs.append(_parse_each(line))
+            except UsageError as exc:
+                raise UsageError(f"line {number}: {exc.message}") from None
+        if any(isinstance(run, RunMany) for run in runs):
+            raise UsageError("`--each` works on a single line, not in a batch of lines")
+        return RunMany(tuple(run for run in runs if isinstance(run, Run)))
+    return _parse_each(rest)
+
+
+def _parse_each(rest: str) -> Run | RunMany:
+    each = _EACH.search(rest)
+    if each is None:
+        return _parse_run(rest)
+    name = each.group(1)
+    run = _parse_run(rest[: each.start()])
+    if name not in run.parameters:
+        raise UsageError(f"`--each {_clip(name)}`: give the values, e.g. `{_clip(name)}=a,b,c`")
+    value = run.parameters[name]
+    values = value if isinstance(value, list) else str(value).split(",")
+    if not values or any(isinstance(v, str) and not v.strip() for v in values):
+        raise UsageError(f"`--each {_clip(name)}`: a value is empty in `{_clip(str(value))}`")
+    if len(values) > MAX_BATCH:
+        raise UsageError(f"a batch holds at most {MAX_BATCH} runs, got {len(values)}")
+    return RunMany(
+        tuple(
+            Run(run.action_ref, {**run.parameters, name: v.strip() if isinstance(v, str) else v})
+            for v in values
+        )
+    )
 
 
 def _parse_run(rest: str) -> Run:

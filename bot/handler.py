@@ -27,6 +27,7 @@ from bot.commands import (
     Rules,
     RuleSwitch,
     Run,
+    RunMany,
     RunTemplate,
     ScheduleRun,
     Schedules,
@@ -40,7 +41,7 @@ from engine.clock import now_utc
 from engine.errors import EngineError, Forbidden, NotYours
 from engine.exec_schedules import ScheduleRequest, parse_every, schedules_of
 from engine.exec_templates import TemplateView, templates_of
-from engine.gate import NeedsConfirmation, Requester, Submitted
+from engine.gate import BatchItem, NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
 
@@ -180,6 +181,19 @@ class CommandHandler:
             case Unschedule(schedule_id):
                 await schedules_of(self.runtime).delete(who, schedule_id)
                 return Reply(f"Schedule #{schedule_id} deleted: it will not run again.")
+            case RunMany(runs):
+                batch = await gate.run_many(
+                    who,
+                    [BatchItem(run.action_ref, run.parameters) for run in runs],
+                    chat=ctx.chat_route(),
+                    idempotency_key=idempotency_key,
+                )
+                ids = [record.id for record in batch.records]
+                return Reply(
+                    render.batch(batch.records, replayed=batch.replayed),
+                    execution_id=ids[-1],
+                    extra={"execution_ids": ids},
+                )
             case Rerun(execution_id):
                 outcome = await gate.rerun(
                     who, execution_id, chat=ctx.chat_route(), idempotency_key=idempotency_key
@@ -362,4 +376,6 @@ def _user_message(exc: EngineError, ctx: ChatContext) -> str:
         return f"Invalid parameters: {exc.message}. Try `help <action>`."
     if exc.code == "FORBIDDEN":
         return f"Not allowed: {exc.message}."
+    if exc.message.startswith("executions["):  # a batch item's: as the API names it
+        return f"Refused: {exc.message}"
     return exc.message[:1].upper() + exc.message[1:]

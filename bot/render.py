@@ -83,6 +83,18 @@ def status_line(record: Execution) -> str:
     return f"#{record.id} {record.action_ref}: {word}{_duration(record)}"
 
 
+def batch(records: Sequence[Execution], *, replayed: bool = False) -> str:
+    """The reply to a batch: one row per execution, in the order asked."""
+    head = f"Batch of {len(records)} queued"
+    if replayed:
+        head += " (already queued for this same request: not run again)"
+    rows = [head + ":"]
+    for record in records:
+        params = params_text(record.config)
+        rows.append(f"#{record.id} `{record.action_ref}`" + (f" `{params}`" if params else ""))
+    return "\n".join(rows)
+
+
 def who(record: Execution) -> str:
     executor = record.requester or {}
     if executor.get("source") == "rule":

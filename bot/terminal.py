@@ -193,6 +193,7 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
                 "confirm",
             ):
                 submitted.add(reply.execution_id)
+                submitted.update(reply.extra.get("execution_ids", ()))  # a batch's
         pending = sorted(submitted - sink.finished)
         if pending:
             out.write(

@@ -260,7 +260,8 @@ class Gate:
                 action = await self.catalog.get_action(item.action_ref)
                 if action.confirm and who.source in ("slack", "chat"):
                     raise InvalidRequest(
-                        f"{item.action_ref} asks for confirmation: run it on its own"
+                        f"{item.action_ref} asks for confirmation, which a batch does not "
+                        "ask: run it on its own"
                     )
                 new = await self.service.prepare(
                     item.action_ref,
