@@ -131,6 +131,20 @@ class TerminalSink:
             await self._stop_following(execution_id)
 
 
+async def _answer_within(sink: TerminalSink, ids: set[int], wait_s: float) -> None:
+    """Hold the next prompt until ``ids`` have ended (the sink prints their results), at most
+    ``wait_s``: a quick run is answered before the prompt comes back (ATTUNE_CHAT_WAIT_S)."""
+    if wait_s <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            while True:
+                sink.changed.clear()  # before looking: an end in between sets it again
+                if ids <= sink.finished:
+                    return
+                await sink.changed.wait()
+
+
 async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
     """Lines of ``stdin`` read by the event loop itself: cancellable, so Ctrl-C and shutdown
     never wait for a blocked read (a thread reading stdin would hold the exit)."""
@@ -192,8 +206,9 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
                 "rerun",
                 "confirm",
             ):
-                submitted.add(reply.execution_id)
-                submitted.update(reply.extra.get("execution_ids", ()))  # a batch's
+                asked = {reply.execution_id, *reply.extra.get("execution_ids", ())}  # a batch's
+                submitted |= asked
+                await _answer_within(sink, asked, settings.chat_wait_s)
         pending = sorted(submitted - sink.finished)
         if pending:
             out.write(

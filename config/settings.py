@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     permissions: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     #: How long a Confirm button of a ``confirm: true`` action stays valid.
     confirm_ttl_s: float = Field(default=300.0, gt=0)
+    #: ``attune chat``: how long a ``run`` waits for its result before the next prompt (a run
+    #: that ends within it is answered before the prompt comes back); 0: never waits.
+    chat_wait_s: float = Field(default=3.0, ge=0, le=300)
     #: Failed logins per login (and per client address) before ``/auth/login`` answers 429.
     login_max_failures: int = Field(default=5, ge=1)
     #: Window in which failed logins are counted, and the longest lock-out.
