@@ -565,3 +565,33 @@ schedules = Table(
     Column("updated", UTCDateTime, nullable=False),
 )
 Index("ix_schedules_next_fire_at", schedules.c.next_fire_at)
+
+#: A run paused for a human answer (Attune's inquiry): who may answer (``assigned_to``, an
+#: identity id as Attune's, and ``assignees``: logins, Slack user ids or roles), the schema an
+#: answer must fit, the status (``pending`` | ``responded`` | ``timeout`` | ``cancelled``), the
+#: answer and who gave it, the deadline, and the chat message that asks (``chat``).
+inquiries = Table(
+    "inquiries",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column(
+        "execution",
+        BigInteger,
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("prompt", Text, nullable=False),
+    Column("response_schema", JsonType, nullable=True),
+    Column("assigned_to", BigInteger, nullable=True),
+    Column("assignees", JsonType, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("response", JsonType, nullable=True),
+    Column("responded_by", String(255), nullable=True),
+    Column("responded_at", UTCDateTime, nullable=True),
+    Column("timeout_at", UTCDateTime, nullable=True),
+    Column("chat", JsonType, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_inquiries_execution", inquiries.c.execution)
+Index("ix_inquiries_status_timeout_at", inquiries.c.status, inquiries.c.timeout_at)
