@@ -26,6 +26,7 @@ from engine.callbacks import CallbackSink
 from engine.errors import CannotStart, Unavailable
 from engine.exec_schedules import ScheduleFiring, schedules_of
 from engine.execution_tokens import api_url
+from engine.inquiries import SWEEP_INTERVAL_S, InquirySweep, inquiries_of
 from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.records import Delivery, Execution, Route
@@ -198,6 +199,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     roles: Any = None  # SlackRoles
     drainer = OutboxDrainer(runtime.service, sinks, acks_first=runtime.acks_first)
     firing = ScheduleFiring(schedules_of(runtime), settings.timer_poll_s)
+    # Overdue inquiries end timeout; a cancelled waiting run ends its inquiry.
+    inquiry_sweep = InquirySweep(inquiries_of(runtime), SWEEP_INTERVAL_S, runtime.broker)
     try:
         if with_worker:
             await runtime.start_worker()
@@ -205,6 +208,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             runtime.start_housekeeper()
         runtime.start_automation()
         firing.start()
+        await inquiry_sweep.start()
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):
@@ -303,6 +307,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     finally:
         steps = Stopping(stop_budget_s(settings))
         await steps.run("schedules", firing.stop(), 2)
+        await steps.run("inquiries", inquiry_sweep.stop(), 2)
         if socket_link is not None:
             await steps.run("Slack Socket Mode", socket_link.close(), 3)
         if runner is not None:

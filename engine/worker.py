@@ -30,6 +30,8 @@ from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.housekeeping import Housekeeper
+from engine.inquiries import inquiries_for
+from engine.inquiry_records import BadInquiry, inquiry_request
 from engine.live_output import FLUSH_INTERVAL_S, LiveOutput, OutputWriter
 from engine.liveness import AliveFile
 from engine.records import Claimed
@@ -238,7 +240,10 @@ class Worker:
             if writer is not None:
                 # The last live output, before the end (none for a run that wrote none).
                 await asyncio.shield(writer.close(result_follows=True))
-            stored = await asyncio.shield(self._finish(claimed.id, result))
+            if await asyncio.shield(self._park_if_asked(claimed.id, result)):
+                stored = True  # it waits for an answer, without this worker
+            else:
+                stored = await asyncio.shield(self._finish(claimed.id, result))
         except asyncio.CancelledError:
             if writer is not None:
                 await asyncio.shield(writer.close())
@@ -252,6 +257,26 @@ class Worker:
         if stored and writer is not None and writer.touched:
             await asyncio.shield(self._drop_output(claimed.id))
         self._output_ended(claimed.id)
+
+    async def _park_if_asked(self, execution_id: int, result: RunResult) -> bool:
+        """A run whose result data is ``{"__inquiry": {...}}`` (``core.ask`` among them) waits
+        for a human answer without holding this worker (engine/inquiries.py): True when it
+        does. A request that cannot be used fails the run, naming the field."""
+        if result.outcome != "completed":
+            return False
+        try:
+            request = inquiry_request(result.data)
+        except BadInquiry as exc:
+            result.outcome, result.error = "failed", str(exc)
+            return False
+        if request is None:
+            return False
+        parked = await inquiries_for(self.service).park(
+            execution_id, self.worker_id, result.as_record(), request
+        )
+        if parked is None:
+            result.outcome, result.error = "failed", "no longer running: the question not asked"
+        return parked is not None
 
     def _output_writer(self, execution_id: int) -> OutputWriter | None:
         if self.live_output is None:

@@ -23,6 +23,7 @@ from engine.api.http import (
     make_handler,
 )
 from engine.api.identity_routes import IDENTITY_ROUTES
+from engine.api.inquiry_routes import INQUIRY_ROUTES
 from engine.api.key_routes import KEY_ROUTES
 from engine.api.log_routes import LOG_ROUTES
 from engine.api.notify_routes import SOCKETS_KEY, close_sockets, notifications
@@ -48,6 +49,7 @@ ALL_ROUTES = [
     *LOG_ROUTES,
     *TEMPLATE_ROUTES,
     *SCHEDULE_ROUTES,
+    *INQUIRY_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",

@@ -32,7 +32,30 @@ async def _sleep(request: RunRequest) -> RunResult:
     return RunResult(outcome="cancelled", error="cancelled")
 
 
+#: core.ask's answer when it names no schema: a yes or no.
+APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean", "description": "Approve?"}},
+    "required": ["approved"],
+}
+
+
+async def _ask(request: RunRequest) -> RunResult:
+    """Ends at once with an ``__inquiry`` request: the worker parks the execution until the
+    answer comes (engine/inquiries.py)."""
+    p = request.parameters
+    asked: dict[str, object] = {
+        "prompt": p.get("prompt", ""),
+        "response_schema": p.get("response_schema") or APPROVAL_SCHEMA,
+    }
+    for name in ("assigned_to", "assignees", "timeout_seconds"):
+        if p.get(name) is not None:
+            asked[name] = p[name]
+    return RunResult(outcome="completed", exit_code=0, data={"__inquiry": asked})
+
+
 BUILTINS: dict[str, Builtin] = {
+    "ask": _ask,
     "echo": _echo,
     "noop": _noop,
     "sleep": _sleep,
