@@ -7,6 +7,7 @@ out; the callback listener then uploads the whole output as a file.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -443,3 +444,125 @@ def rules_list(rules: Sequence[Rule]) -> str:
     if len(rules) > 100:
         lines.append(f"… and {len(rules) - 100} more (GET /api/v1/rules)")
     return _clip("\n".join(lines), SECTION_TEXT_LIMIT)
+
+
+# -- inquiries (engine/inquiries.py) ------------------------------------------------------------
+
+INQUIRY_ANSWER_ACTION = "attune_inquiry_answer"
+INQUIRY_OPEN_ACTION = "attune_inquiry_open"
+INQUIRY_MODAL = "attune_inquiry_modal"
+#: Most buttons offered for an enum answer; more values are asked in a modal.
+MAX_CHOICE_BUTTONS = 5
+
+
+def inquiry_choices(schema: dict[str, Any] | None) -> tuple[str, list[Any]] | None:
+    """The one field and its values when the answer is one click: an object schema with a
+    single property, boolean or a short enum; None when a modal must ask."""
+    props = (schema or {}).get("properties")
+    if not isinstance(props, dict) or len(props) != 1:
+        return None
+    name, prop = next(iter(props.items()))
+    if not isinstance(prop, dict):
+        return None
+    enum = prop.get("enum")
+    if isinstance(enum, list) and 0 < len(enum) <= MAX_CHOICE_BUTTONS:
+        return str(name), list(enum)
+    if prop.get("type") == "boolean":
+        return str(name), [True, False]
+    return None
+
+
+def _choice_label(value: Any) -> str:
+    if value is True:
+        return "Yes"
+    if value is False:
+        return "No"
+    return str(value)[:75]
+
+
+def inquiry_prompt(inquiry: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The question as posted under the card: buttons, or an Answer button for a modal."""
+    who = ", ".join(inquiry.assignees) or "the requester or an admin"
+    text = f"Inquiry #{inquiry.id} (execution #{inquiry.execution}): {inquiry.prompt}"
+    choices = inquiry_choices(inquiry.response_schema)
+    if choices is not None:
+        name, values = choices
+        buttons = [
+            {
+                "type": "button",
+                "action_id": f"{INQUIRY_ANSWER_ACTION}_{i}",
+                "value": json.dumps({"i": inquiry.id, "f": name, "v": value}),
+                "text": {"type": "plain_text", "text": _choice_label(value)},
+                **({"style": "primary"} if value is True else {}),
+            }
+            for i, value in enumerate(values)
+        ]
+    else:
+        buttons = [
+            {
+                "type": "button",
+                "action_id": INQUIRY_OPEN_ACTION,
+                "value": str(inquiry.id),
+                "text": {"type": "plain_text", "text": "Answer…"},
+            }
+        ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":question: *{inquiry.prompt}*"}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"Inquiry #{inquiry.id} · answered by {who}"}],
+        },
+        {"type": "actions", "elements": buttons},
+    ]
+    return text, blocks
+
+
+def inquiry_settled(inquiry: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The question once answered (who, and what), timed out or cancelled: no buttons."""
+    if inquiry.status == "responded":
+        answer = ", ".join(f"{k}={json.dumps(v)}" for k, v in (inquiry.response or {}).items())
+        outcome = f"answered by {inquiry.responded_by}: {answer}"
+    else:
+        outcome = inquiry.status
+    text = f"Inquiry #{inquiry.id}: {inquiry.prompt} — {outcome}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{inquiry.prompt}*"}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"Inquiry #{inquiry.id} · {outcome}"}],
+        },
+    ]
+    return text, blocks
+
+
+def inquiry_modal(inquiry: Any) -> dict[str, Any]:
+    """A modal with one text field per property of the answer's schema (values that are not
+    text are read as JSON: numbers, true/false, lists)."""
+    props = (inquiry.response_schema or {}).get("properties") or {"response": {}}
+    required = set((inquiry.response_schema or {}).get("required") or ())
+    blocks = []
+    for name, prop in list(props.items())[:50]:
+        kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
+        hint = prop.get("description", "") if isinstance(prop, dict) else ""
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": f"field:{name}"[:255],
+                "optional": name not in required,
+                "label": {"type": "plain_text", "text": f"{name} ({kind})"[:2000]},
+                **({"hint": {"type": "plain_text", "text": str(hint)[:2000]}} if hint else {}),
+                "element": {"type": "plain_text_input", "action_id": "value"},
+            }
+        )
+    return {
+        "type": "modal",
+        "callback_id": INQUIRY_MODAL,
+        "private_metadata": str(inquiry.id),
+        "title": {"type": "plain_text", "text": f"Inquiry #{inquiry.id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Answer"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": inquiry.prompt[:3000]}},
+            *blocks,
+        ],
+    }

@@ -197,6 +197,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     slack_sink: Any = None  # a SlackSink when Slack is configured
     live: Any = None  # its LiveUpdater
     roles: Any = None  # SlackRoles
+    poster: Any = None  # its InquiryPoster
     drainer = OutboxDrainer(runtime.service, sinks, acks_first=runtime.acks_first)
     firing = ScheduleFiring(schedules_of(runtime), settings.timer_poll_s)
     # Overdue inquiries end timeout; a cancelled waiting run ends its inquiry.
@@ -250,6 +251,9 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             )
             sinks["slack"] = slack_sink
             live.start()
+            from bot.slack_inquiries import InquiryPoster
+
+            poster = InquiryPoster(inquiries_of(runtime), client, chat_messages).start()
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -316,6 +320,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             grace = settings.shutdown_grace_s
             bound = grace + settings.kill_grace_s + 5
             await steps.run("the worker", runtime.worker.stop(grace), bound)
+        if poster is not None:
+            await steps.run("Slack inquiries", poster.stop(), 2)
         if live is not None:  # its messages stay; the end of each run replaces its own
             await steps.run("Slack live messages", live.stop(), 3)
         # A last round for what just finished, then the drainer hands back what it holds.

@@ -17,8 +17,10 @@ its idempotency key (the signature) in the database and starts nothing new.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
@@ -42,12 +44,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
+from bot.slack_inquiries import may_answer_in_slack, parse_modal, show_settled
 from bot.slack_roles import SlackRoles
 from bot.slack_zones import UserZones
 from config import Settings
 from engine.acks_first import AcksFirst
 from engine.automation.webhooks import SEEN_MAX, SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
+from engine.inquiries import inquiries_of
+from engine.inquiry_records import Inquiry
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -235,6 +240,94 @@ def build_slack_app(
         task = asyncio.create_task(act())
         background.add(task)
         task.add_done_callback(background.discard)
+
+    inquiries = inquiries_of(handler.runtime)
+
+    async def refuse(respond: Any, text: str) -> None:
+        with contextlib.suppress(Exception):
+            await respond(text=text, response_type="ephemeral", replace_original=False)
+
+    async def answerable(inquiry_id: int, user_id: str, respond: Any) -> Inquiry | None:
+        try:
+            inquiry = await inquiries.get(inquiry_id)
+        except EngineError as exc:
+            await refuse(respond, exc.message)
+            return None
+        if not may_answer_in_slack(inquiry, user_id, roles.role_for(user_id)):
+            await refuse(respond, f"You are not assigned to inquiry #{inquiry_id}.")
+            return None
+        if inquiry.status != "pending":
+            await refuse(respond, f"Inquiry #{inquiry_id} is already {inquiry.status}.")
+            return None
+        return inquiry
+
+    async def record_answer(inquiry: Inquiry, answer: Any, user_id: str) -> str | None:
+        """Record the answer; the problem (as text) when it is refused."""
+        try:
+            settled = await inquiries.answer(inquiry, answer, f"<@{user_id}>")
+        except EngineError as exc:
+            return exc.message
+        await show_settled(client, settled)
+        return None
+
+    @app.action(re.compile(f"^{render.INQUIRY_ANSWER_ACTION}_\\d+$"))
+    async def on_inquiry_choice(
+        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()
+        user_id = str((body.get("user") or {}).get("id", ""))
+        try:
+            choice = json.loads(str(action.get("value", "")))
+            inquiry_id, field, value = int(choice["i"]), str(choice["f"]), choice["v"]
+        except (ValueError, KeyError, TypeError):
+            return
+        inquiry = await answerable(inquiry_id, user_id, respond)
+        if inquiry is not None:
+            problem = await record_answer(inquiry, {field: value}, user_id)
+            if problem is not None:
+                await refuse(respond, problem)
+
+    @app.action(render.INQUIRY_OPEN_ACTION)
+    async def on_inquiry_open(
+        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
+        await ack()
+        user_id = str((body.get("user") or {}).get("id", ""))
+        try:
+            inquiry_id = int(str(action.get("value", "")))
+        except ValueError:
+            return
+        inquiry = await answerable(inquiry_id, user_id, respond)
+        if inquiry is None:
+            return
+        try:
+            await client.views_open(
+                trigger_id=str(body.get("trigger_id", "")), view=render.inquiry_modal(inquiry)
+            )
+        except Exception as exc:
+            log.warning("inquiry %s: the modal was not opened: %s", inquiry_id, exc)
+
+    @app.view(render.INQUIRY_MODAL)
+    async def on_inquiry_modal(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user_id = str((body.get("user") or {}).get("id", ""))
+        try:
+            inquiry = await inquiries.get(int(str(view.get("private_metadata", ""))))
+        except (ValueError, EngineError):
+            await ack()  # nothing to answer any more
+            return
+        first: dict[str, Any] = next(iter(render.inquiry_modal(inquiry)["blocks"][1:]), {})
+        where = str(first.get("block_id", "field:response"))
+        if not may_answer_in_slack(inquiry, user_id, roles.role_for(user_id)):
+            await ack(response_action="errors", errors={where: "You are not assigned to it."})
+            return
+        answer = parse_modal(inquiry, (view.get("state") or {}).get("values") or {})
+        problem = await record_answer(inquiry, answer, user_id)
+        if problem is None:
+            await ack()
+            return
+        named = re.match(r"response\.([^.:]+)", problem)
+        block = f"field:{named.group(1)}" if named else where
+        await ack(response_action="errors", errors={block: problem[:150]})
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

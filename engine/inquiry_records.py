@@ -98,6 +98,17 @@ class InquiryRepository(Protocol):
         """Conditional move out of ``pending``; None when it was no longer pending."""
         ...
 
+    async def with_chat(self, limit: int) -> builtins.list[Inquiry]:
+        """Pending inquiries of runs started from chat, oldest first."""
+        ...
+
+    async def set_chat(
+        self, inquiry_id: int, chat: dict[str, Any], expected_updated: datetime, now: datetime
+    ) -> Inquiry | None:
+        """Replace ``chat`` if the row is unchanged since ``expected_updated`` (a claim that
+        one process alone wins); None otherwise."""
+        ...
+
     async def overdue(self, now: datetime, limit: int) -> builtins.list[Inquiry]: ...
 
     async def unsettled(

@@ -153,6 +153,31 @@ class SqlInquiries:
             ).first()
         return None if row is None else _record(row)
 
+    async def with_chat(self, limit: int) -> builtins.list[Inquiry]:
+        query = (
+            select(inquiries)
+            .where(_I.status == PENDING, _I.chat.is_not(None))
+            .order_by(_I.id)
+            .limit(limit)
+        )
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(r) for r in rows if r.chat]
+
+    async def set_chat(
+        self, inquiry_id: int, chat: dict[str, Any], expected_updated: datetime, now: datetime
+    ) -> Inquiry | None:
+        async with self.store.write(single=True) as conn:
+            row = (
+                await conn.execute(
+                    update(inquiries)
+                    .where(_I.id == inquiry_id, _I.updated == expected_updated)
+                    .values(chat=chat, updated=now)
+                    .returning(*inquiries.c)
+                )
+            ).first()
+        return None if row is None else _record(row)
+
     async def overdue(self, now: datetime, limit: int) -> builtins.list[Inquiry]:
         query = (
             select(inquiries)

@@ -390,6 +390,10 @@ class SlackStandIn:
                 if info is None:
                     return {"ok": False, "error": "file_not_found"}
                 return {"ok": True, "file": info}
+            case "views.open":
+                view = p.get("view") or "{}"
+                view = json.loads(view) if isinstance(view, str) else view
+                return {"ok": True, "view": {"id": f"V{self._next_ts()}", **view}}
             case "apps.connections.open":
                 return {"ok": True, "url": self.ws_url}
         return {"ok": False, "error": "unknown_method"}
