@@ -123,11 +123,12 @@ class InquiryService:
         await self._end_execution(settled)
         return settled
 
-    async def _end_execution(self, inquiry: Inquiry) -> None:
-        """Move the waiting execution to the end the inquiry's status means (once)."""
+    async def _end_execution(self, inquiry: Inquiry) -> bool:
+        """Move the waiting execution to the end the inquiry's status means; False when it had
+        already ended (another process did it)."""
         execution = await self.executions.get(inquiry.execution)
         if ExecutionStatus(execution.status).is_terminal:
-            return
+            return False
         result = dict(execution.result or {})
         if inquiry.status == RESPONDED:
             status = ExecutionStatus.COMPLETED
@@ -154,20 +155,20 @@ class InquiryService:
                 "data": {"inquiry": inquiry.id},
                 "error": f"cancelled while waiting for inquiry {inquiry.id}",
             }
-        await self.executions.finish(inquiry.execution, status, result)
+        return await self.executions.finish(inquiry.execution, status, result) is not None
 
     # -- the sweep --------------------------------------------------------------------------
 
     async def sweep(self) -> int:
         """End overdue inquiries and settle executions and inquiries that disagree; returns
-        how many were moved. Safe in any number of processes (conditional updates)."""
+        how many executions this call ended. Safe in any number of processes (each move is a
+        conditional update)."""
         moved = 0
         for inquiry in await self.repo.overdue(now_utc(), SWEEP_BATCH):
             settled = await self.repo.settle(inquiry.id, TIMEOUT, now_utc())
             if settled is not None:
                 log.info("inquiry %s timed out", inquiry.id)
-                await self._end_execution(settled)
-                moved += 1
+                moved += await self._end_execution(settled)
         for inquiry, execution_status in await self.repo.unsettled(LIVE, SWEEP_BATCH):
             if inquiry.status == PENDING:
                 # Its execution was asked to cancel (or ended some other way).
@@ -177,8 +178,7 @@ class InquiryService:
                 log.info("inquiry %s cancelled with its execution", inquiry.id)
                 inquiry = settled
             if execution_status in LIVE:
-                await self._end_execution(inquiry)
-            moved += 1
+                moved += await self._end_execution(inquiry)
         return moved
 
 

@@ -5,10 +5,13 @@ a non-assignee 403, the deadline ends both ``timeout``, a cancel cancels the inq
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import aiohttp
 import pytest
@@ -245,3 +248,32 @@ async def test_the_openapi_document_lists_the_inquiry_routes(env: Env) -> None:
     assert status == 200
     assert "409" in body["paths"]["/api/v1/inquiries/{id}/respond"]["post"]["responses"]
     assert "get" in body["paths"]["/api/v1/inquiries"]
+
+
+async def test_of_answers_sent_at_once_exactly_one_wins(env: Env) -> None:
+    execution_id = await env.start(
+        "core.ask",
+        prompt="Which?",
+        response_schema={"type": "object", "properties": {"n": {"type": "integer"}}},
+    )
+    asked = await env.inquiry_of(execution_id)
+    path = f"/api/v1/inquiries/{asked['id']}/respond"
+    answers = await asyncio.gather(*(env.post(path, {"response": {"n": n}}) for n in range(6)))
+    winners = [n for n, (status, _) in enumerate(answers) if status == 200]
+    assert len(winners) == 1, answers
+    assert sorted(status for status, _ in answers) == [200] + [409] * 5
+    record = await env.ended(execution_id)
+    assert record["result"]["data"]["response"] == {"n": winners[0]}
+
+
+async def test_sweeps_in_several_processes_end_an_overdue_inquiry_once(env: Env) -> None:
+    execution_id = await env.start("core.ask", prompt="Late?", timeout_seconds=3600)
+    asked = await env.inquiry_of(execution_id)
+    # Three sweeps (as three serve processes) at a time the deadline has passed.
+    sweeps = [inquiries_of(env.rt) for _ in range(3)]
+    with patch("engine.inquiries.now_utc", lambda: datetime.now(UTC) + timedelta(hours=2)):
+        moved = await asyncio.gather(*(s.sweep() for s in sweeps))
+    assert sum(moved) == 1
+    record = await env.ended(execution_id)
+    assert record["status"] == "timeout"
+    assert (await env.inquiry(asked["id"]))["status"] == "timeout"
