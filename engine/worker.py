@@ -31,7 +31,7 @@ from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.housekeeping import Housekeeper
 from engine.inquiries import inquiries_for
-from engine.inquiry_records import BadInquiry, inquiry_request
+from engine.inquiry_records import BadInquiry, InquiryRequest, inquiry_request
 from engine.live_output import FLUSH_INTERVAL_S, LiveOutput, OutputWriter
 from engine.liveness import AliveFile
 from engine.records import Claimed
@@ -240,7 +240,8 @@ class Worker:
             if writer is not None:
                 # The last live output, before the end (none for a run that wrote none).
                 await asyncio.shield(writer.close(result_follows=True))
-            if await asyncio.shield(self._park_if_asked(claimed.id, result)):
+            asked = self._inquiry_asked(result)  # pure: no task for a run that asks nothing
+            if asked is not None and await asyncio.shield(self._park(claimed.id, result, asked)):
                 stored = True  # it waits for an answer, without this worker
             else:
                 stored = await asyncio.shield(self._finish(claimed.id, result))
@@ -258,19 +259,21 @@ class Worker:
             await asyncio.shield(self._drop_output(claimed.id))
         self._output_ended(claimed.id)
 
-    async def _park_if_asked(self, execution_id: int, result: RunResult) -> bool:
-        """A run whose result data is ``{"__inquiry": {...}}`` (``core.ask`` among them) waits
-        for a human answer without holding this worker (engine/inquiries.py): True when it
-        does. A request that cannot be used fails the run, naming the field."""
+    @staticmethod
+    def _inquiry_asked(result: RunResult) -> InquiryRequest | None:
+        """The question of a run whose result data is ``{"__inquiry": {...}}`` (``core.ask``
+        among them), or None. A request that cannot be used fails the run, naming the field."""
         if result.outcome != "completed":
-            return False
+            return None
         try:
-            request = inquiry_request(result.data)
+            return inquiry_request(result.data)
         except BadInquiry as exc:
             result.outcome, result.error = "failed", str(exc)
-            return False
-        if request is None:
-            return False
+            return None
+
+    async def _park(self, execution_id: int, result: RunResult, request: InquiryRequest) -> bool:
+        """The run waits for a human answer without holding this worker
+        (engine/inquiries.py): True when it does."""
         parked = await inquiries_for(self.service).park(
             execution_id, self.worker_id, result.as_record(), request
         )
