@@ -51,7 +51,7 @@ from config import Settings
 from engine.acks_first import AcksFirst
 from engine.automation.webhooks import SEEN_MAX, SeenCalls
 from engine.errors import EngineError, InvalidRequest, Unauthorized
-from engine.inquiries import inquiries_of
+from engine.inquiries import InquiryService, inquiries_of
 from engine.inquiry_records import Inquiry
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -241,7 +241,9 @@ def build_slack_app(
         background.add(task)
         task.add_done_callback(background.discard)
 
-    inquiries = inquiries_of(handler.runtime)
+    def inquiries() -> InquiryService:
+        # Looked up when an answer comes, not when the app is built.
+        return inquiries_of(handler.runtime)
 
     async def refuse(respond: Any, text: str) -> None:
         with contextlib.suppress(Exception):
@@ -249,7 +251,7 @@ def build_slack_app(
 
     async def answerable(inquiry_id: int, user_id: str, respond: Any) -> Inquiry | None:
         try:
-            inquiry = await inquiries.get(inquiry_id)
+            inquiry = await inquiries().get(inquiry_id)
         except EngineError as exc:
             await refuse(respond, exc.message)
             return None
@@ -264,7 +266,7 @@ def build_slack_app(
     async def record_answer(inquiry: Inquiry, answer: Any, user_id: str) -> str | None:
         """Record the answer; the problem (as text) when it is refused."""
         try:
-            settled = await inquiries.answer(inquiry, answer, f"<@{user_id}>")
+            settled = await inquiries().answer(inquiry, answer, f"<@{user_id}>")
         except EngineError as exc:
             return exc.message
         await show_settled(client, settled)
@@ -311,7 +313,7 @@ def build_slack_app(
     async def on_inquiry_modal(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         user_id = str((body.get("user") or {}).get("id", ""))
         try:
-            inquiry = await inquiries.get(int(str(view.get("private_metadata", ""))))
+            inquiry = await inquiries().get(int(str(view.get("private_metadata", ""))))
         except (ValueError, EngineError):
             await ack()  # nothing to answer any more
             return
