@@ -307,12 +307,7 @@ def _parse_run(rest: str) -> Run:
     ref, _, args = rest.partition(" ")
     if not _REF.match(ref):
         raise UsageError(f"`{_clip(ref)}` is not an action reference like `pack.action`")
-    params: dict[str, Any] = {}
-    for key, value in _tokenise(args):
-        if key in params:
-            raise UsageError(f"parameter `{key}` is given twice")
-        params[key] = value
-    return Run(ref, params)
+    return Run(ref, _parameters(args))
 
 
 SCHEDULE_USAGE = (
@@ -356,12 +351,17 @@ def _parse_run_template(rest: str) -> RunTemplate:
             f"`@{_clip(ref)}` is not a template name (letters, digits, '.', '_' or '-'), "
             "e.g. `run @restart_web host=web2`"
         )
+    return RunTemplate(ref, _parameters(args))
+
+
+def _parameters(args: str) -> dict[str, Any]:
+    """The ``key=value`` pairs of ``args``, each key once."""
     params: dict[str, Any] = {}
     for key, value in _tokenise(args):
         if key in params:
             raise UsageError(f"parameter `{key}` is given twice")
         params[key] = value
-    return RunTemplate(ref, params)
+    return params
 
 
 def _tokenise(text: str) -> list[tuple[str, Any]]:
