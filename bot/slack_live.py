@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
-from bot.slack_sink import retry_after_s, slack_error
+from bot.slack_sink import MESSAGE_GONE, retry_after_s, slack_error
 from engine.chat_messages import ChatMessage, ChatMessages
 from engine.errors import EngineError
 from engine.outbox import DeliveryFailed
@@ -77,8 +77,6 @@ GIVE_UP_ERRORS = frozenset(
         "thread_not_found",
     }
 )
-#: Errors meaning the live message is gone: a new one is posted.
-MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
 _TERMINAL_WORDS = frozenset(s.value for s in TERMINAL)
 
 
