@@ -410,8 +410,8 @@ class LiveUpdater:
 
     def _failed(self, run: _Run, channel: _Channel, exc: SlackApiError) -> None:
         error = slack_error(exc)
-        pause = retry_after_s(exc)
-        if pause is not None or (exc.response is not None and exc.response.status_code == 429):
+        if exc.response is not None and exc.response.status_code == 429:
+            pause = retry_after_s(exc)
             pause = self.interval_s if pause is None else pause
             until = time.monotonic() + pause
             channel.next_send = max(channel.next_send, until)
