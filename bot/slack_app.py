@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -197,6 +197,13 @@ def build_slack_app(
         reply = await handler.handle(text, ctx, key)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
+    def in_background(work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` beside the request: with ``process_before_response`` Slack gets its
+        ack only when the listener returns, so slow calls go here, off its 3 s."""
+        task = asyncio.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     action_ids = re.compile(
         "^("
         + "|".join(
@@ -237,9 +244,7 @@ def build_slack_app(
             except Exception as exc:
                 log.warning("could not answer a button click: %s", exc)
 
-        task = asyncio.create_task(act())
-        background.add(task)
-        task.add_done_callback(background.discard)
+        in_background(act())
 
     def inquiries() -> InquiryService:
         # Looked up when an answer comes, not when the app is built.
@@ -263,14 +268,12 @@ def build_slack_app(
             return None
         return inquiry
 
-    async def record_answer(inquiry: Inquiry, answer: Any, user_id: str) -> str | None:
-        """Record the answer; the problem (as text) when it is refused."""
+    async def record_answer(inquiry: Inquiry, answer: Any, user_id: str) -> Inquiry | str:
+        """Record the answer: the settled inquiry, or the problem (as text) when refused."""
         try:
-            settled = await inquiries().answer(inquiry, answer, f"<@{user_id}>")
+            return await inquiries().answer(inquiry, answer, f"<@{user_id}>")
         except EngineError as exc:
             return exc.message
-        await show_settled(client, settled)
-        return None
 
     @app.action(re.compile(f"^{render.INQUIRY_ANSWER_ACTION}_\\d+$"))
     async def on_inquiry_choice(
@@ -285,9 +288,11 @@ def build_slack_app(
             return
         inquiry = await answerable(inquiry_id, user_id, respond)
         if inquiry is not None:
-            problem = await record_answer(inquiry, {field: value}, user_id)
-            if problem is not None:
-                await refuse(respond, problem)
+            settled = await record_answer(inquiry, {field: value}, user_id)
+            if isinstance(settled, str):
+                await refuse(respond, settled)
+            else:
+                in_background(show_settled(client, settled))
 
     @app.action(render.INQUIRY_OPEN_ACTION)
     async def on_inquiry_open(
@@ -323,10 +328,12 @@ def build_slack_app(
             await ack(response_action="errors", errors={where: "You are not assigned to it."})
             return
         answer = parse_modal(inquiry, (view.get("state") or {}).get("values") or {})
-        problem = await record_answer(inquiry, answer, user_id)
-        if problem is None:
+        settled = await record_answer(inquiry, answer, user_id)
+        if not isinstance(settled, str):
             await ack()
+            in_background(show_settled(client, settled))
             return
+        problem = settled
         named = re.match(r"response\.([^.:]+)", problem)
         block = f"field:{named.group(1)}" if named else where
         await ack(response_action="errors", errors={block: problem[:150]})
