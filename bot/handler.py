@@ -176,8 +176,9 @@ class CommandHandler:
                 return await self._schedule(command, ctx)
             case Schedules():
                 service = schedules_of(self.runtime)
-                shown = [await service.view(x) for x in await service.visible(who)]
-                return Reply(_schedules_list(shown))
+                visible = await service.visible(who)
+                shown = [await service.view(x) for x in visible[:LIST_MAX]]
+                return Reply(_schedules_list(shown, len(visible)))
             case Unschedule(schedule_id):
                 await schedules_of(self.runtime).delete(who, schedule_id)
                 return Reply(f"Schedule #{schedule_id} deleted: it will not run again.")
@@ -326,11 +327,15 @@ class CommandHandler:
         return Reply(text, execution_id=record.id)
 
 
+#: Entries a chat list shows.
+LIST_MAX = 50
+
+
 def _templates_list(views: list[TemplateView]) -> str:
     if not views:
         return "No templates you may run. Save one with POST /api/v1/templates."
     lines = [f"*Templates* ({len(views)}): run one with `run @<template> key=value`"]
-    for v in views[:50]:
+    for v in views[:LIST_MAX]:
         params = render.params_text(v.parameters)
         line = f"• `@{v.template.ref}` → `{v.template.action_ref}`"
         if params:
@@ -338,8 +343,8 @@ def _templates_list(views: list[TemplateView]) -> str:
         if v.template.fields.description:
             line += f" — {render.escape(v.template.fields.description[:80])}"
         lines.append(line)
-    if len(views) > 50:
-        lines.append(f"… and {len(views) - 50} more (GET /api/v1/templates)")
+    if len(views) > LIST_MAX:
+        lines.append(f"… and {len(views) - LIST_MAX} more (GET /api/v1/templates)")
     return "\n".join(lines)
 
 
@@ -351,16 +356,17 @@ def _timing_text(view: dict[str, Any]) -> str:
     return "once"
 
 
-def _schedules_list(views: list[dict[str, Any]]) -> str:
+def _schedules_list(views: list[dict[str, Any]], total: int) -> str:
+    """``views``: the first LIST_MAX of the ``total`` schedules (only those are read)."""
     if not views:
         return "No schedules. Make one with `schedule every 1h run ...`."
-    lines = [f"*Schedules* ({len(views)}):"]
-    for v in views[:50]:
+    lines = [f"*Schedules* ({total}):"]
+    for v in views:
         what = f"@{v['template_ref']}" if v["template_ref"] else v["action_ref"]
         state = "paused" if v["paused"] else f"next {v['next_fire_local'] or 'never (ended)'}"
         lines.append(f"• #{v['id']} `{what}` {_timing_text(v)}, {state} ({v['timezone']})")
-    if len(views) > 50:
-        lines.append(f"… and {len(views) - 50} more (GET /api/v1/schedules)")
+    if total > len(views):
+        lines.append(f"… and {total - len(views)} more (GET /api/v1/schedules)")
     return "\n".join(lines)
 
 
