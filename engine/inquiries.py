@@ -16,7 +16,7 @@ import builtins
 import contextlib
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from engine import broker as topics
 from engine.auth import Principal
@@ -223,12 +223,4 @@ class InquirySweep:
 
 
 def inquiries_of(runtime: Runtime) -> InquiryService:
-    return inquiries_for(runtime.service)
-
-
-def inquiries_for(service: ExecutionService) -> InquiryService:
-    from engine.storage.inquiries import inquiry_repository
-
-    # Both dialects' execution repositories hold their store (not part of their protocol).
-    store = cast(Any, service.executions).store
-    return InquiryService(inquiry_repository(store), service)
+    return runtime.inquiries

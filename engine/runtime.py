@@ -25,6 +25,7 @@ from engine.errors import EngineError, PackError, Unavailable
 from engine.execution_tokens import ExecutionTokens, api_url
 from engine.gate import Gate
 from engine.housekeeping import Housekeeper
+from engine.inquiries import InquiryService
 from engine.keys import KeyStore
 from engine.live_output import LiveOutput
 from engine.liveness import AliveFile, alive_dir
@@ -38,6 +39,7 @@ from engine.runners import Runner
 from engine.runners.builtin import BuiltinRunner
 from engine.service import ExecutionService
 from engine.storage import Store, build_store
+from engine.storage.inquiries import inquiry_repository
 from engine.storage.output import output_repository
 from engine.worker import Worker, default_worker_id
 
@@ -86,6 +88,8 @@ class Runtime:
     execution_tokens: ExecutionTokens
     #: Running actions' output: read (API, chat sinks) and written by this process's worker.
     live_output: LiveOutput
+    #: Questions runs ask a human (``core.ask``): parked by the worker, answered over the API.
+    inquiries: InquiryService
     #: The key that encrypts secrets; callbacks are signed with a key derived from it.
     secret_key: str = ""
     worker: Worker | None = None
@@ -176,6 +180,7 @@ class Runtime:
             housekeeping=housekeeping,
             acks_first=self.acks_first,
             live_output=self.live_output,
+            inquiries=self.inquiries,
             output_flush_interval_s=s.output_flush_interval_s,
             # A long-lived worker's sign of life, for `attune health --worker`.
             alive_file=AliveFile(alive_dir(s.data_dir), worker_id) if housekeeping else None,
@@ -331,6 +336,7 @@ async def build_runtime(
             slack_default_role=settings.slack_default_role,
         ),
         live_output=LiveOutput(output_repository(store), service),
+        inquiries=InquiryService(inquiry_repository(store), service),
         secret_key=key,
     )
     if sync_packs:

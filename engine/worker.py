@@ -30,7 +30,7 @@ from engine.broker import REQUESTED_QUEUE, Broker, Envelope, Subscription
 from engine.catalog import Catalog
 from engine.errors import EngineError, NotFound
 from engine.housekeeping import Housekeeper
-from engine.inquiries import inquiries_for
+from engine.inquiries import InquiryService
 from engine.inquiry_records import BadInquiry, InquiryRequest, inquiry_request
 from engine.live_output import FLUSH_INTERVAL_S, LiveOutput, OutputWriter
 from engine.liveness import AliveFile
@@ -69,11 +69,14 @@ class Worker:
         acks_first: AcksFirst | None = None,
         alive_file: AliveFile | None = None,
         live_output: LiveOutput | None = None,
+        inquiries: InquiryService,
         output_flush_interval_s: float = FLUSH_INTERVAL_S,
     ) -> None:
         self.service = service
         #: Where runs' output is stored as it is printed (None: only in the result).
         self.live_output = live_output
+        #: Where a run that asks a human parks its question (engine/inquiries.py).
+        self.inquiries = inquiries
         self.output_flush_interval_s = output_flush_interval_s
         self.acks_first = acks_first or AcksFirst()
         self.catalog = catalog
@@ -274,7 +277,7 @@ class Worker:
     async def _park(self, execution_id: int, result: RunResult, request: InquiryRequest) -> bool:
         """The run waits for a human answer without holding this worker
         (engine/inquiries.py): True when it does."""
-        parked = await inquiries_for(self.service).park(
+        parked = await self.inquiries.park(
             execution_id, self.worker_id, result.as_record(), request
         )
         if parked is None:
