@@ -93,6 +93,8 @@ class OutputReader(Protocol):
         stream: Stream = "stdout",
         max_lines: int = 10,
         max_bytes: int = 4096,
+        *,
+        execution: Execution | None = None,
     ) -> str: ...
 
     async def wait(self, execution_id: int, timeout_s: float | None = None) -> bool: ...
@@ -356,7 +358,9 @@ class LiveUpdater:
                 self._drop(run)  # the sink replaces the live message with the output
                 return False
             tails: dict[str, str] = {
-                stream: await self.output.tail(run.execution_id, stream, self.lines, LIVE_BYTES)
+                stream: await self.output.tail(
+                    run.execution_id, stream, self.lines, LIVE_BYTES, execution=execution
+                )
                 for stream in _STREAMS
             }
         except EngineError as exc:

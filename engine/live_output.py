@@ -188,10 +188,14 @@ class LiveOutput:
         stream: Stream = "stdout",
         max_lines: int = 10,
         max_bytes: int = 4096,
+        *,
+        execution: Execution | None = None,
     ) -> str:
         """The last ``max_lines`` lines of ``stream`` within its last ``max_bytes`` bytes
-        (the final line may lack its newline); "" when nothing was printed yet."""
-        execution = await self.executions.get(execution_id)
+        (the final line may lack its newline); "" when nothing was printed yet.
+        ``execution`` when the caller has just read it (saves a query)."""
+        if execution is None:
+            execution = await self.executions.get(execution_id)
         text = _result_text(execution, stream) if is_ended(execution) else None
         if text is None:
             chunks = await self.repository.tail(execution_id, stream, max_bytes)

@@ -42,7 +42,13 @@ class Output:
         self.hub.notify(execution_id)
 
     async def tail(
-        self, execution_id: int, stream: str = "stdout", max_lines: int = 10, max_bytes: int = 4096
+        self,
+        execution_id: int,
+        stream: str = "stdout",
+        max_lines: int = 10,
+        max_bytes: int = 4096,
+        *,
+        execution: Execution | None = None,
     ) -> str:
         return last_lines(self.text.get((execution_id, stream), ""), max_lines)
 
