@@ -78,6 +78,11 @@ class Call:
                 return _bounded_int(f"query parameter '{key}'", raw, 1, MAX_PAGE)
         return default
 
+    def query_id(self, name: str) -> int | None:
+        """An id query parameter (1 to :data:`MAX_ID`), or None when absent or empty."""
+        raw = self.request.query.get(name)
+        return _bounded_int(f"query parameter '{name}'", raw, 1, MAX_ID) if raw else None
+
     def paging(self) -> tuple[int, int]:
         """``page`` (from 1) and ``per_page`` (alias ``page_size``, ``limit``), capped at
         :data:`MAX_PER_PAGE` as Attune caps it."""

@@ -19,12 +19,11 @@ from datetime import datetime
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from engine.api.http import MAX_ID, RUNTIME_KEY, Call, QueryParam, RouteSpec
+from engine.api.http import RUNTIME_KEY, Call, QueryParam, RouteSpec
 from engine.api.routes import requester
 from engine.api.stream_slots import STREAM_SLOTS_KEY
 from engine.changes import Accept, ChangeFeed, Subscription, parse_cursor
 from engine.clock import now_utc
-from engine.errors import InvalidRequest
 from engine.records import Execution
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -36,24 +35,9 @@ GONE_CHECK_S = 1.0
 CHANGES_KEY = web.AppKey("change_feed", ChangeFeed)
 
 
-def _execution_id(call: Call) -> int | None:
-    raw = call.request.query.get("execution_id")
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(
-            f"query parameter 'execution_id' must be an integer, got '{raw[:40]}'"
-        ) from None
-    if not 1 <= value <= MAX_ID:
-        raise InvalidRequest(f"query parameter 'execution_id' must be between 1 and {MAX_ID}")
-    return value
-
-
 async def stream_executions(call: Call) -> web.StreamResponse:
     rt = call.runtime
-    only = _execution_id(call)
+    only = call.query_id("execution_id")
     if only is not None:
         await rt.gate.view(requester(call), only)  # 404 / 403 as for the execution itself
     header = call.request.headers.get("Last-Event-ID")
