@@ -8,13 +8,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from engine.api import schemas as s
-from engine.api.http import Call, QueryParam, RouteSpec, paged
+from engine.api.http import MAX_ID, Call, QueryParam, RouteSpec, paged
 from engine.errors import InvalidRequest
 from engine.inquiries import inquiries_of
 from engine.inquiry_records import Inquiry, InquiryFilter
 
 TAGS = ("inquiries",)
-MAX_ID = 2**63 - 1
 
 
 class InquiryRespond(s.Request):
