@@ -19,6 +19,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine import broker as topics
+from engine.audit import AuditLog
+from engine.audit_records import AuditEntry
 from engine.auth import Principal
 from engine.clock import now_utc
 from engine.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -49,10 +51,28 @@ SWEEP_BATCH = 200
 SWEEP_INTERVAL_S = 1.0
 
 
+def _answer_entry(
+    inquiry: Inquiry, by: str, source: str, outcome: str, *, role: str | None
+) -> AuditEntry:
+    return AuditEntry(
+        actor=by,
+        role=role,
+        source=source,
+        verb="inquiry respond",
+        outcome=outcome,
+        detail=f"inquiry #{inquiry.id}",
+        execution_id=inquiry.execution,
+    )
+
+
 class InquiryService:
-    def __init__(self, repo: InquiryRepository, executions: ExecutionService) -> None:
+    def __init__(
+        self, repo: InquiryRepository, executions: ExecutionService, audit: AuditLog
+    ) -> None:
         self.repo = repo
         self.executions = executions
+        #: Every answer taken, and every API answer refused, is an audit row.
+        self.audit = audit
 
     # -- the worker side --------------------------------------------------------------------
 
@@ -103,12 +123,23 @@ class InquiryService:
     async def respond(self, inquiry_id: int, response: Any, who: Principal) -> Inquiry:
         inquiry = await self.get(inquiry_id)
         if not await self.may_answer(inquiry, who):
+            await self.audit.record(
+                _answer_entry(inquiry, who.login, "api", "denied", role=who.role)
+            )
             raise Forbidden(f"{who.login} is not assigned to inquiry {inquiry_id}")
-        return await self.answer(inquiry, response, who.login)
+        return await self.answer(inquiry, response, who.login, source="api", role=who.role)
 
-    async def answer(self, inquiry: Inquiry, response: Any, by: str) -> Inquiry:
+    async def answer(
+        self,
+        inquiry: Inquiry,
+        response: Any,
+        by: str,
+        *,
+        source: str = "slack",
+        role: str | None = None,
+    ) -> Inquiry:
         """Record the first valid answer and end the execution ``completed`` with it (the
-        caller has checked who may answer)."""
+        caller has checked who may answer); the answer is audited."""
         if inquiry.status != PENDING:
             raise Conflict(f"inquiry {inquiry.id} is already {inquiry.status}")
         problem = schema_problem(inquiry.response_schema, response)
@@ -120,6 +151,7 @@ class InquiryService:
         if settled is None:
             current = await self.get(inquiry.id)
             raise Conflict(f"inquiry {inquiry.id} is already {current.status}")
+        await self.audit.record(_answer_entry(settled, by, source, "accepted", role=role))
         await self._end_execution(settled)
         return settled
 

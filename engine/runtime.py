@@ -336,7 +336,7 @@ async def build_runtime(
             slack_default_role=settings.slack_default_role,
         ),
         live_output=LiveOutput(output_repository(store), service),
-        inquiries=InquiryService(inquiry_repository(store), service),
+        inquiries=InquiryService(inquiry_repository(store), service, audit),
         secret_key=key,
     )
     if sync_packs:

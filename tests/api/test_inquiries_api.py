@@ -181,6 +181,13 @@ async def test_core_ask_waits_then_the_first_valid_answer_completes_it(env: Env)
     assert status == 200, body
     assert (await env.ended(second))["result"]["data"]["response"] == {"approved": False}
 
+    # Who answered, and who was refused, is in the audit log.
+    entries, _ = await env.rt.audit.list(verb="inquiry respond")
+    seen = {(e["actor"], e["outcome"], e["detail"], e["execution_id"]) for e in entries}
+    assert ("vic", "denied", f"inquiry #{asked['id']}", first) in seen
+    assert ("olga", "accepted", f"inquiry #{asked['id']}", first) in seen
+    assert ("rita", "accepted", f"inquiry #{other['id']}", second) in seen
+
 
 async def test_an_inquiry_result_of_any_action_asks(env: Env) -> None:
     execution_id = await env.start("ask_pack.deploy_check", assignee="olga")
