@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from engine.automation.rule_secrets import opened, shown, split_secrets
+from engine.automation.schedules import cron_next
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, Forbidden, InvalidRequest, NotFound
@@ -169,9 +170,7 @@ class Timing:
             return after + timedelta(seconds=self.every_s)
         if self.kind == "cron":
             assert self.cron is not None
-            start = after.astimezone(self.tz)
-            nxt: datetime = croniter(self.cron, start).get_next(datetime)
-            return nxt.astimezone(UTC)
+            return cron_next(self.cron, after, self.tz)
         assert self.at is not None
         return self.at if self.at > after else None
 
