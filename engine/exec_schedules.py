@@ -42,7 +42,7 @@ from engine.errors import Conflict, EngineError, Forbidden, InvalidRequest, NotF
 from engine.exec_templates import ExecTemplates
 from engine.gate import Gate, NeedsConfirmation, Requester, Submitted
 from engine.params import validate_parameters
-from engine.policy import Denied, Verb
+from engine.policy import Verb
 from engine.schedule_records import Kind, Missed, Schedule, ScheduleFields, ScheduleRepository
 
 if TYPE_CHECKING:
@@ -236,13 +236,7 @@ class ExecSchedules:
         self.default_timezone = default_timezone
 
     async def _allowed(self, who: Requester, verb: Verb, action_ref: str, what: str) -> None:
-        if self.gate.policy.allows(who.role, verb, action_ref):
-            return
-        error = Forbidden(Denied(who.role, verb, action_ref).message)
-        await self.gate.audit.record(
-            who.entry(what, "denied", target=action_ref, detail=error.message)
-        )
-        raise error
+        await self.gate.deny(who, verb, action_ref, audit_verb=what)
 
     async def _action_of(self, s: Schedule) -> str | None:
         """The action a schedule runs (its template's, for a template; None: gone)."""

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.automation.rule_secrets import opened, shown, split_secrets
 from engine.catalog import Catalog
-from engine.errors import Conflict, Forbidden, InvalidParameters, InvalidRequest, NotFound
+from engine.errors import Conflict, InvalidParameters, InvalidRequest, NotFound
 from engine.gate import Gate, NeedsConfirmation, Requester, Submitted
 from engine.params import REDACTED, validate_parameters
-from engine.policy import Denied, Verb
+from engine.policy import Verb
 from engine.template_records import ExecTemplate, TemplateFields, TemplateRepository
 
 if TYPE_CHECKING:
@@ -70,13 +70,7 @@ class ExecTemplates:
         self.gate = gate
 
     async def _allowed(self, who: Requester, verb: Verb, action_ref: str, what: str) -> None:
-        if self.gate.policy.allows(who.role, verb, action_ref):
-            return
-        error = Forbidden(Denied(who.role, verb, action_ref).message)
-        await self.gate.audit.record(
-            who.entry(what, "denied", target=action_ref, detail=error.message)
-        )
-        raise error
+        await self.gate.deny(who, verb, action_ref, audit_verb=what)
 
     async def find(self, ref: str) -> ExecTemplate:
         found = await self.repo.get(check_ref(ref))

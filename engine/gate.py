@@ -137,7 +137,7 @@ class Gate:
         self.secrets = secrets_box
         self.confirm_ttl_s = confirm_ttl_s
 
-    async def _deny(
+    async def deny(
         self,
         who: Requester,
         verb: Verb,
@@ -147,6 +147,7 @@ class Gate:
         execution_id: int | None = None,
         parameters: dict[str, Any] | None = None,
     ) -> None:
+        """Forbidden, audited as ``audit_verb`` (else ``verb``), unless ``who`` may."""
         if self.policy.allows(who.role, verb, action_ref):
             return
         error = Forbidden(Denied(who.role, verb, action_ref).message)
@@ -194,7 +195,7 @@ class Gate:
             earlier = await self.service.find_idempotent(idempotency_key)
             if earlier is not None:
                 return await self._replay(who, earlier, action_ref, parameters)
-        await self._deny(who, "run", action_ref, audit_verb=verb, parameters=parameters)
+        await self.deny(who, "run", action_ref, audit_verb=verb, parameters=parameters)
         try:
             action = await self.catalog.get_action(action_ref)
             if action.confirm and who.source in ("slack", "chat") and not confirmed:
@@ -254,7 +255,7 @@ class Gate:
         prepared: list[tuple[NewExecution, AuditEntry | None]] = []
         for index, item in enumerate(items):
             try:
-                await self._deny(
+                await self.deny(
                     who, "run", item.action_ref, audit_verb=verb, parameters=item.parameters
                 )
                 action = await self.catalog.get_action(item.action_ref)
@@ -332,7 +333,7 @@ class Gate:
         parameters: dict[str, Any] | None,
     ) -> Submitted:
         """The first execution for a retried key, if the retry asks for the same thing."""
-        await self._deny(who, "run", earlier.action_ref)
+        await self.deny(who, "run", earlier.action_ref)
         same = earlier.action_ref == action_ref
         if same:
             action = await self.catalog.get_action(action_ref)
@@ -358,7 +359,7 @@ class Gate:
         idempotency_key: str | None = None,
     ) -> Submitted | NeedsConfirmation:
         action_ref, params = await self.service.parameters_of(execution_id)
-        await self._deny(who, "view", action_ref, audit_verb="rerun", execution_id=execution_id)
+        await self.deny(who, "view", action_ref, audit_verb="rerun", execution_id=execution_id)
         await self._own_secrets(who, execution_id, await self.service.get(execution_id))
         return await self.run(
             who, action_ref, params, chat=chat, verb="rerun", idempotency_key=idempotency_key
@@ -393,7 +394,7 @@ class Gate:
 
     async def cancel(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
-        await self._deny(who, "cancel", record.action_ref, execution_id=execution_id)
+        await self.deny(who, "cancel", record.action_ref, execution_id=execution_id)
         try:
             record = await self.service.cancel(execution_id, who.identity)
         except EngineError as exc:
@@ -414,13 +415,13 @@ class Gate:
 
     async def view(self, who: Requester, execution_id: int) -> Execution:
         record = await self.service.get(execution_id)
-        await self._deny(who, "view", record.action_ref, execution_id=execution_id)
+        await self.deny(who, "view", record.action_ref, execution_id=execution_id)
         return record
 
     async def manage(self, who: Requester, action_ref: str, verb: str) -> None:
         """Refuse (403, audited as ``verb`` denied) a write of ``action_ref`` or of a rule
         that runs it, unless the role holds ``manage`` on it."""
-        await self._deny(who, "manage", action_ref, audit_verb=verb)
+        await self.deny(who, "manage", action_ref, audit_verb=verb)
 
     # -- confirmations ----------------------------------------------------------------------
 
