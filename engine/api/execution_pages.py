@@ -25,7 +25,7 @@ import jinja2
 from aiohttp import web
 
 from engine.api import page_auth, page_views
-from engine.api.http import MAX_ID, RUNTIME_KEY
+from engine.api.http import MAX_ID, MAX_PER_PAGE, RUNTIME_KEY
 from engine.audit import AuditEntry
 from engine.auth import Principal
 from engine.errors import EngineError, Forbidden, InvalidRequest, NotFound, TooManyRequests
@@ -383,7 +383,7 @@ async def executions_page(request: web.Request) -> web.StreamResponse:
     page, per_page = 1, DEFAULT_PER_PAGE
     try:
         page = _page_number(q.get("page"), 1, 10**6)
-        per_page = min(_page_number(q.get("per_page"), DEFAULT_PER_PAGE, 100), 100)
+        per_page = _page_number(q.get("per_page"), DEFAULT_PER_PAGE, MAX_PER_PAGE)
         if filters["status"] and filters["status"] not in page_views.STATUSES:
             raise InvalidRequest(
                 f"unknown status '{filters['status'][:40]}' (one of "
