@@ -131,6 +131,11 @@ class StoredExecution:
     updated: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    retry_count: int = 0
+    original_execution: int | None = None
+    retry_reason: str | None = None
+    retry_due_at: datetime | None = None
+    concurrency_key: str | None = None
 
     def record(self) -> Execution:
         who = self.executor
@@ -172,6 +177,10 @@ class NewExecution:
     idempotency_key: str | None
     created: datetime
     updated: datetime
+    retry_count: int = 0
+    original_execution: int | None = None
+    retry_reason: str | None = None
+    concurrency_key: str | None = None
 
 
 #: Names of :class:`NewExecution`'s fields (its columns), in order.

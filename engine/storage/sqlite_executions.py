@@ -53,6 +53,7 @@ DATETIME_COLUMNS = frozenset(
         "updated",
         "started_at",
         "finished_at",
+        "retry_due_at",
         "at",
         "next_attempt_at",
         "delivered_at",

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.sql.expression import false, text
+from sqlalchemy.sql.expression import false, text, true
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -147,6 +147,14 @@ actions = Table(
     Column("disabled_reason", Text, nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
+    #: Automatic retries of a transient failure (abandoned, timed out), Attune's; 0: none.
+    Column("max_retries", Integer, nullable=False, default=0, server_default=text("0")),
+    #: Concurrency policy: at most ``concurrency_limit`` runs at once per group (the values of
+    #: ``concurrency_parameters``); over it, ``concurrency_method`` ``enqueue`` (FIFO) or
+    #: ``cancel``. Null limit: no policy.
+    Column("concurrency_limit", Integer, nullable=True),
+    Column("concurrency_method", String(8), nullable=True),
+    Column("concurrency_parameters", JsonType, nullable=True),
 )
 Index("ix_actions_pack_ref", actions.c.pack_ref)
 
@@ -181,6 +189,14 @@ executions = Table(
     Column("updated", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
+    #: The retry chain (Attune's): attempt number, the first run of the chain, why retried.
+    Column("retry_count", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("original_execution", BigInteger, nullable=True),
+    Column("retry_reason", String(32), nullable=True),
+    #: When the retry of this (transiently failed) run is due; cleared by whoever submits it.
+    Column("retry_due_at", UTCDateTime, nullable=True),
+    #: The concurrency group of a run of an action with a limit (``concurrency_groups.key``).
+    Column("concurrency_key", String(512), nullable=True),
 )
 Index("ix_executions_status_id", executions.c.status, executions.c.id)
 Index("ix_executions_action_ref_id", executions.c.action_ref, executions.c.id)
@@ -196,6 +212,30 @@ Index(
     executions.c.finished_at,
     sqlite_where=executions.c.finished_at.is_not(None),
     postgresql_where=executions.c.finished_at.is_not(None),
+)
+
+Index(
+    "ix_executions_retry_due_at",
+    executions.c.retry_due_at,
+    sqlite_where=executions.c.retry_due_at.is_not(None),
+    postgresql_where=executions.c.retry_due_at.is_not(None),
+)
+Index(
+    "ix_executions_concurrency_key_id",
+    executions.c.concurrency_key,
+    executions.c.id,
+    sqlite_where=executions.c.concurrency_key.is_not(None),
+    postgresql_where=executions.c.concurrency_key.is_not(None),
+)
+
+#: How many runs of a concurrency group hold a slot (``running`` moves in the same transaction
+#: as the status of the run that takes or frees the slot).
+concurrency_groups = Table(
+    "concurrency_groups",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("running", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("updated", UTCDateTime, nullable=False),
 )
 
 #: The output of a running action, in the chunks its worker flushed (``offset``: the chunk's
@@ -595,3 +635,47 @@ inquiries = Table(
 )
 Index("ix_inquiries_execution", inquiries.c.execution)
 Index("ix_inquiries_status_timeout_at", inquiries.c.status, inquiries.c.timeout_at)
+
+#: An action alias (StackStorm's format): chat text matched by ``formats`` runs ``action_ref``.
+#: ``adhoc``: created over the API (kept when its pack is re-registered from disk).
+action_aliases = Table(
+    "action_aliases",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("pack_ref", String(128), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("action_ref", String(256), nullable=False),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
+    Column("formats", JsonType, nullable=False),
+    Column("ack", JsonType, nullable=True),
+    Column("result", JsonType, nullable=True),
+    Column("extra", JsonType, nullable=True),
+    Column("immutable_parameters", JsonType, nullable=True),
+    Column("adhoc", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_action_aliases_pack_ref", action_aliases.c.pack_ref)
+
+#: An Attune workflow definition (``definition``: the YAML as JSON); the workflow is also an
+#: action of the same ref. ``adhoc``: created over the API.
+workflow_definitions = Table(
+    "workflow_definitions",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("ref", String(256), nullable=False, unique=True),
+    Column("pack_ref", String(128), nullable=False),
+    Column("label", String(256), nullable=False, default="", server_default=""),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("version", String(50), nullable=False, default="1.0.0", server_default="1.0.0"),
+    Column("param_schema", JsonType, nullable=True),
+    Column("out_schema", JsonType, nullable=True),
+    Column("definition", JsonType, nullable=False),
+    Column("tags", JsonType, nullable=True),
+    Column("adhoc", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_workflow_definitions_pack_ref", workflow_definitions.c.pack_ref)
