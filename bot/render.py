@@ -522,6 +522,10 @@ def inquiry_settled(inquiry: Any) -> tuple[str, list[dict[str, Any]]]:
     if inquiry.status == "responded":
         answer = ", ".join(f"{k}={json.dumps(v)}" for k, v in (inquiry.response or {}).items())
         outcome = f"answered by {inquiry.responded_by}: {answer}"
+    elif inquiry.status == "timeout":
+        outcome = "not answered in time (timed out)"
+    elif inquiry.status == "cancelled":
+        outcome = "cancelled with its run"
     else:
         outcome = inquiry.status
     text = f"Inquiry #{inquiry.id}: {inquiry.prompt} — {outcome}"

@@ -144,7 +144,7 @@ def build_slack_app(
     """The Bolt app: ``/attune``, and the buttons of cards and confirmations."""
     roles = roles or SlackRoles(settings.slack_roles, settings.slack_default_role)
     recent = RecentKeys()
-    background: set[asyncio.Task[None]] = set()
+    background: set[asyncio.Task[object]] = set()
     secret = settings.slack_signing_secret
     token = client.token or ""
 
@@ -197,7 +197,7 @@ def build_slack_app(
         reply = await handler.handle(text, ctx, key)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
-    def in_background(work: Coroutine[Any, Any, None]) -> None:
+    def in_background(work: Coroutine[Any, Any, object]) -> None:
         """Run ``work`` beside the request: with ``process_before_response`` Slack gets its
         ack only when the listener returns, so slow calls go here, off its 3 s."""
         task = asyncio.create_task(work)
@@ -292,7 +292,7 @@ def build_slack_app(
             if isinstance(settled, str):
                 await refuse(respond, settled)
             else:
-                in_background(show_settled(client, settled))
+                in_background(show_settled(client, settled, inquiries()))
 
     @app.action(render.INQUIRY_OPEN_ACTION)
     async def on_inquiry_open(
@@ -331,7 +331,7 @@ def build_slack_app(
         settled = await record_answer(inquiry, answer, user_id)
         if not isinstance(settled, str):
             await ack()
-            in_background(show_settled(client, settled))
+            in_background(show_settled(client, settled, inquiries()))
             return
         problem = settled
         named = re.match(r"response\.([^.:]+)", problem)

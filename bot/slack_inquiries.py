@@ -1,6 +1,8 @@
 """Inquiries in Slack: the question posted under the run's card (buttons for a yes/no or a
 short choice, an Answer button opening a modal otherwise), who may answer from Slack, and the
-message updated to say who answered (engine/inquiries.py holds the rules)."""
+message updated, once, when the question ends however it ends (answered in Slack or over the
+API, timed out, cancelled with its run): it then says how, with no buttons left
+(engine/inquiries.py holds the rules)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ log = logging.getLogger(f"attune.{__name__}")
 #: it is posted in the channel instead.
 CARD_WAIT_S = 10.0
 POSTING = "posting"
+#: Set in an inquiry's ``chat`` once its question shows how it ended (updated once).
+SHOWN = "shown"
+#: How far back a new poster looks for questions that ended unshown (a restart's gap).
+LOOK_BACK_S = 3600.0
+SETTLED_BATCH = 100
 
 
 def may_answer_in_slack(inquiry: Inquiry, user_id: str, role: str) -> bool:
@@ -75,6 +82,8 @@ class InquiryPoster:
         self.chat_messages = chat_messages
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        #: Questions that ended at or after this are shown ended (those before: done).
+        self._settled_since = now_utc() - timedelta(seconds=LOOK_BACK_S)
 
     def start(self) -> InquiryPoster:
         self._task = asyncio.create_task(self._loop(), name="inquiry-poster")
@@ -91,6 +100,7 @@ class InquiryPoster:
         while True:
             try:
                 await self.post_due()
+                await self.show_ended()
             except Exception as exc:
                 log.warning("posting inquiries failed: %s", exc)
             await asyncio.sleep(self.interval_s)
@@ -124,25 +134,64 @@ class InquiryPoster:
             except Exception as exc:
                 log.warning("inquiry %s: the question was not posted: %s", inquiry.id, exc)
                 continue
-            ts = str(sent.get("ts") or "")
-            await self.service.repo.set_chat(
-                inquiry.id,
-                dict(claimed.chat or {}) | {"prompt_ts": ts},
-                claimed.updated,
-                now_utc(),
-            )
+            await self._posted(claimed, str(sent.get("ts") or ""))
             posted += 1
         return posted
 
+    async def _posted(self, claimed: Inquiry, ts: str) -> None:
+        """Remember where the question went; if it ended while it was being posted, show
+        that at once (the question would otherwise keep its buttons)."""
+        current = claimed
+        for _ in range(3):
+            chat = dict(current.chat or {}) | {"prompt_ts": ts}
+            saved = await self.service.repo.set_chat(current.id, chat, current.updated, now_utc())
+            if saved is not None:
+                await show_settled(self.client, saved, self.service)  # nothing if pending
+                return
+            current = await self.service.get(current.id)
+        log.warning("inquiry %s: where its question was posted was not saved", claimed.id)
 
-async def show_settled(client: Any, inquiry: Inquiry) -> None:
-    """Replace the posted question by who answered (no buttons left)."""
+    async def show_ended(self) -> int:
+        """Show how each question that ended since the last look ended (the ones answered
+        in Slack are shown at once by the answer's handler; this catches the rest)."""
+        ended = await self.service.repo.settled_since(self._settled_since, SETTLED_BATCH)
+        shown = 0
+        for inquiry in ended:
+            shown += await show_settled(self.client, inquiry, self.service)
+        if ended:
+            self._settled_since = ended[-1].updated
+        return shown
+
+
+def _question_of(inquiry: Inquiry) -> tuple[str, str] | None:
+    """The posted question's (channel, ts), if it was posted."""
     chat = inquiry.chat or {}
     ts, channel = chat.get("prompt_ts"), chat.get("prompt_channel")
-    if not ts or ts == POSTING or not channel or inquiry.status == PENDING:
-        return
+    if not ts or ts == POSTING or not channel:
+        return None
+    return str(channel), str(ts)
+
+
+async def show_settled(client: Any, inquiry: Inquiry, service: InquiryService) -> bool:
+    """Replace the posted question of an ended inquiry by how it ended (no buttons left),
+    once however many processes try: the process that marks the row :data:`SHOWN` updates
+    the message. False when there was nothing to do."""
+    for _ in range(3):
+        where = _question_of(inquiry)
+        if inquiry.status == PENDING or where is None or (inquiry.chat or {}).get(SHOWN):
+            return False
+        marked = await service.repo.set_chat(
+            inquiry.id, dict(inquiry.chat or {}) | {SHOWN: True}, inquiry.updated, now_utc()
+        )
+        if marked is not None:
+            break
+        inquiry = await service.get(inquiry.id)  # changed meanwhile: look again
+    else:
+        return False
+    channel, ts = where
     text, blocks = render.inquiry_settled(inquiry)
     try:
         await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
     except Exception as exc:
         log.warning("inquiry %s: the question was not updated: %s", inquiry.id, exc)
+    return True

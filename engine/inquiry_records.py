@@ -102,6 +102,11 @@ class InquiryRepository(Protocol):
         """Pending inquiries of runs started from chat, oldest first."""
         ...
 
+    async def settled_since(self, since: datetime, limit: int) -> builtins.list[Inquiry]:
+        """Inquiries of runs started from chat that are no longer pending, changed at or
+        after ``since``, in the order they changed."""
+        ...
+
     async def set_chat(
         self, inquiry_id: int, chat: dict[str, Any], expected_updated: datetime, now: datetime
     ) -> Inquiry | None:

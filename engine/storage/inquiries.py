@@ -164,6 +164,17 @@ class SqlInquiries:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows if r.chat]
 
+    async def settled_since(self, since: datetime, limit: int) -> builtins.list[Inquiry]:
+        query = (
+            select(inquiries)
+            .where(_I.updated >= since, _I.status != PENDING, _I.chat.is_not(None))
+            .order_by(_I.updated, _I.id)
+            .limit(limit)
+        )
+        async with self.store.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(r) for r in rows if r.chat]
+
     async def set_chat(
         self, inquiry_id: int, chat: dict[str, Any], expected_updated: datetime, now: datetime
     ) -> Inquiry | None:

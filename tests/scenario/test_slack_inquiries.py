@@ -226,3 +226,63 @@ async def test_any_other_schema_is_answered_in_a_modal_that_names_a_bad_field(
         record, _ = await settle(api, execution_id)
     assert record["status"] == "completed"
     assert record["result"]["data"]["response"] == {"reason": "because", "count": 2}
+
+
+async def _question_shown_ended(standin: SlackStandIn, channel: str, asked: Call) -> Call:
+    """The question's message once updated to say how it ended."""
+    assert isinstance(asked.response, dict)
+    asked_ts = asked.response["ts"]
+
+    def updated() -> Call | None:
+        found = standin.find(
+            "chat.update", target=channel, where=lambda c: c.params.get("ts") == asked_ts
+        )
+        return found[0] if found else None
+
+    return await eventually(updated, "the question updated", API_WAIT_S)
+
+
+async def test_a_question_that_times_out_loses_its_buttons(
+    server: Server, standin: SlackStandIn
+) -> None:
+    channel, asker, assignee = new_channel(), new_user(), new_user()
+    reply = await slash(
+        server.base_url,
+        standin,
+        f"run core.ask prompt='Restart the primary?' assigned_to={assignee} timeout_seconds=2",
+        channel=channel,
+        user=asker,
+    )
+    asked = await question(standin, channel)
+    assert buttons(asked)
+    async with admin_api(server.base_url) as api:
+        record, _ = await settle(api, reply.execution_id)
+    assert record["status"] == "timeout"
+    shown = await _question_shown_ended(standin, channel, asked)
+    assert "not answered in time" in shown.all_text()
+    assert buttons(shown) == []
+    # A click on the old buttons (a client that kept them) is told the question ended.
+    key = await click(server, standin, assignee, channel, buttons(asked)[0])
+    assert "timeout" in await refusal(standin, key)
+
+
+async def test_a_question_answered_over_the_api_is_shown_answered_in_slack(
+    server: Server, standin: SlackStandIn
+) -> None:
+    channel, asker = new_channel(), new_user()
+    reply = await slash(
+        server.base_url, standin, "run core.ask prompt='Drain web1?'", channel=channel, user=asker
+    )
+    asked = await question(standin, channel)
+    (yes, _no) = buttons(asked)
+    inquiry_id = json.loads(yes["value"])["i"]
+    async with admin_api(server.base_url) as api:
+        answered = await api.post(
+            f"/api/v1/inquiries/{inquiry_id}/respond", json={"response": {"approved": False}}
+        )
+        assert answered.status == 200, await answered.text()
+        record, _ = await settle(api, reply.execution_id)
+    assert record["result"]["data"]["response"] == {"approved": False}
+    shown = await _question_shown_ended(standin, channel, asked)
+    assert "answered by admin" in shown.all_text()
+    assert buttons(shown) == []
