@@ -603,6 +603,8 @@ schedules = Table(
     Column("last_execution", BigInteger, nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
+    #: Ids are never reused (a card names its schedule by id).
+    sqlite_autoincrement=True,
 )
 Index("ix_schedules_next_fire_at", schedules.c.next_fire_at)
 
@@ -635,6 +637,7 @@ inquiries = Table(
 )
 Index("ix_inquiries_execution", inquiries.c.execution)
 Index("ix_inquiries_status_timeout_at", inquiries.c.status, inquiries.c.timeout_at)
+Index("ix_inquiries_updated", inquiries.c.updated)
 
 #: An action alias (StackStorm's format): chat text matched by ``formats`` runs ``action_ref``.
 #: ``adhoc``: created over the API (kept when its pack is re-registered from disk).

@@ -43,8 +43,7 @@ def error(got: Any) -> str:
 async def runs_of(
     api: aiohttp.ClientSession, schedule_id: int, message: str
 ) -> list[dict[str, Any]]:
-    """The runs of a schedule (by its message too: SQLite gives a deleted schedule's id to the
-    next one)."""
+    """The runs of a schedule (by its message too: tests share the server's schedules)."""
     status, got = await call(
         api, "GET", "/api/v1/executions", params={"action_ref": "core.echo", "per_page": "100"}
     )
@@ -258,3 +257,15 @@ async def test_slack_reads_times_in_the_users_own_zone(
     assert status == 200, got
     assert got["data"]["timezone"] == "Asia/Tokyo"
     await call(api, "DELETE", f"/api/v1/schedules/{sid}")
+
+
+async def test_a_deleted_schedules_id_is_never_given_to_another(
+    api: aiohttp.ClientSession,
+) -> None:
+    first = await schedule(api, **BASE, every="1h", description="first " + uniq())
+    status, got = await call(api, "DELETE", f"/api/v1/schedules/{first['id']}")
+    assert status in (200, 204), got
+    second = await schedule(api, **BASE, every="1h", description="second " + uniq())
+    assert second["id"] > first["id"]
+    status, got = await call(api, "DELETE", f"/api/v1/schedules/{second['id']}")
+    assert status in (200, 204), got
