@@ -46,6 +46,7 @@ from bot import commands, render
 from bot.handler import ChatContext, CommandHandler
 from bot.slack_inquiries import may_answer_in_slack, parse_modal, show_settled
 from bot.slack_roles import SlackRoles
+from bot.slack_run_forms import RunForms
 from bot.slack_zones import UserZones
 from config import Settings
 from engine.acks_first import AcksFirst
@@ -173,6 +174,8 @@ def build_slack_app(
     )
 
     zones = UserZones(client)
+    forms = RunForms(handler, client, roles)
+    forms.register(app)
 
     @app.command(SLASH_COMMAND)
     async def on_command(ack: Any, command: dict[str, Any], request: AsyncBoltRequest) -> None:
@@ -190,6 +193,9 @@ def build_slack_app(
             if commands.normalise(text).lower().startswith("schedule ")
             else None,
         )
+        if await forms.offer(text, ctx, str(command.get("trigger_id") or "")):
+            await ack()  # the form is open: it runs the action when submitted
+            return
         # A signed request is one command: the same one replayed to another process (that did
         # not see it) finds the first's execution by this key instead of starting another.
         signature = _header(request.headers, _SIGNATURE)

@@ -246,6 +246,21 @@ def validate_parameters(
 
     Raises :class:`InvalidParameters` naming every offending parameter.
     """
+    result = _with_defaults(schema, params)
+    for name, value in result.items():
+        _check_value(str(name), value)
+    secrets = secret_names(schema)
+    errors = sorted(
+        _validator(schema).iter_errors(result),
+        key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
+    )
+    if errors:
+        raise InvalidParameters("; ".join(dict.fromkeys(_describe(e, secrets) for e in errors)))
+    return result
+
+
+def _with_defaults(schema: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``params`` coerced by the schema, with the defaults of the parameters not given."""
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
@@ -258,16 +273,35 @@ def validate_parameters(
     for name, prop in props.items():
         if name not in result and isinstance(prop, Mapping) and "default" in prop:
             result[name] = copy.deepcopy(prop["default"])
+    return result
+
+
+def parameter_problems(schema: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, str]:
+    """What :func:`validate_parameters` would refuse in ``params``, by top-level parameter
+    name (``""``: the parameters as a whole, such as an unknown name), the first problem of
+    each; empty when it would accept them. For forms that show a problem beside its field."""
+    result = _with_defaults(schema, params)
+    problems: dict[str, str] = {}
     for name, value in result.items():
-        _check_value(str(name), value)
+        try:
+            _check_value(str(name), value)
+        except InvalidParameters as exc:
+            problems[str(name)] = exc.message
     secrets = secret_names(schema)
     errors = sorted(
         _validator(schema).iter_errors(result),
         key=lambda e: (list(map(str, e.absolute_path)), str(e.validator)),
     )
-    if errors:
-        raise InvalidParameters("; ".join(dict.fromkeys(_describe(e, secrets) for e in errors)))
-    return result
+    for error in errors:
+        message = _describe(error, secrets)
+        if error.absolute_path:
+            name = str(error.absolute_path[0])
+        elif error.validator == "required" and "'" in error.message:
+            name = error.message.split("'")[1]
+        else:
+            name = ""
+        problems.setdefault(name, message)
+    return problems
 
 
 def redact(params: Mapping[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
