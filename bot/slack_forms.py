@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.render import escape
 from engine.params import parameter_problems
 
 #: ``callback_id`` of the run form.
@@ -295,7 +296,7 @@ def build_form(
     props = properties(schema)
     required = {str(n) for n in schema.get("required") or []}
     metadata = origin.to_metadata()
-    intro = [f"*{action_ref}*"] + ([description] if description else [])
+    intro = [f"*{escape(action_ref)}*"] + ([escape(description)] if description else [])
     if confirm:
         intro.append("_You will be asked to confirm before it runs._")
     blocks: list[dict[str, Any]] = [

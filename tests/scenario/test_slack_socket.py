@@ -128,10 +128,19 @@ async def test_slash_command_is_acked_over_the_socket_and_results_posted(
 async def test_bad_command_over_the_socket_gets_an_ephemeral_ack(
     server: Server, standin: SlackStandIn
 ) -> None:
-    env, ack, _ = await send_command(standin, "run examples.greet")
+    env, ack, _ = await send_command(standin, "run examples.greet bogus=1")
     assert ack["payload"]["response_type"] == "ephemeral"
-    assert "name" in ack["payload"]["text"]
+    assert "bogus" in ack["payload"]["text"]
     assert not standin.find("chat.postMessage", target=env["payload"]["channel_id"])
+
+
+async def test_missing_parameters_over_the_socket_open_the_form(
+    server: Server, standin: SlackStandIn
+) -> None:
+    env, ack, _ = await send_command(standin, "run examples.greet")
+    assert not ack.get("payload"), ack  # the form answers: no message
+    trigger = env["payload"]["trigger_id"]
+    assert standin.find("views.open", ok=True, where=lambda c: c.params["trigger_id"] == trigger)
 
 
 async def test_reconnects_when_slack_asks_and_keeps_answering(
