@@ -222,3 +222,23 @@ def test_metadata_that_is_not_ours_is_refused() -> None:
     assert FormOrigin.from_metadata("") is None
     assert FormOrigin.from_metadata("42") is None
     assert FormOrigin.from_metadata('{"a": 1}') is None
+
+
+def test_parameter_problems_are_keyed_by_parameter() -> None:
+    from engine.params import parameter_problems
+
+    schema = normalize_schema(
+        {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer"},
+                "o": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
+            },
+            "required": ["n"],
+        }
+    )
+    assert parameter_problems(schema, {"n": "3", "o": {"k": "v"}}) == {}
+    problems = parameter_problems(schema, {"o": {}, "zz": 1})
+    assert problems["n"] == "missing required parameter 'n'"
+    assert set(problems) == {"n", "o", ""}
+    assert "'zz'" in problems[""]
