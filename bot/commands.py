@@ -3,11 +3,20 @@
     run pack.action key=value ...    values: bare, "double", 'single', JSON {...} / [...], key=
     run pack.action k=a,b,c --each k one execution per value of k (a batch)
     run <one pack.action k=v per line>  a batch: one execution per line
-    help [pack.action]
+    run @template key=value ...      a saved template, the values overriding its own
+    templates
+    schedule in|at|every|cron <when> run ...  |  schedules  |  unschedule <id>
+    help [pack.action]               what you may run (grouped by pack), or one action's help
     actions [pack]
+    history [pack.action|pack|@user] [n]   recent executions you may view, newest first (n 1-50)
+    last                             your own last execution, with its output
     status <id> | cancel <id> | rerun <id>
     confirm <code> | abort <code>
     rules | rule enable|disable <pack.rule>
+
+``@user`` is a Slack mention (``<@U123>``, ``<@U123|ana>``), a Slack user id or a name.
+A first word that is no command raises :class:`UnknownCommand` (made by :func:`unknown_verb`,
+with the closest commands as "did you mean").
 
 Slack's smart quotes and non-breaking spaces are normalised first. Values stay text here except
 JSON objects and arrays; the action's schema coerces them later (``count=5`` -> 5).
@@ -15,6 +24,7 @@ JSON objects and arrays; the action's schema coerces them later (``count=5`` -> 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -62,6 +72,8 @@ USAGE = (
     "  run <one pack.action k=v per line>  run several actions as one batch\n"
     "  help [pack.action]                  this help, or an action's parameters\n"
     "  actions [pack]                      list actions\n"
+    "  history [pack.action|@user] [n]     recent executions, newest first (n: 1 to 50)\n"
+    "  last                                your own last execution and its output\n"
     "  status <id>                         show an execution\n"
     "  cancel <id>                         cancel an execution\n"
     "  rerun <id>                          run an execution again with the same parameters\n"
@@ -78,6 +90,14 @@ class UsageError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class UnknownCommand(UsageError):
+    """Text whose first word is no command; ``text`` is what was typed (normalised)."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,26 @@ class Actions:
     pack: str | None = None
 
 
+#: Executions ``history`` shows when no number is given, and at most.
+HISTORY_DEFAULT = 10
+HISTORY_MAX = 50
+
+
+@dataclass(frozen=True)
+class History:
+    """``history [pack.action|pack|@user] [n]``: at most one of the three narrows it."""
+
+    action_ref: str | None = None
+    pack: str | None = None
+    user: str | None = None
+    limit: int = HISTORY_DEFAULT
+
+
+@dataclass(frozen=True)
+class Last:
+    pass
+
+
 @dataclass(frozen=True)
 class Status:
     execution_id: int
@@ -173,7 +213,27 @@ class Abort:
 
 Command = (
     Run | RunMany | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
-) | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule)
+) | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule | History | Last)
+
+#: Every command's first word (for "did you mean").
+VERBS = (
+    "run",
+    "help",
+    "actions",
+    "history",
+    "last",
+    "status",
+    "cancel",
+    "rerun",
+    "confirm",
+    "abort",
+    "rules",
+    "rule",
+    "templates",
+    "schedule",
+    "schedules",
+    "unschedule",
+)
 
 
 def normalise(text: str) -> str:
@@ -217,6 +277,12 @@ def parse(text: str) -> Command:
         if rest and not _PACK.match(rest):
             raise UsageError(f"`actions` takes a pack name like `core`, not `{_clip(rest)}`")
         return Actions(rest or None)
+    if verb == "history":
+        return _parse_history(rest)
+    if verb == "last":
+        if rest:
+            raise UsageError("`last` takes nothing; `history` lists more, `status <id>` one")
+        return Last()
     if verb in ("status", "cancel", "rerun"):
         execution_id = _parse_id(verb, rest)
         if verb == "status":
@@ -238,7 +304,57 @@ def parse(text: str) -> Command:
         return Confirm(rest) if verb == "confirm" else Abort(rest)
     if _REF.match(verb):
         raise UsageError(f"Did you mean `run {_clip(text)}`?\n{USAGE}")
-    raise UsageError(f"Unknown command `{_clip(verb)}`.\n{USAGE}")
+    raise unknown_verb(verb, rest, text)
+
+
+def unknown_verb(verb: str, rest: str, text: str) -> UnknownCommand:
+    """What unknown text gets: the closest commands (the rest kept), else the usage."""
+    close = difflib.get_close_matches(verb, VERBS, n=2, cutoff=0.6)
+    if not close:
+        return UnknownCommand(f"Unknown command `{_clip(verb)}`.\n{USAGE}", text)
+    guesses = " or ".join(f"`{_clip(f'{c} {rest}'.strip())}`" for c in close)
+    return UnknownCommand(
+        f"Unknown command `{_clip(verb)}`. Did you mean {guesses}? "
+        "`help` lists the commands and what you may run.",
+        text,
+    )
+
+
+#: A Slack user mention as Slack writes it (``<@U123>`` or ``<@U123|name>``).
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+_USER = re.compile(r"^@?([A-Za-z0-9][A-Za-z0-9._-]{0,79})$")
+
+
+def _parse_history(rest: str) -> History:
+    """``[pack.action|pack|@user] [n]``, the two in either order."""
+    target: dict[str, str] = {}
+    limit: int | None = None
+    for word in rest.split():
+        if word.isdigit() and limit is None and len(word) <= 6:
+            limit = int(word)
+            if not 1 <= limit <= HISTORY_MAX:
+                raise UsageError(f"`history` shows 1 to {HISTORY_MAX} executions, not {word}")
+            continue
+        if target:
+            raise UsageError(HISTORY_USAGE)
+        mention = _MENTION.match(word)
+        if mention:
+            target["user"] = mention.group(1)
+        elif word.startswith("@") and _USER.match(word):
+            target["user"] = word[1:]
+        elif _REF.match(word):
+            target["action_ref"] = word
+        elif _PACK.match(word) and not word.isdigit():
+            target["pack"] = word
+        else:
+            raise UsageError(HISTORY_USAGE)
+    return History(**target, limit=limit or HISTORY_DEFAULT)
+
+
+HISTORY_USAGE = (
+    "usage: `history [pack.action|pack|@user] [n]`, e.g. `history`, `history core.echo 20`, "
+    f"`history @ana` (n: 1 to {HISTORY_MAX}, default {HISTORY_DEFAULT})"
+)
 
 
 def _parse_id(verb: str, rest: str) -> int:

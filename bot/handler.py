@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from bot import commands, render
+from bot import commands, discovery, render
+from bot import history as chat_history
 from bot.commands import (
     Abort,
     Actions,
     Cancel,
     Confirm,
     Help,
+    History,
+    Last,
     Rerun,
     Rules,
     RuleSwitch,
@@ -135,7 +138,8 @@ class CommandHandler:
                 return await self._no_access(command, ctx)
             return await self.dispatch(command, ctx, idempotency_key)
         except EngineError as exc:
-            return Reply(_user_message(exc, ctx), ok=False)
+            hint = await discovery.hint_for(self.runtime, command, ctx.requester(), exc)
+            return Reply(_user_message(exc, ctx) + hint, ok=False)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("command failed (ref %s): %r", ref, what[:200] or command)
@@ -211,7 +215,16 @@ class CommandHandler:
             case RuleSwitch(rule_ref, enable):
                 return await self._switch_rule(who, rule_ref, enable)
             case Help(None):
-                return Reply(commands.USAGE)
+                prefix = "/attune run" if ctx.source == "slack" else "run"
+                return Reply(await discovery.help_text(self.runtime, who, prefix))
+            case History():
+                slack = ctx.sink == "slack"
+                return Reply(await chat_history.history(self.runtime, who, command, slack=slack))
+            case Last():
+                text, last_id = await chat_history.last(
+                    self.runtime, who, slack=ctx.sink == "slack"
+                )
+                return Reply(text, execution_id=last_id)
             case Help(action_ref) if action_ref is not None:
                 row = await catalog.action(action_ref)
                 prefix = "/attune run" if ctx.source == "slack" else "run"

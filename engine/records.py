@@ -221,6 +221,9 @@ class ExecutionFilter:
     #: Only executions requested by this identity (``executor.identity``: a login, a Slack
     #: user id, ``rule:...``).
     requester: str | None = None
+    #: Only executions requested by this person: ``executor.identity``, or the Slack user
+    #: name they had when they asked (``executor.user_name``).
+    person: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,7 @@ class ExecutionService:
         parent: int | None = None,
         pack: str | None = None,
         requester: str | None = None,
+        person: str | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[builtins.list[Execution], int]:
@@ -258,6 +259,7 @@ class ExecutionService:
             parent=parent,
             pack=pack or None,
             requester=requester or None,
+            person=person or None,
         )
         rows = await self.executions.list(where, limit=per_page, offset=(page - 1) * per_page)
         total = await self.executions.count(where)

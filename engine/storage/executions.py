@@ -165,6 +165,13 @@ def where_clauses(where: ExecutionFilter) -> list[ColumnElement[bool]]:
         clauses.append(executions.c.action_ref.like(f"{escaped}.%", escape="\\"))
     if where.requester:
         clauses.append(executions.c.executor["identity"].as_string() == where.requester)
+    if where.person:
+        clauses.append(
+            or_(
+                executions.c.executor["identity"].as_string() == where.person,
+                executions.c.executor["user_name"].as_string() == where.person,
+            )
+        )
     if where.action_like is not None:  # only actions matching one of these LIKE patterns
         clauses.append(
             or_(false(), *(executions.c.action_ref.like(p, escape="\\") for p in where.action_like))
