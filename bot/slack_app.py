@@ -142,7 +142,8 @@ def build_slack_app(
     client: AsyncWebClient,
     roles: SlackRoles | None = None,
 ) -> AsyncApp:
-    """The Bolt app: ``/attune``, and the buttons of cards and confirmations."""
+    """The Bolt app: ``/attune``, ``@attune`` mentions and DMs, and the buttons of cards and
+    confirmations."""
     roles = roles or SlackRoles(settings.slack_roles, settings.slack_default_role)
     recent = RecentKeys()
     background: set[asyncio.Task[object]] = set()
@@ -343,6 +344,11 @@ def build_slack_app(
         named = re.match(r"response\.([^.:]+)", problem)
         block = f"field:{named.group(1)}" if named else where
         await ack(response_action="errors", errors={block: problem[:150]})
+
+    # Mentions and DMs: the same handler (imported here: that module imports this one).
+    from bot.slack_events import register_events
+
+    register_events(app, handler, client, roles)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

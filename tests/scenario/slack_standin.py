@@ -354,6 +354,8 @@ class SlackStandIn:
                 if p.get("thread_ts"):
                     message["thread_ts"] = p["thread_ts"]
                 return {"ok": True, "channel": p.get("channel"), "ts": ts, "message": message}
+            case "chat.postEphemeral":
+                return {"ok": True, "message_ts": self._next_ts()}
             case "chat.update":
                 return {
                     "ok": True,

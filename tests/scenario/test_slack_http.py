@@ -279,8 +279,8 @@ async def test_tampered_body_is_refused(
         # (``run examples.greet``, a required parameter missing, opens a form in Slack:
         # tests/scenario/test_slack_forms.py; the terminal chat answers with the usage)
         ('run core.echo message="hello', ["unbalanced"]),
-        ("help", ["Usage", "run <pack.action>"]),
-        ("", ["Usage"]),
+        ("help", ["What you may run", "`core.echo`", "run <pack.action>"]),
+        ("", ["What you may run", "Commands"]),
         ("help examples.greet", ["examples.greet", "`name`", "required"]),
         ("run core.echo message=hi bogus=1", ["bogus"]),
         ("frobnicate", ["Usage"]),
