@@ -16,12 +16,14 @@ import pytest
 from tests.e2e.conftest import Server
 from tests.scenario.harness import (
     SLACK_ACK_BUDGET_S,
+    get_json,
     new_channel,
     new_user,
     running_server,
     scenario_env,
     settle,
 )
+from tests.scenario.slack_events import callback, direct, mention
 from tests.scenario.slack_signing import slash_fields
 from tests.scenario.slack_standin import SlackStandIn
 from tests.waiting import eventually
@@ -165,3 +167,57 @@ async def test_reconnects_when_slack_asks_and_keeps_answering(
     )
     _env, ack, _ = await send_command(standin, "help core.echo")
     assert "`message`" in ack["payload"]["text"]
+
+
+async def test_mentions_and_dms_come_over_the_socket_too(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    """Events come as ``events_api`` envelopes: acked at once, answered through the Web API;
+    Slack's retry of one (the same event id) runs nothing twice."""
+    dm, channel = "D" + new_channel()[1:], new_channel()
+    body = callback(direct(new_user(), dm, 'run core.echo message="a dm over the socket"'))
+    envelope = {
+        "envelope_id": str(uuid.uuid4()),
+        "type": "events_api",
+        "accepts_response_payload": False,
+        "retry_attempt": 0,
+        "retry_reason": "",
+        "payload": body,
+    }
+    await standin.send_envelope(envelope)
+    await eventually(lambda: standin.acks(envelope["envelope_id"]), "the event's ack", 10)
+    retry = {**envelope, "envelope_id": str(uuid.uuid4()), "retry_attempt": 1}
+    retry["retry_reason"] = "timeout"
+    await standin.send_envelope(retry)
+    await eventually(lambda: standin.acks(retry["envelope_id"]), "the retry's ack", 10)
+
+    mentioned = mention(new_user(), channel, "help core.echo")
+    await standin.send_envelope(
+        {**envelope, "envelope_id": str(uuid.uuid4()), "payload": callback(mentioned)}
+    )
+    thread = await eventually(
+        lambda: standin.find("chat.postMessage", target=channel, ok=True),
+        "the mention's answer",
+        10,
+    )
+    assert thread[0].params["thread_ts"] == mentioned["ts"]
+    assert "`message`" in thread[0].all_text()
+
+    replies = await eventually(
+        lambda: standin.find(
+            "chat.postMessage", target=dm, where=lambda c: "queued" in c.all_text()
+        ),
+        "the DM's answer",
+        10,
+    )
+    number = re.search(r"#(\d+)", replies[0].all_text())
+    assert number, replies[0].all_text()
+    record, _ = await settle(api, int(number.group(1)))
+    assert record["config"] == {"message": "a dm over the socket"}
+    runs = [
+        r
+        for r in (await get_json(api, "/api/v1/executions?per_page=100"))["items"]
+        if r["config"] == record["config"]
+    ]
+    assert len(runs) == 1, runs
+    assert len(replies) == 1
