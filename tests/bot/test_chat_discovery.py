@@ -4,6 +4,7 @@ mean", what an event says to the bot, and how history and help are written."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,3 +292,16 @@ def test_without_the_bots_id_a_leading_mention_is_dropped() -> None:
     assert command_text("<@UX|attune> help", set()) == "help"
     assert command_text("help <@UX>", set()) == "help <@UX>"
     assert command_text("&lt;b&gt; &amp;", {"UBOT"}) == "<b> &"
+
+
+def test_the_manifest_asks_for_the_events_and_scopes_the_bot_listens_for() -> None:
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "slack-app-manifest.yaml").read_text())
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == [
+        "app_mention",
+        "message.im",
+    ]
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "im:history", "im:read", "chat:write"} <= scopes
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
