@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.render import ABORT_ACTION, CONFIRM_ACTION
 from tests.e2e.conftest import Server
 from tests.scenario.harness import (
     new_channel,
@@ -28,7 +29,17 @@ from tests.scenario.harness import (
 )
 from tests.scenario.slack_events import callback, direct, mention, post_event
 from tests.scenario.slack_standin import BOT_ID, BOT_USER_ID, Call, SlackStandIn
-from tests.trust.support import executed, executions_of, inline_action, new_id
+from tests.trust.support import (
+    SlackUser,
+    answer_at,
+    buttons,
+    click,
+    executed,
+    executions_of,
+    inline_action,
+    new_click,
+    new_id,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -143,6 +154,27 @@ async def test_a_dm_without_permission_is_refused_with_the_reason(
     no_access = await answer(standin, "chat.postMessage", dm_none, "no access")
     assert "ATTUNE_SLACK_ROLES" in no_access.all_text()
     assert await executions_of(api, action) == []
+
+
+async def test_a_mention_of_a_confirm_action_asks_first_and_the_button_runs_it(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    action = await inline_action(api, "ev", "careful", "echo confirmed", confirm=True)
+    channel = new_channel()
+    await post_event(server.base_url, callback(mention(OPERATOR, channel, f"run {action}")))
+    asked = await answer(standin, "chat.postMessage", channel, "Confirm")
+    found = buttons(asked.blocks)
+    assert set(found) == {CONFIRM_ACTION, ABORT_ACTION}, asked.blocks
+    assert await executions_of(api, action) == []  # nothing runs before the click
+
+    pressed = new_click(
+        SlackUser(OPERATOR, "olivia"), channel, CONFIRM_ACTION, found[CONFIRM_ACTION]
+    )
+    assert (await click(server.base_url, standin, pressed)).status == 200
+    confirmed = await answer_at(standin, pressed.response_key)
+    record, _ = await settle(api, execution_number(confirmed))
+    assert record["status"] == "completed"
+    assert record["requester"]["user_id"] == OPERATOR
 
 
 async def test_bots_edits_and_deletions_are_ignored(
