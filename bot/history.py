@@ -48,15 +48,15 @@ def span(ms: float) -> str:
 
 
 def duration(record: Execution, now: datetime) -> str:
-    """How long it ran (``1.8 s``), ``running for 3 s`` while it runs, or "" when not started."""
+    """How long it ran (``in 1.8 s``), ``for 3.0 s`` while it runs, "" before it starts."""
     ms = (record.result or {}).get("duration_ms")
     if isinstance(ms, int | float):
-        return span(ms)
+        return "in " + span(ms)
     if record.started_at is None:
         return ""
     if record.finished_at is not None:
-        return span((record.finished_at - record.started_at).total_seconds() * 1000)
-    return "running for " + span((now - record.started_at).total_seconds() * 1000)
+        return "in " + span((record.finished_at - record.started_at).total_seconds() * 1000)
+    return "for " + span((now - record.started_at).total_seconds() * 1000)
 
 
 def requested_by(record: Execution, slack: bool) -> str:
@@ -74,7 +74,7 @@ def requested_by(record: Execution, slack: bool) -> str:
 def history_line(record: Execution, now: datetime, slack: bool) -> str:
     word = render.WORDS.get(record.status, record.status)
     took = duration(record, now)
-    parts = [f"#{record.id} `{record.action_ref}` {word}" + (f" in {took}" if took else "")]
+    parts = [f"#{record.id} `{record.action_ref}` {word}" + (f" {took}" if took else "")]
     parts += [requested_by(record, slack), ago(record.created, now)]
     return "• " + " · ".join(parts)
 
@@ -120,7 +120,7 @@ def last_text(record: Execution, now: datetime, slack: bool) -> str:
     took = duration(record, now)
     lines = [
         f"*Your last execution*: #{record.id} `{record.action_ref}` {word}"
-        + (f" in {took}" if took else "")
+        + (f" {took}" if took else "")
         + f", asked {ago(record.created, now)}"
     ]
     params = render.params_text(record.config)

@@ -24,6 +24,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -42,6 +43,37 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>\s]+)(?:\|[^>]*)?>")
 #: Prefix of the idempotency key of what an event runs.
 EVENT_KEY = "slack-event:"
+#: Bound on asking Slack for a user's name, and how long an answer is kept.
+NAME_LOOKUP_TIMEOUT_S = 1.0
+NAME_TTL_S = 3600.0
+
+
+class UserNames:
+    """Slack users' names (``users.info``, the ``users:read`` scope): an event carries only the
+    user id, while a slash command also carries the name, which executions keep beside the id
+    (for ``history @name`` and for people to read). Without an answer the id stands in (and is
+    asked again next time)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self._known: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=NAME_TTL_S)
+
+    async def name_of(self, user_id: str) -> str:
+        known = self._known.get(user_id)
+        if known is not None:
+            return known
+        try:
+            resp = await asyncio.wait_for(
+                self.client.users_info(user=user_id), NAME_LOOKUP_TIMEOUT_S
+            )
+        except Exception as exc:  # Slack's errors, a missing scope, a timeout
+            log.info("Slack user %s: no name from users.info: %s", user_id, exc)
+            return user_id
+        name = (resp.get("user") or {}).get("name")
+        if not isinstance(name, str) or not name:
+            return user_id
+        self._known[user_id] = name
+        return name
 
 
 @dataclass(frozen=True)
@@ -126,6 +158,7 @@ def register_events(
     """Listen for mentions and DMs on ``app`` (HTTP mode and Socket Mode alike)."""
     taken = RecentKeys()
     zones = UserZones(client)
+    names = UserNames(client)
     background: set[asyncio.Task[None]] = set()
 
     def in_background(work: Coroutine[Any, Any, None]) -> None:
@@ -156,7 +189,7 @@ def register_events(
                 source="slack",
                 sink="slack",
                 user_id=heard.user_id,
-                user_name=heard.user_id,
+                user_name=await names.name_of(heard.user_id),
                 role=roles.role_for(heard.user_id),
                 channel_id=heard.channel_id,
                 team_id=heard.team_id,

@@ -202,7 +202,7 @@ def test_history_lines_say_status_duration_who_and_when() -> None:
     slack = history_text(History(limit=3), records, 12, NOW, slack=True).splitlines()
     assert slack == [
         "*Recent executions* (3 of 12, newest first):",
-        "• #3 `core.echo` running in running for 4.0 s · <@U1> · 5 min ago",
+        "• #3 `core.echo` running for 4.0 s · <@U1> · 5 min ago",
         "• #2 `core.echo` failed in 1.8 s · <@U1> · 5 min ago",
         "• #1 `core.echo` queued · ana · 5 min ago",
         "`history 50` shows up to 50.",
@@ -216,8 +216,8 @@ def test_history_lines_say_status_duration_who_and_when() -> None:
 
 
 def test_durations_and_ages() -> None:
-    assert duration(execution(1, result={"duration_ms": 420}), NOW) == "420 ms"
-    assert duration(execution(1, result={"duration_ms": 185_000}), NOW) == "3 min 5 s"
+    assert duration(execution(1, result={"duration_ms": 420}), NOW) == "in 420 ms"
+    assert duration(execution(1, result={"duration_ms": 185_000}), NOW) == "in 3 min 5 s"
     assert duration(execution(1, "requested"), NOW) == ""
     assert ago(NOW - timedelta(seconds=3), NOW) == "just now"
     assert ago(NOW - timedelta(hours=5), NOW) == "5 h ago"

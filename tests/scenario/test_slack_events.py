@@ -28,7 +28,7 @@ from tests.scenario.harness import (
     stop_server,
 )
 from tests.scenario.slack_events import callback, direct, mention, post_event
-from tests.scenario.slack_standin import BOT_ID, BOT_USER_ID, Call, SlackStandIn
+from tests.scenario.slack_standin import BOT_ID, BOT_USER_ID, Call, Canned, SlackStandIn
 from tests.trust.support import (
     SlackUser,
     answer_at,
@@ -47,6 +47,8 @@ pytestmark = pytest.mark.e2e
 OPERATOR = new_id("U")
 VIEWER = new_id("U")
 NOBODY = new_id("U")
+#: An operator whose name Slack tells (``users.info``).
+NORA = new_id("U")
 PERMISSIONS = {
     "operator": {"run": ["core.*", "ev_*"], "view": ["*"]},
     "viewer": {"view": ["core.*"]},
@@ -58,7 +60,9 @@ def env_of(tmp: Any, standin: SlackStandIn) -> dict[str, str]:
     return scenario_env(
         tmp,
         standin,
-        ATTUNE_SLACK_ROLES=json.dumps({OPERATOR: "operator", VIEWER: "viewer", NOBODY: "none"}),
+        ATTUNE_SLACK_ROLES=json.dumps(
+            {OPERATOR: "operator", VIEWER: "viewer", NOBODY: "none", NORA: "operator"}
+        ),
         ATTUNE_SLACK_DEFAULT_ROLE="viewer",
         ATTUNE_PERMISSIONS=json.dumps(PERMISSIONS),
     )
@@ -139,6 +143,23 @@ async def test_a_dm_runs_and_is_answered_in_the_dm(
     assert record["status"] == "completed"
     assert record["action_ref"] == action
     assert record["requester"]["channel"] == dm
+
+
+async def test_a_dm_keeps_the_name_slack_tells_and_history_finds_it_by_name(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    named = {"ok": True, "user": {"id": NORA, "name": "nora", "tz": "Europe/Paris"}}
+    standin.queue("users.info", Canned(200, named), where=lambda c: c.params.get("user") == NORA)
+    dm = new_id("D")
+    await post_event(server.base_url, callback(direct(NORA, dm, "run core.noop")))
+    reply = await answer(standin, "chat.postMessage", dm, "queued")
+    record, _ = await settle(api, execution_number(reply.all_text()))
+    assert record["requester"]["user_name"] == "nora"
+    assert record["requester"]["user_id"] == NORA
+
+    await post_event(server.base_url, callback(direct(NORA, dm, "history @nora")))
+    found = await answer(standin, "chat.postMessage", dm, "Recent executions by nora")
+    assert f"#{record['id']} `core.noop` completed" in found.all_text()
 
 
 async def test_a_dm_without_permission_is_refused_with_the_reason(
