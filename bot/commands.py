@@ -70,7 +70,7 @@ USAGE = (
     "  schedules | unschedule <id>         list schedules / delete one\n"
     "  run <pack.action> k=a,b --each k    run it once per value of k (one batch)\n"
     "  run <one pack.action k=v per line>  run several actions as one batch\n"
-    "  help [pack.action]                  this help, or an action's parameters\n"
+    "  help [pack.action]                  what you may run, or an action's parameters\n"
     "  actions [pack]                      list actions\n"
     "  history [pack.action|@user] [n]     recent executions, newest first (n: 1 to 50)\n"
     "  last                                your own last execution and its output\n"
