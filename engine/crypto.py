@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -37,6 +38,12 @@ class SecretBox:
     def __init__(self, secret_key: str) -> None:
         digest = hashlib.sha256(b"attune-secrets:" + secret_key.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        self._tag_key = hashlib.sha256(b"attune-tags:" + secret_key.encode()).digest()
+
+    def tag(self, text: str, length: int) -> str:
+        """``length`` hex digits that only holders of the secret key can compute from
+        ``text`` (HMAC-SHA256): the same text gives the same tag in every process."""
+        return hmac.new(self._tag_key, text.encode(), hashlib.sha256).hexdigest()[:length]
 
     def seal(self, values: dict[str, Any]) -> str | None:
         if not values:

@@ -199,7 +199,9 @@ class Gate:
         try:
             action = await self.catalog.get_action(action_ref)
             if action.confirm and who.source in ("slack", "chat") and not confirmed:
-                return await self._ask(who, action_ref, action.param_schema, parameters, chat)
+                return await self._ask(
+                    who, action_ref, action.param_schema, parameters, chat, idempotency_key
+                )
             record = await self.service.submit(
                 action_ref,
                 parameters,
@@ -432,12 +434,21 @@ class Gate:
         schema: dict[str, Any],
         parameters: dict[str, Any] | None,
         chat: dict[str, Any] | None,
+        idempotency_key: str | None = None,
     ) -> NeedsConfirmation:
+        """Record the request as pending confirmation under a new code. A request with an
+        idempotency key (a Slack retry, a form or an event delivered to two processes) gets
+        a code derived from the key, so the same request asks once: a second asking finds
+        the first's code, or is told how it was answered."""
         from engine.params import secret_names
 
         params = validate_parameters(schema, parameters)  # refuse bad input before asking
         config = redact(params, secret_names(schema))
-        code = secrets.token_hex(4)
+        code = (
+            self.secrets.tag("confirm:" + idempotency_key, 8)
+            if idempotency_key is not None
+            else secrets.token_hex(4)
+        )
         now = now_utc()
         asked = Confirmation(
             code=code,
@@ -451,18 +462,29 @@ class Gate:
             expires_at=now + timedelta(seconds=self.confirm_ttl_s),
             created=now,
         )
-        async with self.store.write() as conn:
-            await self.confirmations.add(conn, asked)
-            await self.audit.record(
-                who.entry(
-                    "run",
-                    "confirmation_requested",
-                    target=action_ref,
-                    parameters=config,
-                    detail=f"code {code}",
-                ),
-                conn,
-            )
+        try:
+            async with self.store.write() as conn:
+                await self.confirmations.add(conn, asked)
+                await self.audit.record(
+                    who.entry(
+                        "run",
+                        "confirmation_requested",
+                        target=action_ref,
+                        parameters=config,
+                        detail=f"code {code}",
+                    ),
+                    conn,
+                )
+        except Conflict:
+            earlier = await self.confirmations.get(code) if idempotency_key else None
+            if earlier is None or earlier.requester != who.identity:
+                raise
+            if earlier.state != "pending":
+                raise Conflict(
+                    f"this request was already asked and {earlier.state} (code {code})"
+                ) from None
+            left_s = (earlier.expires_at - now).total_seconds()
+            return NeedsConfirmation(code, earlier.action_ref, earlier.config, max(0.0, left_s))
         return NeedsConfirmation(code, action_ref, config, self.confirm_ttl_s)
 
     async def confirm(self, who: Requester, code: str) -> Submitted:

@@ -399,3 +399,41 @@ async def test_a_secret_typed_in_the_command_is_kept_out_of_the_form(
         record, _ = await settle(api, run["id"])
     assert record["config"]["token"] == "********"
     assert json.loads(record["result"]["stdout"])["token"] == TOKEN
+
+
+async def test_a_confirm_form_submitted_to_two_processes_asks_once(
+    server: Server, standin: SlackStandIn, tmp_path: Path
+) -> None:
+    """The confirmation's code comes from the view's id: a second process asked the same
+    thing answers with the same code, and one click runs it once."""
+    async with admin_api(server.base_url) as api:
+        ref = await inline_action(
+            api,
+            "forms",
+            "drop",
+            PRINT_PARAMETERS,
+            parameters={"target": {"type": "string", "required": True}},
+            confirm=True,
+        )
+    view, _, user = await open_form(server, standin, f"run {ref}")
+    status, body = await submit(server, view, user, values_of(target=typed("db2")))
+    assert status == 200, body
+    first = await eventually(lambda: the_reply(standin, view), "the confirmation", API_WAIT_S)
+    code = re.search(r"confirm ([0-9a-f]{8})", first.all_text())
+    assert code, first.params
+    database = server.env["ATTUNE_DATABASE_URL"]
+    async with running_server(
+        "serve-b", env(tmp_path, standin, ATTUNE_DATABASE_URL=database), tmp_path
+    ) as b:
+        status, body = await submit(b, view, user, values_of(target=typed("db2")))
+        assert status == 200, body
+
+        def second() -> Call | None:
+            found = the_reply(standin, view)
+            return found if found is not None and found is not first else None
+
+        again = await eventually(second, "the second process's answer", API_WAIT_S)
+    assert f"confirm {code.group(1)}" in again.all_text()
+    async with admin_api(server.base_url) as api:
+        asked = await audit(api, actor=user, verb="run", outcome="confirmation_requested")
+        assert len([e for e in asked if e.get("target") == ref]) == 1, asked
