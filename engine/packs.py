@@ -41,6 +41,8 @@ RUNNER_ALIASES: dict[str, RunnerType] = {
 }
 #: Runner names of workflow actions (Attune's, StackStorm's): loaded, not run.
 WORKFLOW_RUNNERS = frozenset({"workflow", "orquesta", "mistral", "action-chain"})
+#: Why a workflow's action is disabled (until this server runs workflows).
+WORKFLOW_NOT_YET = "workflow runs are not available yet"
 #: ``runtime_ref`` (Attune's) of each runner this server has.
 RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
@@ -136,6 +138,10 @@ class PackSpec(BaseModel):
     #: ``triggers/*.yaml`` and ``rules/*.yaml`` as written (checked when they are registered).
     triggers: tuple[dict[str, Any], ...] = ()
     rules: tuple[dict[str, Any], ...] = ()
+    #: ``workflows/*.yaml`` and actions' ``workflow_file`` (:class:`engine.workflows.files
+    #: .WorkflowFile`), and the problems of the workflow files left out.
+    workflows: tuple[Any, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 class _ActionFile(BaseModel):
@@ -214,8 +220,11 @@ def action_from_dict(
     named_runtime = raw.runner_type or raw.runtime_ref
     runner, unavailable = runner_for(named_runtime, raw.entry_point)
     workflow = str(named_runtime).lower() in WORKFLOW_RUNNERS
-    if workflow or (raw.model_extra or {}).get("workflow_file"):
-        runner, unavailable = "unavailable", "workflows are not run by this server (yet)"
+    workflow_file = (raw.model_extra or {}).get("workflow_file")
+    if workflow or workflow_file:
+        runner, unavailable = "unavailable", WORKFLOW_NOT_YET
+        if workflow_file:  # Attune's workflow action: its graph is in that file
+            named_runtime, raw.entry_point = named_runtime or "workflow", str(workflow_file)
     if runner not in ("builtin", "unavailable") and not raw.entry_point:
         raise PackError(f"{source}: 'entry_point' is required for runner_type {runner}")
     try:
@@ -262,10 +271,12 @@ def load_pack(path: Path) -> PackSpec:
     attune = _pack_fields(meta, manifest)
     actions: list[ActionSpec] = []
     defined_in: dict[str, Path] = {}
+    linked: list[tuple[Path, dict[str, Any], ActionSpec]] = []
     actions_dir = path / "actions"
     if actions_dir.is_dir():
         for file in sorted([*actions_dir.glob("*.yaml"), *actions_dir.glob("*.yml")]):
-            action = action_from_dict(_read_yaml(file), ref, str(path), source=str(file))
+            data = _read_yaml(file)
+            action = action_from_dict(data, ref, str(path), source=str(file))
             if action.ref in defined_in:
                 raise PackError(
                     f"{file}: action '{action.ref}' is already defined in "
@@ -273,6 +284,17 @@ def load_pack(path: Path) -> PackSpec:
                 )
             defined_in[action.ref] = file
             actions.append(action)
+            if data.get("workflow_file"):
+                linked.append((file, data, action))
+    from engine.workflows.files import read_workflows  # it builds on this module's specs
+
+    workflows, problems = read_workflows(path, ref, linked)
+    for found in list(workflows):
+        if found.action.ref in defined_in and all(found.action is not a for _, _, a in linked):
+            problems.append(f"{found.source}: '{found.action.ref}' is already an action")
+            workflows.remove(found)
+        elif found.action.ref not in defined_in:
+            actions.append(found.action)
     extras: dict[str, list[dict[str, Any]]] = {"triggers": [], "rules": []}
     for kind, items in extras.items():
         folder = path / kind
@@ -294,6 +316,8 @@ def load_pack(path: Path) -> PackSpec:
         version=str(meta.get("version") or "0.0.0"),
         path=str(path),
         actions=tuple(actions),
+        workflows=tuple(workflows),
+        problems=tuple(problems),
         **attune,
     )
 

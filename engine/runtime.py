@@ -119,7 +119,10 @@ class Runtime:
                     self.pack_errors.append(exc.message)
                     log.error("pack not loaded: %s", exc.message)
             for spec in loaded:
-                for problem in await self.automation.register_pack(spec):
+                for problem in [
+                    *await self.automation.register_pack(spec),
+                    *await self.register_workflows(spec),
+                ]:
                     self.pack_errors.append(problem)
                     log.error("pack %s: %s", spec.ref, problem)
             await self.automation.seal_rule_secrets()  # a parameter may have become secret
@@ -136,11 +139,20 @@ class Runtime:
         spec = load_pack(path)
         record = await self.catalog.register(spec, force=force)
         problems = await self.automation.register_pack(spec)
+        problems += await self.register_workflows(spec)
         # Its actions may have new secrets (rules written now were sealed as they were written).
         await self.automation.seal_rule_secrets(pack_ref=spec.ref)
         if problems:
             raise PackError("; ".join(problems))
         return record
+
+    async def register_workflows(self, spec: PackSpec) -> list[str]:
+        """Store a pack's workflows (after every pack's actions: a task may run another
+        pack's action); the problems of the workflow files left out, each naming its file."""
+        from engine.workflows.service import Workflows
+
+        stored = await Workflows(self.store, self.catalog).register_pack(spec.ref, spec.workflows)
+        return [*spec.problems, *stored]
 
     async def install_pack_archive(self, archive: bytes, *, force: bool) -> Pack:
         folder = await asyncio.to_thread(store_upload, archive, self.pack_store, force=force)

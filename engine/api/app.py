@@ -34,6 +34,7 @@ from engine.api.stream_slots import STREAM_SLOTS_KEY, StreamSlots
 from engine.api.template_routes import TEMPLATE_ROUTES
 from engine.api.ui_routes import UI_ROUTES
 from engine.api.webui import web_ui_routes
+from engine.api.workflow_routes import WORKFLOW_ROUTES
 from engine.runtime import Runtime
 
 _REF = "#/components/schemas/{model}"
@@ -50,6 +51,7 @@ ALL_ROUTES = [
     *TEMPLATE_ROUTES,
     *SCHEDULE_ROUTES,
     *INQUIRY_ROUTES,
+    *WORKFLOW_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",
