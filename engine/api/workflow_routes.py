@@ -38,9 +38,9 @@ class WorkflowCreate(WorkflowUpdate):
 
     ref: str = Field(min_length=3, max_length=255, pattern=_REF)
     pack_ref: str = Field(min_length=1, max_length=128)
-    label: str = Field(min_length=1, max_length=255)  # type: ignore[assignment]
-    version: str = Field(default="1.0.0", min_length=1, max_length=50)  # type: ignore[assignment]
-    definition: dict[str, Any]  # type: ignore[assignment]
+    label: str = Field(min_length=1, max_length=255)
+    version: str = Field(default="1.0.0", min_length=1, max_length=50)
+    definition: dict[str, Any]
 
 
 class WorkflowSummary(BaseModel):
@@ -169,7 +169,11 @@ async def update_workflow(call: Call) -> Any:
     await service.check(definition)
     stored = await service.replace(
         fields_of(
-            definition, current.pack_ref, param_schema=params, out_schema=output, adhoc=current.adhoc
+            definition,
+            current.pack_ref,
+            param_schema=params,
+            out_schema=output,
+            adhoc=current.adhoc,
         ),
         workflow_action(definition, current.pack_ref, param_schema=params, out_schema=output),
     )

@@ -70,7 +70,8 @@ class SqlWorkflows:
             pack_id = await _pack_id(conn, fields.pack_ref)
             if (await conn.execute(select(t.c.id).where(t.c.ref == fields.ref))).first():
                 raise Conflict(f"workflow '{fields.ref}' already exists")
-            if (await conn.execute(select(actions.c.id).where(actions.c.ref == fields.ref))).first():
+            taken = select(actions.c.id).where(actions.c.ref == fields.ref)
+            if (await conn.execute(taken)).first():
                 raise Conflict(f"an action '{fields.ref}' already exists")
             await conn.execute(insert(t).values(**_values(fields), created=now, updated=now))
             await conn.execute(

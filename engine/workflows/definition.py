@@ -396,7 +396,7 @@ def _template_text(value: Any, where: str) -> str | None:
     if isinstance(value, bool):
         return "{{ true }}" if value else "{{ false }}"
     if not isinstance(value, str) or not value.strip():
-        raise WorkflowProblem(f"{where}: must be a condition such as \"{{{{ succeeded() }}}}\"")
+        raise WorkflowProblem(f'{where}: must be a condition such as "{{{{ succeeded() }}}}"')
     return value
 
 
@@ -432,10 +432,11 @@ def _timeout(value: Any, where: str) -> float | None:
 
 
 def _join(value: Any, where: str) -> int | Literal["all"] | None:
-    if value is None or value == "all":
-        return value
-    count = _positive_int(value, where)
-    return count
+    if value is None:
+        return None
+    if value == "all":
+        return "all"
+    return _positive_int(value, where)
 
 
 def _retry(value: Any, where: str) -> Retry | None:

@@ -40,7 +40,7 @@ SCOPES = frozenset(
 ITEM_SCOPES = frozenset({"item", "index"})
 OUTCOME_FUNCTIONS = frozenset({"succeeded", "failed", "timed_out", "result"})
 #: Names Jinja itself provides.
-_JINJA_GLOBALS = frozenset(jinja2.Environment().globals)
+_JINJA_GLOBALS = frozenset(jinja2.Environment(autoescape=False).globals)  # noqa: S701
 _FALSE_TEXTS = frozenset({"", "false", "0", "no", "none", "null"})
 
 
@@ -153,7 +153,8 @@ def holds(condition: str, ctx: Mapping[str, Any]) -> bool:
 
 # -- checks at save ---------------------------------------------------------------------------
 
-_PARSER = jinja2.Environment()
+#: Parses templates to read their names (never renders: no escaping to choose).
+_PARSER = jinja2.Environment(autoescape=False)  # noqa: S701
 
 
 def problems_in(
@@ -210,13 +211,15 @@ def _task_references(tree: nodes.Template) -> list[str]:
     """The task names read as ``task.<name>`` or ``task['<name>']``."""
     refs = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        base = node.node
+        base = getattr(node, "node", None)
         if not isinstance(base, nodes.Name) or base.name not in ("task", "tasks"):
             continue
         if isinstance(node, nodes.Getattr):
             refs.append(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            refs.append(node.arg.value)
+        elif isinstance(node, nodes.Getitem):
+            arg = node.arg
+            if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                refs.append(arg.value)
     return refs
 
 

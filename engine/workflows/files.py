@@ -93,7 +93,8 @@ def read_workflows(
                 entry_point=str(file.relative_to(pack_dir)),
                 base_dir=str(pack_dir),
             )
-            found.append(WorkflowFile(str(file), definition, fields_of(definition, pack_ref), action))
+            fields = fields_of(definition, pack_ref)
+            found.append(WorkflowFile(str(file), definition, fields, action))
             taken.add(ref)
         except EngineError as exc:
             problems.append(f"{file}: {exc.message}")

@@ -350,7 +350,7 @@ class _Planner:
         self._fill_items(task, state, outcome)
         if all(i.status not in (PENDING, RUNNING) for i in items):
             bad = [i.status for i in items if i.status != "completed"]
-            status = "completed" if not bad else ("timeout" if set(bad) == {"timeout"} else "failed")
+            status = "failed" if set(bad) - {"timeout"} else ("timeout" if bad else "completed")
             self._task_done(task, state, Outcome(status, [i.result for i in items]))
 
     def _sub_done(self, parent_name: str) -> None:

@@ -7,6 +7,7 @@ request to run one is refused with :data:`NOT_YET` as the reason.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,12 +135,12 @@ class Workflows:
         finally:
             self.catalog.forget()
 
-    async def register_pack(self, pack_ref: str, loaded: Sequence[Any]) -> list[str]:
+    async def register_pack(self, pack_ref: str, loaded: Sequence[Any]) -> builtins.list[str]:
         """Store the workflows a pack's folder holds (:class:`engine.workflows.files
         .WorkflowFile`, parsed when the pack was loaded); one whose tasks name actions the
         catalog lacks is reported (naming its file) and left out. Returns the problems."""
-        problems: list[str] = []
-        keep: list[tuple[WorkflowFields, ActionSpec]] = []
+        problems: builtins.list[str] = []
+        keep: builtins.list[tuple[WorkflowFields, ActionSpec]] = []
         for item in loaded:
             try:
                 await self.check(item.definition)
