@@ -1,4 +1,4 @@
-"""Attune's sensors, workflows, work queues and artifacts: we have none yet, and say so in
+"""Attune's sensors, work queues and artifacts: we have none yet, and say so in
 Attune's shapes, so the pages of its web UI that list them load: empty lists in Attune's
 envelope, 404 for one of them, and 404 when the pack or trigger asked about does not exist (as
 Attune answers, ``crates/api/src/routes/{triggers,workflows,work_queues,artifacts}.rs``)."""
@@ -37,19 +37,6 @@ async def list_pack_sensors(call: Call) -> Any:
 
 async def list_trigger_sensors(call: Call) -> Any:
     await call.runtime.automation.get_trigger(call.path_param("ref"))
-    return _none(call)
-
-
-async def list_workflows(call: Call) -> Any:
-    return _none(call)
-
-
-async def get_workflow(call: Call) -> Any:
-    raise NotFound(f"workflow '{call.path_param('ref')}' not found (this server has none)")
-
-
-async def list_pack_workflows(call: Call) -> Any:
-    await call.runtime.catalog.pack(call.path_param("ref"))
     return _none(call)
 
 
@@ -123,23 +110,6 @@ EMPTY_ROUTES: list[RouteSpec] = [
         "A trigger's sensors (none here: webhooks and timers make our events)",
         u.SensorSummary,
         "sensors",
-    ),
-    _list(
-        "/api/v1/workflows", list_workflows, "Workflows (none here)", u.WorkflowSummary, "workflows"
-    ),
-    _one(
-        "/api/v1/workflows/{ref}",
-        get_workflow,
-        "A workflow (none here)",
-        u.WorkflowSummary,
-        "workflows",
-    ),
-    _list(
-        "/api/v1/packs/{ref}/workflows",
-        list_pack_workflows,
-        "A pack's workflows (none here)",
-        u.WorkflowSummary,
-        "workflows",
     ),
     _list("/api/v1/queues", list_queues, "Work queues (none here)", u.QueueSummary, "queues"),
     _one("/api/v1/queues/{ref}", get_queue, "A work queue (none here)", u.QueueSummary, "queues"),

@@ -160,18 +160,6 @@ class SensorSummary(BaseModel):
     updated: datetime
 
 
-class WorkflowSummary(BaseModel):
-    id: int
-    ref: str
-    pack_ref: str
-    label: str
-    description: str | None
-    version: str
-    tags: list[str]
-    created: datetime
-    updated: datetime
-
-
 class QueueSummary(BaseModel):
     id: int
     ref: str
