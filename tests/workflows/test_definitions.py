@@ -78,18 +78,24 @@ tasks:
     input: {host: "{{ item }}"}
 """)
     a, c = d.task("a"), d.task("c")
-    assert a is not None and c is not None
+    assert a is not None
+    assert c is not None
     assert [t.do for t in a.next] == [("c",)]
-    assert d.vars == {"count": 0, "names": []} and d.version == "2.1.0"
-    assert a.retry is not None and a.timeout_s == 30
+    assert d.vars == {"count": 0, "names": []}
+    assert d.version == "2.1.0"
+    assert a.retry is not None
+    assert a.timeout_s == 30
     assert [a.retry.delay_before(n) for n in (1, 2, 3)] == [2, 4, 5]
-    assert c.with_items == "{{ parameters.hosts }}" and c.concurrency == 2
+    assert c.with_items == "{{ parameters.hosts }}"
+    assert c.concurrency == 2
 
 
 def test_parse_errors_name_the_task_and_field() -> None:
     cases = {
         "tasks: []": "tasks",
-        "tasks: [{name: a, action: core.echo, on_sucess: b}]": "task 'a': unknown field 'on_sucess'",
+        "tasks: [{name: a, action: core.echo, on_sucess: b}]": (
+            "task 'a': unknown field 'on_sucess'"
+        ),
         "tasks: [{name: a, action: core.echo, retry: {count: 0}}]": "task 'a' retry.count",
         "tasks: [{name: a, action: core.echo, concurrency: -1}]": "task 'a' concurrency",
         "tasks: [{name: a, action: core.echo, timeout: soon}]": "task 'a' timeout",
@@ -138,7 +144,8 @@ tasks:
     action: core.sleep
     on_complete: poll
 """)
-    assert "cycle without an exit" in message and "poll -> wait" in message
+    assert "cycle without an exit" in message
+    assert "poll -> wait" in message
     validate(
         wf("""
 ref: p.w

@@ -57,7 +57,8 @@ def test_sequential_run_publishes_and_renders_inputs_with_types() -> None:
     assert step.launches[0].input == {"message": "HI WEB1 after completed", "code": 0}
     assert not step.finished
     step = end(SEQUENCE, step, "second", result={"ok": True})
-    assert step.finished and step.progress.status == "completed"
+    assert step.finished
+    assert step.progress.status == "completed"
     assert step.progress.output == {"said": "hi web1", "second": {"ok": True}}
 
 
@@ -118,11 +119,13 @@ tasks:
     step = plan.start(d, {"hosts": ["a", "b", "c"]})
     assert [x.input["message"] for x in step.launches] == ["0:a", "1:b"]
     step = end(d, step, "each", result="B", index=1)
-    assert started(step) == [("each", 2)] and step.launches[0].input == {"message": "2:c"}
+    assert started(step) == [("each", 2)]
+    assert step.launches[0].input == {"message": "2:c"}
     step = end(d, step, "each", result="A", index=0)
     assert step.launches == ()
     again = end(d, step, "each", result="A", index=0)  # a duplicate end changes nothing
-    assert again.launches == () and again.progress == step.progress
+    assert again.launches == ()
+    assert again.progress == step.progress
     step = end(d, step, "each", result="C", index=2)
     assert step.launches[0].input == {"message": "A,B,C"}
     # no items: the task succeeds at once with an empty list
@@ -147,12 +150,14 @@ tasks:
     step = end(d, plan.start(d, {}), "start")
     assert started(step) == [("left", None), ("right", None)]
     step = end(d, step, "left")
-    assert step.launches == () and step.progress.waiting == {"joined": ["left"]}
+    assert step.launches == ()
+    assert step.progress.waiting == {"joined": ["left"]}
     done = end(d, end(d, step, "right"), "joined")
     assert done.progress.status == "completed"
     # right fails: joined never gets both, nothing runs, the run fails instead of hanging
     dead = end(d, step, "right", "failed")
-    assert dead.finished and dead.progress.status == "failed"
+    assert dead.finished
+    assert dead.progress.status == "failed"
     assert "task 'right' ended failed" in str(dead.progress.error)
     assert "dead end: task 'joined' waits (join) for 2 inbound tasks but only 1 (left)" in str(
         dead.progress.error
@@ -218,7 +223,8 @@ tasks:
     step = end(d, plan.start(d, {"allow_repair": True}), "check", result={"code": 2})
     assert started(step) == [("repair", None)]
     skipped = end(d, plan.start(d, {"allow_repair": False}), "check", result={"code": 2})
-    assert skipped.launches == () and skipped.progress.status == "completed"
+    assert skipped.launches == ()
+    assert skipped.progress.status == "completed"
     assert skipped.progress.tasks["repair"].status == "skipped"
 
 
@@ -261,5 +267,6 @@ tasks:
         step = plan.task_ended(d, restored, "poll", "completed", "busy")
         assert started(step) == [("poll", None)]
     step = end(d, step, "poll", result="ready")
-    assert step.progress.status == "completed" and step.progress.vars == {"polls": 2}
+    assert step.progress.status == "completed"
+    assert step.progress.vars == {"polls": 2}
     assert step.progress.tasks["poll"].runs == 3

@@ -57,7 +57,8 @@ async def server(
 @pytest.fixture(scope="module")
 async def tokens(server: Server) -> dict[str, str]:
     await register(server.base_url, "wendy", "wendy-password-1")
-    return {"admin": await login(server.base_url), "operator": await token_for(server, "wendy", "operator")}
+    operator = await token_for(server, "wendy", "operator")
+    return {"admin": await login(server.base_url), "operator": operator}
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ async def api(server: Server, tokens: dict[str, str]) -> AsyncIterator[aiohttp.C
 
 async def new_pack(api: aiohttp.ClientSession) -> str:
     ref = f"wf{uniq()}"
-    status, got = await call(api, "POST", "/api/v1/packs", {"ref": ref, "label": ref, "version": "1.0.0"})
+    pack = {"ref": ref, "label": ref, "version": "1.0.0"}
+    status, got = await call(api, "POST", "/api/v1/packs", pack)
     assert status == 201, got
     return ref
 
@@ -94,9 +96,13 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     assert status == 201, got
     data = got["data"]
     assert (data["ref"], data["pack_ref"], data["label"], data["version"]) == (
-        f"{pack}.hello", pack, "Hello workflow", "1.0.0"
+        f"{pack}.hello",
+        pack,
+        "Hello workflow",
+        "1.0.0",
     )
-    assert data["tags"] == ["demo", "runbook"] and isinstance(data["pack"], int)
+    assert data["tags"] == ["demo", "runbook"]
+    assert isinstance(data["pack"], int)
     tasks = data["definition"]["tasks"]
     assert tasks[0]["next"] == [
         {"when": "{{ succeeded() }}", "do": ["done"]},
@@ -104,7 +110,8 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     ]
     assert (await call(api, "POST", "/api/v1/workflows", body(pack)))[0] == 409
     status, got = await call(api, "GET", f"/api/v1/workflows/{pack}.hello")
-    assert status == 200 and got["data"]["definition"] == data["definition"]
+    assert status == 200
+    assert got["data"]["definition"] == data["definition"]
 
     # listed, filtered as Attune filters, and under its pack
     await call(api, "POST", "/api/v1/workflows", body(pack, "other", tags=["other"]))
@@ -118,18 +125,24 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     # the workflow is an action of the same ref, disabled with the reason
     status, action = await call(api, "GET", f"/api/v1/actions/{pack}.hello")
     assert status == 200, action
-    assert action["data"]["runtime_ref"] == "workflow" and action["data"]["enabled"] is False
+    assert action["data"]["runtime_ref"] == "workflow"
+    assert action["data"]["enabled"] is False
     assert action["data"]["disabled_reason"] == "workflow runs are not available yet"
     assert "who" in action["data"]["param_schema"]
     status, got = await call(
-        api, "POST", "/api/v1/executions/execute",
+        api,
+        "POST",
+        "/api/v1/executions/execute",
         {"action_ref": f"{pack}.hello", "parameters": {"who": "x"}},
     )
-    assert status == 400 and "workflow runs are not available yet" in got["error"], got
+    assert status == 400, got
+    assert "workflow runs are not available yet" in got["error"], got
 
     # update sends only what changes
     status, got = await call(
-        api, "PUT", f"/api/v1/workflows/{pack}.hello",
+        api,
+        "PUT",
+        f"/api/v1/workflows/{pack}.hello",
         {"label": "Updated", "description": "new words", "version": "1.1.0"},
     )
     assert status == 200, got
@@ -139,7 +152,8 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     assert action["data"]["label"] == "Updated"
 
     status, got = await call(api, "DELETE", f"/api/v1/workflows/{pack}.hello")
-    assert status == 200 and got["success"] is True
+    assert status == 200
+    assert got["success"] is True
     assert (await call(api, "GET", f"/api/v1/workflows/{pack}.hello"))[0] == 404
     assert (await call(api, "GET", f"/api/v1/actions/{pack}.hello"))[0] == 404
     assert (await call(api, "DELETE", f"/api/v1/workflows/{pack}.hello"))[0] == 404
@@ -184,14 +198,16 @@ async def test_bad_definitions_are_refused_with_422_naming_task_and_field(
     status, got = await call(
         api, "PUT", f"/api/v1/workflows/{pack}.hello", {"definition": {"tasks": bad["cycle"][0]}}
     )
-    assert status == 422 and "cycle without an exit" in got["error"]
+    assert status == 422
+    assert "cycle without an exit" in got["error"]
     status, got = await call(api, "GET", f"/api/v1/workflows/{pack}.hello")
     assert got["data"]["definition"]["tasks"][0]["name"] == "greet"
     # the pack must exist, the ref must be in it, the body must be whole
     status, got = await call(api, "POST", "/api/v1/workflows", body("nosuchpack"))
     assert status == 404, got
     status, got = await call(api, "POST", "/api/v1/workflows", body(pack) | {"ref": "other.x"})
-    assert status == 400 and "does not belong" in got["error"]
+    assert status == 400
+    assert "does not belong" in got["error"]
     status, got = await call(api, "POST", "/api/v1/workflows", {"ref": f"{pack}.x"})
     assert status == 400, got
 
@@ -251,7 +267,7 @@ async def test_pack_folder_with_good_and_bad_workflow_files(
     (folder / "workflows" / "garbled.yaml").write_text("tasks: [\n")
     status, got = await call(api, "POST", "/api/v1/packs/register", {"path": str(folder)})
     assert status == 400, got
-    assert f"broken.yaml: task 'a' on_success" not in got["error"]  # folded into next
+    assert "broken.yaml: task 'a' on_success" not in got["error"]  # folded into next
     assert "broken.yaml: task 'a' next[0].do: no task named 'nowhere'" in got["error"], got
     assert "garbled.yaml: invalid YAML" in got["error"], got
     # the pack loaded: its action and its good workflow are there
