@@ -84,10 +84,12 @@ class ActionSpec(BaseModel):
         return secret_names(self.param_schema)
 
     def entry_path(self) -> Path | None:
-        """Absolute path of the script file, or None for inline and built-in actions;
+        """Absolute path of the script file, or None for inline, built-in and unavailable actions;
         PackError when it is not under the pack's ``actions/`` folder (see
         :func:`resolve_entry`; checked again at run time, as the folder may have changed)."""
-        if self.script is not None or self.entry_point is None or self.runner_type == "builtin":
+        if self.script is not None or self.entry_point is None:
+            return None
+        if self.runner_type in ("builtin", "unavailable"):  # nothing this server runs
             return None
         if not self.base_dir:
             raise PackError(f"entry_point '{self.entry_point}' has no pack folder to be in")
