@@ -204,6 +204,14 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
     )
 
 
+def _not_a_workflow(spec: ActionSpec) -> None:
+    """A workflow's action changes with its workflow (``/api/v1/workflows/{ref}``)."""
+    if spec.runtime_ref == "workflow":
+        raise InvalidRequest(
+            f"'{spec.ref}' is a workflow: change or delete it at /api/v1/workflows/{spec.ref}"
+        )
+
+
 async def create_action(call: Call) -> Any:
     await call.runtime.gate.manage(requester(call), call.body.ref, "create_action")
     spec = await _action_spec(call, call.body)
@@ -215,6 +223,7 @@ async def update_action(call: Call) -> Any:
     ref = call.path_param("ref")
     existing = await call.runtime.catalog.action(ref)
     await call.runtime.gate.manage(requester(call), ref, "update_action")
+    _not_a_workflow(existing.spec)
     if existing.spec.script is not None and not call.caller.is_admin:
         raise Forbidden("changing an action with an inline script needs the admin role")
     given = call.body.model_dump(exclude_unset=True)
@@ -248,8 +257,9 @@ async def update_action(call: Call) -> Any:
 
 async def delete_action(call: Call) -> Any:
     ref = call.path_param("ref")
-    await call.runtime.catalog.action(ref)  # 404 before 403, as update does
+    existing = await call.runtime.catalog.action(ref)  # 404 before 403, as update does
     await call.runtime.gate.manage(requester(call), ref, "delete_action")
+    _not_a_workflow(existing.spec)
     await call.runtime.catalog.delete_action(ref)
     return web.Response(status=204)
 

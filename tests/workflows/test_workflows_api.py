@@ -138,6 +138,14 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     assert status == 400, got
     assert "workflow runs are not available yet" in got["error"], got
 
+    # its action changes only with it
+    for method in ("PUT", "DELETE"):
+        status, got = await call(api, method, f"/api/v1/actions/{pack}.hello", {"label": "x"})
+        assert status == 400, got
+        assert (
+            f"is a workflow: change or delete it at /api/v1/workflows/{pack}.hello" in got["error"]
+        )
+
     # update sends only what changes
     status, got = await call(
         api,
@@ -290,3 +298,23 @@ async def test_pack_folder_with_good_and_bad_workflow_files(
     # deleting the pack takes its workflows along
     status, got = await call(api, "GET", f"/api/v1/packs/{pack}/workflows")
     assert status == 200
+
+
+async def test_the_example_runbooks_are_loaded_at_start(
+    server: Server, api: aiohttp.ClientSession
+) -> None:
+    status, got = await call(api, "GET", "/api/v1/packs/examples/workflows")
+    assert status == 200, got
+    assert [w["ref"] for w in got["items"]] == [
+        "examples.ask_before_restart",
+        "examples.restart_with_rollback",
+    ]
+    status, got = await call(api, "GET", "/api/v1/workflows/examples.ask_before_restart")
+    assert status == 200, got
+    assert [t["action"] for t in got["data"]["definition"]["tasks"]] == [
+        "core.http_request",
+        "core.ask",
+        "core.echo",
+        "core.noop",
+    ]
+    assert "examples/workflows" not in server.logs()  # no workflow file was refused
