@@ -237,8 +237,8 @@ class _Planner:
         self.progress.tasks[name] = state
         if task.type == "parallel":
             for sub in task.tasks:
-                self.progress.tasks[sub.name] = TaskState(runs=runs)
-                self._launch(sub, ctx, trigger)
+                self.start_task(sub.name, trigger)
+            self._sub_done(name)  # every sub-task skipped: the parallel task is done
         elif task.with_items is not None:
             self._start_items(task, state, ctx, trigger)
         else:
@@ -311,11 +311,6 @@ class _Planner:
         if self._retry(task, state.attempt, outcome, None):
             state.attempt += 1
             return
-        parent = self.parent_of.get(name)
-        state.status, state.result = outcome.status, outcome.result
-        if parent is not None:
-            self._sub_done(parent)
-            return
         self._task_done(task, state, outcome)
 
     def _retry(self, task: Task, attempt: int, outcome: Outcome, index: int | None) -> bool:
@@ -354,17 +349,25 @@ class _Planner:
             self._task_done(task, state, Outcome(status, [i.result for i in items]))
 
     def _sub_done(self, parent_name: str) -> None:
+        """End a parallel task once none of its sub-tasks runs (failed if one did not
+        complete; its result maps each sub-task to its result)."""
         parent = self._task(parent_name)
-        states = {sub.name: self.progress.tasks[sub.name] for sub in parent.tasks}
-        if any(s.status == RUNNING for s in states.values()):
+        state = self.progress.tasks.get(parent_name)
+        if state is None or state.status != RUNNING:
             return
-        ok = all(s.status == "completed" for s in states.values())
-        result = {name: s.result for name, s in states.items()}
-        state = self.progress.tasks[parent_name]
+        states = {sub.name: self.progress.tasks.get(sub.name) for sub in parent.tasks}
+        if any(s is None or s.status == RUNNING for s in states.values()):
+            return
+        ok = all(s is not None and s.status in ("completed", SKIPPED) for s in states.values())
+        result = {name: s.result if s is not None else None for name, s in states.items()}
         self._task_done(parent, state, Outcome("completed" if ok else "failed", result))
 
     def _task_done(self, task: Task, state: TaskState, outcome: Outcome) -> None:
         state.status, state.result = outcome.status, outcome.result
+        parent = self.parent_of.get(task.name)
+        if parent is not None:  # a sub-task: its parallel task's transitions apply
+            self._sub_done(parent)
+            return
         fired_any = False
         for i, transition in enumerate(task.next):
             if transition.otherwise:

@@ -270,3 +270,27 @@ tasks:
     assert step.progress.status == "completed"
     assert step.progress.vars == {"polls": 2}
     assert step.progress.tasks["poll"].runs == 3
+
+
+def test_parallel_sub_tasks_may_iterate_or_be_skipped() -> None:
+    d = wf("""
+tasks:
+  - name: fan
+    type: parallel
+    tasks:
+      - name: each
+        action: core.echo
+        with_items: "{{ parameters.hosts }}"
+        input: {host: "{{ item }}"}
+      - {name: maybe, action: core.echo, when: "{{ parameters.extra }}"}
+    on_success: after
+  - {name: after, action: core.echo, input: {r: "{{ result() }}"}}
+""")
+    step = plan.start(d, {"hosts": ["a", "b"], "extra": False})
+    assert started(step) == [("each", 0), ("each", 1)]
+    step = end(d, step, "each", result="A", index=0)
+    assert step.launches == ()
+    step = end(d, step, "each", result="B", index=1)
+    assert step.launches[0].input == {"r": {"each": ["A", "B"], "maybe": None}}
+    nothing = plan.start(d, {"hosts": [], "extra": False})
+    assert started(nothing) == [("after", None)]

@@ -296,8 +296,14 @@ async def test_pack_folder_with_good_and_bad_workflow_files(
     assert (await call(api, "GET", f"/api/v1/workflows/{pack}.restart"))[0] == 404
     assert (await call(api, "GET", f"/api/v1/actions/{pack}.restart"))[0] == 404
     # deleting the pack takes its workflows along
-    status, got = await call(api, "GET", f"/api/v1/packs/{pack}/workflows")
-    assert status == 200
+    (folder / "workflows" / "restart.yaml").write_text(GOOD.format(pack=pack))
+    status, got = await call(
+        api, "POST", "/api/v1/packs/register", {"path": str(folder), "force": True}
+    )
+    assert (await call(api, "GET", f"/api/v1/workflows/{pack}.restart"))[0] == 200
+    assert (await call(api, "DELETE", f"/api/v1/packs/{pack}"))[0] == 200
+    status, got = await call(api, "GET", f"/api/v1/workflows?pack_ref={pack}")
+    assert got["items"] == []
 
 
 async def test_the_example_runbooks_are_loaded_at_start(
