@@ -123,8 +123,13 @@ async def create_workflow(call: Call) -> Any:
     await call.runtime.gate.manage(requester(call), body.ref, "create_workflow")
     check_ref(body.ref, body.pack_ref)
     await call.runtime.catalog.pack(body.pack_ref)  # 404 for no such pack
+    raw = {
+        **body.definition,
+        "tags": body.tags or body.definition.get("tags") or [],
+        "parameters": body.definition.get("parameters") or body.param_schema,
+    }
     definition = parse_definition(
-        {**body.definition, "tags": body.tags or body.definition.get("tags") or []},
+        raw,
         ref=body.ref,
         label=body.label,
         version=body.version,
@@ -157,15 +162,19 @@ async def update_workflow(call: Call) -> Any:
     given = body.model_dump(exclude_unset=True)
     raw = given.get("definition") or current.definition
     tags = given.get("tags")
+    params = given.get("param_schema", current.param_schema)
+    output = given.get("out_schema", current.out_schema)
     definition = parse_definition(
-        {**raw, "tags": tags if tags is not None else current.tags},
+        {
+            **raw,
+            "tags": tags if tags is not None else current.tags,
+            "parameters": (raw.get("parameters") if "definition" in given else None) or params,
+        },
         ref=ref,
         label=given.get("label") or current.label,
         version=given.get("version") or current.version,
         description=given.get("description", current.description),
     )
-    params = given.get("param_schema", current.param_schema)
-    output = given.get("out_schema", current.out_schema)
     await service.check(definition)
     stored = await service.replace(
         fields_of(

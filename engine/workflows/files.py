@@ -59,6 +59,8 @@ def read_workflows(
             if target.is_absolute() or not file.is_relative_to(pack_dir.resolve()):
                 raise WorkflowProblem(f"workflow_file '{target}' is not inside the pack")
             raw = _load(file)
+            if isinstance(raw, dict) and data.get("parameters") is not None:
+                raw = {**raw, "parameters": data["parameters"]}  # the action YAML's
             definition = parse_definition(
                 raw,
                 ref=action.ref,

@@ -210,6 +210,19 @@ async def test_bad_definitions_are_refused_with_422_naming_task_and_field(
     assert "cycle without an exit" in got["error"]
     status, got = await call(api, "GET", f"/api/v1/workflows/{pack}.hello")
     assert got["data"]["definition"]["tasks"][0]["name"] == "greet"
+    # a bare name is a parameter of param_schema (Attune's fallback), else unknown
+    bare = {"tasks": [{"name": "a", "action": "core.echo", "input": {"message": "{{ who }}"}}]}
+    status, got = await call(api, "POST", "/api/v1/workflows", body(pack, "bare", definition=bare))
+    assert status == 201, got
+    assert got["data"]["definition"]["parameters"] == {"who": {"type": "string", "required": True}}
+    status, got = await call(
+        api,
+        "POST",
+        "/api/v1/workflows",
+        body(pack, "bare2", definition=bare, param_schema={"whom": {"type": "string"}}),
+    )
+    assert status == 422, got
+    assert "task 'a' input.message: unknown name 'who'" in got["error"]
     # the pack must exist, the ref must be in it, the body must be whole
     status, got = await call(api, "POST", "/api/v1/workflows", body("nosuchpack"))
     assert status == 404, got
