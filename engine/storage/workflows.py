@@ -15,7 +15,7 @@ from engine.storage.catalog import _action_values
 from engine.storage.store import Conn, Store
 from engine.storage.tables import actions, packs
 from engine.storage.tables import workflow_definitions as t
-from engine.workflows.records import StoredWorkflow, WorkflowFields
+from engine.workflows.records import StoredWorkflow, WorkflowFields, WorkflowRepository
 
 #: ``runtime_ref`` of the actions that are workflows.
 WORKFLOW_RUNTIME = "workflow"
@@ -178,5 +178,5 @@ async def _put_action(conn: Conn, action: ActionSpec, adhoc: bool, now: Any) -> 
         )
 
 
-def workflow_repository(store: Store) -> SqlWorkflows:
+def workflow_repository(store: Store) -> WorkflowRepository:
     return SqlWorkflows(store)

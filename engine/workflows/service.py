@@ -16,9 +16,9 @@ from engine.errors import InvalidRequest, NotFound, PackError
 from engine.packs import WORKFLOW_NOT_YET, ActionSpec
 from engine.params import normalize_schema
 from engine.storage.store import Store
-from engine.storage.workflows import WORKFLOW_RUNTIME, SqlWorkflows, workflow_repository
+from engine.storage.workflows import WORKFLOW_RUNTIME, workflow_repository
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem
-from engine.workflows.records import StoredWorkflow, WorkflowFields
+from engine.workflows.records import StoredWorkflow, WorkflowFields, WorkflowRepository
 from engine.workflows.validation import validate
 
 NOT_YET = WORKFLOW_NOT_YET
@@ -87,7 +87,7 @@ class Workflows:
     """Workflow definitions over the catalog."""
 
     def __init__(self, store: Store, catalog: Catalog) -> None:
-        self.repo: SqlWorkflows = workflow_repository(store)
+        self.repo: WorkflowRepository = workflow_repository(store)
         self.catalog = catalog
 
     async def missing_actions(self, definition: WorkflowDefinition) -> set[str]:
