@@ -10,8 +10,8 @@ twice) changes nothing, so no task runs twice.
 Semantics (Attune's, with the gaps it leaves filled): the start tasks are those no transition
 leads to. When a task ends, its ``next`` transitions are tried in order and every one whose
 ``when`` holds fires (``publish`` first, then its ``do``); a ``decision`` default fires when
-no other transition did. A failure that fires no transition is unhandled: the run goes on
-with what is running and then fails with it as the reason. A task with ``join`` starts once
+no other transition did. A failure that fires no transition is unhandled: the other branches
+go on, and when nothing runs any more the run fails with it as the reason. A task with ``join`` starts once
 that many inbound tasks have fired into it (``all``: every inbound task); a join still waiting
 when nothing runs is a dead end, and the run fails saying so. ``with_items`` runs the action
 once per item, ``concurrency`` at a time; the task succeeds when every item did and its result
