@@ -11,13 +11,13 @@ Semantics (Attune's, with the gaps it leaves filled): the start tasks are those 
 leads to. When a task ends, its ``next`` transitions are tried in order and every one whose
 ``when`` holds fires (``publish`` first, then its ``do``); a ``decision`` default fires when
 no other transition did. A failure that fires no transition is unhandled: the other branches
-go on, and when nothing runs any more the run fails with it as the reason. A task with ``join`` starts once
-that many inbound tasks have fired into it (``all``: every inbound task); a join still waiting
-when nothing runs is a dead end, and the run fails saying so. ``with_items`` runs the action
-once per item, ``concurrency`` at a time; the task succeeds when every item did and its result
-is the list of item results. A ``parallel`` task starts all its sub-tasks and ends when they
-have. ``retry`` runs a failed task again after its delay while attempts remain (and
-``on_error`` holds). Nothing is started after the run has ended.
+go on, and when nothing runs any more the run fails with it as the reason. A task with ``join``
+starts once that many inbound tasks have fired into it (``all``: every inbound task); a join
+still waiting when nothing runs is a dead end, and the run fails saying so. ``with_items``
+runs the action once per item, ``concurrency`` at a time; the task succeeds when every item did
+and its result is the list of item results. A ``parallel`` task starts all its sub-tasks and
+ends when they have. ``retry`` runs a failed task again after its delay while attempts remain
+(and ``on_error`` holds). Nothing is started after the run has ended.
 """
 
 from __future__ import annotations
