@@ -136,6 +136,7 @@ class StoredExecution:
     retry_reason: str | None = None
     retry_due_at: datetime | None = None
     concurrency_key: str | None = None
+    workflow_task: dict[str, Any] | None = None
 
     def record(self) -> Execution:
         who = self.executor
@@ -181,6 +182,7 @@ class NewExecution:
     original_execution: int | None = None
     retry_reason: str | None = None
     concurrency_key: str | None = None
+    workflow_task: dict[str, Any] | None = None
 
 
 #: Names of :class:`NewExecution`'s fields (its columns), in order.

@@ -45,7 +45,7 @@ from engine.storage.tables import _sqlite_datetime as read_datetime
 from engine.storage.tables import _sqlite_datetime_text as datetime_text
 
 #: Columns stored as JSON text, and as timestamps (SQLAlchemy's DATETIME text).
-JSON_COLUMNS = frozenset({"config", "executor", "result", "chat", "parameters"})
+JSON_COLUMNS = frozenset({"config", "executor", "result", "chat", "parameters", "workflow_task"})
 DATETIME_COLUMNS = frozenset(
     {
         "heartbeat_at",

@@ -197,6 +197,8 @@ executions = Table(
     Column("retry_due_at", UTCDateTime, nullable=True),
     #: The concurrency group of a run of an action with a limit (``concurrency_groups.key``).
     Column("concurrency_key", String(512), nullable=True),
+    #: Attune's: for a task run of a workflow, ``{workflow_execution, task_name, task_index}``.
+    Column("workflow_task", JsonType, nullable=True),
 )
 Index("ix_executions_status_id", executions.c.status, executions.c.id)
 Index("ix_executions_action_ref_id", executions.c.action_ref, executions.c.id)
@@ -682,3 +684,59 @@ workflow_definitions = Table(
     Column("updated", UTCDateTime, nullable=False),
 )
 Index("ix_workflow_definitions_pack_ref", workflow_definitions.c.pack_ref)
+
+#: A running (or ended) workflow: its execution (the parent of its task runs), the definition it
+#: started with, its progress (:class:`engine.workflows.plan.Progress` as JSON) and ``revision``:
+#: every advance is a conditional update on it.
+workflow_executions = Table(
+    "workflow_executions",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column(
+        "execution",
+        BigInteger,
+        ForeignKey("executions.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("workflow_ref", String(256), nullable=False),
+    Column("definition", JsonType, nullable=False),
+    Column("progress", JsonType, nullable=False),
+    Column("revision", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+Index("ix_workflow_executions_status", workflow_executions.c.status)
+
+#: A task run a workflow decided to start, once: unique by ``dispatch_key`` (task, item, run,
+#: attempt) within its workflow. ``execution_id``: the execution started for it (null until
+#: submitted); ``due_at``: when it may start (a retry's delay); ``counted``: its end is in the
+#: workflow's progress.
+workflow_tasks = Table(
+    "workflow_tasks",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_execution",
+        BigInteger,
+        ForeignKey("workflow_executions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("dispatch_key", String(300), nullable=False),
+    Column("task_name", String(128), nullable=False),
+    Column("task_index", Integer, nullable=True),
+    Column("execution_id", BigInteger, nullable=True),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("counted", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created", UTCDateTime, nullable=False),
+    UniqueConstraint("workflow_execution", "dispatch_key"),
+)
+Index("ix_workflow_tasks_execution_id", workflow_tasks.c.execution_id)
+Index(
+    "ix_workflow_tasks_uncounted",
+    workflow_tasks.c.due_at,
+    sqlite_where=workflow_tasks.c.counted == false(),
+    postgresql_where=workflow_tasks.c.counted == false(),
+)

@@ -15,7 +15,7 @@ from engine.catalog import Catalog
 from engine.errors import InvalidRequest, NotFound, PackError
 from engine.packs import WORKFLOW_NOT_YET, ActionSpec
 from engine.params import normalize_schema
-from engine.storage.store import Store
+from engine.storage import Store
 from engine.storage.workflows import WORKFLOW_RUNTIME, workflow_repository
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem
 from engine.workflows.records import StoredWorkflow, WorkflowFields, WorkflowRepository
