@@ -7,6 +7,7 @@
     templates
     schedule in|at|every|cron <when> run ...  |  schedules  |  unschedule <id>
     help [pack.action]               what you may run (grouped by pack), or one action's help
+    help <words>                     the action aliases whose help lines hold the words
     actions [pack]
     history [pack.action|pack|@user] [n]   recent executions you may view, newest first (n 1-50)
     last                             your own last execution, with its output
@@ -71,6 +72,7 @@ USAGE = (
     "  run <pack.action> k=a,b --each k    run it once per value of k (one batch)\n"
     "  run <one pack.action k=v per line>  run several actions as one batch\n"
     "  help [pack.action]                  what you may run, or an action's parameters\n"
+    "  help <words>                        the action aliases that hold these words\n"
     "  actions [pack]                      list actions\n"
     "  history [pack.action|@user] [n]     recent executions, newest first (n: 1 to 50)\n"
     "  last                                your own last execution and its output\n"
@@ -151,6 +153,13 @@ class Help:
 
 
 @dataclass(frozen=True)
+class HelpAliases:
+    """``help <words>`` (not an action ref): the aliases whose help lines hold the words."""
+
+    words: str
+
+
+@dataclass(frozen=True)
 class Actions:
     pack: str | None = None
 
@@ -212,8 +221,22 @@ class Abort:
 
 
 Command = (
-    Run | RunMany | Help | Actions | Status | Cancel | Rerun | Confirm | Abort | Rules | RuleSwitch
-) | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule | History | Last)
+    (
+        Run
+        | RunMany
+        | Help
+        | Actions
+        | Status
+        | Cancel
+        | Rerun
+        | Confirm
+        | Abort
+        | Rules
+        | RuleSwitch
+    )
+    | (RunTemplate | Templates | ScheduleRun | Schedules | Unschedule | History | Last)
+    | HelpAliases
+)
 
 #: Every command's first word (for "did you mean").
 VERBS = (
@@ -271,7 +294,7 @@ def parse(text: str) -> Command:
         return Templates()
     if verb == "help":
         if rest and not _REF.match(rest):
-            raise UsageError(f"`help` takes an action like `core.echo`, not `{_clip(rest)}`")
+            return HelpAliases(rest)
         return Help(rest or None)
     if verb == "actions":
         if rest and not _PACK.match(rest):

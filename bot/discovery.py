@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import TYPE_CHECKING
 
-from bot import commands, render
+from bot import alias_chat, commands, render
 from engine.catalog_records import Action
 from engine.errors import EngineError, NotFound
 from engine.gate import Requester
@@ -79,8 +79,13 @@ async def allowed_actions(runtime: Runtime, who: Requester, verb: Verb) -> list[
 
 
 async def help_sections(runtime: Runtime, who: Requester, prefix: str) -> list[str]:
-    """The sections of ``help``'s listing, in order: what ``who`` may run."""
-    return [actions_section(await allowed_actions(runtime, who, "run"), prefix)]
+    """The sections of ``help``'s listing, in order: what ``who`` may run (actions, then
+    action aliases when there are any)."""
+    sections = [actions_section(await allowed_actions(runtime, who, "run"), prefix)]
+    aliases = await alias_chat.help_lines(runtime, who)
+    if aliases:
+        sections.append("\n".join(aliases))
+    return sections
 
 
 async def help_text(runtime: Runtime, who: Requester, prefix: str) -> str:

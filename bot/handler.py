@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from bot import commands, discovery, render
+from bot import alias_chat, commands, discovery, render
 from bot import history as chat_history
 from bot.commands import (
     Abort,
@@ -24,6 +24,7 @@ from bot.commands import (
     Cancel,
     Confirm,
     Help,
+    HelpAliases,
     History,
     Last,
     Rerun,
@@ -121,8 +122,8 @@ class CommandHandler:
     ) -> Reply:
         try:
             command = commands.parse(text)
-        except UsageError as exc:
-            return Reply(exc.message, ok=False)
+        except UsageError as exc:  # maybe an action alias ("restart nginx on web1")
+            return await alias_chat.answer(self, text, ctx, idempotency_key, exc)
         return await self.run(command, ctx, idempotency_key, what=text)
 
     async def run(
@@ -217,6 +218,8 @@ class CommandHandler:
             case Help(None):
                 prefix = "/attune run" if ctx.source == "slack" else "run"
                 return Reply(await discovery.help_text(self.runtime, who, prefix))
+            case HelpAliases(words):
+                return Reply(await alias_chat.help_matching(self.runtime, who, words))
             case History():
                 slack = ctx.sink == "slack"
                 return Reply(await chat_history.history(self.runtime, who, command, slack=slack))

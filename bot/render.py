@@ -570,3 +570,12 @@ def inquiry_modal(inquiry: Any) -> dict[str, Any]:
             *blocks,
         ],
     }
+
+
+def alias_result(text: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """An action alias's rendered ``result.format`` as the output message (mrkdwn, cut to
+    what a section holds)."""
+    shown = _clip(
+        (text or "").strip() or "_(the alias's result format rendered nothing)_", SECTION_TEXT_LIMIT
+    )
+    return shown, [{"type": "section", "text": {"type": "mrkdwn", "text": shown}}]

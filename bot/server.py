@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import faulthandler
+import functools
 import logging
 import os
 import signal
@@ -216,6 +217,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             # Imported only when Slack is configured (Bolt and slack_sdk weigh 20 MB and 0.2 s).
             from slack_sdk.web.async_client import AsyncWebClient
 
+            from bot.alias_chat import alias_result
             from bot.slack_app import build_slack_app, build_web_client, slack_routes
             from bot.slack_live import LiveUpdater
             from bot.slack_roles import SlackRoles
@@ -248,6 +250,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 owners=runtime.automation.rules.owners_of_enforcement,
                 page_url=page_url,
                 live=live,
+                alias_result=functools.partial(alias_result, runtime),
             )
             sinks["slack"] = slack_sink
             live.start()

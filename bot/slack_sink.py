@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
+from bot.alias_chat import AliasResult
 from engine.chat_messages import ChatMessage, ChatMessages
 from engine.errors import EngineError
 from engine.outbox import DeliveryFailed
@@ -72,7 +73,8 @@ INVITE_HINT = (
 
 class SlackSink:
     """``owners``: the owners of the rule behind an enforcement (mentioned on failure);
-    ``page_url``: the link to an execution's page, or None; ``live``: the live messages."""
+    ``page_url``: the link to an execution's page, or None; ``live``: the live messages;
+    ``alias_result``: the result format of the alias that started a run."""
 
     #: The sink's name in ``chat_messages``.
     NAME = "slack"
@@ -85,7 +87,9 @@ class SlackSink:
         owners: Callable[[int], Awaitable[list[str]]] | None = None,
         page_url: Callable[[int], str | None] | None = None,
         live: LiveUpdater | None = None,
+        alias_result: AliasResult | None = None,
     ) -> None:
+        self.alias_result = alias_result
         self.client = client
         self.messages = messages
         self.owners = owners
@@ -122,7 +126,7 @@ class SlackSink:
             else:
                 message = await self._update_card(execution, message)
                 message = await self._notify(execution, message)
-                await self._post_output(execution, message)
+                await self._post_output(execution, message, await self._alias_said(execution, chat))
         except SlackApiError as exc:
             error = slack_error(exc)
             if error in NOT_IN_CHANNEL:
@@ -194,13 +198,32 @@ class SlackSink:
         await self.messages.save(told)
         return told
 
-    async def _post_output(self, execution: Execution, message: ChatMessage) -> None:
+    async def _alias_said(
+        self, execution: Execution, chat: dict[str, Any]
+    ) -> tuple[bool, str | None] | None:
+        if self.alias_result is None or not chat.get("alias"):
+            return None
+        try:
+            return await self.alias_result(execution, chat)
+        except EngineError as exc:
+            raise DeliveryFailed(f"the alias's result format: {exc.message}") from exc
+
+    async def _post_output(
+        self,
+        execution: Execution,
+        message: ChatMessage,
+        alias_said: tuple[bool, str | None] | None = None,
+    ) -> None:
         """The output in the card's thread: the live message edited into it when there is one
         (nothing is left saying the run is going on), else a reply as before; cut streams
-        uploaded whole as files."""
+        uploaded whole as files. An alias's result format replaces all that (its
+        ``result.enabled: false``: no output message)."""
         if message.output_posted:
             return
         reply = render.output(execution, page_url=self.page_url(execution.id))
+        if alias_said is not None and (not alias_said[0] or alias_said[1] is not None):
+            reply = render.alias_result(alias_said[1]) if alias_said[0] else None
+            execution = replace(execution, result={})  # nothing more to upload
         if message.live_message_id:
             text, blocks = reply if reply is not None else render.no_output(execution)
             if not await self._edit(message.channel, message.live_message_id, text, blocks):

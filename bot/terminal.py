@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import re
 import sys
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from bot import render
+from bot.alias_chat import AliasResult, alias_result
 from bot.handler import ChatContext, CommandHandler
 from config import Settings
 from engine.broker import Envelope
@@ -51,7 +53,10 @@ class TerminalSink:
         out: TextIO,
         live: LiveOutput | None = None,
         link: Callable[[int], str | None] | None = None,
+        alias_result: AliasResult | None = None,
     ) -> None:
+        #: The result format of the action alias that started a run (bot/alias_chat.py).
+        self.alias_result = alias_result
         self.out = out
         self.live = live
         #: The execution page's address (``ATTUNE_PUBLIC_URL``), printed when a run starts.
@@ -74,7 +79,13 @@ class TerminalSink:
             return
         await self._stop_following(execution.id)
         self._print(render.status_line(execution))
-        body = render.plain_output(execution)
+        said = None
+        if self.alias_result is not None and (route.chat or {}).get("alias"):
+            said = await self.alias_result(execution, route.chat or {})
+        if said is not None and (not said[0] or said[1] is not None):
+            body = plain(said[1] or "") if said[0] else ""
+        else:
+            body = render.plain_output(execution)
         if body:
             self._print(body)
         if execution.status in TERMINAL:
@@ -158,7 +169,10 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
     sink = TerminalSink(
-        out, runtime.live_output, link=lambda eid: execution_page_url(settings, eid)
+        out,
+        runtime.live_output,
+        link=lambda eid: execution_page_url(settings, eid),
+        alias_result=functools.partial(alias_result, runtime),
     )
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)

@@ -53,8 +53,9 @@ class Catalog:
         return await self.pack(spec.ref)
 
     async def delete_pack(self, ref: str) -> str | None:
-        """Remove a pack with its actions, triggers and rules in one transaction (executions,
-        events and enforcements keep their refs as history). Returns the pack's folder."""
+        """Remove a pack with its actions, aliases, triggers and rules in one transaction
+        (executions, events and enforcements keep their refs as history). Returns the pack's
+        folder."""
         self.forget()
         return await self.repo.delete_pack(ref)
 

@@ -64,7 +64,8 @@ class CatalogRepository(Protocol):
         ...
 
     async def delete_pack(self, ref: str) -> str | None:
-        """Remove a pack with its actions, triggers and rules (NotFound if none); its folder."""
+        """Remove a pack with its actions, aliases, triggers and rules (NotFound if none);
+        its folder."""
         ...
 
     async def list_packs(self) -> list[Pack]: ...

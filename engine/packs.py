@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import PackError
+from engine.aliases.records import AliasSpec
+from engine.errors import EngineError, PackError
 from engine.params import normalize_schema, secret_names
 
 RunnerType = Literal["shell", "python", "builtin", "unavailable"]
@@ -144,6 +145,10 @@ class PackSpec(BaseModel):
     #: .WorkflowFile`), and the problems of the workflow files left out.
     workflows: tuple[Any, ...] = ()
     problems: tuple[str, ...] = ()
+    #: ``aliases/*.yaml``, checked; a file that cannot be used is left out and named in
+    #: ``alias_problems`` (``file:line:column: reason``), and the rest of the pack loads.
+    aliases: tuple[AliasSpec, ...] = ()
+    alias_problems: tuple[str, ...] = ()
 
 
 class _ActionFile(BaseModel):
@@ -309,7 +314,10 @@ def load_pack(path: Path) -> PackSpec:
                 item["ref"] = f"{ref}.{name}"
                 item["_source"] = str(file)
                 items.append(item)
+    aliases, alias_problems = _load_aliases(path, ref)
     return PackSpec(
+        aliases=aliases,
+        alias_problems=alias_problems,
         triggers=tuple(extras["triggers"]),
         rules=tuple(extras["rules"]),
         ref=ref,
@@ -322,6 +330,36 @@ def load_pack(path: Path) -> PackSpec:
         problems=tuple(problems),
         **attune,
     )
+
+
+def _load_aliases(path: Path, ref: str) -> tuple[tuple[AliasSpec, ...], tuple[str, ...]]:
+    """The pack's ``aliases/*.yaml`` (StackStorm's format; ``pack`` is this pack whatever the
+    file says), and one problem per file that cannot be used."""
+    folder = path / "aliases"
+    if not folder.is_dir():
+        return (), ()
+    found: dict[str, Path] = {}
+    aliases: list[AliasSpec] = []
+    problems: list[str] = []
+    for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            data = _read_yaml(file)
+            data["pack"] = ref
+            try:
+                spec = AliasSpec.model_validate(data).checked()
+            except ValidationError as exc:
+                raise PackError(f"{file}: {first_error(exc)}") from None
+            except EngineError as exc:
+                raise PackError(f"{file}: {exc.message}") from None
+            if spec.alias_ref in found:
+                first = found[spec.alias_ref].name
+                raise PackError(f"{file}: alias '{spec.alias_ref}' is already defined in {first}")
+        except PackError as exc:
+            problems.append(exc.message)
+            continue
+        found[spec.alias_ref] = file
+        aliases.append(spec)
+    return tuple(aliases), tuple(problems)
 
 
 def _pack_fields(meta: dict[str, Any], manifest: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from config import Settings
 from engine.acks_first import AcksFirst
+from engine.aliases.service import aliases_of
 from engine.audit import AuditLog
 from engine.auth import AuthService
 from engine.automation.service import Automation
@@ -114,6 +115,10 @@ class Runtime:
                 try:
                     spec = load_pack(path)
                     await self.catalog.register(spec, force=True)
+                    await aliases_of(self).sync_pack(spec)
+                    self.pack_errors.extend(spec.alias_problems)
+                    for problem in spec.alias_problems:
+                        log.error("pack %s: alias not loaded: %s", spec.ref, problem)
                     loaded.append(spec)
                 except EngineError as exc:
                     self.pack_errors.append(exc.message)
@@ -134,11 +139,13 @@ class Runtime:
         return self.settings.data_dir.resolve() / "packs"
 
     async def register_pack(self, path: Path, *, force: bool = False) -> Pack:
-        """Register a pack folder: its actions, then its triggers and rules. A problem in a
-        trigger or rule file is refused with the file at fault (the actions stay registered)."""
+        """Register a pack folder: its actions and aliases, then its triggers and rules. A
+        problem in an alias, trigger or rule file is refused with the file at fault (the
+        actions and the good aliases stay registered)."""
         spec = load_pack(path)
         record = await self.catalog.register(spec, force=force)
-        problems = await self.automation.register_pack(spec)
+        await aliases_of(self).sync_pack(spec)
+        problems = [*spec.alias_problems, *await self.automation.register_pack(spec)]
         problems += await self.register_workflows(spec)
         # Its actions may have new secrets (rules written now were sealed as they were written).
         await self.automation.seal_rule_secrets(pack_ref=spec.ref)

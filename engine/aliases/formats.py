@@ -189,9 +189,7 @@ def placeholders_of(fmt: str) -> list[tuple[int, int, Placeholder]]:
             return out
         named = _NAME.match(fmt, start + 2)
         if named is None:
-            raise FormatError(
-                f"format {_shown(fmt)}: '{{{{' must be followed by a parameter name"
-            )
+            raise FormatError(f"format {_shown(fmt)}: '{{{{' must be followed by a parameter name")
         name, j = named.group(1), named.end()
         if fmt.startswith("}}", j):
             out.append((start, j + 2, Placeholder(name)))

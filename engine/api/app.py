@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from engine.api import schemas
+from engine.api.alias_routes import ALIAS_ROUTES
 from engine.api.auth_routes import AUTH_ROUTES
 from engine.api.automation_routes import AUTOMATION_ROUTES
 from engine.api.catalog_routes import CATALOG_ROUTES
@@ -52,6 +53,7 @@ ALL_ROUTES = [
     *SCHEDULE_ROUTES,
     *INQUIRY_ROUTES,
     *WORKFLOW_ROUTES,
+    *ALIAS_ROUTES,
 ]
 _ERROR_TEXT = {
     400: "Invalid request",

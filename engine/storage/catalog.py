@@ -13,7 +13,14 @@ from engine.clock import now_utc
 from engine.errors import Conflict, NotFound
 from engine.packs import ActionSpec, PackSpec
 from engine.storage.store import Conn, Store
-from engine.storage.tables import actions, packs, rules, triggers, workflow_definitions
+from engine.storage.tables import (
+    action_aliases,
+    actions,
+    packs,
+    rules,
+    triggers,
+    workflow_definitions,
+)
 
 #: Columns of an action that its spec holds.
 _SPEC_COLUMNS = (
@@ -140,7 +147,7 @@ class SqlCatalog:
             row = (await conn.execute(select(packs).where(packs.c.ref == ref))).first()
             if row is None:
                 raise NotFound(f"pack '{ref}' not found")
-            for table in (rules, triggers, workflow_definitions, actions):
+            for table in (rules, triggers, workflow_definitions, actions, action_aliases):
                 await conn.execute(delete(table).where(table.c.pack_ref == ref))
             await conn.execute(delete(packs).where(packs.c.id == row.id))
         return str(row.path) if row.path else None

@@ -73,7 +73,11 @@ def test_arbitrary_pairs(fmt: str, text: str, expected: dict[str, str]) -> None:
         ),
         ("acl {{a=test}}", "acl", {"a": "test"}),
         # JSON values
-        ("skip {{a}} more skip.", 'skip {"a": "b", "c": "d"} more skip.', {"a": '{"a": "b", "c": "d"}'}),
+        (
+            "skip {{a}} more skip.",
+            'skip {"a": "b", "c": "d"} more skip.',
+            {"a": '{"a": "b", "c": "d"}'},
+        ),
         (
             "skip {{a}} more skip {{b}}.",
             'skip {"a": "b", "c": "d"} more skip x.',
@@ -106,7 +110,11 @@ def test_arbitrary_pairs(fmt: str, text: str, expected: dict[str, str]) -> None:
             "skip more skip",
             {"d": "test1", "e": "test1"},
         ),
-        ("skip {{d=test}} more skip {{e=test}}", "skip ponies more skip", {"d": "ponies", "e": "test"}),
+        (
+            "skip {{d=test}} more skip {{e=test}}",
+            "skip ponies more skip",
+            {"d": "ponies", "e": "test"},
+        ),
         ("foo bar", "foo bar pony1=foo pony2=bar", {"pony1": "foo", "pony2": "bar"}),
     ],
 )

@@ -348,10 +348,11 @@ def test_load_example_pack() -> None:
     assert pack.ref == "examples"
     assert pack.version == "1.0.0"
     actions = {a.name: a for a in pack.actions}
-    assert set(actions) == {"disk_usage", "fail", "greet", "wait"} | {
+    assert set(actions) == {"disk_usage", "fail", "greet", "restart_service", "wait"} | {
         "ask_before_restart",  # workflows (packs/examples/workflows), disabled until runs land
         "restart_with_rollback",
     }
+    assert {a.name for a in pack.aliases} == {"disk_usage", "greet", "restart_service"}
     greet = actions["greet"]
     assert (greet.ref, greet.runner_type) == ("examples.greet", "shell")
     assert (greet.parameter_delivery, greet.parameter_format) == ("file", "dotenv")
