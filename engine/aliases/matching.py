@@ -21,8 +21,9 @@ from engine.errors import InvalidRequest
 
 #: Suggestions shown for a text that matches nothing.
 MAX_SUGGESTIONS = 3
-#: How alike (0..1, difflib's ratio) a display must be to be suggested.
-SUGGEST_CUTOFF = 0.45
+#: How alike (0..1: difflib's ratio of the whole text, averaged with that of the first words)
+#: a display must be to be suggested.
+SUGGEST_CUTOFF = 0.35
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)[^}]*\}\}")
 
 
@@ -81,18 +82,20 @@ def closest(aliases: Iterable[Alias], text: str, verbs: Sequence[str] = ()) -> l
     """What ``text`` may have meant: the displays of the most alike enabled aliases, then the
     command verbs alike to its first word (each as it would be typed)."""
     wanted = text.strip().lower()
+    first = wanted.split(" ", 1)[0]
     scored: list[tuple[float, str]] = []
     for alias in aliases:
         if not alias.enabled:
             continue
         for display in alias.displays():
             shown = readable(display)
-            ratio = difflib.SequenceMatcher(None, wanted, shown.lower()).ratio()
-            if ratio >= SUGGEST_CUTOFF:
-                scored.append((ratio, shown))
+            whole = difflib.SequenceMatcher(None, wanted, shown.lower()).ratio()
+            verb = difflib.SequenceMatcher(None, first, shown.lower().split(" ", 1)[0]).ratio()
+            score = (whole + verb) / 2
+            if score >= SUGGEST_CUTOFF:
+                scored.append((score, shown))
     scored.sort(key=lambda item: -item[0])
     out = list(dict.fromkeys(shown for _, shown in scored))[:MAX_SUGGESTIONS]
-    first = wanted.split(" ", 1)[0]
     out += difflib.get_close_matches(first, list(verbs), n=2, cutoff=0.7)
     return out
 

@@ -14,6 +14,7 @@ from bot.commands import (
     Actions,
     Cancel,
     Help,
+    HelpAliases,
     Rerun,
     Run,
     Status,
@@ -38,6 +39,7 @@ from bot.commands import (
         ("run core.noop", Run("core.noop", {})),
         ("  run   core.echo   message=hi  ", Run("core.echo", {"message": "hi"})),
         ("help", Help()),
+        ("help restart nginx", HelpAliases("restart nginx")),
         ("", Help()),
         ("help core.echo", Help("core.echo")),
         ("actions", Actions()),
@@ -75,7 +77,6 @@ def test_slack_smart_quotes_and_nbsp_are_normalised() -> None:
         ("frobnicate", "Unknown command"),
         ("core.echo message=hi", "Did you mean `run core.echo message=hi`"),
         ('run core.echo message="a"b', "space after the closing"),
-        ("help not-a-ref", "takes an action"),
     ],
 )
 def test_usage_errors_say_what_is_wrong(text: str, says: str) -> None:
