@@ -215,10 +215,8 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
             reply = await handler.handle(line, ctx)
             out.write(plain(reply.text) + "\n")
             out.flush()
-            if reply.execution_id is not None and line.split()[0].lower() in (
-                "run",
-                "rerun",
-                "confirm",
+            if reply.execution_id is not None and (
+                line.split()[0].lower() in ("run", "rerun", "confirm") or "alias" in reply.extra
             ):
                 asked = {reply.execution_id, *reply.extra.get("execution_ids", ())}  # a batch's
                 submitted |= asked

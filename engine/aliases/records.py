@@ -29,7 +29,7 @@ MAX_FORMATS = 50
 
 class FormatSpec(BaseModel):
     """``{display, representation}``: the help line, and the formats that match (none: the
-    display is shown in help and matches nothing, as in StackStorm)."""
+    display is shown in help and matches nothing)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
