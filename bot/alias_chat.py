@@ -84,6 +84,8 @@ async def _run_alias(
         if not isinstance(error, UnknownCommand):
             return Reply(error.message, ok=False)
         return Reply(await no_match(runtime, who, said, error), ok=False)
+    # Refused (and audited) before anything of the alias is rendered for someone who may not.
+    await runtime.gate.deny(who, "run", found.alias.action_ref, audit_verb="run")
     planned = await service.plan(found, who)
     outcome = await runtime.gate.run(
         who,

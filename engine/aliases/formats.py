@@ -274,6 +274,8 @@ def compile_format(fmt: str) -> Compiled:
     pattern = pattern.replace(r"\Z", r"\z")  # Python's end of text, as RE2 writes it
     try:
         regex = re2.compile(pattern, _RE2_OPTIONS)
+    except UnicodeEncodeError:
+        raise FormatError(f"format {_shown(fmt)} holds text that is not valid Unicode") from None
     except re2.error as exc:
         reason = exc.args[0] if exc.args else exc
         text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
@@ -292,6 +294,7 @@ def extract(fmt: str, text: str) -> Extracted:
     compiled = compile_format(fmt)
     if len(text) > MAX_TEXT_CHARS:
         raise NoMatch(f"the text is longer than {MAX_TEXT_CHARS} characters")
+    text = text.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates for RE2
     head, pairs = split_pairs(text)
     stream = f"{head} " if compiled.anchored_start else f" {head} "
     found = compiled.regex.search(stream)

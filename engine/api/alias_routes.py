@@ -35,7 +35,10 @@ class AliasWrite(AliasSpec):
         if self.ref and pack and self.ref != f"{pack}.{self.name}":
             raise InvalidRequest(f"ref '{self.ref}' is not pack.name ('{pack}.{self.name}')")
         fields = self.model_dump(exclude={"ref"}, exclude_unset=True)
-        return AliasSpec.model_validate({**fields, "pack": pack})
+        try:
+            return AliasSpec.model_validate({**fields, "pack": pack})
+        except ValidationError as exc:
+            raise InvalidRequest(first_error(exc)) from None
 
 
 class AliasUpdate(BaseModel):
