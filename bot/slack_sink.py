@@ -275,7 +275,11 @@ class SlackSink:
             )
         text, blocks = render.card(execution, attached=False, page_url=self.page_url(execution.id))
         if delivery.event == "completed":
-            reply = render.output(execution, attached=False)
+            said = await self._alias_said(execution, chat)
+            if said is not None and (not said[0] or said[1] is not None):
+                reply = render.alias_result(said[1]) if said[0] else None
+            else:
+                reply = render.output(execution, attached=False)
             if reply is not None:
                 blocks = (blocks + reply[1])[: render.MAX_BLOCKS]
         if hint:

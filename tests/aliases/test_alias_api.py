@@ -203,6 +203,15 @@ async def test_an_api_alias_survives_its_pack_registered_again(env: Env) -> None
     assert status == 200
 
 
+async def test_a_deleted_pack_takes_its_aliases(env: Env) -> None:
+    assert (await env.call("POST", "/api/v1/packs", {"ref": "scratch", "label": "S"}))[0] == 201
+    body = {**BODY, "name": "hello", "pack": "scratch", "action_ref": "core.echo"}
+    assert (await env.call("POST", "/api/v1/aliases", body))[0] == 201
+    assert (await env.call("DELETE", "/api/v1/packs/scratch"))[0] == 200
+    status, _ = await env.call("GET", "/api/v1/aliases/scratch.hello")
+    assert status == 404
+
+
 async def test_the_openapi_document_describes_aliases(env: Env) -> None:
     status, document = await env.call("GET", "/api/v1/openapi.json")
     assert status == 200
