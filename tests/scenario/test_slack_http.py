@@ -283,7 +283,7 @@ async def test_tampered_body_is_refused(
         ("", ["What you may run", "Commands"]),
         ("help examples.greet", ["examples.greet", "`name`", "required"]),
         ("run core.echo message=hi bogus=1", ["bogus"]),
-        ("frobnicate", ["Unknown command `frobnicate`", "`help`"]),  # no alias matches either
+        ("frobnicate", ["Usage"]),
     ],
 )
 async def test_bad_commands_and_help_get_an_ephemeral_answer_and_post_nothing(
