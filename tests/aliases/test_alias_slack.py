@@ -1,8 +1,9 @@
 """Action aliases through Slack: ``/attune <alias text>`` posted as Slack signs it to a real
 ``attune serve`` whose Web API client talks to the local Slack stand-in. The ack carries the
 alias's ack format, the thread gets its result format, two equal aliases are an error naming
-both, unknown text gets the closest matches, and a malformed alias file is reported by name
-and line while its pack (and its good aliases) load."""
+both, unknown text gets the closest matches, @mentions and DMs run aliases as well, and a
+malformed alias file is reported by name and line while its pack (and its good aliases)
+load."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import PACKS_PATH, Server
-from tests.scenario.harness import SLACK_ACK_BUDGET_S, running_server, scenario_env, settle, slash
+from tests.scenario.harness import (
+    SLACK_ACK_BUDGET_S,
+    new_channel,
+    new_user,
+    running_server,
+    scenario_env,
+    settle,
+    slash,
+)
+from tests.scenario.slack_events import callback, direct, mention, post_event
 from tests.scenario.slack_standin import SlackStandIn
 from tests.waiting import eventually
 
@@ -131,3 +141,31 @@ async def test_the_good_aliases_of_that_pack_work(
     async with api.get("/api/v1/aliases?pack_ref=ops") as resp:
         refs = sorted(a["ref"] for a in (await resp.json())["items"])
     assert refs == ["ops.echo", "ops.page_a", "ops.page_b"]
+
+
+async def test_a_mention_and_a_dm_run_aliases_too(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    channel, user = new_channel(), new_user()
+    event = mention(user, channel, "restart redis on cache1")
+    assert (await post_event(server.base_url, callback(event)))[0] == 200
+    await eventually(
+        lambda: said_in(standin, channel, "Restarting *redis* on *cache1*"),
+        "the alias's ack in the mention's thread",
+        15,
+        interval_s=0.05,
+    )
+    await eventually(
+        lambda: said_in(standin, channel, "restart of *redis* on *cache1*: completed"),
+        "the alias's result format",
+        15,
+        interval_s=0.05,
+    )
+    dm = "D" + channel[1:]
+    assert (await post_event(server.base_url, callback(direct(user, dm, "page bob"))))[0] == 200
+    await eventually(
+        lambda: said_in(standin, dm, "ops.page_a"),
+        "the ambiguity error in the DM",
+        15,
+        interval_s=0.05,
+    )
