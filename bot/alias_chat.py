@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot import render
@@ -87,6 +88,7 @@ async def _run_alias(
     # Refused (and audited) before anything of the alias is rendered for someone who may not.
     await runtime.gate.deny(who, "run", found.alias.action_ref, audit_verb="run")
     planned = await service.plan(found, who)
+    who = replace(who, extra={**who.extra, "alias": found.alias.ref})  # the run records it
     outcome = await runtime.gate.run(
         who,
         planned.action_ref,

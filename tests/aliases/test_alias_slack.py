@@ -80,6 +80,7 @@ async def test_an_alias_runs_with_its_ack_and_result_formats(
     assert record["action_ref"] == "examples.restart_service"
     assert record["config"] == {"service": "nginx", "host": "web1"}
     assert record["requester"]["user_id"] == res.user  # run as the person, as `run` is
+    assert record["requester"]["alias"] == "examples.restart_service"
     await eventually(
         lambda: said_in(standin, res.channel, "restart of *nginx* on *web1*: completed"),
         "the alias's result format in the channel",
