@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.aliases.records import AliasSpec
+from engine.concurrency import ConcurrencyPolicy, undeclared
 from engine.errors import EngineError, PackError
 from engine.params import normalize_schema, secret_names
 
@@ -79,6 +80,8 @@ class ActionSpec(BaseModel):
     runtime_ref: str | None = None
     #: Why the action cannot run here (it is then disabled).
     disabled_reason: str | None = None
+    #: At most so many runs at once (per group), Attune's concurrency policy; None: no limit.
+    concurrency: ConcurrencyPolicy | None = None
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -173,6 +176,7 @@ class _ActionFile(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     enabled: bool = True
     confirm: bool = False
+    concurrency: ConcurrencyPolicy | None = None
 
 
 def runner_for(runtime: str | None, entry_point: str | None) -> tuple[RunnerType, str | None]:
@@ -238,6 +242,8 @@ def action_from_dict(
         schema = normalize_schema(raw.parameters)
     except PackError as exc:
         raise PackError(f"{source}: {exc.message}") from exc
+    if raw.concurrency is not None and (missing := undeclared(raw.concurrency, schema)):
+        raise PackError(f"{source}: concurrency.parameters: '{missing}' is not a parameter")
     if runner in ("shell", "python") and raw.entry_point and base_dir is not None:
         try:
             resolve_entry(Path(base_dir), raw.entry_point)
@@ -262,6 +268,7 @@ def action_from_dict(
         out_schema=raw.out_schema or raw.output_schema,
         runtime_ref=named_runtime,
         disabled_reason=unavailable,
+        concurrency=raw.concurrency,
     )
 
 

@@ -241,6 +241,9 @@ class Change:
     updated: datetime
     event: Event | None = None
     chat_only: bool = False
+    #: Only a row outside any concurrency group (the plain claim: a run held by a concurrency
+    #: policy is claimed with a slot, engine/concurrency_slots.py).
+    unkeyed: bool = False
 
 
 class ExecutionRepository(Protocol):

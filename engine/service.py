@@ -24,6 +24,8 @@ from engine.audit import AuditEntry
 from engine.broker import Broker
 from engine.catalog import Catalog
 from engine.clock import now_utc
+from engine.concurrency import group_key
+from engine.concurrency_slots import Slots
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
@@ -72,6 +74,8 @@ class ExecutionService:
         notifier: Notifier | None = None,
     ) -> None:
         self.executions = execution_repository(store)
+        #: Claims of runs held by a concurrency policy, and the doorbells of their groups.
+        self.slots = Slots(store, self.executions, catalog, self.publish_soon)
         #: Tells the web UI's ``/ws`` listeners of each change (none listening: no cost).
         self.notifier = notifier
         self.broker = broker
@@ -169,6 +173,7 @@ class ExecutionService:
             idempotency_key=idempotency_key,
             created=now,
             updated=now,
+            concurrency_key=group_key(action.ref, action.concurrency, params, secret_names),
         )
 
     async def submit_many(
@@ -279,12 +284,36 @@ class ExecutionService:
             started_at=now,
             worker=worker_id,
             heartbeat_at=now,
+            unkeyed=True,
         )
         if row is None:
-            return None
+            return await self._claim_with_slot(execution_id, worker_id)
         if row.chat:
             self.publish_soon(topics.STARTED, {"execution_id": row.id})
         return self._claimed(row)
+
+    async def _claim_with_slot(self, execution_id: int, worker_id: str) -> Claimed | None:
+        """The claim of a run held by a concurrency policy (engine/concurrency_slots.py);
+        None when it is not one, waits for a slot, or is refused by its policy (then ended
+        ``cancelled``, as Attune does)."""
+        outcome = await self.slots.claim(execution_id, worker_id)
+        if isinstance(outcome, dict):
+            row = await self._transition(
+                execution_id,
+                ExecutionStatus.CANCELLED,
+                only_from=PENDING,
+                result=outcome,
+                finished_at=now_utc(),
+            )
+            if row is not None:
+                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+            return None
+        if outcome is None:
+            return None
+        self._note(outcome.id, outcome.action_ref, ExecutionStatus.RUNNING)
+        if outcome.chat:
+            self.publish_soon(topics.STARTED, {"execution_id": outcome.id})
+        return self._claimed(outcome)
 
     async def claim_pending(self, worker_id: str, limit: int) -> builtins.list[Claimed]:
         """Claim up to ``limit`` waiting executions straight from the database (used while the
@@ -298,6 +327,11 @@ class ExecutionService:
             if row.chat:
                 self.publish_soon(topics.STARTED, {"execution_id": row.id})
             claimed.append(self._claimed(row))
+        if len(claimed) < limit:  # runs held by a concurrency policy: each with a slot
+            for head in await self.slots.heads(limit - len(claimed)):
+                taken = await self._claim_with_slot(head, worker_id)
+                if taken is not None:
+                    claimed.append(taken)
         return claimed
 
     def _parameters(self, row: StoredExecution) -> dict[str, Any]:
@@ -424,6 +458,7 @@ class ExecutionService:
         target: ExecutionStatus,
         *,
         only_from: frozenset[ExecutionStatus] | None = None,
+        unkeyed: bool = False,
         **values: Any,
     ) -> StoredExecution | None:
         """Conditional UPDATE to ``target`` from its allowed sources (narrowed by
@@ -443,10 +478,13 @@ class ExecutionService:
             updated=now_utc(),
             event=news,
             chat_only=news == "started",
+            unkeyed=unkeyed,
         )
         row = await self.executions.change(execution_id, change)
         if row is None:
             return None
+        if row.concurrency_key is not None and target in TERMINAL:
+            self.slots.ended(row.concurrency_key)  # its slot is free: the next run's turn
         self._note(execution_id, row.action_ref, target)
         return row
 
@@ -498,5 +536,6 @@ class ExecutionService:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for background publishes (at shutdown)."""
+        await self.slots.drain(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)

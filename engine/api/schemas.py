@@ -7,6 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from engine.concurrency import ConcurrencyPolicy
 from engine.status import ExecutionStatus
 
 T = TypeVar("T")
@@ -127,6 +128,9 @@ class ActionUpdate(Request):
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     enabled: bool | None = None
     confirm: bool | None = None
+    #: At most ``limit`` runs at once (per group of ``parameters`` values); over it,
+    #: ``enqueue`` (wait, first come first served) or ``cancel``. Null: no limit.
+    concurrency: ConcurrencyPolicy | None = None
 
 
 class ActionWrite(ActionUpdate):
@@ -333,6 +337,8 @@ class Action(BaseModel):
     timeout_seconds: float | None
     enabled: bool
     confirm: bool
+    #: The concurrency policy (``limit``, ``method``, ``parameters``); null: no limit.
+    concurrency: ConcurrencyPolicy | None = None
     adhoc: bool
     created: datetime
     updated: datetime

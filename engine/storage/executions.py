@@ -184,10 +184,11 @@ def claim_oldest_requested(
 ) -> ReturningUpdate[Any]:
     """Move up to ``limit`` of the oldest ``requested`` executions to ``running`` for
     ``worker_id``, returning their rows (a worker claiming from the database while the broker
-    is away); ``skip_locked`` passes over rows another claim holds (PostgreSQL)."""
+    is away); ``skip_locked`` passes over rows another claim holds (PostgreSQL). Runs held by
+    a concurrency policy are left to their slots (engine/concurrency_slots.py)."""
     pick = (
         select(executions.c.id)
-        .where(executions.c.status == "requested")
+        .where(executions.c.status == "requested", executions.c.concurrency_key.is_(None))
         .order_by(executions.c.id)
         .limit(limit)
     )
