@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 #: Longest stored group key (``executions.concurrency_key``, ``concurrency_groups.key``).
 MAX_KEY_CHARS = 512
@@ -38,8 +38,8 @@ class ConcurrencyPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Runs of one group at once (Attune's ``threshold``).
-    limit: int = Field(ge=1, le=1_000_000)
+    #: Runs of one group at once (Attune's ``threshold``, accepted as its other name).
+    limit: int = Field(ge=1, le=1_000_000, validation_alias=AliasChoices("limit", "threshold"))
     method: Method = "enqueue"
     #: Parameter names (or dotted paths) whose values group the runs.
     parameters: tuple[str, ...] = ()

@@ -78,7 +78,7 @@ def test_a_long_or_secret_grouping_value_is_hashed() -> None:
         ({"limit": 1, "method": "drop"}, "method"),
         ({"limit": 1, "parameters": ["host", "host"]}, "parameters"),
         ({"limit": 1, "parameters": ["a..b"]}, "parameters"),
-        ({"limit": 1, "threshold": 2}, "threshold"),
+        ({"limit": 1, "burst": 2}, "burst"),
         ({}, "limit"),
     ],
 )
@@ -86,6 +86,11 @@ def test_a_bad_policy_is_refused_naming_the_field(given: dict[str, object], fiel
     with pytest.raises(ValidationError) as caught:
         ConcurrencyPolicy.model_validate(given)
     assert field in str(caught.value)
+
+
+def test_attunes_name_of_the_limit_is_accepted() -> None:
+    policy = ConcurrencyPolicy.model_validate({"threshold": 3, "method": "cancel"})
+    assert policy == ConcurrencyPolicy(limit=3, method="cancel")
 
 
 def test_an_action_yaml_declares_its_policy() -> None:
