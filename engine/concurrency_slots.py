@@ -13,7 +13,7 @@ worker that got its ``execution.requested`` comes here instead (:meth:`Slots.cla
 
 When a run of a group ends (any terminal change: completed, failed, timeout, cancelled,
 abandoned by a sweep after its worker died), its slot is given back in the same transaction,
-and :meth:`Slots.ended` rings for the group's oldest waiting run. A lost doorbell is rung
+and :meth:`Slots.wake` rings for the group's oldest waiting run. A lost doorbell is rung
 again by the sweep of stale ``requested`` rows, so no group stays blocked while a slot is free.
 """
 
@@ -73,12 +73,14 @@ class Slots:
             if row.status in HOLDING:
                 # A second doorbell for a run already claimed (two ends rang for the same
                 # oldest run): pass it on to the next one waiting.
-                self.ended(key)
+                self.wake(key)
             return None
         policy = await self._policy(row.action_ref)
         limit = policy.limit if policy is not None else NO_LIMIT
         outcome = await self.groups.take(execution_id, key, limit, worker_id, now_utc())
         if isinstance(outcome, Took):
+            if outcome.running < limit:
+                self.wake(key)  # a slot is still free: the next waiting run's turn too
             return outcome.row
         if isinstance(outcome, NotFirst):
             if outcome.head is not None:
@@ -102,9 +104,9 @@ class Slots:
         the broker is away)."""
         return await self.groups.heads(limit)
 
-    def ended(self, key: str) -> None:
-        """A run of group ``key`` ended (its slot, if it held one, is free): ring for the
-        group's oldest waiting run, in the background."""
+    def wake(self, key: str) -> None:
+        """Ring for the oldest waiting run of group ``key``, in the background: a run of the
+        group ended (its slot, if it held one, is free), or took a slot with more free."""
         task = asyncio.get_running_loop().create_task(self._wake(key))
         self._wakes.add(task)
         task.add_done_callback(self._wakes.discard)

@@ -484,7 +484,7 @@ class ExecutionService:
         if row is None:
             return None
         if row.concurrency_key is not None and target in TERMINAL:
-            self.slots.ended(row.concurrency_key)  # its slot is free: the next run's turn
+            self.slots.wake(row.concurrency_key)  # its slot is free: the next run's turn
         self._note(execution_id, row.action_ref, target)
         return row
 

@@ -40,9 +40,10 @@ REQUESTED = "requested"
 
 @dataclass(frozen=True, slots=True)
 class Took:
-    """The run took a slot: it is ``running`` now."""
+    """The run took a slot: it is ``running`` now, one of ``running`` of its group."""
 
     row: StoredExecution
+    running: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ class ConcurrencyGroups:
                 if row is None:
                     raise _Undo(NotFirst(None))
                 await conn.execute(_started_news(execution_id, now))
-                return Took(stored(row))
+                return Took(stored(row), int(took.running))
         except _Undo as undo:
             return undo.outcome
 

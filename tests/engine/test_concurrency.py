@@ -240,3 +240,22 @@ async def test_only_the_oldest_waiting_run_takes_a_free_slot(
     await rt.service.finish(newer, ExecutionStatus.COMPLETED, {"succeeded": True})
     await rt.service.finish(free, ExecutionStatus.COMPLETED, {"succeeded": True})
     assert await slots_held(rt, ref) == {ref: 0}
+
+
+@BACKENDS
+async def test_the_sweep_rings_again_only_the_oldest_waiting_run_of_a_group(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Lost doorbells: the sweep of stale ``requested`` runs rings plain runs and each
+    group's oldest (the others would only be refused: it is first in line)."""
+    rt = await backend.runtime()
+    ref = await stamp_action(rt, ConcurrencyPolicy(limit=1, parameters=("host",)))
+    plain = await stamp_action(rt, None)
+    out = tmp_path / "stamps.txt"
+    a = [await submit(rt, ref, out, 0, host="a") for _ in range(3)]
+    b = [await submit(rt, ref, out, 0, host="b") for _ in range(2)]
+    free = await submit(rt, plain, out, 0)
+    rung = await rt.service.requeue_stale(0)
+    assert sorted(rung) == [a[0], b[0], free]
+    for execution_id in [*a, *b, free]:
+        await rt.service.cancel(execution_id, "test")  # leaves nothing requested behind
