@@ -39,10 +39,22 @@ class ConcurrencyPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Runs of one group at once (Attune's ``threshold``, accepted as its other name).
-    limit: int = Field(ge=1, le=1_000_000, validation_alias=AliasChoices("limit", "threshold"))
-    method: Method = "enqueue"
+    limit: int = Field(
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("limit", "threshold"),
+        description="Runs of one group at once (Attune's 'threshold' is accepted too).",
+    )
+    method: Method = Field(
+        default="enqueue",
+        description="Over the limit: enqueue (wait, first come first served) or cancel.",
+    )
     #: Parameter names (or dotted paths) whose values group the runs.
-    parameters: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = Field(
+        default=(),
+        description="Parameters (names or dotted paths) whose values group the runs, each "
+        "group with its own limit; none: all runs of the action are one group.",
+    )
 
     @field_validator("parameters")
     @classmethod
