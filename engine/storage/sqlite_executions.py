@@ -186,7 +186,7 @@ class SqliteExecutions(CoreExecutions):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
-        #: UPDATE statements of a change, by (columns set, number of sources).
+        #: UPDATE statements of a change, by (columns set, number of sources, unkeyed only).
         self._changes: dict[tuple[tuple[str, ...], int, bool], tuple[str, Encoders]] = {}
         #: INSERT statements of audit rows, by their columns.
         self._audits: dict[tuple[str, ...], tuple[str, Encoders]] = {}
