@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.concurrency import ConcurrencyPolicy
+from engine.inquiry_records import InquiryFilter
 from engine.packs import ActionSpec
 from engine.params import normalize_schema
 from engine.runtime import Runtime
@@ -29,6 +30,7 @@ from tests.engine.test_integration import (
     unique,
     wait_status,
 )
+from tests.waiting import eventually
 
 __all__ = ["backend", "pg_databases"]  # the fixtures, shared with test_integration
 
@@ -259,3 +261,37 @@ async def test_the_sweep_rings_again_only_the_oldest_waiting_run_of_a_group(
     assert sorted(rung) == [a[0], b[0], free]
     for execution_id in [*a, *b, free]:
         await rt.service.cancel(execution_id, "test")  # leaves nothing requested behind
+
+
+@BACKENDS
+async def test_a_run_waiting_for_an_answer_keeps_its_slot_until_it_ends(backend: Backend) -> None:
+    """A run parked on an inquiry (``core.ask``'s runner) is still ``running``: it holds its
+    slot without its worker, and gives it back when the answer ends it."""
+    rt = await backend.runtime(worker_id="worker-1")
+    name = unique("ask")
+    spec = ActionSpec(
+        ref=f"cc.{name}",
+        pack_ref="cc",
+        name=name,
+        runner_type="builtin",
+        entry_point="ask",
+        concurrency=ConcurrencyPolicy(limit=1),
+    )
+    await rt.catalog.create_action(spec)
+    first = (await rt.service.submit(spec.ref, {"prompt": "go?"}, ALICE)).id
+    second = (await rt.service.submit(spec.ref, {"prompt": "again?"}, ALICE)).id
+
+    async def asked(execution_id: int) -> Any:
+        found, _ = await rt.inquiries.list(InquiryFilter(execution=execution_id))
+        return found[0] if found else None
+
+    inquiry = await eventually(lambda: asked(first), "the first run to ask")
+    assert (await rt.service.get(first)).status == "running"
+    assert (await rt.service.get(second)).status == "requested", "the slot is held"
+    assert await slots_held(rt, spec.ref) == {spec.ref: 1}
+    await rt.inquiries.answer(inquiry, {"approved": True}, "alice")
+    await wait_status(rt, first, "completed")
+    later = await eventually(lambda: asked(second), "the second run to ask once the first ended")
+    await rt.inquiries.answer(later, {"approved": False}, "alice")
+    await wait_status(rt, second, "completed")
+    assert await slots_held(rt, spec.ref) == {spec.ref: 0}
