@@ -10,9 +10,10 @@ into one file both workers share; from those stamps:
    the limit is reached); with limit 1 the runs start in the order they were submitted.
 2. ``cancel``, limit 1: while one run runs, the runs submitted after it end ``cancelled`` with
    Attune's result naming the limit, and never start.
-3. grouped by the ``host`` parameter, limit 1: runs on two hosts overlap, a second run on the
+3. ``cancel``, limit 2, six runs submitted at once: exactly two run, four are refused.
+4. grouped by the ``host`` parameter, limit 1: runs on two hosts overlap, a second run on the
    same host waits for the first.
-4. the worker running the group's only slot is SIGKILLed: its run ends ``abandoned`` (the
+5. the worker running the group's only slot is SIGKILLed: its run ends ``abandoned`` (the
    heartbeat sweep), and the run waiting behind it then runs on the other worker: the group
    is not blocked.
 
@@ -21,6 +22,7 @@ The deployment is shared by the module; the kill is last.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +37,7 @@ from engine.procs import start_ticks
 from tests.faults.test_faults import (
     HEARTBEAT_TIMEOUT_S,
     MARGIN_S,
+    TERMINAL,
     Deployment,
     deployment,
     get_execution,
@@ -44,6 +47,7 @@ from tests.faults.test_faults import (
     wait_status,
 )
 from tests.scenario.harness import admin_api
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -153,6 +157,24 @@ async def test_cancel_refuses_the_runs_over_the_limit(cluster: Cluster, tmp_path
         assert record["result"]["error"].startswith("Execution cancelled by policy")
     await cluster.ended(first, "completed")
     assert sorted(intervals(out)) == [first], "the refused runs never started"
+
+
+async def test_cancel_holds_the_limit_under_a_burst(cluster: Cluster, tmp_path: Path) -> None:
+    """Six runs submitted at once, limit 2, two workers claiming: exactly two run."""
+    ref = await cluster.action({"limit": 2, "method": "cancel"})
+    out = tmp_path / "stamps.txt"
+    ids = await asyncio.gather(*(cluster.submit(ref, out, 3.0) for _ in range(6)))
+    ends = []
+    for execution_id in ids:
+        record = await eventually(
+            lambda i=execution_id: get_execution(cluster.api, i),
+            f"#{execution_id} to end",
+            RUN_TIMEOUT_S,
+            done=lambda r: r["status"] in TERMINAL,
+        )
+        ends.append(record["status"])
+    assert sorted(ends) == ["cancelled"] * 4 + ["completed"] * 2
+    assert most_at_once(list(intervals(out).values())) == 2
 
 
 async def test_each_host_has_its_own_limit(cluster: Cluster, tmp_path: Path) -> None:
