@@ -1,7 +1,7 @@
 """Concurrency policies held across processes: PostgreSQL + RabbitMQ, ``attune serve
 --no-worker`` and TWO ``attune worker`` processes (the deployment of tests/faults/test_faults.py,
-its fast timing knobs included: stale ``requested`` runs are rung again every 0.5 s, so every
-waiting run is also offered to the workers over and over).
+its fast timing knobs included: the oldest waiting run of each group is rung again every 0.5 s,
+so it is offered to the workers over and over while the group is full).
 
 An inline shell action writes ``start <id> <time>`` and ``end <id> <time>`` around a sleep
 into one file both workers share; from those stamps:
@@ -14,7 +14,7 @@ into one file both workers share; from those stamps:
 4. grouped by the ``host`` parameter, limit 1: runs on two hosts overlap, a second run on the
    same host waits for the first.
 5. the worker running the group's only slot is SIGKILLed: its run ends ``abandoned`` (the
-   heartbeat sweep), and the run waiting behind it then runs on the other worker: the group
+   sweep of dead workers), and the run waiting behind it then runs on the other worker: the group
    is not blocked.
 
 The deployment is shared by the module; the kill is last.
@@ -137,7 +137,14 @@ async def test_enqueue_holds_the_limit_across_two_workers_first_come_first_serve
     spans = intervals(out)
     assert sorted(spans) == ids, "each run ran once"
     peak = most_at_once(list(spans.values()))
-    print(f"\n[concurrency] limit {limit}: at most {peak} of 6 runs at once on two workers")
+    async with peek(cluster.dep.env["ATTUNE_DATABASE_URL"]) as db, db.connect() as conn:
+        workers = (
+            await conn.execute(
+                text("SELECT count(DISTINCT worker) FROM executions WHERE id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        ).scalar()
+    print(f"\n[concurrency] limit {limit}: at most {peak} of 6 runs at once, on {workers} workers")
     assert peak == limit
     if limit == 1:
         assert sorted(spans, key=lambda i: spans[i][0]) == ids, "first come, first served"
