@@ -160,6 +160,7 @@ def action_record(action: Action) -> dict[str, Any]:
         "enabled": spec.enabled,
         "confirm": spec.confirm,
         "concurrency": policy_record(spec.concurrency),
+        "max_retries": spec.max_retries,
         "adhoc": action.adhoc,
         "created": action.created,
         "updated": action.updated,

@@ -49,6 +49,8 @@ WORKFLOW_NOT_YET = "workflow runs are not available yet"
 RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
 BUILTIN_PACKS_DIR = Path(__file__).parent / "builtin"
+#: Most retries an action may ask for (``max_retries``).
+MAX_RETRIES = 100
 
 
 class ActionSpec(BaseModel):
@@ -82,6 +84,9 @@ class ActionSpec(BaseModel):
     disabled_reason: str | None = None
     #: At most so many runs at once (per group), Attune's concurrency policy; None: no limit.
     concurrency: ConcurrencyPolicy | None = None
+    #: Attune's: how many times a run that ends transiently (abandoned, timeout) is retried
+    #: (engine/retries.py); 0: never.
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -177,6 +182,7 @@ class _ActionFile(BaseModel):
     enabled: bool = True
     confirm: bool = False
     concurrency: ConcurrencyPolicy | None = None
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
 
 def runner_for(runtime: str | None, entry_point: str | None) -> tuple[RunnerType, str | None]:
@@ -269,6 +275,7 @@ def action_from_dict(
         runtime_ref=named_runtime,
         disabled_reason=unavailable,
         concurrency=raw.concurrency,
+        max_retries=raw.max_retries,
     )
 
 

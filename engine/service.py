@@ -14,7 +14,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
@@ -45,9 +45,11 @@ from engine.records import (
     StoredExecution,
     chat_target,
 )
+from engine.retries import RetryPolicy
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Store
 from engine.storage.executions import execution_repository
+from engine.storage.retries import retry_repository
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -72,10 +74,14 @@ class ExecutionService:
         *,
         default_timeout_s: float,
         notifier: Notifier | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.executions = execution_repository(store)
         #: Claims of runs held by a concurrency policy, and the doorbells of their groups.
         self.slots = Slots(store, self.executions, catalog, self.publish_soon)
+        #: When a transiently ended run is retried (engine/retries.py), and the retry marks.
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.retry_marks = retry_repository(store)
         #: Tells the web UI's ``/ws`` listeners of each change (none listening: no cost).
         self.notifier = notifier
         self.broker = broker
@@ -194,16 +200,36 @@ class ExecutionService:
             self.on_chat_submitted()
         return [row.record() for row in rows]
 
+    def announce(self, row: StoredExecution) -> None:
+        """Tell of an execution recorded outside :meth:`submit` (a retry, engine/retries.py)
+        as of a submission: the broker, the web UI, the chat drainer."""
+        self._submitted(row)
+        if row.chat and self.on_chat_submitted is not None:
+            self.on_chat_submitted()
+
     def _submitted(self, row: StoredExecution) -> None:
         self._note(row.id, row.action_ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": row.action_ref})
 
     async def cancel(self, execution_id: int, by: str) -> Execution:
-        """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running."""
+        """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running; an
+        ended run whose retry is pending has its retry called off (the record returned is
+        still ended, with no ``retry_due_at``)."""
         for _ in range(5):
             current = await self._row(execution_id)
             status = ExecutionStatus(current.status)
             if status in TERMINAL:
+                if current.retry_due_at is not None:
+                    called_off = await self.retry_marks.call_off(execution_id)
+                    if called_off is not None:
+                        log.info("execution %s: retry called off by %s", execution_id, by)
+                        return called_off.record()
+                retried = await self.retry_marks.retry_of(execution_id)
+                if retried is not None:
+                    raise Conflict(
+                        f"execution {execution_id} is already {status.value}; its retry is "
+                        f"execution {retried}: cancel that one"
+                    )
                 raise Conflict(f"execution {execution_id} is already {status.value}")
             if status is ExecutionStatus.CANCELING:
                 return current.record()
@@ -243,6 +269,7 @@ class ExecutionService:
         pack: str | None = None,
         requester: str | None = None,
         person: str | None = None,
+        original_execution: int | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[builtins.list[Execution], int]:
@@ -265,6 +292,7 @@ class ExecutionService:
             pack=pack or None,
             requester=requester or None,
             person=person or None,
+            original_execution=original_execution,
         )
         rows = await self.executions.list(where, limit=per_page, offset=(page - 1) * per_page)
         total = await self.executions.count(where)
@@ -350,6 +378,7 @@ class ExecutionService:
             timeout_s=row.timeout_s,
             requester=dict(row.executor or {}),
             enforcement=row.enforcement,
+            retry_count=row.retry_count,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
@@ -373,6 +402,7 @@ class ExecutionService:
         )
         moved = []
         for candidate_id, worker in candidates:
+            retry = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
             why = (
                 f"no heartbeat from worker {worker} for {stale_for_s:g} s"
                 if stale_for_s is not None
@@ -384,6 +414,7 @@ class ExecutionService:
                 only_from=frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
                 result={"succeeded": False, "error": f"abandoned: {why}"},
                 finished_at=now_utc(),
+                **retry,
             )
             if row is not None:
                 moved.append(row)
@@ -394,10 +425,20 @@ class ExecutionService:
         return await self.executions.workers_with_runs(LIVE)
 
     async def finish(
-        self, execution_id: int, status: ExecutionStatus, result: dict[str, Any]
+        self,
+        execution_id: int,
+        status: ExecutionStatus,
+        result: dict[str, Any],
+        *,
+        retry_due_at: datetime | None = None,
     ) -> Execution | None:
-        """Record the end of a run; None if the execution had already ended."""
-        row = await self._transition(execution_id, status, result=result, finished_at=now_utc())
+        """Record the end of a run; None if the execution had already ended.
+        ``retry_due_at``: when its retry is due (:meth:`RetryPolicy.due_for`), written by the
+        same statement."""
+        retry: dict[str, Any] = {} if retry_due_at is None else {"retry_due_at": retry_due_at}
+        row = await self._transition(
+            execution_id, status, result=result, finished_at=now_utc(), **retry
+        )
         if row is None:
             return None
         if row.started_at is not None and row.finished_at is not None:
@@ -445,6 +486,15 @@ class ExecutionService:
         return [execution_id for execution_id, _ in rows]
 
     # -- internals --------------------------------------------------------------------------
+
+    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> dict[str, Any]:
+        """``{"retry_due_at": when}`` for a run about to end ``status`` (for a sweep that ends
+        runs: it knows neither their action nor their chain; a rare path), else empty."""
+        row = await self.executions.get(execution_id)
+        if row is None:
+            return {}
+        due = await self.retry_policy.due_for(self.catalog, row.action_ref, row.retry_count, status)
+        return {} if due is None else {"retry_due_at": due}
 
     async def _row(self, execution_id: int) -> StoredExecution:
         row = await self.executions.get(execution_id)

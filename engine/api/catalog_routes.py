@@ -173,6 +173,7 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
         output_format=body.output_format,
         timeout_s=body.timeout_seconds,
         confirm=body.confirm,
+        max_retries=body.max_retries,
         runtime_ref=runtime,
         concurrency=body.concurrency,
     )
@@ -248,6 +249,7 @@ async def update_action(call: Call) -> Any:
         "enabled": current["enabled"] or current["disabled_reason"] is not None,
         "confirm": current["confirm"],
         "concurrency": current["concurrency"],
+        "max_retries": current["max_retries"],
         "runtime_ref": current["runtime_ref"],
         "entrypoint": current["entrypoint"] or None,
     }

@@ -44,6 +44,7 @@ _SPEC_COLUMNS = (
     "out_schema",
     "runtime_ref",
     "disabled_reason",
+    "max_retries",
 )
 
 
