@@ -205,6 +205,41 @@ async def _retry_number(api: aiohttp.ClientSession, original: int, n: int) -> di
     return found
 
 
+async def test_max_retries_is_read_from_pack_yaml_and_kept_by_the_api(
+    dep: Deployment, api: aiohttp.ClientSession
+) -> None:
+    pack = f"yaml_{uuid.uuid4().hex[:8]}"
+    folder = dep.tmp / pack
+    (folder / "actions").mkdir(parents=True)
+    (folder / "pack.yaml").write_text(f"ref: {pack}\nlabel: Retries\nversion: 1.0.0\n")
+    (folder / "actions" / "flaky.yaml").write_text(
+        "name: flaky\nrunner_type: shell\nentry_point: flaky.sh\nmax_retries: 3\n"
+    )
+    (folder / "actions" / "flaky.sh").write_text("#!/bin/sh\nexit 0\n")
+    status, body = await _post(api, "/api/v1/packs/register", {"path": str(folder)})
+    assert status in (200, 201), body
+    ref = f"{pack}.flaky"
+    async with api.get(f"/api/v1/actions/{ref}") as resp:
+        assert (await resp.json())["data"]["max_retries"] == 3
+    # An update that does not name max_retries keeps it; one that does changes it.
+    async with api.put(f"/api/v1/actions/{ref}", json={"description": "now described"}) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert body["data"]["max_retries"] == 3
+    async with api.put(f"/api/v1/actions/{ref}", json={"max_retries": 1}) as resp:
+        assert (await resp.json())["data"]["max_retries"] == 1
+    async with api.put(f"/api/v1/actions/{ref}", json={"max_retries": -1}) as resp:
+        body = await resp.json()
+        assert resp.status == 400, body
+        assert "max_retries" in body["error"]
+    (folder / "actions" / "bad.yaml").write_text(
+        "name: bad\nrunner_type: shell\nentry_point: flaky.sh\nmax_retries: many\n"
+    )
+    status, body = await _post(api, "/api/v1/packs/register", {"path": str(folder), "force": True})
+    assert status == 400, body
+    assert "max_retries" in body["error"]
+
+
 async def test_a_timed_out_run_is_retried_up_to_max_retries_then_stops(
     api: aiohttp.ClientSession,
 ) -> None:
