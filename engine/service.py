@@ -45,7 +45,7 @@ from engine.records import (
     StoredExecution,
     chat_target,
 )
-from engine.retries import RetryPolicy
+from engine.retries import TRANSIENT, RetryPolicy
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Store
 from engine.storage.executions import execution_repository
@@ -224,7 +224,7 @@ class ExecutionService:
                     if called_off is not None:
                         log.info("execution %s: retry called off by %s", execution_id, by)
                         return called_off.record()
-                retried = await self.retry_marks.retry_of(execution_id)
+                retried = await self._retried_as(current)
                 if retried is not None:
                     raise Conflict(
                         f"execution {execution_id} is already {status.value}; its retry is "
@@ -486,6 +486,20 @@ class ExecutionService:
         return [execution_id for execution_id, _ in rows]
 
     # -- internals --------------------------------------------------------------------------
+
+    async def _retried_as(self, row: StoredExecution) -> int | None:
+        """The retry submitted for the ended ``row``, looked for only when its action could
+        have retried it (a transient ending with retries left)."""
+        status = ExecutionStatus(row.status)
+        if status not in TRANSIENT:
+            return None
+        try:
+            action = await self.catalog.get_action(row.action_ref)
+        except NotFound:
+            return None
+        if row.retry_count >= action.max_retries:
+            return None
+        return await self.retry_marks.retry_of(row)
 
     async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> dict[str, Any]:
         """``{"retry_due_at": when}`` for a run about to end ``status`` (for a sweep that ends

@@ -114,29 +114,22 @@ class RetryRepository:
             row = (await conn.execute(clear)).first()
         return None if row is None else stored(row)
 
-    async def retry_of(self, execution_id: int) -> int | None:
-        """The id of the retry submitted for the ended run ``execution_id``, if any (the
-        next run of its chain: same original, one more retry)."""
+    async def retry_of(self, ended: StoredExecution) -> int | None:
+        """The id of the retry submitted for the ended run, if any: the next run of its chain
+        (same original, one more retry), a later run of the same action (so the search walks
+        the index on ``(action_ref, id)`` from the ended run on, not the table)."""
+        original = ended.original_execution or ended.id
+        query = (
+            select(executions.c.id)
+            .where(
+                executions.c.action_ref == ended.action_ref,
+                executions.c.id > ended.id,
+                executions.c.original_execution == original,
+                executions.c.retry_count == ended.retry_count + 1,
+            )
+            .order_by(executions.c.action_ref, executions.c.id)
+            .limit(1)
+        )
         async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(executions.c.original_execution, executions.c.retry_count).where(
-                        executions.c.id == execution_id
-                    )
-                )
-            ).first()
-            if row is None:
-                return None
-            original = row.original_execution or execution_id
-            found = (
-                await conn.execute(
-                    select(executions.c.id)
-                    .where(
-                        executions.c.original_execution == original,
-                        executions.c.retry_count == row.retry_count + 1,
-                    )
-                    .order_by(executions.c.id)
-                    .limit(1)
-                )
-            ).scalar()
+            found = (await conn.execute(query)).scalar()
         return None if found is None else int(found)

@@ -332,3 +332,15 @@ async def test_a_run_whose_worker_died_is_abandoned_and_retried(
             '"token":"t0ken"' in done["result"]["stdout"]
         )
         assert '"host"' in done["result"]["stdout"]
+
+
+async def test_the_openapi_document_covers_the_retry_fields(api: aiohttp.ClientSession) -> None:
+    async with api.get("/api/v1/openapi.json") as resp:
+        document = await resp.json()
+    schemas = document["components"]["schemas"]
+    assert {"original_execution", "retry_count", "retry_reason", "retry_due_at"} <= set(
+        schemas["Execution"]["properties"]
+    )
+    assert "max_retries" in schemas["Action"]["properties"]
+    listing = document["paths"]["/api/v1/executions"]["get"]["parameters"]
+    assert "original_execution" in {p["name"] for p in listing}
