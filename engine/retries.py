@@ -8,12 +8,14 @@ cancelled run.
 - When the run ends, the same statement that ends it sets its ``retry_due_at`` (now plus
   exponential back-off with jitter, :class:`RetryPolicy`): the worker knows the action it ran
   and the run's ``retry_count``, so the finish of an action without retries costs nothing more.
-- :class:`RetrySweep` (in ``attune serve``) takes due retries: one transaction clears the
-  mark (conditionally, so of any number of sweeps exactly one takes it) and submits the new
-  execution as a submission does (engine/storage/retries.py): the same action, parameters
-  (sealed secrets included), requester, chat route, callback URL and parent, with
-  ``retry_count`` + 1, ``original_execution`` (the chain's first run) and ``retry_reason``.
-  After commit it is announced like any submission (broker, chat card, web UI).
+- :class:`RetrySweep` (in ``attune serve``) takes due retries. The retry is prepared as any
+  submission (:meth:`ExecutionService.prepare`: the action now, the parameters validated
+  against its schema, secrets sealed again), with the ended run's requester, chat route,
+  callback URL, parent and enforcement, ``retry_count`` + 1, ``original_execution`` (the
+  chain's first run) and ``retry_reason``. Then one transaction clears the mark
+  (conditionally, so of any number of sweeps exactly one takes it) and records the retry with
+  its audit entry and chat card (engine/storage/retries.py); after commit it is announced like
+  any submission (broker, chat drainer, web UI).
 - Cancelling an ended run whose retry is pending calls the retry off
   (:meth:`engine.service.ExecutionService.cancel`).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -33,13 +36,13 @@ from engine import backoff
 from engine.audit_records import AuditEntry
 from engine.clock import now_utc
 from engine.errors import EngineError, NotFound
-from engine.records import NewExecution, StoredExecution
+from engine.params import REDACTED
+from engine.records import Executor, NewExecution, StoredExecution
 from engine.status import ExecutionStatus
 from engine.storage.retries import RetryRepository
 
 if TYPE_CHECKING:
     from engine.catalog import Catalog
-    from engine.packs import ActionSpec
     from engine.service import ExecutionService
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -101,27 +104,21 @@ class RetryPolicy:
 
 
 def retry_of(
-    ended: StoredExecution, action: ActionSpec, *, default_timeout_s: float, now: datetime
+    ended: StoredExecution, prepared: NewExecution, max_retries: int
 ) -> tuple[NewExecution, AuditEntry]:
-    """The next run of ``ended``'s chain, and its audit entry (pure). The parameters are the
-    ended run's as stored (secrets still sealed: nothing is decrypted to retry)."""
-    executor = {**ended.executor, MAX_RETRIES_KEY: action.max_retries}
+    """The next run of ``ended``'s chain and its audit entry (pure): ``prepared`` (the same
+    request submitted anew, :meth:`ExecutionService.prepare`) with the chain's fields, and the
+    ended run's requester, parent, enforcement, chat route and callback URL."""
     attempt = ended.retry_count + 1
     original = ended.original_execution or ended.id
-    new = NewExecution(
-        action_ref=ended.action_ref,
-        status=ExecutionStatus.REQUESTED.value,
-        config=ended.config,
-        secrets=ended.secrets,
+    new = dataclasses.replace(
+        prepared,
+        executor={**ended.executor, MAX_RETRIES_KEY: max_retries},
         parent=ended.parent,
         enforcement=ended.enforcement,
-        executor=executor,
-        timeout_s=action.timeout_s or default_timeout_s,
         callback_url=ended.callback_url,
         chat=ended.chat,
         idempotency_key=None,
-        created=now,
-        updated=now,
         retry_count=attempt,
         original_execution=original,
         retry_reason=ended.status,
@@ -137,11 +134,21 @@ def retry_of(
         outcome="accepted",
         target=ended.action_ref,
         detail=(
-            f"retry {attempt} of {action.max_retries} of #{original}: "
-            f"#{ended.id} ended {ended.status}"
+            f"retry {attempt} of {max_retries} of #{original}: #{ended.id} ended {ended.status}"
         ),
     )
     return new, entry
+
+
+def requester_of(ended: StoredExecution) -> Executor:
+    """The ended run's requester, as a submission takes it."""
+    who = dict(ended.executor or {})
+    return Executor(
+        identity=str(who.pop("identity", "system")),
+        source=who.pop("source", "api"),
+        channel=who.pop("channel", None),
+        extra=who,
+    )
 
 
 class Retries:
@@ -160,26 +167,50 @@ class Retries:
                 made.append(new_id)
         return made
 
-    async def _take(self, ended: StoredExecution) -> int | None:
+    async def _prepare(self, ended: StoredExecution) -> tuple[NewExecution, int] | str:
+        """The retry of ``ended`` as the submission path prepares it (the action looked up,
+        the parameters validated against its schema now, secrets sealed again) and the
+        action's ``max_retries``; or why it is not retried. Raises on an outage (the retry
+        stays due for the next sweep)."""
         try:
-            action: ActionSpec | None = await self.service.catalog.get_action(ended.action_ref)
+            action = await self.service.catalog.get_action(ended.action_ref)
         except NotFound:
-            action = None
-        why = _not_retried(action, ended)
+            return f"action '{ended.action_ref}' no longer exists"
+        if not action.enabled:
+            return f"action '{ended.action_ref}' is disabled"
+        if ended.retry_count >= action.max_retries:
+            return f"action '{ended.action_ref}' now allows {action.max_retries} retries"
+        _, parameters = await self.service.parameters_of(ended.id)
+        # Values stored secret (the action's, and a rule's read with kv.get_secret) stay so.
+        sealed = frozenset(k for k, v in ended.config.items() if v == REDACTED)
+        try:
+            prepared = await self.service.prepare(
+                ended.action_ref,
+                parameters,
+                requester_of(ended),
+                action=action,
+                secret_params=sealed,
+            )
+        except EngineError as exc:
+            if exc.http_status >= 500:
+                raise
+            return f"its request is no longer valid: {exc.message}"
+        return prepared, action.max_retries
+
+    async def _take(self, ended: StoredExecution) -> int | None:
+        prepared = await self._prepare(ended)
 
         def build(row: StoredExecution) -> tuple[NewExecution, AuditEntry] | None:
-            if action is None or why is not None:
+            if isinstance(prepared, str):
                 return None
-            return retry_of(
-                row, action, default_timeout_s=self.service.default_timeout_s, now=now_utc()
-            )
+            return retry_of(row, *prepared)
 
         taken = await self.repo.take(ended.id, build)
         if taken is None:
             return None  # another sweep took it, or a cancel called it off
         _, made = taken
         if made is None:
-            log.warning("execution %s: retry dropped: %s", ended.id, why)
+            log.warning("execution %s: retry dropped: %s", ended.id, prepared)
             return None
         log.info(
             "execution %s ended %s: retry %d submitted as execution %s",
@@ -190,17 +221,6 @@ class Retries:
         )
         self.service.announce(made)
         return made.id
-
-
-def _not_retried(action: ActionSpec | None, ended: StoredExecution) -> str | None:
-    """Why a due retry is dropped when its time comes, or None."""
-    if action is None:
-        return f"action '{ended.action_ref}' no longer exists"
-    if not action.enabled:
-        return f"action '{ended.action_ref}' is disabled"
-    if ended.retry_count >= action.max_retries:
-        return f"action '{ended.action_ref}' now allows {action.max_retries} retries"
-    return None
 
 
 class RetrySweep:

@@ -312,7 +312,7 @@ async def test_a_retry_due_after_its_action_was_disabled_is_dropped(rt: Runtime)
 
 
 def test_retry_of_keeps_the_request_and_counts_the_chain() -> None:
-    from engine.records import StoredExecution
+    from engine.records import NewExecution, StoredExecution
 
     ended = StoredExecution(
         id=12,
@@ -321,11 +321,11 @@ def test_retry_of_keeps_the_request_and_counts_the_chain() -> None:
         config={"a": 1},
         secrets="sealed",
         parent=3,
-        enforcement=None,
+        enforcement=7,
         executor={"identity": "bob", "source": "slack", "channel": "C1"},
         result=None,
         timeout_s=5.0,
-        callback_url=None,
+        callback_url="http://127.0.0.1:9/hook",
         chat={"sink": "slack", "channel": "C1"},
         worker="w",
         heartbeat_at=None,
@@ -339,17 +339,31 @@ def test_retry_of_keeps_the_request_and_counts_the_chain() -> None:
         retry_count=1,
         original_execution=10,
     )
-    action = ActionSpec(
-        ref="ops.flaky", pack_ref="ops", name="flaky", runner_type="shell", max_retries=3
+    prepared = NewExecution(
+        action_ref="ops.flaky",
+        status="requested",
+        config={"a": 1},
+        secrets="sealed-again",
+        parent=None,
+        enforcement=None,
+        executor={"identity": "bob", "source": "slack", "channel": "C1"},
+        timeout_s=600.0,
+        callback_url=None,
+        chat=None,
+        idempotency_key=None,
+        created=T0,
+        updated=T0,
     )
-    new, entry = retry_of(ended, action, default_timeout_s=600.0, now=T0)
+    new, entry = retry_of(ended, prepared, 3)
     assert (new.original_execution, new.retry_count, new.retry_reason) == (10, 2, "abandoned")
-    assert (new.config, new.secrets, new.parent, new.chat) == (
-        {"a": 1},
-        "sealed",
+    assert (new.parent, new.enforcement, new.callback_url, new.chat) == (
         3,
+        7,
+        "http://127.0.0.1:9/hook",
         {"sink": "slack", "channel": "C1"},
     )
+    assert (new.config, new.secrets, new.timeout_s) == ({"a": 1}, "sealed-again", 600.0)
+    assert new.executor == {"identity": "bob", "source": "slack", "channel": "C1", "max_retries": 3}
     assert new.idempotency_key is None, "the key was the first request's"
-    assert new.timeout_s == 600.0
     assert (entry.actor, entry.source, entry.verb) == ("bob", "slack", "retry")
+    assert entry.detail == "retry 2 of 3 of #10: #12 ended abandoned"
