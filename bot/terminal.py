@@ -25,6 +25,7 @@ from engine.outbox import OutboxDrainer
 from engine.output import STREAMS
 from engine.page_links import execution_page_url
 from engine.records import Delivery, Execution, Route
+from engine.retries import Retries, RetrySweep
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
 
@@ -189,6 +190,7 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
     )
     submitted: set[int] = set()
     interactive = stdin.isatty()
+    retry_sweep: RetrySweep | None = None
 
     async def wake(_envelope: Envelope) -> None:
         drainer.wake()
@@ -197,6 +199,9 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         if not settings.amqp_url:
             # Nobody else shares our in-process broker: run this session's commands here.
             await runtime.start_worker(housekeeping=False)
+            # And their retries (an action's max_retries), which only this process would run.
+            retries = Retries(runtime.service, runtime.service.retry_marks)
+            retry_sweep = RetrySweep(retries, settings.retry_poll_s).start()
         await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
         drainer.start()
         reader = await _line_reader(stdin)
@@ -235,6 +240,8 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
                     await sink.changed.wait()
         return 0
     finally:
+        if retry_sweep is not None:
+            await retry_sweep.stop()
         await drainer.stop()
         await sink.close()
         await runtime.close(grace_s=0 if submitted - sink.finished else None)
