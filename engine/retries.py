@@ -219,6 +219,7 @@ class Retries:
             made.retry_count,
             made.id,
         )
+        self.service.metrics.retries.labels(made.action_ref, made.retry_reason or "").inc()
         self.service.announce(made)
         return made.id
 

@@ -222,6 +222,9 @@ async def test_a_timed_out_run_is_retried_as_the_same_request_linked_to_its_chai
     await _run_and_end(rt, third_id, ExecutionStatus.TIMEOUT, retry_count=2)
     assert (await rt.service.get(third_id)).retry_due_at is None
     assert await _chain(rt, first.id) == [second_id, third_id]
+    scraped = rt.metrics.render().decode()
+    for reason in ("timeout", "abandoned"):
+        assert f'attune_execution_retries_total{{action="{ref}",reason="{reason}"}} 1.0' in scraped
 
 
 async def test_a_failed_run_is_not_retried(rt: Runtime) -> None:
