@@ -26,6 +26,7 @@ from engine.retries import Retries, RetryPolicy, retry_of
 from engine.runtime import Runtime, build_runtime
 from engine.status import ExecutionStatus
 from tests.e2e.conftest import _fresh_postgres_database
+from tests.waiting import eventually
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALICE = Executor(identity="alice", source="api", channel="#ops", extra={"role": "operator"})
@@ -110,14 +111,14 @@ async def rt(database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     await runtime.close()
 
 
-async def _action(rt: Runtime, max_retries: int) -> str:
+async def _action(rt: Runtime, max_retries: int, script: str = "exit 0") -> str:
     name = f"flaky_{uuid.uuid4().hex[:8]}"
     spec = ActionSpec(
         ref=f"rt.{name}",
         pack_ref="rt",
         name=name,
         runner_type="shell",
-        script="exit 0",
+        script=script,
         param_schema=normalize_schema(
             {"host": {"type": "string"}, "token": {"type": "string", "secret": True}}
         ),
@@ -249,6 +250,24 @@ async def test_a_run_whose_worker_died_is_abandoned_with_its_retry_planned(rt: R
     assert await rt.service.claim(first.id, "w-dead") is not None
     [moved] = await rt.service.abandon(workers=["w-dead"])
     assert moved.id == first.id
+    ended = await rt.service.get(first.id)
+    assert ended.status == "abandoned"
+    assert ended.retry_due_at is not None
+
+
+async def test_a_run_whose_worker_stops_during_it_is_abandoned_with_its_retry_planned(
+    rt: Runtime,
+) -> None:
+    ref = await _action(rt, max_retries=1, script="sleep 30")
+    worker = await rt.start_worker("w-stopping", housekeeping=False)
+    first = await rt.service.submit(ref, {}, ALICE)
+    await eventually(
+        lambda: rt.service.get(first.id),
+        "the run to start",
+        10,
+        done=lambda r: r.status == "running",
+    )
+    await worker.stop(grace_s=0)
     ended = await rt.service.get(first.id)
     assert ended.status == "abandoned"
     assert ended.retry_due_at is not None
