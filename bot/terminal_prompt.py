@@ -10,6 +10,7 @@ with the descriptor blocking (prompt_toolkit's ``flush_stdout``), however long i
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -113,8 +114,15 @@ class PromptConsole:
         self.out: Writable = sys.stdout
 
     def open(self) -> Writable:
+        streams = (sys.stdout, sys.stderr)
         self._stack.enter_context(patch_stdout(raw=True))
         self.out = cast(Writable, sys.stdout)  # the proxy
+        # Log lines (warnings) printed above the prompt too, not across it.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in streams:
+                was = handler.setStream(sys.stderr)
+                if was is not None:
+                    self._stack.callback(handler.setStream, was)
         return self.out
 
     async def read_line(self) -> str | None:

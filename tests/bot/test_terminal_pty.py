@@ -33,6 +33,8 @@ _CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
 SGR = rb"(?:\x1b\[[0-9;]*m)*"
 _COLOUR = re.compile(rb"\x1b\[[0-9;]*\b(3[0-8]|4[0-8]|9[0-7])\b[0-9;]*m")
 UP = "\x1b[A"
+#: A prompt_toolkit prompt starting: bracketed paste on, then only escape sequences, the prompt.
+PROMPT_STARTED = rb"\x1b\[\?2004h(?:\x1b\[[0-?]*[ -/]*[@-~])*attune> "
 
 
 def visible(raw: bytes) -> str:
@@ -48,8 +50,9 @@ def megabyte_text(total: int = MEGABYTE) -> str:
 class Terminal:
     """One ``attune chat`` on a pseudo-terminal; everything it printed is kept in ``raw``."""
 
-    def __init__(self, child: pexpect.spawn) -> None:
+    def __init__(self, child: pexpect.spawn, plain: bool) -> None:
         self.child = child
+        self.plain = plain
 
     @property
     def raw(self) -> bytes:
@@ -59,8 +62,11 @@ class Terminal:
         self.child.expect(pattern, timeout=timeout_s)
 
     def prompt(self) -> None:
-        """Wait for the prompt (drawn as ``attune> `` after its colour, if any)."""
-        self.expect("attune> ")
+        """Wait for a new prompt, ready for keys. prompt_toolkit draws a finished prompt once
+        more when it ends, so ``attune> `` alone could be that one: a new prompt is the one
+        drawn after bracketed paste is switched on (``ESC[?2004h``), which happens once the
+        terminal is in raw mode, where Ctrl-C and Ctrl-D are keys, not signals."""
+        self.expect("attune> " if self.plain else PROMPT_STARTED)
 
     def send(self, keys: str) -> None:
         self.child.send(keys)
@@ -123,7 +129,7 @@ def open_chat(tmp_path: Path) -> Iterator[Callable[..., Terminal]]:
         )
         child.logfile_read = Recorder()
         started.append(child)
-        return Terminal(child)
+        return Terminal(child, plain="--plain" in args)
 
     yield start
     for child in started:
