@@ -306,7 +306,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             raise CannotStart(
                 f"cannot listen on {settings.http_host}:{settings.http_port} "
                 f"({os.strerror(exc.errno) if exc.errno else exc}): set ATTUNE_HTTP_PORT "
-                "to a free port (or ATTUNE_HTTP_HOST to an address of this machine)"
+                "(or --port) to a free port (or ATTUNE_HTTP_HOST, --host, to an address of this "
+                "machine)"
             ) from exc
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         runtime.execution_tokens.api_url = api_url(settings.http_host, port)  # for actions
