@@ -175,19 +175,24 @@ def test_history_is_kept_across_sessions(
     first.send(" run core.echo message=typed-after-a-space\r")  # not written down, as bash
     first.expect(r"\r\ntyped-after-a-space\r\n")
     first.prompt()
+    # A secret parameter's value is not written down either (the run itself does not matter).
+    first.send("run core.http_request url=http://127.0.0.1:9/ auth_token=s3cr3t-t0ken\r")
+    first.expect(r"Execution #3 queued: core\.http_request")
+    first.prompt()
     assert first.leave() == 0
     kept = tmp_path / "state" / "attune" / "chat_history"
     assert kept.stat().st_mode & 0o777 == 0o600
     text = kept.read_text()
     assert "+run core.echo message=from-the-first-session" in text
     assert "typed-after-a-space" not in text
+    assert "s3cr3t-t0ken" not in text
 
     second = open_chat()
     second.prompt()
     second.send(UP)
     second.expect("from-the-first-session")  # drawn on the prompt line
     second.send("\r")
-    second.expect(r"Execution #3 queued: core\.echo message=from-the-first-session")
+    second.expect(r"Execution #4 queued: core\.echo message=from-the-first-session")
     second.expect(r"\r\nfrom-the-first-session\r\n")
     second.prompt()
     # Ctrl-C clears a typed line (the line does not run); on an empty line it leaves at once.
@@ -199,7 +204,7 @@ def test_history_is_kept_across_sessions(
     second.child.expect(pexpect.EOF, timeout=EXIT_TIMEOUT_S)
     second.child.close()
     assert second.child.exitstatus == 130
-    assert "Execution #4" not in visible(second.raw)
+    assert "Execution #5" not in visible(second.raw)
 
 
 def test_no_history_writes_no_file(open_chat: Callable[..., Terminal], tmp_path: Path) -> None:
