@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,8 @@ EXPECT_TIMEOUT_S = 30.0
 #: Bound on the exit after Ctrl-D.
 EXIT_TIMEOUT_S = 20.0
 MEGABYTE = 1_000_000
+#: The pseudo-terminal's size.
+COLUMNS_ROWS = (120, 24)
 #: Escape sequences (CSI: colours, cursor moves, modes) a terminal interprets and hides.
 _CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
 #: A colour (foreground or background) switched on.
@@ -67,6 +70,15 @@ class Terminal:
         drawn after bracketed paste is switched on (``ESC[?2004h``), which happens once the
         terminal is in raw mode, where Ctrl-C and Ctrl-D are keys, not signals."""
         self.expect("attune> " if self.plain else PROMPT_STARTED)
+
+    def screen(self, upto_match: bool = False) -> pyte.Screen:
+        """The terminal's screen after what was printed (up to the end of the last match)."""
+        raw = self.raw
+        if upto_match:
+            raw = raw[: len(raw) - len(self.child.buffer)]
+        screen = pyte.Screen(*COLUMNS_ROWS)
+        pyte.ByteStream(screen).feed(raw)
+        return screen
 
     def send(self, keys: str) -> None:
         self.child.send(keys)
@@ -122,7 +134,7 @@ def open_chat(tmp_path: Path) -> Iterator[Callable[..., Terminal]]:
             ["-m", "bot.cli", "chat", *args],
             env=env,
             cwd=str(tmp_path),
-            dimensions=(24, 120),
+            dimensions=COLUMNS_ROWS[::-1],
             maxread=65536,
             searchwindowsize=65536,
             timeout=EXPECT_TIMEOUT_S,
@@ -259,6 +271,15 @@ def test_news_while_typing_leaves_the_typed_line_intact(
     chat.expect(rb"attune> " + SGR + rb"run core\.echo mess")  # the prompt redrawn with it
     after = chat.raw[typed_at:]
     assert re.search(rb"#1 \| .*tick \d+ .*attune> .*run core\.echo mess", after, re.S), after
+    # What the screen shows at that moment (a terminal emulator reads what was printed up to
+    # the redrawn line): the news above, and the prompt with the half-typed line, cursor after it.
+    screen = chat.screen(upto_match=True)
+    rows = [row.rstrip() for row in screen.display]
+    assert rows[screen.cursor.y] == "attune> run core.echo mess", rows
+    assert screen.cursor.x == len("attune> run core.echo mess"), rows
+    above = rows[: screen.cursor.y]
+    assert [r for r in above if re.fullmatch(r"#1 \| tick \d+ ✓", r)], rows
+    assert not [r for r in above if "run core.echo mess" in r], rows  # not left behind, torn
     chat.send("age=intact\r")
     chat.expect(r"Execution #2 queued: core\.echo message=intact")
     chat.expect(r"\r\nintact\r\n")
