@@ -1,5 +1,6 @@
 """What Tab completes in ``attune chat``: command words, action refs, an action's parameter
-names (``key=``), ``@template`` refs, pack names and rule refs.
+names (``key=``), ``@template`` refs, pack names, rule refs, and the fixed words of the action
+aliases (``restart`` then, after the service, ``on``).
 
 Each kind of word comes from a :class:`CompletionSource`: it loads what it offers with
 :meth:`~CompletionSource.refresh` (at the start of the chat and after each command, so a new
@@ -55,26 +56,11 @@ class CompletionSource(Protocol):
         ...
 
 
-def command_words(usage: str = commands.USAGE) -> tuple[str, ...]:
-    """The verbs of the chat's usage text, in its order: each usage line's first word, and the
-    first word after each `` | `` (``confirm <code> | abort <code>``). Read from the text so a
-    command added to the usage is completed too."""
-    verbs: dict[str, None] = {}
-    for line in usage.splitlines():
-        if not line.startswith("  "):
-            continue
-        for part in line.strip().split(" | "):
-            word = part.split(" ", 1)[0]
-            if re.fullmatch(r"[a-z]+", word):
-                verbs[word] = None
-    return tuple(verbs)
-
-
 @dataclass
 class CommandWords:
-    """The first word of a line."""
+    """The first word of a line: the chat's commands (``bot.commands.VERBS``)."""
 
-    words: tuple[str, ...] = field(default_factory=command_words)
+    words: tuple[str, ...] = commands.VERBS
 
     async def refresh(self, runtime: Runtime, who: Requester) -> None:
         return None
@@ -174,6 +160,43 @@ class RuleRefs:
         return []
 
 
+#: A value's place in an alias's display as :func:`engine.aliases.matching.readable` shows it.
+_VALUE = re.compile(r"^\{[^{}]*\}$")
+
+
+@dataclass
+class AliasWords:
+    """The fixed words of the action aliases this user may run: the first word of a line, and
+    the next fixed word once the words typed so far follow a display (a value is one word
+    here; after a value of several words nothing is offered)."""
+
+    #: Each display as a help line reads (``restart {service} on {host}``), split in words.
+    displays: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def refresh(self, runtime: Runtime, who: Requester) -> None:
+        from engine.aliases.matching import readable
+        from engine.aliases.service import aliases_of
+
+        shown = [
+            readable(display)
+            for alias in await aliases_of(runtime).runnable(who)
+            for display in alias.displays()
+        ]
+        self.displays = [tuple(d.split()) for d in dict.fromkeys(shown)]
+
+    def candidates(self, words: Sequence[str]) -> Iterable[Candidate]:
+        found = []
+        for tokens in self.displays:
+            if len(tokens) <= len(words) or _VALUE.match(tokens[len(words)]):
+                continue
+            if all(
+                _VALUE.match(token) or token.lower() == typed.lower()
+                for token, typed in zip(tokens, words, strict=False)
+            ):
+                found.append(Candidate(tokens[len(words)], _meta(" ".join(tokens))))
+        return found
+
+
 def split_for_completion(text: str) -> tuple[list[str], str]:
     """The complete words before the cursor and the word being typed (``""`` after a space).
     Quotes are honoured where they are balanced; an open quote is read word by word."""
@@ -197,7 +220,7 @@ class ChatCompleter(Completer):
         self.sources: list[CompletionSource] = (
             list(sources)
             if sources is not None
-            else [CommandWords(), self.actions, self.templates, RuleRefs()]
+            else [CommandWords(), self.actions, self.templates, RuleRefs(), AliasWords()]
         )
 
     async def refresh(self, runtime: Runtime, who: Requester) -> None:

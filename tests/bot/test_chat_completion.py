@@ -3,7 +3,7 @@ which lines are kept out of the history file. The pty tests drive it for real.""
 
 from __future__ import annotations
 
-from bot.chat_completion import ActionWords, Candidate, ChatCompleter
+from bot.chat_completion import ActionWords, AliasWords, Candidate, ChatCompleter
 
 
 def _completer() -> ChatCompleter:
@@ -26,7 +26,7 @@ def _texts(completer: ChatCompleter, typed: str) -> list[str]:
 def test_completion_of_commands_refs_parameters_and_templates() -> None:
     completer = _completer()
     assert {"run", "help", "status", "cancel", "templates"} <= set(_texts(completer, ""))
-    assert "abort" in _texts(completer, "")  # read from the usage's "confirm | abort" line
+    assert {"abort", "history", "last"} <= set(_texts(completer, ""))
     assert _texts(completer, "sta") == ["status"]
     assert _texts(completer, "run ops.") == ["ops.deploy", "ops.restart"]
     assert _texts(completer, "RUN ops.r") == ["ops.restart"]
@@ -62,3 +62,26 @@ def test_lines_giving_a_secret_are_recognised() -> None:
     assert not completer.secrets_given("run ops.deploy host=web1")
     assert not completer.secrets_given("run @nightly host=web2")
     assert not completer.secrets_given('run ops.deploy token="unbalanced')
+
+
+def test_alias_words_first_and_next() -> None:
+    aliases = AliasWords(
+        [
+            ("restart", "{service}", "on", "{host}"),
+            ("restart", "{service}"),
+            ("shout", "hello", "to", "{name}"),
+            ("disk", "usage", "of", "{path}"),
+        ]
+    )
+    completer = ChatCompleter([aliases])
+    assert _texts(completer, "") == ["restart", "shout", "disk"]
+    assert _texts(completer, "re") == ["restart"]
+    assert _texts(completer, "restart ") == []  # a value comes next
+    assert _texts(completer, "restart nginx ") == ["on"]
+    assert _texts(completer, "Restart nginx o") == ["on"]
+    assert _texts(completer, "restart nginx on ") == []
+    assert _texts(completer, "shout h") == ["hello"]
+    assert _texts(completer, "disk usage ") == ["of"]
+    assert _texts(completer, "disk space ") == []
+    meta = {c.text: c.meta for c in completer.words_for("restart nginx ")}
+    assert meta == {"on": "restart {service} on {host}"}

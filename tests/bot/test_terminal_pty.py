@@ -40,6 +40,12 @@ UP = "\x1b[A"
 PROMPT_STARTED = rb"\x1b\[\?2004h(?:\x1b\[[0-?]*[ -/]*[@-~])*attune> "
 
 
+def whole_line(pattern: bytes) -> bytes:
+    """A line of output matching ``pattern`` whole (after the escape sequences a terminal
+    hides, which prompt_toolkit may put at its start)."""
+    return rb"\n(?:\x1b\[[0-?]*[ -/]*[@-~])*" + pattern + rb"\r\n"
+
+
 def visible(raw: bytes) -> str:
     """What the terminal shows of ``raw``, roughly: escape sequences and carriage returns out."""
     return _CSI.sub(b"", raw).replace(b"\r", b"").decode("utf-8", errors="replace")
@@ -159,7 +165,7 @@ def test_a_megabyte_of_output_arrives_whole(open_chat: Callable[..., Terminal], 
     chat.prompt()
     chat.send("run bulk_pack.megabyte\r")
     chat.expect(r"bulk_pack\.megabyte: completed in \d+ ms")
-    chat.expect(r"\r\nL0009999 x{90}\r\n", timeout_s=60)
+    chat.expect(whole_line(rb"L0009999 x{90}"), timeout_s=60)
     chat.prompt()
     assert chat.leave() == 0
     shown = visible(chat.raw)
@@ -182,10 +188,10 @@ def test_history_is_kept_across_sessions(
     first = open_chat()
     first.prompt()
     first.send("run core.echo message=from-the-first-session\r")
-    first.expect(r"\r\nfrom-the-first-session\r\n")
+    first.expect(whole_line(rb"from-the-first-session"))
     first.prompt()
     first.send(" run core.echo message=typed-after-a-space\r")  # not written down, as bash
-    first.expect(r"\r\ntyped-after-a-space\r\n")
+    first.expect(whole_line(rb"typed-after-a-space"))
     first.prompt()
     # A secret parameter's value is not written down either (the run itself does not matter).
     first.send("run core.http_request url=http://127.0.0.1:9/ auth_token=s3cr3t-t0ken\r")
@@ -205,7 +211,7 @@ def test_history_is_kept_across_sessions(
     second.expect("from-the-first-session")  # drawn on the prompt line
     second.send("\r")
     second.expect(r"Execution #4 queued: core\.echo message=from-the-first-session")
-    second.expect(r"\r\nfrom-the-first-session\r\n")
+    second.expect(whole_line(rb"from-the-first-session"))
     second.prompt()
     # Ctrl-C clears a typed line (the line does not run); on an empty line it leaves at once.
     second.send("run core.echo message=never-run")
@@ -223,7 +229,7 @@ def test_no_history_writes_no_file(open_chat: Callable[..., Terminal], tmp_path:
     chat = open_chat("--no-history")
     chat.prompt()
     chat.send("run core.echo message=forgotten\r")
-    chat.expect(r"\r\nforgotten\r\n")
+    chat.expect(whole_line(rb"forgotten"))
     chat.prompt()
     assert chat.leave() == 0
     assert not (tmp_path / "state").exists()
@@ -241,11 +247,17 @@ def test_tab_completes_action_refs_and_parameter_names(
     chat.send("250\r")
     chat.expect(r"Execution #1 queued: bulk_pack\.megabyte total_bytes=250")
     chat.expect(r"#1 bulk_pack\.megabyte: completed")
-    chat.expect(r"\r\nL0000002 x{41}\r\n")  # 250 bytes: two lines and 50 of a third
+    chat.expect(whole_line(rb"L0000002 x{41}"))  # 250 bytes: two lines and 50 of a third
     chat.prompt()
     # Commands too: the first word.
     chat.send("stat\t 1\r")
     chat.expect(r"#1 bulk_pack\.megabyte: completed")
+    chat.prompt()
+    # And the fixed words of the action aliases (packs/examples/aliases/greet.yaml).
+    chat.send("gre\t")
+    chat.expect("greet")
+    chat.send(" tabby\r")
+    chat.expect(whole_line(rb"Hello, tabby!"))
     chat.prompt()
     assert chat.leave() == 0
     assert not _COLOUR.search(chat.raw), "colour despite NO_COLOR"
@@ -282,7 +294,7 @@ def test_news_while_typing_leaves_the_typed_line_intact(
     assert not [r for r in above if "run core.echo mess" in r], rows  # not left behind, torn
     chat.send("age=intact\r")
     chat.expect(r"Execution #2 queued: core\.echo message=intact")
-    chat.expect(r"\r\nintact\r\n")
+    chat.expect(whole_line(rb"intact"))
     chat.expect(r"#1 live_pack\.ticker: completed")
     chat.prompt()
     assert chat.leave() == 0
