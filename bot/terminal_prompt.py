@@ -31,6 +31,10 @@ from bot.terminal_io import PROMPT, Paint, Writable
 
 #: ``ATTUNE_CHAT_HISTORY`` (or ``--history``) values that turn the history file off.
 HISTORY_OFF = frozenset({"", "off", "none", "no", "false", "0"})
+#: A history file past this size is cut to its newest :data:`HISTORY_KEPT_LINES` lines when a
+#: chat starts, so it does not grow without bound.
+HISTORY_TRIM_BYTES = 1024 * 1024
+HISTORY_KEPT_LINES = 5000
 
 
 def history_path(option: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -60,6 +64,20 @@ class ChatHistory(FileHistory):
         os.close(fd)
         super().__init__(path)
         self._keep = keep
+        if path.stat().st_size > HISTORY_TRIM_BYTES:
+            self._trim(path)
+
+    def _trim(self, path: Path) -> None:
+        """Keep the newest :data:`HISTORY_KEPT_LINES` lines (the file is written anew, 0600,
+        and put in place in one rename)."""
+        newest_first = list(self.load_history_strings())[:HISTORY_KEPT_LINES]
+        fresh = path.with_name(path.name + ".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            for string in reversed(newest_first):
+                f.write(b"\n# kept\n")
+                f.write("".join(f"+{line}\n" for line in string.split("\n")).encode())
+        os.replace(fresh, path)
 
     def store_string(self, string: str) -> None:
         if string.startswith(" ") or not self._keep(string):

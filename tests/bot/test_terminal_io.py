@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import terminal_prompt
 from bot.terminal_io import LineReader, Paint, colour_wanted, write_whole
 from bot.terminal_prompt import ChatHistory, history_path, open_history
 
@@ -143,3 +144,20 @@ def test_an_unusable_history_file_is_said_and_memory_used(tmp_path: Path) -> Non
     assert str(blocker / "chat_history") in note
     history.append_string("help")
     assert history.get_strings() == ["help"]
+
+
+def test_a_long_history_is_cut_to_its_newest_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(terminal_prompt, "HISTORY_TRIM_BYTES", 2000)
+    monkeypatch.setattr(terminal_prompt, "HISTORY_KEPT_LINES", 10)
+    path = tmp_path / "chat_history"
+    first = ChatHistory(path, keep=lambda _line: True)
+    for i in range(100):
+        first.store_string(f"run core.echo message=line-{i}")
+    assert path.stat().st_size > 2000
+    again = ChatHistory(path, keep=lambda _line: True)
+    assert list(again.load_history_strings()) == [
+        f"run core.echo message=line-{i}" for i in range(99, 89, -1)
+    ]
+    assert path.stat().st_mode & 0o777 == 0o600
