@@ -54,9 +54,9 @@ async def answer(
     command used wrongly), or what may have been meant (no command). Never raises."""
     from bot.handler import Reply, _user_message
 
-    if ctx.role == NO_ACCESS:
-        return Reply(error.message, ok=False)
     try:
+        if ctx.role == NO_ACCESS:  # the reason, as for any command (and no alias is shown)
+            return await handler._no_access(None, ctx)
         return await _run_alias(handler, text, ctx, idempotency_key, error)
     except EngineError as exc:
         return Reply(_user_message(exc, ctx), ok=False)

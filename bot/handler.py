@@ -256,11 +256,11 @@ class CommandHandler:
                 return Reply(text, execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
 
-    async def _no_access(self, command: commands.Command, ctx: ChatContext) -> Reply:
+    async def _no_access(self, command: commands.Command | None, ctx: ChatContext) -> Reply:
         """The ``none`` role may do nothing, ``help`` included: say so, and who grants more
-        (audited, like every refusal)."""
+        (audited, like every refusal). ``command`` None: text that is no command."""
         who = ctx.requester()
-        word = type(command).__name__.lower()
+        word = type(command).__name__.lower() if command is not None else "text"
         await self.runtime.audit.record(
             who.entry("chat", "denied", detail=f"the {NO_ACCESS} role may do nothing ({word})")
         )

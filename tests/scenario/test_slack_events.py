@@ -174,6 +174,11 @@ async def test_a_dm_without_permission_is_refused_with_the_reason(
     await post_event(server.base_url, callback(direct(NOBODY, dm_none, "help")))
     no_access = await answer(standin, "chat.postMessage", dm_none, "no access")
     assert "ATTUNE_SLACK_ROLES" in no_access.all_text()
+    # A first "hi" (no command at all) gets the same reason, not the usage.
+    dm_hi = new_id("D")
+    await post_event(server.base_url, callback(direct(NOBODY, dm_hi, "hi there")))
+    greeted = await answer(standin, "chat.postMessage", dm_hi, "no access")
+    assert "Unknown command" not in greeted.all_text()
     assert await executions_of(api, action) == []
 
 
