@@ -338,6 +338,42 @@ async def test_a_confirm_action_asks_for_confirmation_after_the_form(
         assert await runs_of(api, ref) == []  # nothing runs before it is confirmed
 
 
+async def test_a_form_submitted_after_its_response_url_expired_still_asks_to_confirm(
+    server: Server, standin: SlackStandIn
+) -> None:
+    """Slack keeps a modal open for hours; its command's response URL lasts 30 minutes. The
+    confirmation (the only news of a run that waits for it) then comes as an ephemeral
+    message in the channel, not nowhere."""
+    async with admin_api(server.base_url) as api:
+        ref = await inline_action(
+            api,
+            "forms",
+            "wipe_late",
+            PRINT_PARAMETERS,
+            parameters={"target": {"type": "string", "required": True}},
+            confirm=True,
+        )
+        view, channel, user = await open_form(server, standin, f"run {ref}")
+        origin = json.loads(view["private_metadata"])
+        origin["at"] -= 31 * 60  # asked for 31 minutes ago
+        late = {**view, "private_metadata": json.dumps(origin, separators=(",", ":"))}
+        status, body = await submit(server, late, user, values_of(target=typed("db1")))
+        assert status == 200, body
+        assert not body, body
+        (told,) = await eventually(
+            lambda: standin.find("chat.postEphemeral", target=channel, ok=True),
+            "the confirmation, ephemeral in the channel",
+            API_WAIT_S,
+        )
+        assert told.params.get("user") == user
+        blocks = told.params["blocks"]
+        blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+        actions = [e["action_id"] for b in blocks for e in b.get("elements", [])]
+        assert actions == [CONFIRM_ACTION, ABORT_ACTION], told.params
+        assert the_reply(standin, late) is None  # the expired URL is not used
+        assert await runs_of(api, ref) == []
+
+
 async def test_too_many_fields_or_no_modal_gets_the_usage_message(
     server: Server, standin: SlackStandIn, deploy: str
 ) -> None:
