@@ -210,6 +210,8 @@ def register_events(
         return False
 
     async def post(heard: Said, reply: Reply) -> None:
+        if not reply.text and not reply.blocks:
+            return  # nothing to say (an alias whose ack is off): Slack refuses an empty message
         thread = heard.answer_thread
         if not reply.ok and not heard.direct:
             try:
