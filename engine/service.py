@@ -402,19 +402,19 @@ class ExecutionService:
         )
         moved = []
         for candidate_id, worker in candidates:
-            retry = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
+            retry_due_at = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
             why = (
                 f"no heartbeat from worker {worker} for {stale_for_s:g} s"
                 if stale_for_s is not None
                 else f"worker {worker} died"
             )
-            row = await self._transition(
+            row = await self._end(
                 candidate_id,
                 ExecutionStatus.ABANDONED,
-                only_from=frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
+                frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
+                retry_due_at,
                 result={"succeeded": False, "error": f"abandoned: {why}"},
                 finished_at=now_utc(),
-                **retry,
             )
             if row is not None:
                 moved.append(row)
@@ -434,10 +434,14 @@ class ExecutionService:
     ) -> Execution | None:
         """Record the end of a run; None if the execution had already ended.
         ``retry_due_at``: when its retry is due (:meth:`RetryPolicy.due_for`), written by the
-        same statement."""
-        retry: dict[str, Any] = {} if retry_due_at is None else {"retry_due_at": retry_due_at}
-        row = await self._transition(
-            execution_id, status, result=result, finished_at=now_utc(), **retry
+        same statement, unless the run had been asked to cancel (``canceling``)."""
+        row = await self._end(
+            execution_id,
+            status,
+            allowed_sources(status),
+            retry_due_at,
+            result=result,
+            finished_at=now_utc(),
         )
         if row is None:
             return None
@@ -487,6 +491,33 @@ class ExecutionService:
 
     # -- internals --------------------------------------------------------------------------
 
+    async def _end(
+        self,
+        execution_id: int,
+        target: ExecutionStatus,
+        sources: frozenset[ExecutionStatus],
+        retry_due_at: datetime | None,
+        **values: Any,
+    ) -> StoredExecution | None:
+        """End the run ``target`` from one of ``sources``; with its retry due at
+        ``retry_due_at`` only if it was ``running``: a run asked to cancel (``canceling``) that
+        then times out or loses its worker is not run again. The source is part of each
+        conditional UPDATE, so a cancel racing the end cannot slip between."""
+        if retry_due_at is not None and ExecutionStatus.RUNNING in sources:
+            row = await self._transition(
+                execution_id,
+                target,
+                only_from=frozenset({ExecutionStatus.RUNNING}),
+                retry_due_at=retry_due_at,
+                **values,
+            )
+            if row is not None:
+                return row
+            sources = sources - {ExecutionStatus.RUNNING}
+            if not sources:
+                return None
+        return await self._transition(execution_id, target, only_from=sources, **values)
+
     async def _retried_as(self, row: StoredExecution) -> int | None:
         """The retry submitted for the ended ``row``, looked for only when its action could
         have retried it (a transient ending with retries left)."""
@@ -501,14 +532,15 @@ class ExecutionService:
             return None
         return await self.retry_marks.retry_of(row)
 
-    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> dict[str, Any]:
-        """``{"retry_due_at": when}`` for a run about to end ``status`` (for a sweep that ends
-        runs: it knows neither their action nor their chain; a rare path), else empty."""
+    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> datetime | None:
+        """When the retry of a run about to end ``status`` is due, or None (for a sweep that
+        ends runs: it knows neither their action nor their chain; a rare path)."""
         row = await self.executions.get(execution_id)
         if row is None:
-            return {}
-        due = await self.retry_policy.due_for(self.catalog, row.action_ref, row.retry_count, status)
-        return {} if due is None else {"retry_due_at": due}
+            return None
+        return await self.retry_policy.due_for(
+            self.catalog, row.action_ref, row.retry_count, status
+        )
 
     async def _row(self, execution_id: int) -> StoredExecution:
         row = await self.executions.get(execution_id)

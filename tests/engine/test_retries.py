@@ -389,3 +389,33 @@ def test_retry_of_keeps_the_request_and_counts_the_chain() -> None:
     assert new.idempotency_key is None, "the key was the first request's"
     assert (entry.actor, entry.source, entry.verb) == ("bob", "slack", "retry")
     assert entry.detail == "retry 2 of 3 of #10: #12 ended abandoned"
+
+
+async def test_a_run_asked_to_cancel_is_not_retried_however_it_ends(rt: Runtime) -> None:
+    """The user asked it to stop: its worker dying (abandoned) or its time running out
+    (timeout) before the kill lands must not run it again."""
+    ref = await _action(rt, max_retries=2)
+    died = await rt.service.submit(ref, {}, ALICE)
+    assert await rt.service.claim(died.id, "w-dead") is not None
+    assert (await rt.service.cancel(died.id, "alice")).status == "canceling"
+    [moved] = await rt.service.abandon(workers=["w-dead"])
+    assert (moved.id, moved.status, moved.retry_due_at) == (died.id, "abandoned", None)
+
+    late = await rt.service.submit(ref, {}, ALICE)
+    claimed = await rt.service.claim(late.id, "w-1")
+    assert claimed is not None
+    assert (await rt.service.cancel(late.id, "alice")).status == "canceling"
+    # The worker ends it as it ends any run past its time (engine/worker.py ``_finish``).
+    due = await rt.service.retry_policy.due_for(
+        rt.catalog, ref, claimed.retry_count, ExecutionStatus.TIMEOUT
+    )
+    ended = await rt.service.finish(
+        late.id, ExecutionStatus.TIMEOUT, {"succeeded": False}, retry_due_at=due
+    )
+    assert ended is not None
+    assert (ended.status, ended.retry_due_at) == ("timeout", None)
+    for run in (died, late):
+        await _make_due(rt, run.id)
+    assert await Retries(rt.service, rt.service.retry_marks).sweep() == []
+    assert await _chain(rt, died.id) == []
+    assert await _chain(rt, late.id) == []
