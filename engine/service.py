@@ -27,7 +27,7 @@ from engine.clock import now_utc
 from engine.concurrency import group_key
 from engine.concurrency_slots import Slots
 from engine.crypto import SecretBox
-from engine.errors import Conflict, InvalidRequest, NotFound
+from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
 from engine.metrics import Metrics
 from engine.notifications import Notifier
 from engine.packs import ActionSpec
@@ -356,10 +356,15 @@ class ExecutionService:
                 self.publish_soon(topics.STARTED, {"execution_id": row.id})
             claimed.append(self._claimed(row))
         if len(claimed) < limit:  # runs held by a concurrency policy: each with a slot
-            for head in await self.slots.heads(limit - len(claimed)):
-                taken = await self._claim_with_slot(head, worker_id)
-                if taken is not None:
-                    claimed.append(taken)
+            try:
+                for head in await self.slots.heads(limit - len(claimed)):
+                    taken = await self._claim_with_slot(head, worker_id)
+                    if taken is not None:
+                        claimed.append(taken)
+            except EngineError as exc:
+                # The runs claimed so far are the caller's to run (raising would leave them
+                # ``running`` with no one running them); the rest wait for the next poll.
+                log.warning("claiming runs held by a concurrency policy: %s", exc.message)
         return claimed
 
     def _parameters(self, row: StoredExecution) -> dict[str, Any]:

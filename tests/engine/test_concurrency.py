@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from engine.concurrency import ConcurrencyPolicy
+from engine.errors import Unavailable
 from engine.inquiry_records import InquiryFilter
 from engine.packs import ActionSpec
 from engine.params import normalize_schema
@@ -295,3 +296,40 @@ async def test_a_run_waiting_for_an_answer_keeps_its_slot_until_it_ends(backend:
     await rt.inquiries.answer(later, {"approved": False}, "alice")
     await wait_status(rt, second, "completed")
     assert await slots_held(rt, spec.ref) == {spec.ref: 0}
+
+
+@BACKENDS
+async def test_the_database_poll_keeps_what_it_claimed_when_a_group_claim_fails(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim with a slot that fails (the database stops answering) after plain runs and
+    another group's run were claimed: those are still handed to the worker, not left
+    ``running`` with no one running them (holding their group's slot)."""
+    rt = await backend.runtime()
+    ref_a = await stamp_action(rt, ConcurrencyPolicy(limit=1))
+    ref_b = await stamp_action(rt, ConcurrencyPolicy(limit=1))
+    plain = await stamp_action(rt, None)
+    out = tmp_path / "stamps.txt"
+    free = await submit(rt, plain, out, 0)
+    a = await submit(rt, ref_a, out, 0)
+    b = await submit(rt, ref_b, out, 0)
+    real = rt.service.slots.claim
+    calls = 0
+
+    async def fails_second(execution_id: int, worker_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Unavailable("the database does not answer")
+        return await real(execution_id, worker_id)
+
+    monkeypatch.setattr(rt.service.slots, "claim", fails_second)
+    claimed = await rt.service.claim_pending("w", 10)
+    assert sorted(c.id for c in claimed) == [free, a], "what was claimed is handed over"
+    assert (await rt.service.get(b)).status == "requested", "the failed one waits"
+    monkeypatch.setattr(rt.service.slots, "claim", real)
+    assert [c.id for c in await rt.service.claim_pending("w", 10)] == [b]
+    for execution_id in (free, a, b):
+        await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"succeeded": True})
+    assert await slots_held(rt, ref_a) == {ref_a: 0}
+    assert await slots_held(rt, ref_b) == {ref_b: 0}
