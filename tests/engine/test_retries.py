@@ -419,3 +419,27 @@ async def test_a_run_asked_to_cancel_is_not_retried_however_it_ends(rt: Runtime)
     assert await Retries(rt.service, rt.service.retry_marks).sweep() == []
     assert await _chain(rt, died.id) == []
     assert await _chain(rt, late.id) == []
+
+
+async def test_a_retry_that_cannot_be_prepared_does_not_hold_up_the_others(rt: Runtime) -> None:
+    """One ended run whose secrets no longer open (the secret key was changed) fails its
+    retry at every sweep: the retries due after it are still submitted."""
+    from sqlalchemy import update
+
+    from engine.storage.tables import executions
+
+    ref = await _action(rt, max_retries=1)
+    stuck = await rt.service.submit(ref, {"host": "web1", "token": "s3cret"}, ALICE)
+    fine = await rt.service.submit(ref, {"host": "web2"}, ALICE)
+    for run in (stuck, fine):
+        await _run_and_end(rt, run.id, ExecutionStatus.TIMEOUT)
+    await _make_due(rt, stuck.id)
+    await _make_due(rt, fine.id)
+    async with rt.store.write() as conn:
+        await conn.execute(
+            update(executions).where(executions.c.id == stuck.id).values(secrets="not-fernet")
+        )
+    [retry_id] = await Retries(rt.service, rt.service.retry_marks).sweep()
+    assert (await rt.service.get(retry_id)).original_execution == fine.id
+    assert (await rt.service.get(stuck.id)).retry_due_at is not None, "left due, not dropped"
+    assert await _chain(rt, stuck.id) == []
