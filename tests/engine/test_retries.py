@@ -443,3 +443,35 @@ async def test_a_retry_that_cannot_be_prepared_does_not_hold_up_the_others(rt: R
     assert (await rt.service.get(retry_id)).original_execution == fine.id
     assert (await rt.service.get(stuck.id)).retry_due_at is not None, "left due, not dropped"
     assert await _chain(rt, stuck.id) == []
+
+
+async def test_the_retry_of_a_run_under_a_concurrency_policy_waits_for_its_slot(
+    rt: Runtime,
+) -> None:
+    from engine.concurrency import ConcurrencyPolicy
+
+    name = f"limited_{uuid.uuid4().hex[:8]}"
+    spec = ActionSpec(
+        ref=f"rt.{name}",
+        pack_ref="rt",
+        name=name,
+        runner_type="shell",
+        script="exit 0",
+        param_schema=normalize_schema({"host": {"type": "string"}}),
+        max_retries=1,
+        concurrency=ConcurrencyPolicy(limit=1, parameters=("host",)),
+    )
+    await rt.catalog.create_action(spec)
+    first = await rt.service.submit(spec.ref, {"host": "web1"}, ALICE)
+    await _run_and_end(rt, first.id, ExecutionStatus.TIMEOUT)
+    holder = await rt.service.submit(spec.ref, {"host": "web1"}, ALICE)
+    assert await rt.service.claim(holder.id, "w-1") is not None
+    await _make_due(rt, first.id)
+    [retry_id] = await Retries(rt.service, rt.service.retry_marks).sweep()
+    assert await rt.service.claim(retry_id, "w-1") is None, "web1's one slot is held"
+    assert (await rt.service.get(retry_id)).status == "requested"
+    await rt.service.finish(holder.id, ExecutionStatus.COMPLETED, {"succeeded": True})
+    claimed = await rt.service.claim(retry_id, "w-1")
+    assert claimed is not None
+    assert claimed.retry_count == 1
+    await rt.service.finish(retry_id, ExecutionStatus.COMPLETED, {"succeeded": True})
