@@ -318,7 +318,7 @@ class ExecutionService:
             return await self._claim_with_slot(execution_id, worker_id)
         if row.chat:
             self.publish_soon(topics.STARTED, {"execution_id": row.id})
-        return self._claimed(row)
+        return await self._hand_over(row)
 
     async def _claim_with_slot(self, execution_id: int, worker_id: str) -> Claimed | None:
         """The claim of a run held by a concurrency policy (engine/concurrency_slots.py);
@@ -341,7 +341,7 @@ class ExecutionService:
         self._note(outcome.id, outcome.action_ref, ExecutionStatus.RUNNING)
         if outcome.chat:
             self.publish_soon(topics.STARTED, {"execution_id": outcome.id})
-        return self._claimed(outcome)
+        return await self._hand_over(outcome)
 
     async def claim_pending(self, worker_id: str, limit: int) -> builtins.list[Claimed]:
         """Claim up to ``limit`` waiting executions straight from the database (used while the
@@ -354,7 +354,9 @@ class ExecutionService:
             self._note(row.id, row.action_ref, ExecutionStatus.RUNNING)
             if row.chat:
                 self.publish_soon(topics.STARTED, {"execution_id": row.id})
-            claimed.append(self._claimed(row))
+            handed = await self._hand_over(row)
+            if handed is not None:
+                claimed.append(handed)
         if len(claimed) < limit:  # runs held by a concurrency policy: each with a slot
             try:
                 for head in await self.slots.heads(limit - len(claimed)):
@@ -374,6 +376,18 @@ class ExecutionService:
             if params.get(name) == REDACTED:
                 params[name] = value
         return params
+
+    async def _hand_over(self, row: StoredExecution) -> Claimed | None:
+        """The claimed ``row`` as its worker runs it; None when it cannot be run (its
+        secrets no longer open: the secret key changed), then ended ``failed`` saying why, not
+        left ``running`` with no one running it (and holding its concurrency slot)."""
+        try:
+            return self._claimed(row)
+        except EngineError as exc:
+            log.error("execution %s: cannot be run: %s", row.id, exc.message)
+            result = {"succeeded": False, "error": f"cannot be run: {exc.message}"}
+            await self.finish(row.id, ExecutionStatus.FAILED, result)
+            return None
 
     def _claimed(self, row: StoredExecution) -> Claimed:
         return Claimed(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from engine.concurrency import ConcurrencyPolicy
 from engine.errors import Unavailable
@@ -333,3 +333,39 @@ async def test_the_database_poll_keeps_what_it_claimed_when_a_group_claim_fails(
         await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"succeeded": True})
     assert await slots_held(rt, ref_a) == {ref_a: 0}
     assert await slots_held(rt, ref_b) == {ref_b: 0}
+
+
+@BACKENDS
+async def test_a_claimed_run_whose_secrets_do_not_open_ends_failed_and_frees_its_slot(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The secret key changed since the run was submitted: the claim cannot hand it to the
+    worker. It ends ``failed`` saying why, instead of staying ``running`` with no one running
+    it (holding its group's only slot)."""
+    rt = await backend.runtime()
+    name = unique("sealed")
+    spec = ActionSpec(
+        ref=f"cc.{name}",
+        pack_ref="cc",
+        name=name,
+        runner_type="shell",
+        script="exit 0",
+        param_schema=normalize_schema({"token": {"type": "string", "secret": True}}),
+        concurrency=ConcurrencyPolicy(limit=1),
+    )
+    await rt.catalog.create_action(spec)
+    sealed = (await rt.service.submit(spec.ref, {"token": "s3cret"}, ALICE)).id
+    nxt = (await rt.service.submit(spec.ref, {"token": "other"}, ALICE)).id
+    async with rt.store.write() as conn:
+        await conn.execute(
+            update(executions).where(executions.c.id == sealed).values(secrets="not-fernet")
+        )
+    assert await rt.service.claim(sealed, "w") is None
+    ended = await rt.service.get(sealed)
+    assert ended.status == "failed"
+    assert "cannot be decrypted" in ended.result["error"]
+    assert await slots_held(rt, spec.ref) == {spec.ref: 0}
+    claimed = await rt.service.claim(nxt, "w")
+    assert claimed is not None
+    assert claimed.parameters == {"token": "other"}
+    await rt.service.finish(nxt, ExecutionStatus.COMPLETED, {"succeeded": True})
