@@ -369,3 +369,27 @@ async def test_a_claimed_run_whose_secrets_do_not_open_ends_failed_and_frees_its
     assert claimed is not None
     assert claimed.parameters == {"token": "other"}
     await rt.service.finish(nxt, ExecutionStatus.COMPLETED, {"succeeded": True})
+
+
+@BACKENDS
+async def test_under_a_cancel_policy_a_claim_rings_the_next_waiting_run(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The run behind one that took the last slot is rung at once, and refused then, not left
+    waiting until a run ends (its own message came first and found the older run ahead)."""
+    rt = await backend.runtime()
+    ref = await stamp_action(rt, ConcurrencyPolicy(limit=1, method="cancel"))
+    out = tmp_path / "stamps.txt"
+    older, newer = [await submit(rt, ref, out, 0) for _ in range(2)]
+    rung: list[int] = []
+    rt.service.slots.publish_soon = lambda _topic, payload: rung.append(payload["execution_id"])
+    assert await rt.service.claim(newer, "w") is None, "an older run is first in line"
+    assert rung == [older]
+    assert await rt.service.claim(older, "w") is not None
+    await eventually(lambda: rung == [older, newer], "the next waiting run rung", 5)
+    assert await rt.service.claim(newer, "w") is None
+    refused = await rt.service.get(newer)
+    assert refused.status == "cancelled"
+    assert "limit: 1" in refused.result["error"]
+    await rt.service.finish(older, ExecutionStatus.COMPLETED, {"succeeded": True})
+    assert await slots_held(rt, ref) == {ref: 0}
