@@ -230,12 +230,18 @@ class CommandHandler:
                 return Reply(text, execution_id=last_id)
             case Help(action_ref) if action_ref is not None:
                 row = await catalog.action(action_ref)
+                await gate.deny(who, "view", action_ref, audit_verb="help")
                 prefix = "/attune run" if ctx.source == "slack" else "run"
                 return Reply(render.action_help(action_record(row), prefix))
             case Actions(pack):
                 if pack:
                     await catalog.pack(pack)
-                return Reply(render.actions_list(await catalog.actions(pack), pack))
+                rows = [
+                    row
+                    for row in await catalog.actions(pack)
+                    if gate.policy.allows(who.role, "view", row.spec.ref)
+                ]
+                return Reply(render.actions_list(rows, pack))
             case Status(execution_id):
                 record = await gate.view(who, execution_id)
                 lines = [render.status_line(record)]
