@@ -200,3 +200,22 @@ async def test_a_mention_of_an_alias_without_ack_posts_no_empty_answer(
         "chat.postMessage", target=channel, where=lambda c: c.params.get("thread_ts") == event["ts"]
     )
     assert [c for c in answers if not c.all_text().strip()] == []
+
+
+async def test_what_a_run_holds_is_shown_as_text_not_slack_markup(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    """A value typed (or printed by the action) such as ``<!channel>`` reaches Slack escaped
+    in the alias's ack and result: it mentions nobody; the format's own markup stays."""
+    res = await slash(server.base_url, standin, "restart <!channel> on web1")
+    assert res.status == 200, res.body
+    assert res.text.startswith("Restarting *&lt;!channel&gt;* on *web1*"), res.text
+    record, _ = await settle(api, res.execution_id)
+    assert record["config"]["service"] == "<!channel>"  # the run got what was typed
+    await eventually(
+        lambda: said_in(standin, res.channel, "would restart &lt;!channel&gt; on web1"),
+        "the escaped output in the alias's result",
+        15,
+        interval_s=0.05,
+    )
+    assert not said_in(standin, res.channel, "<!channel>")
