@@ -1,0 +1,257 @@
+"""Workflows run end to end over HTTP, on both backends (SQLite embedded; PostgreSQL and
+RabbitMQ with a separate worker): each task is a child execution (``parent``,
+``workflow_task``), the workflow's status follows its tasks and its result is its output.
+Every task appends a line to a file, so the tests count what really ran."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Server, wait_for_status
+from tests.e2e.test_api import get, post
+from tests.e2e.workflow_helpers import (
+    children,
+    execute,
+    lines,
+    mark_action,
+    run_workflow,
+    save_workflow,
+    wait_for_child,
+)
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _mark(
+    name: str, mark: str, path: Path, line: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    task_input = {"file": str(path), "line": line or name}
+    task_input.update(extra.pop("input", {}))
+    return {"name": name, "action": mark, "input": task_input, **extra}
+
+
+@pytest.fixture
+async def mark(api: aiohttp.ClientSession) -> str:
+    return await mark_action(api)
+
+
+def _pack(ref: str) -> str:
+    return ref.split(".", 1)[0]
+
+
+async def test_sequential(
+    api: aiohttp.ClientSession, mark: str, server: Server, tmp_path: Path
+) -> None:
+    out = tmp_path / "seq.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("a", mark, out, on_success="b"),
+            _mark("b", mark, out, on_success="c"),
+            _mark("c", mark, out),
+        ],
+        output_map={"last": "{{ task.c.result.data.line }}", "n": 3},
+    )
+    record = await run_workflow(api, ref)
+    assert lines(out) == ["a", "b", "c"], repr(await children(api, record["id"]))[:3000]
+    assert record["result"]["data"] == {"last": "c", "n": 3}
+    assert record["result"]["succeeded"] is True
+    kids = await children(api, record["id"])
+    assert [k["workflow_task"]["task_name"] for k in kids] == ["a", "b", "c"]
+    assert {k["parent"] for k in kids} == {record["id"]}
+    assert all(k["status"] == "completed" for k in kids)
+    assert all(k["action_ref"] == mark for k in kids)
+    run_ids = {k["workflow_task"]["workflow_execution"] for k in kids}
+    assert len(run_ids) == 1 and all(k["workflow_task"]["task_index"] is None for k in kids)
+    # The children are not top-level executions; the workflow is.
+    status, top = await get(api, "/api/v1/executions?top_level_only=true&per_page=100")
+    assert status == 200, top
+    top_ids = {r["id"] for r in top["items"]}
+    assert record["id"] in top_ids and not top_ids & {k["id"] for k in kids}
+    status, bad = await get(api, "/api/v1/executions?top_level_only=maybe")
+    assert status == 400 and "top_level_only" in bad["error"], bad
+
+
+async def test_branch_on_failure(api: aiohttp.ClientSession, mark: str, tmp_path: Path) -> None:
+    out = tmp_path / "branch.txt"
+    handled = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("risky", mark, out, input={"fail": True}, on_success="ok", on_failure="undo"),
+            _mark("ok", mark, out),
+            _mark("undo", mark, out),
+        ],
+    )
+    record = await run_workflow(api, handled)
+    assert lines(out) == ["risky", "undo"]
+    statuses = {
+        k["workflow_task"]["task_name"]: k["status"] for k in await children(api, record["id"])
+    }
+    assert statuses == {"risky": "failed", "undo": "completed"}
+
+    unhandled = await save_workflow(
+        api,
+        _pack(mark),
+        [_mark("risky", mark, out, input={"fail": True}, on_success="ok"), _mark("ok", mark, out)],
+    )
+    record = await run_workflow(api, unhandled, end="failed")
+    assert "task 'risky' ended failed" in record["result"]["error"], record
+    assert record["result"]["succeeded"] is False
+
+
+async def test_with_items_concurrency(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "items.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            {
+                "name": "each",
+                "action": mark,
+                "with_items": "{{ parameters.hosts }}",
+                "concurrency": 2,
+                "input": {"file": str(out), "line": "{{ item }}", "sleep": 0.3, "trace": True},
+            }
+        ],
+        parameters={"hosts": {"type": "array", "required": True}},
+        output_map={"done": "{{ task.each.result | map(attribute='data.line') | list }}"},
+    )
+    hosts = ["h1", "h2", "h3", "h4", "h5"]
+    record = await run_workflow(api, ref, {"hosts": hosts})
+    running, most = 0, 0
+    for line in lines(out):
+        running += 1 if line.startswith("start ") else -1
+        most = max(most, running)
+    assert 1 <= most <= 2, lines(out)
+    assert sorted(x for x in lines(out) if not x.startswith("start ")) == hosts
+    assert sorted(record["result"]["data"]["done"]) == hosts
+    kids = await children(api, record["id"])
+    assert sorted(k["workflow_task"]["task_index"] for k in kids) == [0, 1, 2, 3, 4]
+    assert {k["workflow_task"]["task_name"] for k in kids} == {"each"}
+
+
+async def test_parallel_and_join(api: aiohttp.ClientSession, mark: str, tmp_path: Path) -> None:
+    out = tmp_path / "par.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("fork", mark, out, on_success=["left", "right"]),
+            _mark("left", mark, out, input={"sleep": 0.5, "trace": True}, on_success="merge"),
+            _mark("right", mark, out, input={"sleep": 0.5, "trace": True}, on_success="merge"),
+            _mark("merge", mark, out, join="all"),
+        ],
+    )
+    await run_workflow(api, ref)
+    got = lines(out)
+    assert got[0] == "fork" and got[-1] == "merge" and len(got) == 6, got
+    # Both branches started before either ended: they ran side by side.
+    assert set(got[1:3]) == {"start left", "start right"}, got
+
+
+async def test_nested_and_publish(api: aiohttp.ClientSession, mark: str, tmp_path: Path) -> None:
+    out = tmp_path / "nested.txt"
+    inner = await save_workflow(
+        api,
+        _pack(mark),
+        [_mark("inside", mark, out, line="{{ parameters.word }}")],
+        parameters={"word": {"type": "string", "required": True}},
+        output_map={"echoed": "{{ task.inside.result.data.line }}"},
+    )
+    outer = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            {
+                "name": "first",
+                "action": mark,
+                "input": {"file": str(out), "line": "first"},
+                "next": [
+                    {
+                        "when": "{{ succeeded() }}",
+                        "publish": [{"word": "from-{{ result().data.line }}"}],
+                        "do": ["sub"],
+                    }
+                ],
+            },
+            {
+                "name": "sub",
+                "action": inner,
+                "input": {"word": "{{ vars.word }}"},
+                "on_success": "last",
+            },
+            _mark("last", mark, out, line="{{ task.sub.result.data.echoed }}-{{ vars.count }}"),
+        ],
+        vars={"word": "", "count": 7},
+        output_map={"word": "{{ vars.word }}"},
+    )
+    record = await run_workflow(api, outer)
+    assert lines(out) == ["first", "from-first", "from-first-7"]
+    assert record["result"]["data"] == {"word": "from-first"}
+    kids = await children(api, record["id"])
+    sub = next(k for k in kids if k["workflow_task"]["task_name"] == "sub")
+    assert sub["action_ref"] == inner and sub["status"] == "completed"
+    assert sub["result"]["data"] == {"echoed": "from-first"}
+    grandchildren = await children(api, sub["id"])
+    assert [g["workflow_task"]["task_name"] for g in grandchildren] == ["inside"]
+
+
+async def test_task_timeout_fails_the_workflow(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "timeout.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("slow", mark, out, input={"sleep": 30}, timeout=1, on_success="never"),
+            _mark("never", mark, out),
+        ],
+    )
+    started = time.monotonic()
+    record = await run_workflow(api, ref, end="failed", timeout_s=20)
+    assert time.monotonic() - started < 15
+    assert "task 'slow' ended timeout" in record["result"]["error"], record
+    kids = await children(api, record["id"])
+    assert [(k["workflow_task"]["task_name"], k["status"]) for k in kids] == [("slow", "timeout")]
+    assert lines(out) == []
+
+
+@pytest.mark.parametrize("policy", ["allow_finish", "cancel_running"])
+async def test_cancel_mid_run(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path, policy: str
+) -> None:
+    out = tmp_path / f"cancel-{policy}.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("long", mark, out, input={"sleep": 2, "trace": True}, on_complete="after"),
+            _mark("after", mark, out),
+        ],
+        cancellation_policy=policy,
+    )
+    record = await execute(api, ref, {})
+    await wait_for_child(api, record["id"], "long", "running")
+    await eventually(lambda: "start long" in lines(out), "the task to start", 10)
+    status, body = await post(api, f"/api/v1/executions/{record['id']}/cancel")
+    assert status == 200, body
+    ended = await wait_for_status(api, record["id"], "cancelled", 15)
+    kids = {k["workflow_task"]["task_name"]: k["status"] for k in await children(api, record["id"])}
+    if policy == "allow_finish":
+        assert kids == {"long": "completed"}  # it finished; nothing started after it
+        assert lines(out) == ["start long", "long"]
+    else:
+        assert kids == {"long": "cancelled"}
+        assert "long" not in lines(out)
+    assert ended["result"]["succeeded"] is False
