@@ -69,14 +69,17 @@ async def test_sequential(
     assert all(k["status"] == "completed" for k in kids)
     assert all(k["action_ref"] == mark for k in kids)
     run_ids = {k["workflow_task"]["workflow_execution"] for k in kids}
-    assert len(run_ids) == 1 and all(k["workflow_task"]["task_index"] is None for k in kids)
+    assert len(run_ids) == 1
+    assert all(k["workflow_task"]["task_index"] is None for k in kids)
     # The children are not top-level executions; the workflow is.
     status, top = await get(api, "/api/v1/executions?top_level_only=true&per_page=100")
     assert status == 200, top
     top_ids = {r["id"] for r in top["items"]}
-    assert record["id"] in top_ids and not top_ids & {k["id"] for k in kids}
+    assert record["id"] in top_ids
+    assert not top_ids & {k["id"] for k in kids}
     status, bad = await get(api, "/api/v1/executions?top_level_only=maybe")
-    assert status == 400 and "top_level_only" in bad["error"], bad
+    assert status == 400, bad
+    assert "top_level_only" in bad["error"], bad
 
 
 async def test_branch_on_failure(api: aiohttp.ClientSession, mark: str, tmp_path: Path) -> None:
@@ -154,7 +157,7 @@ async def test_parallel_and_join(api: aiohttp.ClientSession, mark: str, tmp_path
     )
     await run_workflow(api, ref)
     got = lines(out)
-    assert got[0] == "fork" and got[-1] == "merge" and len(got) == 6, got
+    assert (got[0], got[-1], len(got)) == ("fork", "merge", 6), got
     # Both branches started before either ended: they ran side by side.
     assert set(got[1:3]) == {"start left", "start right"}, got
 
@@ -200,7 +203,7 @@ async def test_nested_and_publish(api: aiohttp.ClientSession, mark: str, tmp_pat
     assert record["result"]["data"] == {"word": "from-first"}
     kids = await children(api, record["id"])
     sub = next(k for k in kids if k["workflow_task"]["task_name"] == "sub")
-    assert sub["action_ref"] == inner and sub["status"] == "completed"
+    assert (sub["action_ref"], sub["status"]) == (inner, "completed")
     assert sub["result"]["data"] == {"echoed": "from-first"}
     grandchildren = await children(api, sub["id"])
     assert [g["workflow_task"]["task_name"] for g in grandchildren] == ["inside"]
