@@ -106,7 +106,7 @@ class ActionSpec(BaseModel):
         :func:`resolve_entry`; checked again at run time, as the folder may have changed)."""
         if self.script is not None or self.entry_point is None:
             return None
-        if self.runner_type in ("builtin", "unavailable"):  # nothing this server runs
+        if self.runner_type in ("builtin", "workflow", "unavailable"):  # no script to run
             return None
         if not self.base_dir:
             raise PackError(f"entry_point '{self.entry_point}' has no pack folder to be in")
