@@ -74,3 +74,4 @@ class WorkflowAdvancer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.runs.close()

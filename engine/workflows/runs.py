@@ -21,6 +21,7 @@ its end is counted, so whoever submits it after a crash submits the same thing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -74,6 +75,8 @@ class WorkflowRuns:
         self.definitions = workflow_repository(store)
         self.service = service
         self.catalog = catalog
+        self._background: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
 
     # -- starting (the worker) --------------------------------------------------------------
 
@@ -190,16 +193,45 @@ class WorkflowRuns:
 
     async def _submit_due(self, run: WorkflowRun) -> None:
         now = now_utc()
-        due = [
-            t
-            for t in await self.repo.tasks(run.id)
-            if not t.counted and t.execution_id is None and t.due_at <= now
-        ]
+        waiting = [t for t in await self.repo.tasks(run.id) if not t.counted and not t.execution_id]
+        due = [t for t in waiting if t.due_at <= now]
+        later = [t.due_at for t in waiting if t.due_at > now]
+        if later:  # a retry's delay: submitted when due (by the sweep if this process ends)
+            self._wake_at(run.id, (min(later) - now).total_seconds())
         if not due:
             return
         parent = await self.service.get_with_route(run.execution)
         for task in due:
             await self._submit(run, task, parent)
+
+    def _wake_at(self, run_id: int, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0.0, delay_s), lambda: self._own(self._settle_id(run_id)))
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+        self._timers.add(handle)
+
+    async def close(self) -> None:
+        """Stop the timers of retries' delays and the work they started (the sweep of any
+        process submits them when due)."""
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _own(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _settle_id(self, run_id: int) -> None:
+        try:
+            run = await self.repo.get(run_id)
+            if run is not None and run.status == "running":
+                await self._submit_due(run)
+        except Exception as exc:
+            log.warning("workflow run %s: %s", run_id, getattr(exc, "message", None) or exc)
 
     # -- ends -------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import Server, wait_for_status
-from tests.e2e.test_api import get, post
+from tests.e2e.test_api import create_inline_action, get, post
 from tests.e2e.workflow_helpers import (
     children,
     execute,
@@ -258,3 +258,79 @@ async def test_cancel_mid_run(
         assert kids == {"long": "cancelled"}
         assert "long" not in lines(out)
     assert ended["result"]["succeeded"] is False
+
+
+async def test_approval_step_waits_for_the_answer(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "ask.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            {
+                "name": "ask",
+                "action": "core.ask",
+                "input": {
+                    "prompt": "Restart {{ parameters.service }}?",
+                    "response_schema": {"approved": {"type": "boolean", "required": True}},
+                },
+                "next": [
+                    {"when": "{{ succeeded() and result().data.response.approved }}", "do": ["go"]}
+                ],
+            },
+            _mark("go", mark, out, line="approved by {{ task.ask.result.data.responded_by }}"),
+        ],
+        parameters={"service": {"type": "string", "required": True}},
+    )
+    record = await execute(api, ref, {"service": "web"})
+    asked = await wait_for_child(api, record["id"], "ask", "running")
+
+    async def inquiry() -> dict[str, Any] | None:
+        status, body = await get(api, f"/api/v1/inquiries?execution={asked['id']}")
+        assert status == 200, body
+        return body["items"][0] if body["items"] else None
+
+    question = await eventually(inquiry, "the inquiry", 10)
+    assert question["prompt"] == "Restart web?"
+    # The workflow waits: nothing after the question has run.
+    status, wf = await get(api, f"/api/v1/executions/{record['id']}")
+    assert wf["data"]["status"] == "running"
+    assert lines(out) == []
+    status, body = await post(
+        api, f"/api/v1/inquiries/{question['id']}/respond", {"response": {"approved": True}}
+    )
+    assert status == 200, body
+    await wait_for_status(api, record["id"], "completed", 15)
+    assert lines(out) == ["approved by admin"]
+
+
+async def test_retry_after_a_delay(api: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A task that fails until it has run twice, retried after a delay: it runs twice, as
+    two child executions, and the workflow completes."""
+    out = tmp_path / "flaky.txt"
+    flaky = await create_inline_action(
+        api,
+        "flaky",
+        '#!/bin/bash\necho run >> "$file"\n[ "$(wc -l < "$file")" -ge 2 ] || exit 1\n',
+        parameters={"file": {"type": "string", "required": True}},
+    )
+    ref = await save_workflow(
+        api,
+        _pack(flaky),
+        [
+            {
+                "name": "flaky",
+                "action": flaky,
+                "input": {"file": str(out)},
+                "retry": {"count": 3, "delay": 0.5},
+            }
+        ],
+    )
+    started = time.monotonic()
+    record = await run_workflow(api, ref)
+    assert time.monotonic() - started >= 0.5  # the delay was kept
+    assert lines(out) == ["run", "run"]
+    kids = await children(api, record["id"])
+    assert [k["status"] for k in kids] == ["failed", "completed"]
+    assert {k["workflow_task"]["task_name"] for k in kids} == {"flaky"}
