@@ -6,11 +6,13 @@ Every task appends a line to a file, so the tests count what really ran."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.e2e.conftest import Server, wait_for_status
 from tests.e2e.test_api import create_inline_action, get, post
@@ -334,3 +336,80 @@ async def test_retry_after_a_delay(api: aiohttp.ClientSession, tmp_path: Path) -
     kids = await children(api, record["id"])
     assert [k["status"] for k in kids] == ["failed", "completed"]
     assert {k["workflow_task"]["task_name"] for k in kids} == {"flaky"}
+
+
+@pytest.fixture
+async def health_url() -> AsyncIterator[str]:
+    """A local service whose ``/ok`` is healthy and ``/bad`` is not."""
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def bad(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": False}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/bad", bad)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_example_restart_with_rollback(api: aiohttp.ClientSession, health_url: str) -> None:
+    ref = "examples.restart_with_rollback"
+    healthy = await run_workflow(api, ref, {"service": "web", "health_url": f"{health_url}/ok"})
+    assert healthy["result"]["data"] == {"service": "web", "healthy": True, "reason": ""}
+    names = [k["workflow_task"]["task_name"] for k in await children(api, healthy["id"])]
+    assert names == ["restart", "health_check"]
+
+    sick = await run_workflow(api, ref, {"service": "web", "health_url": f"{health_url}/bad"})
+    assert sick["result"]["data"]["healthy"] is False
+    assert "ended failed" in sick["result"]["data"]["reason"]
+    kids = await children(api, sick["id"])
+    # The health check was tried three times (two retries), then the rollback ran.
+    assert [k["workflow_task"]["task_name"] for k in kids] == [
+        "restart",
+        "health_check",
+        "health_check",
+        "health_check",
+        "rollback",
+    ]
+    assert "rolling web back to previous" in kids[-1]["result"]["stdout"]
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_example_ask_before_restart(
+    api: aiohttp.ClientSession, health_url: str, approved: bool
+) -> None:
+    record = await execute(
+        api,
+        "examples.ask_before_restart",
+        {"service": "web", "health_url": f"{health_url}/ok", "approver": "admin"},
+    )
+    asked = await wait_for_child(api, record["id"], "ask", "running")
+
+    async def inquiry() -> dict[str, Any] | None:
+        status, body = await get(api, f"/api/v1/inquiries?execution={asked['id']}")
+        return body["items"][0] if status == 200 and body["items"] else None
+
+    question = await eventually(inquiry, "the inquiry", 10)
+    assert "Restart web? Its health check answered 200." in question["prompt"]
+    status, body = await post(
+        api, f"/api/v1/inquiries/{question['id']}/respond", {"response": {"approved": approved}}
+    )
+    assert status == 200, body
+    ended = await wait_for_status(api, record["id"], "completed", 15)
+    names = [k["workflow_task"]["task_name"] for k in await children(api, record["id"])]
+    if approved:
+        assert ended["result"]["data"] == {"outcome": "restarted, approved by admin"}
+        assert names == ["check", "ask", "restart", "done"]
+    else:
+        assert ended["result"]["data"] == {"outcome": "declined"}
+        assert names == ["check", "ask"]
