@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any
 
+from engine.automation.key_templates import (
+    MAX_TEMPLATE_KEYS,
+    MAX_TEMPLATE_ROUNDS,
+    template_values,
+)
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, NotFound
@@ -36,8 +42,10 @@ from engine.records import Claimed, Execution, Executor, Route
 from engine.service import LIVE, ExecutionService
 from engine.status import PENDING, TERMINAL, ExecutionStatus
 from engine.storage import Store
+from engine.storage.automation import automation_repository
 from engine.storage.workflow_runs import workflow_run_repository
 from engine.storage.workflows import workflow_repository
+from engine.templates import KvView, TemplateProblem, mentions_kv
 from engine.workflows import plan
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem, parse_definition
 from engine.workflows.run_records import NewTaskRun, TaskRun, WorkflowRun
@@ -69,12 +77,25 @@ def _executor(requester: Mapping[str, Any]) -> Executor:
     )
 
 
+class _WorkflowKv(KvView):
+    """``kv`` in a workflow's templates: ``kv.get`` only. A secret would be stored in the run's
+    progress and the task's input in the clear, so ``kv.get_secret`` is refused (an action
+    reads its secrets itself)."""
+
+    def get_secret(self, name: Any, default: Any = None) -> Any:
+        raise TemplateProblem(
+            "kv.get_secret is not available in a workflow (its value would be stored in the "
+            "clear): let the task's action read the secret"
+        )
+
+
 class WorkflowRuns:
     def __init__(self, store: Store, service: ExecutionService, catalog: Catalog) -> None:
         self.repo = workflow_run_repository(store)
         self.definitions = workflow_repository(store)
         self.service = service
         self.catalog = catalog
+        self.keys = automation_repository(store)
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -94,9 +115,9 @@ class WorkflowRuns:
             if stored is None:
                 raise WorkflowProblem(f"workflow '{claimed.action_ref}' has no definition")
             definition = parse_definition(stored.fields.definition, ref=stored.ref)
-            step = plan.start(
-                definition, claimed.parameters, system=self._system(claimed.id, None, definition)
-            )
+            system = self._system(claimed.id, None, definition)
+            start = functools.partial(plan.start, definition, claimed.parameters, system=system)
+            step = await self._with_kv(definition, start)
         except EngineError as exc:
             await self._fail_now(claimed.id, exc.message)
             return True
@@ -131,6 +152,22 @@ class WorkflowRuns:
         execution_id: int, run_id: int | None, definition: WorkflowDefinition
     ) -> dict[str, Any]:
         return {"execution_id": execution_id, "workflow_ref": definition.ref}
+
+    async def _with_kv(
+        self, definition: WorkflowDefinition, make: Callable[..., plan.Step]
+    ) -> plan.Step:
+        """A step of the plan with ``kv`` in its templates' scope when they read keys: the
+        plan is pure, so it is made again once the keys it asked for are loaded."""
+        if not mentions_kv(definition.as_dict()):
+            return make(kv=None)
+        values: dict[str, tuple[Any, bool] | None] = {}
+        for _ in range(MAX_TEMPLATE_ROUNDS + 1):
+            view = _WorkflowKv(values)
+            step = make(kv=view)
+            if not view.missing or len(values) + len(view.missing) > MAX_TEMPLATE_KEYS:
+                break
+            values.update(await template_values(self.keys, self.service.secrets, view.missing))
+        return step
 
     def _new_rows(
         self,
@@ -261,7 +298,8 @@ class WorkflowRuns:
                     continue
                 return
             definition = parse_definition(run.definition, ref=run.workflow_ref)
-            step = plan.task_ended(
+            ended = functools.partial(
+                plan.task_ended,
                 definition,
                 plan.Progress.from_dict(run.progress),
                 task.task_name,
@@ -270,6 +308,7 @@ class WorkflowRuns:
                 index=task.task_index,
                 system=self._system(run.execution, run.id, definition),
             )
+            step = await self._with_kv(definition, ended)
             state: str = step.progress.status
             if run.status == "running":
                 rows, pending = self._new_rows(step.progress, step.launches, pending)

@@ -6,6 +6,7 @@ Every task appends a line to a file, so the tests count what really ran."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,31 @@ async def test_example_ask_before_restart(
     else:
         assert ended["result"]["data"] == {"outcome": "declined"}
         assert names == ["check", "ask"]
+
+
+async def test_kv_in_templates(api: aiohttp.ClientSession, mark: str, tmp_path: Path) -> None:
+    """``kv.get`` reads a key (its ref may itself come from a key); ``kv.get_secret`` is refused,
+    failing the task and the workflow with the reason."""
+    out = tmp_path / "kv.txt"
+    suffix = uuid.uuid4().hex[:8]
+    for ref, value in ((f"wf_target_{suffix}", f"wf_host_{suffix}"), (f"wf_host_{suffix}", "web7")):
+        status, body = await post(
+            api,
+            "/api/v1/keys",
+            {"ref": ref, "name": ref, "owner_type": "system", "value": value},
+        )
+        assert status == 201, body
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [_mark("a", mark, out, line=f"{{{{ kv.get(kv.get('wf_target_{suffix}')) }}}}")],
+    )
+    await run_workflow(api, ref)
+    assert lines(out) == ["web7"]
+
+    secret = await save_workflow(
+        api, _pack(mark), [_mark("a", mark, out, line="{{ kv.get_secret('anything') }}")]
+    )
+    record = await run_workflow(api, secret, end="failed")
+    assert "kv.get_secret is not available in a workflow" in record["result"]["error"]
+    assert lines(out) == ["web7"]
