@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
@@ -38,6 +39,7 @@ from engine.automation.key_templates import (
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, NotFound
+from engine.params import REDACTED
 from engine.records import Claimed, Execution, Executor, Route
 from engine.service import LIVE, ExecutionService
 from engine.status import PENDING, TERMINAL, ExecutionStatus
@@ -74,6 +76,18 @@ def _executor(requester: Mapping[str, Any]) -> Executor:
         source=requester.get("source") or "api",
         channel=requester.get("channel"),
         extra=extra,
+    )
+
+
+def _holding(task_input: Mapping[str, Any], secrets: Mapping[str, Any]) -> frozenset[str]:
+    """The names of a task's input whose value holds one of the workflow's secret parameters
+    (kept secret in the task's execution too)."""
+    texts = [json.dumps(v) if not isinstance(v, str) else v for v in secrets.values()]
+    texts = [t for t in texts if len(t) >= 4]
+    return frozenset(
+        name
+        for name, value in task_input.items()
+        if any(t in (value if isinstance(value, str) else json.dumps(value)) for t in texts)
     )
 
 
@@ -121,14 +135,15 @@ class WorkflowRuns:
         except EngineError as exc:
             await self._fail_now(claimed.id, exc.message)
             return True
-        rows, launches = self._new_rows(step.progress, step.launches, {})
+        secrets = self._secrets_of(claimed.parameters, action.secrets)
+        rows, launches = self._new_rows(step.progress, step.launches, {}, secrets)
         state = step.progress.status
         run = await self.repo.begin(
             claimed.id,
             worker_id,
             definition.ref,
             definition.as_dict(),
-            step.progress.as_dict() | {"launches": launches},
+            self._stored(step.progress, launches, secrets),
             state,
             step.progress.error,
             rows,
@@ -169,11 +184,39 @@ class WorkflowRuns:
             values.update(await template_values(self.keys, self.service.secrets, view.missing))
         return step
 
+    # -- secret parameters: sealed at rest ---------------------------------------------------
+
+    def _secrets_of(self, parameters: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+        return {k: v for k, v in parameters.items() if k in names}
+
+    def _secrets(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """The workflow's secret parameters, from their sealed copy in its stored progress."""
+        return self.service.secrets.open(stored.get("sealed")) if stored.get("sealed") else {}
+
+    def _stored(
+        self, progress: plan.Progress, launches: dict[str, Any], secrets: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The progress as stored: the workflow's secret parameters redacted (and kept sealed
+        beside them)."""
+        data = progress.as_dict() | {"launches": launches}
+        if secrets:
+            data["parameters"] = {
+                k: REDACTED if k in secrets else v for k, v in data["parameters"].items()
+            }
+            data["sealed"] = self.service.secrets.seal(secrets)
+        return data
+
+    def _progress(self, stored: Mapping[str, Any]) -> plan.Progress:
+        progress = plan.Progress.from_dict(stored)
+        progress.parameters.update(self._secrets(stored))
+        return progress
+
     def _new_rows(
         self,
         progress: plan.Progress,
         launches: tuple[plan.Launch, ...],
         pending: dict[str, Any],
+        secrets: dict[str, Any],
     ) -> tuple[list[NewTaskRun], dict[str, Any]]:
         now = now_utc()
         rows = []
@@ -181,7 +224,11 @@ class WorkflowRuns:
         for launch in launches:
             state = progress.tasks.get(launch.task)
             key = dispatch_key(launch, state.runs if state is not None else 0)
-            pending[key] = asdict(launch)
+            entry = asdict(launch)
+            if secrets:  # the input may hold a secret: sealed at rest
+                entry["input"] = None
+                entry["sealed_input"] = self.service.secrets.seal({"input": launch.input})
+            pending[key] = entry
             due = now + timedelta(seconds=launch.delay_s)
             rows.append(NewTaskRun(key, launch.task, launch.index, due))
         return rows, pending
@@ -196,14 +243,19 @@ class WorkflowRuns:
             return
         key = f"workflow:{run.id}:{task.dispatch_key}"
         record, route = parent
+        task_input = launch.get("input")
+        if launch.get("sealed_input"):
+            task_input = self.service.secrets.open(launch["sealed_input"]).get("input")
+        task_input = dict(task_input) if isinstance(task_input, dict) else {}
         try:
             new = await self.service.prepare(
                 launch["action"],
-                dict(launch["input"] or {}) if isinstance(launch["input"], dict) else {},
+                task_input,
                 _executor(record.requester),
                 parent=run.execution,
                 chat=route.chat,
                 idempotency_key=key,
+                secret_params=_holding(task_input, self._secrets(run.progress)),
             )
         except EngineError as exc:  # a bad input, an action gone or disabled: the task fails
             log.info("workflow run %s task %s not started: %s", run.id, task.task_name, exc.message)
@@ -301,7 +353,7 @@ class WorkflowRuns:
             ended = functools.partial(
                 plan.task_ended,
                 definition,
-                plan.Progress.from_dict(run.progress),
+                self._progress(run.progress),
                 task.task_name,
                 status,
                 result,
@@ -311,13 +363,14 @@ class WorkflowRuns:
             step = await self._with_kv(definition, ended)
             state: str = step.progress.status
             if run.status == "running":
-                rows, pending = self._new_rows(step.progress, step.launches, pending)
+                secrets = self._secrets(run.progress)
+                rows, pending = self._new_rows(step.progress, step.launches, pending, secrets)
             else:  # canceling: nothing new starts
                 rows, state = [], "canceling"
             outcome = await self.repo.advance(
                 run.id,
                 run.revision,
-                step.progress.as_dict() | {"launches": pending},
+                self._stored(step.progress, pending, self._secrets(run.progress)),
                 state,
                 step.progress.error,
                 [task.id],

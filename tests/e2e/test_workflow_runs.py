@@ -5,6 +5,7 @@ Every task appends a line to a file, so the tests count what really ran."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -442,3 +443,41 @@ async def test_kv_in_templates(api: aiohttp.ClientSession, mark: str, tmp_path: 
     record = await run_workflow(api, secret, end="failed")
     assert "kv.get_secret is not available in a workflow" in record["result"]["error"]
     assert lines(out) == ["web7"]
+
+
+async def test_secret_parameters_stay_secret(
+    api: aiohttp.ClientSession, server: Server, tmp_path: Path
+) -> None:
+    """A workflow's secret parameter reaches its task's action, but is redacted in every
+    record and (on SQLite, where the test can read the file) stored nowhere in the clear."""
+    out = tmp_path / "secret.txt"
+    write = await create_inline_action(
+        api,
+        "write",
+        '#!/bin/bash\necho "$text" >> "$file"\n',
+        parameters={"file": {"type": "string", "required": True}, "text": {"type": "string"}},
+    )
+    ref = await save_workflow(
+        api,
+        _pack(write),
+        [
+            {
+                "name": "use",
+                "action": write,
+                "input": {"file": str(out), "text": "token={{ parameters.token }}"},
+                "on_success": "again",
+            },
+            {"name": "again", "action": write, "input": {"file": str(out), "text": "done"}},
+        ],
+        parameters={"token": {"type": "string", "secret": True, "required": True}},
+    )
+    token = f"s3cr3t-{uuid.uuid4().hex}"
+    record = await run_workflow(api, ref, {"token": token})
+    assert lines(out) == [f"token={token}", "done"]
+    assert record["config"]["token"] != token
+    kids = await children(api, record["id"])
+    assert kids[0]["config"]["text"] != f"token={token}"
+    assert token not in json.dumps(kids)
+    if server.backend == "sqlite":
+        stored = b"".join(p.read_bytes() for p in server.tmp.glob("attune.db*") if p.is_file())
+        assert token.encode() not in stored
