@@ -333,7 +333,7 @@ async def test_the_example_runbooks_are_loaded_at_start(
     assert [t["action"] for t in got["data"]["definition"]["tasks"]] == [
         "core.http_request",
         "core.ask",
-        "core.echo",
+        "examples.restart_service",
         "core.noop",
     ]
     assert "examples/workflows" not in server.logs()  # no workflow file was refused
