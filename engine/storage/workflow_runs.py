@@ -173,6 +173,21 @@ class SqlWorkflowRuns:
             ).all()
         return [_task(r) for r in rows]
 
+    async def unsubmitted(self, run_id: int) -> list[TaskRun]:
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(tasks_t)
+                    .where(
+                        tasks_t.c.workflow_execution == run_id,
+                        tasks_t.c.counted.is_(False),
+                        tasks_t.c.execution_id.is_(None),
+                    )
+                    .order_by(tasks_t.c.id)
+                )
+            ).all()
+        return [_task(r) for r in rows]
+
     async def advance(
         self,
         run_id: int,

@@ -90,6 +90,9 @@ class WorkflowRunRepository(Protocol):
     async def tasks(self, run_id: int) -> list[TaskRun]:
         """A run's task runs, oldest first."""
 
+    async def unsubmitted(self, run_id: int) -> list[TaskRun]:
+        """A run's task runs not submitted nor counted (due or not)."""
+
     async def advance(
         self,
         run_id: int,

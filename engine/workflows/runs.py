@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,18 +38,24 @@ from engine.automation.key_templates import (
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, NotFound
-from engine.params import REDACTED
-from engine.records import Claimed, Execution, Executor, Route
+from engine.records import Claimed, Execution, Route
 from engine.service import LIVE, ExecutionService
 from engine.status import PENDING, TERMINAL, ExecutionStatus
 from engine.storage import Store
 from engine.storage.automation import automation_repository
 from engine.storage.workflow_runs import workflow_run_repository
 from engine.storage.workflows import workflow_repository
-from engine.templates import KvView, TemplateProblem, mentions_kv
+from engine.templates import mentions_kv
 from engine.workflows import plan
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem, parse_definition
 from engine.workflows.run_records import NewTaskRun, TaskRun, WorkflowRun
+from engine.workflows.run_state import (
+    StateCodec,
+    WorkflowKv,
+    child_executor,
+    holding,
+    new_task_runs,
+)
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -64,45 +69,6 @@ SWEEP_BATCH = 100
 _TERMINAL = tuple(s.value for s in TERMINAL)
 
 
-def dispatch_key(launch: plan.Launch, runs: int) -> str:
-    index = "-" if launch.index is None else str(launch.index)
-    return f"{launch.task}:{index}:{runs}:{launch.attempt}"
-
-
-def _executor(requester: Mapping[str, Any]) -> Executor:
-    extra = {k: v for k, v in requester.items() if k not in ("identity", "source", "channel")}
-    return Executor(
-        identity=str(requester.get("identity") or "workflow"),
-        source=requester.get("source") or "api",
-        channel=requester.get("channel"),
-        extra=extra,
-    )
-
-
-def _holding(task_input: Mapping[str, Any], secrets: Mapping[str, Any]) -> frozenset[str]:
-    """The names of a task's input whose value holds one of the workflow's secret parameters
-    (kept secret in the task's execution too)."""
-    texts = [json.dumps(v) if not isinstance(v, str) else v for v in secrets.values()]
-    texts = [t for t in texts if len(t) >= 4]
-    return frozenset(
-        name
-        for name, value in task_input.items()
-        if any(t in (value if isinstance(value, str) else json.dumps(value)) for t in texts)
-    )
-
-
-class _WorkflowKv(KvView):
-    """``kv`` in a workflow's templates: ``kv.get`` only. A secret would be stored in the run's
-    progress and the task's input in the clear, so ``kv.get_secret`` is refused (an action
-    reads its secrets itself)."""
-
-    def get_secret(self, name: Any, default: Any = None) -> Any:
-        raise TemplateProblem(
-            "kv.get_secret is not available in a workflow (its value would be stored in the "
-            "clear): let the task's action read the secret"
-        )
-
-
 class WorkflowRuns:
     def __init__(self, store: Store, service: ExecutionService, catalog: Catalog) -> None:
         self.repo = workflow_run_repository(store)
@@ -110,6 +76,8 @@ class WorkflowRuns:
         self.service = service
         self.catalog = catalog
         self.keys = automation_repository(store)
+        #: How a run's state is stored (secret parameters sealed).
+        self.state = StateCodec(service.secrets)
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -135,7 +103,7 @@ class WorkflowRuns:
         except EngineError as exc:
             await self._fail_now(claimed.id, exc.message)
             return True
-        secrets = self._secrets_of(claimed.parameters, action.secrets)
+        secrets = self.state.secrets_of(claimed.parameters, action.secrets)
         rows, launches = self._new_rows(step.progress, step.launches, {}, secrets)
         state = step.progress.status
         run = await self.repo.begin(
@@ -143,7 +111,7 @@ class WorkflowRuns:
             worker_id,
             definition.ref,
             definition.as_dict(),
-            self._stored(step.progress, launches, secrets),
+            self.state.stored(step.progress, launches, secrets),
             state,
             step.progress.error,
             rows,
@@ -177,39 +145,12 @@ class WorkflowRuns:
             return make(kv=None)
         values: dict[str, tuple[Any, bool] | None] = {}
         for _ in range(MAX_TEMPLATE_ROUNDS + 1):
-            view = _WorkflowKv(values)
+            view = WorkflowKv(values)
             step = make(kv=view)
             if not view.missing or len(values) + len(view.missing) > MAX_TEMPLATE_KEYS:
                 break
             values.update(await template_values(self.keys, self.service.secrets, view.missing))
         return step
-
-    # -- secret parameters: sealed at rest ---------------------------------------------------
-
-    def _secrets_of(self, parameters: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
-        return {k: v for k, v in parameters.items() if k in names}
-
-    def _secrets(self, stored: Mapping[str, Any]) -> dict[str, Any]:
-        """The workflow's secret parameters, from their sealed copy in its stored progress."""
-        return self.service.secrets.open(stored.get("sealed")) if stored.get("sealed") else {}
-
-    def _stored(
-        self, progress: plan.Progress, launches: dict[str, Any], secrets: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The progress as stored: the workflow's secret parameters redacted (and kept sealed
-        beside them)."""
-        data = progress.as_dict() | {"launches": launches}
-        if secrets:
-            data["parameters"] = {
-                k: REDACTED if k in secrets else v for k, v in data["parameters"].items()
-            }
-            data["sealed"] = self.service.secrets.seal(secrets)
-        return data
-
-    def _progress(self, stored: Mapping[str, Any]) -> plan.Progress:
-        progress = plan.Progress.from_dict(stored)
-        progress.parameters.update(self._secrets(stored))
-        return progress
 
     def _new_rows(
         self,
@@ -218,20 +159,7 @@ class WorkflowRuns:
         pending: dict[str, Any],
         secrets: dict[str, Any],
     ) -> tuple[list[NewTaskRun], dict[str, Any]]:
-        now = now_utc()
-        rows = []
-        pending = dict(pending)
-        for launch in launches:
-            state = progress.tasks.get(launch.task)
-            key = dispatch_key(launch, state.runs if state is not None else 0)
-            entry = asdict(launch)
-            if secrets:  # the input may hold a secret: sealed at rest
-                entry["input"] = None
-                entry["sealed_input"] = self.service.secrets.seal({"input": launch.input})
-            pending[key] = entry
-            due = now + timedelta(seconds=launch.delay_s)
-            rows.append(NewTaskRun(key, launch.task, launch.index, due))
-        return rows, pending
+        return new_task_runs(self.state, progress, launches, pending, secrets)
 
     # -- submitting task runs ---------------------------------------------------------------
 
@@ -244,18 +172,16 @@ class WorkflowRuns:
         key = f"workflow:{run.id}:{task.dispatch_key}"
         record, route = parent
         task_input = launch.get("input")
-        if launch.get("sealed_input"):
-            task_input = self.service.secrets.open(launch["sealed_input"]).get("input")
-        task_input = dict(task_input) if isinstance(task_input, dict) else {}
+        task_input = self.state.launch_input(launch)
         try:
             new = await self.service.prepare(
                 launch["action"],
                 task_input,
-                _executor(record.requester),
+                child_executor(record.requester),
                 parent=run.execution,
                 chat=route.chat,
                 idempotency_key=key,
-                secret_params=_holding(task_input, self._secrets(run.progress)),
+                secret_params=holding(task_input, self.state.secrets(run.progress)),
             )
         except EngineError as exc:  # a bad input, an action gone or disabled: the task fails
             log.info("workflow run %s task %s not started: %s", run.id, task.task_name, exc.message)
@@ -282,7 +208,7 @@ class WorkflowRuns:
 
     async def _submit_due(self, run: WorkflowRun) -> None:
         now = now_utc()
-        waiting = [t for t in await self.repo.tasks(run.id) if not t.counted and not t.execution_id]
+        waiting = await self.repo.unsubmitted(run.id)
         due = [t for t in waiting if t.due_at <= now]
         later = [t.due_at for t in waiting if t.due_at > now]
         if later:  # a retry's delay: submitted when due (by the sweep if this process ends)
@@ -353,7 +279,7 @@ class WorkflowRuns:
             ended = functools.partial(
                 plan.task_ended,
                 definition,
-                self._progress(run.progress),
+                self.state.progress(run.progress),
                 task.task_name,
                 status,
                 result,
@@ -363,14 +289,14 @@ class WorkflowRuns:
             step = await self._with_kv(definition, ended)
             state: str = step.progress.status
             if run.status == "running":
-                secrets = self._secrets(run.progress)
+                secrets = self.state.secrets(run.progress)
                 rows, pending = self._new_rows(step.progress, step.launches, pending, secrets)
             else:  # canceling: nothing new starts
                 rows, state = [], "canceling"
             outcome = await self.repo.advance(
                 run.id,
                 run.revision,
-                self._stored(step.progress, pending, self._secrets(run.progress)),
+                self.state.stored(step.progress, pending, self.state.secrets(run.progress)),
                 state,
                 step.progress.error,
                 [task.id],
