@@ -481,3 +481,42 @@ async def test_secret_parameters_stay_secret(
     if server.backend == "sqlite":
         stored = b"".join(p.read_bytes() for p in server.tmp.glob("attune.db*") if p.is_file())
         assert token.encode() not in stored
+
+
+async def test_cancelling_a_task_fails_it_as_the_plan_says(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "child-cancel.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("long", mark, out, input={"sleep": 30}, on_success="never", on_failure="cleanup"),
+            _mark("never", mark, out),
+            _mark("cleanup", mark, out, line="cleanup after {{ task.long.status }}"),
+        ],
+    )
+    record = await execute(api, ref, {})
+    child = await wait_for_child(api, record["id"], "long", "running")
+    status, body = await post(api, f"/api/v1/executions/{child['id']}/cancel")
+    assert status == 200, body
+    await wait_for_status(api, record["id"], "completed", 20)
+    assert lines(out) == ["cleanup after cancelled"]
+
+
+async def test_a_task_input_its_action_refuses_fails_the_workflow_naming_it(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bad-input.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [_mark("bad", mark, out, input={"sleep": "{{ parameters.how_long }}"})],
+        parameters={"how_long": {"type": "string", "default": "soon"}},
+    )
+    record = await run_workflow(api, ref, end="failed")
+    error = record["result"]["error"]
+    assert "task 'bad' ended failed" in error
+    assert "sleep" in error, error
+    assert await children(api, record["id"]) == []  # it never started
+    assert lines(out) == []
