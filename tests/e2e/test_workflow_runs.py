@@ -520,3 +520,22 @@ async def test_a_task_input_its_action_refuses_fails_the_workflow_naming_it(
     assert "sleep" in error, error
     assert await children(api, record["id"]) == []  # it never started
     assert lines(out) == []
+
+
+async def test_a_dead_end_fails_with_the_reason(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "dead-end.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [
+            _mark("a", mark, out, on_success="b", on_failure="c"),
+            _mark("b", mark, out, on_success="d"),
+            _mark("c", mark, out, on_success="d"),
+            _mark("d", mark, out, join="all"),
+        ],
+    )
+    record = await run_workflow(api, ref, end="failed", timeout_s=15)
+    assert "dead end: task 'd' waits (join)" in record["result"]["error"]
+    assert lines(out) == ["a", "b"]
