@@ -539,3 +539,43 @@ async def test_a_dead_end_fails_with_the_reason(
     record = await run_workflow(api, ref, end="failed", timeout_s=15)
     assert "dead end: task 'd' waits (join)" in record["result"]["error"]
     assert lines(out) == ["a", "b"]
+
+
+async def test_the_callback_fires_once_when_the_workflow_ends(
+    api: aiohttp.ClientSession, mark: str, tmp_path: Path
+) -> None:
+    got: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/cb", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        out = tmp_path / "cb.txt"
+        ref = await save_workflow(
+            api, _pack(mark), [_mark("a", mark, out, on_success="b"), _mark("b", mark, out)]
+        )
+        status, body = await post(
+            api,
+            "/api/v1/executions/execute",
+            {"action_ref": ref, "parameters": {}, "callback_url": f"http://127.0.0.1:{port}/cb"},
+        )
+        assert status == 201, body
+        record = await wait_for_status(api, body["data"]["id"], "completed", 20)
+        await eventually(lambda: got, "the callback", 10)
+        assert [(c["id"], c["status"]) for c in got] == [(record["id"], "completed")]
+        status, mine = await get(api, f"/api/v1/executions/{record['id']}/deliveries")
+        assert [d["target"] for d in mine["items"]] == ["callback"], mine
+        for child in await children(api, record["id"]):  # the children have no callback
+            status, deliveries = await get(api, f"/api/v1/executions/{child['id']}/deliveries")
+            assert status == 200, deliveries
+            assert not [d for d in deliveries["items"] if d["target"] == "callback"], deliveries
+    finally:
+        await runner.cleanup()
