@@ -104,8 +104,8 @@ class Execution(_Fields):
     retry_count: int = 0
     retry_reason: str | None = None
     retry_due_at: datetime | None = None
-    #: Attune's: for a workflow's task run, ``{workflow_execution, task_name, task_index}``
-    #: (``parent`` is the workflow's execution).
+    #: Attune's: for a workflow's task run, ``{workflow_execution, task_name, task_index,
+    #: retry_count, max_retries, timeout_seconds}`` (``parent`` is the workflow's execution).
     workflow_task: dict[str, Any] | None = None
 
 

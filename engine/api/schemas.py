@@ -267,7 +267,13 @@ class WorkflowTask(BaseModel):
 
     workflow_execution: int
     task_name: str
+    #: The item of a ``with_items`` task.
     task_index: int | None = None
+    #: Which retry this run is (0: the first try), of ``max_retries``.
+    retry_count: int = 0
+    max_retries: int = 0
+    #: The task's ``timeout``: the run's time limit.
+    timeout_seconds: float | None = None
 
 
 class Execution(BaseModel):

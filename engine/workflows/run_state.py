@@ -16,6 +16,7 @@ from engine.params import REDACTED
 from engine.records import Executor
 from engine.templates import KvView, TemplateProblem
 from engine.workflows import plan
+from engine.workflows.definition import WorkflowDefinition
 from engine.workflows.run_records import NewTaskRun
 
 
@@ -105,6 +106,7 @@ class StateCodec:
 
 def new_task_runs(
     state: StateCodec,
+    definition: WorkflowDefinition,
     progress: plan.Progress,
     launches: tuple[plan.Launch, ...],
     pending: dict[str, Any],
@@ -117,7 +119,10 @@ def new_task_runs(
     for launch in launches:
         task = progress.tasks.get(launch.task)
         key = dispatch_key(launch, task.runs if task is not None else 0)
-        pending[key] = state.launch_entry(launch, secrets)
+        entry = state.launch_entry(launch, secrets)
+        spec = definition.task(launch.task)
+        entry["max_retries"] = spec.retry.count if spec is not None and spec.retry else 0
+        pending[key] = entry
         due = now + timedelta(seconds=launch.delay_s)
         rows.append(NewTaskRun(key, launch.task, launch.index, due))
     return rows, pending

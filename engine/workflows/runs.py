@@ -104,7 +104,7 @@ class WorkflowRuns:
             await self._fail_now(claimed.id, exc.message)
             return True
         secrets = self.state.secrets_of(claimed.parameters, action.secrets)
-        rows, launches = self._new_rows(step.progress, step.launches, {}, secrets)
+        rows, launches = self._new_rows(definition, step.progress, step.launches, {}, secrets)
         state = step.progress.status
         run = await self.repo.begin(
             claimed.id,
@@ -154,12 +154,13 @@ class WorkflowRuns:
 
     def _new_rows(
         self,
+        definition: WorkflowDefinition,
         progress: plan.Progress,
         launches: tuple[plan.Launch, ...],
         pending: dict[str, Any],
         secrets: dict[str, Any],
     ) -> tuple[list[NewTaskRun], dict[str, Any]]:
-        return new_task_runs(self.state, progress, launches, pending, secrets)
+        return new_task_runs(self.state, definition, progress, launches, pending, secrets)
 
     # -- submitting task runs ---------------------------------------------------------------
 
@@ -195,6 +196,9 @@ class WorkflowRuns:
                 "workflow_execution": run.id,
                 "task_name": task.task_name,
                 "task_index": task.task_index,
+                "retry_count": int(launch.get("attempt") or 0),
+                "max_retries": int(launch.get("max_retries") or 0),
+                "timeout_seconds": launch.get("timeout_s"),
             },
         )
         try:
@@ -290,7 +294,9 @@ class WorkflowRuns:
             state: str = step.progress.status
             if run.status == "running":
                 secrets = self.state.secrets(run.progress)
-                rows, pending = self._new_rows(step.progress, step.launches, pending, secrets)
+                rows, pending = self._new_rows(
+                    definition, step.progress, step.launches, pending, secrets
+                )
             else:  # canceling: nothing new starts
                 rows, state = [], "canceling"
             outcome = await self.repo.advance(

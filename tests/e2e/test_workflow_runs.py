@@ -231,6 +231,7 @@ async def test_task_timeout_fails_the_workflow(
     assert "task 'slow' ended timeout" in record["result"]["error"], record
     kids = await children(api, record["id"])
     assert [(k["workflow_task"]["task_name"], k["status"]) for k in kids] == [("slow", "timeout")]
+    assert kids[0]["workflow_task"]["timeout_seconds"] == 1
     assert lines(out) == []
 
 
@@ -338,6 +339,8 @@ async def test_retry_after_a_delay(api: aiohttp.ClientSession, tmp_path: Path) -
     kids = await children(api, record["id"])
     assert [k["status"] for k in kids] == ["failed", "completed"]
     assert {k["workflow_task"]["task_name"] for k in kids} == {"flaky"}
+    tries = [(k["workflow_task"]["retry_count"], k["workflow_task"]["max_retries"]) for k in kids]
+    assert tries == [(0, 3), (1, 3)]
 
 
 @pytest.fixture

@@ -85,6 +85,9 @@ async def test_concurrent_submissions_of_one_task_run_make_one_child(runtime: Ru
         "workflow_execution": run.id,
         "task_name": "a",
         "task_index": None,
+        "retry_count": 0,
+        "max_retries": 0,
+        "timeout_seconds": None,
     }
     (task,) = await runs.repo.tasks(run.id)
     assert task.execution_id == child.id
