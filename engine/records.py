@@ -51,6 +51,8 @@ class Claimed:
     enforcement: int | None = None
     #: How many times this run's chain was retried before it (engine/retries.py).
     retry_count: int = 0
+    #: A workflow's task run (its retries are the workflow's ``retry``, not its action's).
+    in_workflow: bool = False
 
 
 def delivery_target(chat: dict[str, Any]) -> str:

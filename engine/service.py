@@ -334,7 +334,7 @@ class ExecutionService:
                 finished_at=now_utc(),
             )
             if row is not None:
-                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+                self._ended(row)
             return None
         if outcome is None:
             return None
@@ -398,6 +398,7 @@ class ExecutionService:
             requester=dict(row.executor or {}),
             enforcement=row.enforcement,
             retry_count=row.retry_count,
+            in_workflow=row.workflow_task is not None,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
@@ -563,7 +564,7 @@ class ExecutionService:
         """When the retry of a run about to end ``status`` is due, or None (for a sweep that
         ends runs: it knows neither their action nor their chain; a rare path)."""
         row = await self.executions.get(execution_id)
-        if row is None:
+        if row is None or row.workflow_task:  # a workflow's task: the workflow's retry applies
             return None
         return await self.retry_policy.due_for(
             self.catalog, row.action_ref, row.retry_count, status

@@ -382,7 +382,9 @@ class Worker:
         has retries left (engine/retries.py), in the same statement."""
         target = status or ExecutionStatus(result.outcome)
         retry_due_at = None
-        if run is not None and target in TRANSIENT:
+        # A workflow's task run is retried by the workflow's own ``retry`` (a run of its
+        # action's retry chain would be a second run of the task, which no one waits for).
+        if run is not None and target in TRANSIENT and not run.in_workflow:
             try:
                 retry_due_at = await self.service.retry_policy.due_for(
                     self.catalog, run.action_ref, run.retry_count, target

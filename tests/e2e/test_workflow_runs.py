@@ -582,3 +582,28 @@ async def test_the_callback_fires_once_when_the_workflow_ends(
             assert not [d for d in deliveries["items"] if d["target"] == "callback"], deliveries
     finally:
         await runner.cleanup()
+
+
+async def test_a_task_is_retried_by_the_workflow_not_by_its_action(
+    api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """An action with ``max_retries`` run as a workflow's task that times out is not put in a
+    retry chain of its own (a second run no one waits for): the workflow's ``retry`` decides."""
+    slow = await create_inline_action(
+        api,
+        "slow",
+        '#!/bin/bash\necho run >> "$file"\nsleep 30\n',
+        parameters={"file": {"type": "string", "required": True}},
+        max_retries=2,
+    )
+    out = tmp_path / "retries.txt"
+    ref = await save_workflow(
+        api,
+        _pack(slow),
+        [{"name": "slow", "action": slow, "input": {"file": str(out)}, "timeout": 1}],
+    )
+    record = await run_workflow(api, ref, end="failed", timeout_s=20)
+    (child,) = await children(api, record["id"])
+    assert child["status"] == "timeout"
+    assert child["retry_due_at"] is None  # no retry of its own is pending
+    assert lines(out) == ["run"]
