@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
-from bot import render
+from bot import render, render_workflow
 from bot.alias_chat import AliasResult, alias_result
 from bot.handler import ChatContext, CommandHandler
 from config import Settings
@@ -27,6 +27,7 @@ from engine.page_links import execution_page_url
 from engine.records import Delivery, Execution, Route
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
+from engine.workflows.run_tree import TaskOf, WorkflowTrees, workflow_trees
 
 PROMPT = "attune> "
 #: After end of input, how long to wait for the results of this session's executions.
@@ -54,9 +55,12 @@ class TerminalSink:
         live: LiveOutput | None = None,
         link: Callable[[int], str | None] | None = None,
         alias_result: AliasResult | None = None,
+        workflows: WorkflowTrees | None = None,
     ) -> None:
         #: The result format of the action alias that started a run (bot/alias_chat.py).
         self.alias_result = alias_result
+        #: A workflow's task runs print a line under it (``#12 > check: completed in 0.4 s``).
+        self.workflows = workflows
         self.out = out
         self.live = live
         #: The execution page's address (``ATTUNE_PUBLIC_URL``), printed when a run starts.
@@ -68,6 +72,11 @@ class TerminalSink:
     async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         if delivery.event == "created":
             return  # the acknowledgement already said it is queued
+        if self.workflows is not None and execution.parent is not None:
+            task_of = await self.workflows.task_of(execution)
+            if task_of is not None:
+                self._task_moved(delivery, execution, task_of)
+                return
         if delivery.event == "started":
             self._print(render.status_line(replace(execution, status="running", result=None)))
             url = self.link(execution.id) if self.link is not None else None
@@ -91,6 +100,19 @@ class TerminalSink:
         if execution.status in TERMINAL:
             self.finished.add(execution.id)
             self.changed.set()
+
+    def _task_moved(self, delivery: Delivery, execution: Execution, task: TaskOf) -> None:
+        """A line under the workflow when its task starts and ends (with the output of a task
+        that did not complete)."""
+        if delivery.event == "started":
+            line = replace(task.task, status="running", duration_ms=None, error=None)
+            self._print(render_workflow.task_move(task.root_id, line))
+            return
+        self._print(
+            render_workflow.task_move(task.root_id, replace(task.task, status=execution.status))
+        )
+        if execution.status != "completed" and (body := render.plain_output(execution)):
+            self._print("\n".join(f"#{task.root_id} > | {line}" for line in body.split("\n")))
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -173,6 +195,7 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         runtime.live_output,
         link=lambda eid: execution_page_url(settings, eid),
         alias_result=functools.partial(alias_result, runtime),
+        workflows=workflow_trees(runtime),
     )
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)
