@@ -142,6 +142,13 @@ class WorkflowCards:
         """Cards waiting to be re-rendered."""
         return sum(len(c.dirty) for c in self._channels.values())
 
+    async def join(self) -> None:
+        """Wait until no card is waiting to be re-rendered (the schedulers have ended)."""
+        while tasks := [c.task for c in self._channels.values() if c.task is not None]:
+            await asyncio.wait(tasks)
+            if all(c.task in tasks for c in self._channels.values()):
+                break
+
     async def stop(self) -> None:
         self._stopped = True
         tasks = [c.task for c in self._channels.values() if c.task is not None]
