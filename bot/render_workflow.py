@@ -9,6 +9,7 @@ kept and the latest completed ones fill the rest, under a count of every status.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -180,3 +181,33 @@ def task_failed(
 
 def _clip_keep_lines(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Characters of a workflow's output shown in its thread (JSON, under the section limit).
+OUTPUT_CHARS = 2800
+
+
+def output(
+    record: Execution, *, page_url: str | None = None
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """The thread reply of a workflow that ended: its ``output`` (the result's ``data``) as
+    JSON; None when it has none."""
+    data = (record.result or {}).get("data")
+    if data is None or data == {}:
+        return None
+    body = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    fenced = render.escape(body).replace("```", "\u02cb\u02cb\u02cb")
+    cut = len(fenced) > OUTPUT_CHARS
+    if cut:
+        end = fenced.rfind("\n", 0, OUTPUT_CHARS)
+        fenced = fenced[: end + 1 if end > 0 else OUTPUT_CHARS] + "…"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*output*\n```{fenced}```"}}
+    ]
+    if cut:
+        note = f"the output was cut: the whole of it is at GET /api/v1/executions/{record.id}"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+    link = render.page_link(page_url)
+    if link:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": link}]})
+    return f"Output of #{record.id}", blocks

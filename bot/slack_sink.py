@@ -154,7 +154,8 @@ class SlackSink:
             else:
                 message = await self._update_card(execution, message)
                 message = await self._notify(execution, message)
-                await self._post_output(execution, message, await self._alias_said(execution, chat))
+                said = await self._alias_said(execution, chat)
+                await self._post_output(execution, message, said, workflow=workflow)
         except SlackApiError as exc:
             if slack_error(exc) in NOT_IN_CHANNEL:
                 await self.messages.save(replace(message, fallback=True))
@@ -287,6 +288,8 @@ class SlackSink:
         execution: Execution,
         message: ChatMessage,
         alias_said: tuple[bool, str | None] | None = None,
+        *,
+        workflow: bool = False,
     ) -> None:
         """The output in the card's thread: the live message edited into it when there is one
         (nothing is left saying the run is going on), else a reply as before; cut streams
@@ -294,7 +297,11 @@ class SlackSink:
         ``result.enabled: false``: no output message)."""
         if message.output_posted:
             return
-        reply = render.output(execution, page_url=self.page_url(execution.id))
+        reply = (
+            render_workflow.output(execution, page_url=self.page_url(execution.id))
+            if workflow
+            else render.output(execution, page_url=self.page_url(execution.id))
+        )
         if alias_said is not None and (not alias_said[0] or alias_said[1] is not None):
             reply = render.alias_result(alias_said[1]) if alias_said[0] else None
             execution = replace(execution, result={})  # nothing more to upload

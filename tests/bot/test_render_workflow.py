@@ -188,3 +188,19 @@ def test_task_lines_keep_the_latest_run_of_each_task_in_start_order() -> None:
     ]
     assert lines[1].duration_ms == 400
     assert lines[3].duration_ms is None
+
+
+def test_a_workflows_output_is_its_reply_and_a_long_one_is_cut_with_a_note() -> None:
+    text, blocks = render_workflow.output(workflow("completed", data={"outcome": "restarted"})) or (
+        "",
+        [],
+    )
+    assert text == "Output of #12"
+    assert '"outcome": "restarted"' in blocks[0]["text"]["text"]
+    assert render_workflow.output(workflow("completed", data=None)) is None
+    long = render_workflow.output(workflow("completed", data={"log": ["x" * 50] * 200}))
+    assert long is not None
+    body = long[1][0]["text"]["text"]
+    assert len(body) <= render.SECTION_TEXT_LIMIT
+    assert body.endswith("…```")
+    assert "GET /api/v1/executions/12" in text_of(long[1])
