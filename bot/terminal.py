@@ -111,7 +111,11 @@ class TerminalSink:
         self._print(
             render_workflow.task_move(task.root_id, replace(task.task, status=execution.status))
         )
-        if execution.status != "completed" and (body := render.plain_output(execution)):
+        if execution.status == "completed":
+            return
+        # Its output (its error is on the line above already).
+        quiet = replace(execution, result={**(execution.result or {}), "error": None})
+        if body := render.plain_output(quiet):
             self._print("\n".join(f"#{task.root_id} > | {line}" for line in body.split("\n")))
 
     def _print(self, text: str) -> None:

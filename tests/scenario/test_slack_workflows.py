@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -221,3 +222,31 @@ async def test_cancel_on_the_card_cancels_the_workflow(
     assert record["status"] == "cancelled", record
     final = await card_showing(standin, channel, "cancelled", "Re-run")
     assert "`after`" not in final.all_text()
+
+
+async def test_many_quick_tasks_edit_the_card_a_few_times_within_slacks_pace(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    channel = new_channel()
+    count = 30
+    tasks: list[dict[str, Any]] = [
+        {"name": f"s{i:02d}", "action": "core.noop"}
+        | ({"on_success": f"s{i + 1:02d}"} if i + 1 < count else {})
+        for i in range(count)
+    ]
+    ref = await save_workflow(api, tasks)
+    reply = await slash(server.base_url, standin, f"run {ref}", channel=channel)
+    record, _ = await settle(api, reply.execution_id)
+    assert record["status"] == "completed", record
+    await card_showing(standin, channel, f"{count} tasks: {count} completed")
+    ts = card_ts(standin, channel)
+    edits = [c for c in standin.find("chat.update", target=channel) if c.params.get("ts") == ts]
+    # 90 task events; the run takes a second or two: about one edit a second, plus the
+    # workflow's own started and completed.
+    spent_s = (record_time(record["updated"]) - record_time(record["created"])).total_seconds()
+    assert 1 <= len(edits) <= 4 + spent_s, (len(edits), spent_s)
+    assert len(cards(standin, channel)) == 1
+
+
+def record_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
