@@ -241,10 +241,11 @@ class SlackSink:
         if message.shows_status == execution.status:
             return message  # the card already shows this status
         text, blocks = await self._card(execution)
-        await self.client.chat_update(
-            channel=message.channel, ts=message.message_id, text=text, blocks=blocks
-        )
-        self._shown(execution.id, blocks)
+        if self.cards is None or self.cards.showing(execution.id) != blocks:
+            await self.client.chat_update(
+                channel=message.channel, ts=message.message_id, text=text, blocks=blocks
+            )
+            self._shown(execution.id, blocks)
         shown = replace(message, shows_status=execution.status)
         await self.messages.save(shown)
         return shown

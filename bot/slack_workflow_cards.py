@@ -114,6 +114,10 @@ class WorkflowCards:
         while len(self._shown) > MAX_KEPT:
             self._shown.popitem(last=False)
 
+    def showing(self, root_id: int) -> list[dict[str, Any]] | None:
+        """The blocks the card shows, as last rendered in this process (None: not known)."""
+        return self._shown.get(root_id)
+
     def forget(self, root_id: int) -> None:
         """The workflow ended and its card shows it: nothing more to do for it."""
         self._shown.pop(root_id, None)
@@ -213,7 +217,31 @@ class WorkflowCards:
             self.edits += 1
             self._failures.pop(root_id, None)
             self.shown(root_id, blocks)
+            await self._after_end(root_id, message.channel, str(message.message_id), blocks)
             return True
+
+    async def _after_end(
+        self, root_id: int, channel: str, ts: str, sent: list[dict[str, Any]]
+    ) -> None:
+        """If the workflow ended while this edit was on its way, the sink's final edit (made
+        by another process, which this lock does not hold back) may have landed first: show
+        the end again, so the card never stays behind it."""
+        try:
+            execution = await self.executions.get(root_id)
+            if execution.status not in _TERMINAL_WORDS:
+                return
+            tree = await self.trees.tree(execution)
+            if tree is None:
+                return
+            text, blocks = self.render(tree)
+            if blocks != sent:
+                await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+                self.edits += 1
+                self.shown(root_id, blocks)
+        except (EngineError, SlackApiError, SlackClientError, aiohttp.ClientError) as exc:
+            log.warning("workflow card of #%s: its end not shown again: %s", root_id, exc)
+        except (TimeoutError, OSError) as exc:
+            log.warning("workflow card of #%s: its end not shown again: %r", root_id, exc)
 
     def _failed(self, root_id: int, channel: _Channel, exc: SlackApiError) -> None:
         if exc.response is not None and exc.response.status_code == 429:

@@ -217,3 +217,33 @@ async def test_an_ordinary_run_keeps_its_own_card(rig: Rig) -> None:
     posted = rig.calls("chat.postMessage")
     assert len(posted) == 2  # its card and its output, as before
     assert "tasks" not in posted[0].all_text()
+
+
+async def test_an_edit_on_its_way_when_the_workflow_ends_is_followed_by_the_end(
+    rig: Rig,
+) -> None:
+    """The workflow ends while a task's edit is being made (another process made the final
+    edit meanwhile): the card is edited again to show the end, and this process's own final
+    edit, finding the card showing it, makes no call."""
+    await rig.send(rig.rows.put(ROOT, "running", action_ref=WORKFLOW), "created")
+    await rig.task(805, "check", "running")
+    rig.rows.put(805, "completed", task="check", parent=ROOT)
+
+    original = rig.client.chat_update
+
+    async def update_then_end(**kwargs: Any) -> Any:
+        answer = await original(**kwargs)
+        rig.rows.put(ROOT, "completed", action_ref=WORKFLOW)  # ended meanwhile
+        return answer
+
+    rig.cards.client.chat_update = update_then_end  # type: ignore[method-assign]
+    rig.cards.touch(ROOT, rig.channel)
+    await rig.cards.join()
+    edits = rig.calls("chat.update")
+    assert [("running" in e.all_text(), "completed" in e.all_text()) for e in edits][-1] == (
+        False,
+        True,
+    )
+    assert "`check` completed" in edits[-1].all_text()
+    await rig.send(rig.rows.by_id[ROOT].record(), "completed")
+    assert len(rig.calls("chat.update")) == len(edits), "no edit that shows the same again"
