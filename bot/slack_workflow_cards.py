@@ -85,6 +85,8 @@ class WorkflowCards:
         self.interval_s = interval_s
         self.global_interval_s = global_interval_s
         self._channels: dict[str, _Channel] = {}
+        #: When each channel whose scheduler ended may be edited again.
+        self._paced: dict[str, float] = {}
         self._locks: OrderedDict[int, asyncio.Lock] = OrderedDict()
         #: What each card shows now (its blocks), as last rendered here.
         self._shown: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
@@ -134,7 +136,9 @@ class WorkflowCards:
             return
         channel = self._channels.get(channel_name)
         if channel is None:
-            channel = self._channels[channel_name] = _Channel(channel_name)
+            # The pace outlives the channel's scheduler (which ends when nothing is left).
+            paced = self._paced.pop(channel_name, 0.0)
+            channel = self._channels[channel_name] = _Channel(channel_name, next_send=paced)
         channel.dirty[root_id] = None
         if channel.task is None or channel.task.done():
             channel.task = asyncio.create_task(
@@ -183,6 +187,11 @@ class WorkflowCards:
         finally:
             if self._channels.get(channel.name) is channel and not channel.dirty:
                 del self._channels[channel.name]
+                now = time.monotonic()
+                for name in [n for n, at in self._paced.items() if at <= now]:
+                    del self._paced[name]
+                if channel.next_send > now:
+                    self._paced[channel.name] = channel.next_send
 
     async def _refresh(self, root_id: int, channel: _Channel) -> bool:
         """Re-render the card if it changed; True when a Slack call was made."""

@@ -4,6 +4,7 @@ task's output goes in the card's thread once, and the card's end shows every tas
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -247,3 +248,16 @@ async def test_an_edit_on_its_way_when_the_workflow_ends_is_followed_by_the_end(
     assert "`check` completed" in edits[-1].all_text()
     await rig.send(rig.rows.by_id[ROOT].record(), "completed")
     assert len(rig.calls("chat.update")) == len(edits), "no edit that shows the same again"
+
+
+async def test_edits_keep_the_channels_pace_across_quiet_moments(rig: Rig) -> None:
+    """News arriving one at a time (each after the last edit was made) is still paced: the
+    second edit waits for the channel's interval after the first."""
+    await rig.send(rig.rows.put(ROOT, "running", action_ref=WORKFLOW), "created")
+    for i in range(3):
+        await rig.task(810 + i, f"step{i}", "completed")
+        await rig.cards.join()
+    edits = rig.calls("chat.update")
+    assert len(edits) == 3
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert all(gap >= rig.cards.interval_s * 0.95 for gap in gaps), gaps
