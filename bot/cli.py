@@ -1,16 +1,19 @@
 """The ``attune`` command line: wires processes together from settings.
 
-attune serve                     API, bot, worker and sweep in one process
+attune --version                 this installation's version
+attune serve [--host H --port P] API, bot, worker and sweep in one process
 attune worker                    a worker alone (PostgreSQL + RabbitMQ)
 attune health [--http|--worker]  container health check: exit 0 when alive
 attune run pack.action k=v       run one action and print its result (--url: on a server)
-attune chat                      the chat in a terminal (no Slack needed)
+attune chat [--plain]            the chat in a terminal (no Slack needed)
 attune callback-secret           the key that signs callback deliveries
 attune audit [--actor A]         the audit log
 attune purge --older-than DAYS   keep the tables bounded
 attune db upgrade                apply database migrations
 attune token create --name N     a long-lived API token
 attune user create|list|set-role|set-password|disable|enable   users and roles
+
+Every command's ``--help`` explains its arguments and shows examples.
 """
 
 from __future__ import annotations
@@ -24,26 +27,38 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any
 
-from bot.arguments import positive_number
+from bot.arguments import add_command, port_number, positive_number
 from bot.health_cli import add_health_parser, run_health
 from bot.pack_cli import add_pack_parser, run_pack_command
+from bot.user_cli import ROLES, add_user_parser, run_user_command
 from config import Settings, load_settings
 from engine.errors import EngineError
 from engine.logs import configure_logging
 from engine.status import TERMINAL, ExecutionStatus
 
-#: engine.auth.ROLES (not imported: it loads the database layer); ``none`` may do nothing.
-_ROLES = ["admin", "operator", "viewer", "none"]
+
+class BadArguments(Exception):
+    """Arguments argparse accepted but the command cannot use: exit 2 with ``message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments as parameters (values stay text: the action's schema coerces
+    them); :class:`BadArguments` naming the first that is not one."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"attune run: expected key=value, got {shlex.quote(pair)}")
+            raise BadArguments(
+                f"attune run: expected key=value, got {shlex.quote(pair)} "
+                "(a value with spaces is one argument: key='two words')"
+            )
         params[key] = value
     return params
 
@@ -51,7 +66,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 async def _run(
     settings: Settings,
     ref: str,
-    pairs: list[str],
+    params: dict[str, Any],
     wait: bool,
     as_json: bool,
     timeout_s: float | None = None,
@@ -61,7 +76,6 @@ async def _run(
     from engine.runtime import build_runtime
 
     embedded = not settings.amqp_url
-    params = _parse_params(pairs)
     runtime = await build_runtime(settings, ensure_admin=False)
     feed = ChangeFeed(runtime.store, runtime.service.notifier)
     try:
@@ -106,14 +120,13 @@ async def _run(
         await runtime.close()
 
 
-def _run_remote(args: argparse.Namespace, url: str) -> int:
+def _run_remote(args: argparse.Namespace, url: str, params: dict[str, Any]) -> int:
     from bot.remote_run import RemoteError, RemoteRun
 
     token = args.token or os.environ.get("ATTUNE_TOKEN")
     if not token:
         print("attune run: --url needs --token (or ATTUNE_TOKEN)", file=sys.stderr)
         return 2
-    params = _parse_params(args.params)
     try:
         remote = RemoteRun(url, token)
         record = asyncio.run(
@@ -256,100 +269,6 @@ async def _token_create(
     return 0
 
 
-def _read_password(from_stdin: bool) -> tuple[str, bool]:
-    """The password given on stdin's first line, or a generated one; and whether generated."""
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise SystemExit("attune user: --password-stdin read no password")
-        return password, False
-    from engine.users import generate_password
-
-    return generate_password(), True
-
-
-async def _user(settings: Settings, args: argparse.Namespace) -> int:
-    """``attune user ...`` on the database itself (no server needed): how users are made,
-    given roles, and how a lost admin password is reset."""
-    import getpass
-
-    from engine.audit import AuditEntry, AuditLog
-    from engine.auth import AuthService
-    from engine.storage import build_store
-    from engine.users import Users
-
-    store = build_store(settings.database_url)
-    try:
-        await store.upgrade()
-        auth = AuthService(store, token_ttl_s=settings.token_ttl_s)
-        admin_password = (
-            settings.admin_password.get_secret_value() if settings.admin_password else None
-        )
-        generated_admin = await auth.ensure_admin(settings.admin_login, admin_password)
-        if generated_admin:  # a fresh database: the first administrator, as `attune serve` makes
-            print(
-                f"first administrator '{settings.admin_login}' created with password "
-                f"{generated_admin}",
-                file=sys.stderr,
-            )
-        users = Users(auth)
-        command: str = args.user_command
-        if command == "list":
-            everyone = await users.all()
-            if args.json:
-                rows = [
-                    {
-                        "id": u.id,
-                        "login": u.login,
-                        "display_name": u.display_name,
-                        "role": u.role,
-                        "disabled": u.disabled,
-                        "created": u.created.isoformat(),
-                    }
-                    for u in everyone
-                ]
-                print(json.dumps(rows, indent=2))
-                return 0
-            for u in everyone:
-                state = "disabled" if u.disabled else "enabled"
-                print(f"{u.login}\t{u.role}\t{state}\t{u.display_name or ''}")
-            return 0
-        password, generated = "", False
-        if command in ("create", "set-password"):
-            password, generated = _read_password(args.password_stdin)
-        if command == "create":
-            user = await users.create(args.login, password, args.role, args.display_name)
-            done = f"user '{user.login}' created ({user.role})"
-        elif command == "set-role":
-            user = await users.set_role(args.login, args.role)
-            done = f"user '{user.login}' is now {user.role}"
-        elif command == "set-password":
-            user = await users.set_password(args.login, password)
-            done = f"password of '{user.login}' set; their sessions were ended"
-        else:
-            user = await users.set_disabled(args.login, command == "disable")
-            done = f"user '{user.login}' {command}d" + (
-                "; their sessions were ended and their tokens are refused" if user.disabled else ""
-            )
-        await AuditLog(store).record(
-            AuditEntry(
-                actor=getpass.getuser(),
-                role="admin",
-                source="cli",
-                verb=f"user-{command}",
-                outcome="accepted",
-                target=user.login,
-                detail=f"role {user.role}" if command in ("create", "set-role") else None,
-            )
-        )
-    finally:
-        await store.close()
-    print(done, file=sys.stderr)
-    if generated:
-        print(password)  # alone on stdout, the last line, for scripts
-    return 0
-
-
 #: Shortest token lifetime ``--ttl-days`` accepts: anything shorter rounded to 0 s, which
 #: meant "never expires".
 MIN_TOKEN_TTL_S = 60
@@ -373,18 +292,76 @@ def _ttl_days(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    """This installation's version, from its package metadata."""
+    try:
+        return metadata.version("attune-chatops")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attune", description="Attune chat-ops")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="API, worker and sweep in one process")
+    parser = argparse.ArgumentParser(
+        prog="attune",
+        description="Attune chat-ops: run automation from Slack, a terminal chat or a REST API.",
+        epilog='Settings come from ATTUNE_* environment variables (README, "Configuration").\n'
+        "`attune COMMAND --help` explains a command's arguments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"attune {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = add_command(
+        sub,
+        "serve",
+        "API, Slack app, worker and sweep in one process, until SIGINT or SIGTERM",
+        details="--host and --port override ATTUNE_HTTP_HOST and ATTUNE_HTTP_PORT.",
+        examples=[
+            "attune serve",
+            "attune serve --host 0.0.0.0 --port 9000",
+            "attune serve --no-worker      # API only; workers run as `attune worker`",
+        ],
+    )
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="the address to listen on (default: ATTUNE_HTTP_HOST, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        default=None,
+        help="the port to listen on; 0 picks a free one (default: ATTUNE_HTTP_PORT, else 8080)",
+    )
     serve.add_argument(
         "--no-worker", action="store_true", help="API only (workers run as `attune worker`)"
     )
-    sub.add_parser("worker", help="run workers only (shared PostgreSQL and RabbitMQ)")
+    add_command(
+        sub,
+        "worker",
+        "run workers only (shared PostgreSQL and RabbitMQ)",
+        details="Needs ATTUNE_DATABASE_URL and ATTUNE_AMQP_URL shared with `attune serve`.",
+        examples=["ATTUNE_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ attune worker"],
+    )
     add_health_parser(sub)
-    run = sub.add_parser("run", help="run an action: attune run pack.action key=value ...")
-    run.add_argument("action_ref")
-    run.add_argument("params", nargs="*", metavar="key=value")
+    run = add_command(
+        sub,
+        "run",
+        "run an action and print its result",
+        details="Exit status: 0 completed, 1 ended otherwise, 2 bad request (a bad key=value,\n"
+        "an unknown action, a refused token, a server that does not answer), 3 --timeout.",
+        examples=[
+            "attune run examples.greet name=ops",
+            'attune run core.echo message="two words" --json',
+            "attune run examples.wait seconds=30 --url http://attune:8080 --token $T --wait",
+        ],
+    )
+    run.add_argument("action_ref", metavar="pack.action", help="the action to run")
+    run.add_argument(
+        "params",
+        nargs="*",
+        metavar="key=value",
+        help="its parameters, each as one argument; values are coerced by the action's schema",
+    )
     run.add_argument(
         "--wait",
         action="store_true",
@@ -406,15 +383,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --wait, give up after this long (exit 3; default: wait until it ends)",
     )
     run.add_argument("--json", action="store_true", help="print the execution record as JSON")
-    sub.add_parser("chat", help="the chat in this terminal: type `run core.echo message=hi`")
-    sub.add_parser("callback-secret", help="print the key that signs callback deliveries")
-    audit = sub.add_parser("audit", help="who asked for what, from where, and what came of it")
+    chat = add_command(
+        sub,
+        "chat",
+        "the chat in this terminal, no Slack needed: the same commands and results",
+        details="On a terminal: line editing, Tab completion, history across sessions\n"
+        "(ATTUNE_CHAT_HISTORY, default $XDG_STATE_HOME/attune/chat_history). From a pipe\n"
+        "or with --plain: one command per line, as typed.",
+        examples=[
+            "attune chat",
+            "printf 'run core.echo message=hi\\n' | attune chat",
+            "attune chat --no-history",
+        ],
+    )
+    chat.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain lines even on a terminal: no line editing, completion or history file",
+    )
+    kept = chat.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--history",
+        metavar="FILE",
+        default=None,
+        help="keep the history in FILE (default: ATTUNE_CHAT_HISTORY, else "
+        "$XDG_STATE_HOME/attune/chat_history)",
+    )
+    kept.add_argument(
+        "--no-history",
+        dest="history",
+        action="store_const",
+        const="off",
+        help="keep no history file (arrows recall this session's lines only)",
+    )
+    add_command(
+        sub,
+        "callback-secret",
+        "print the key that signs callback deliveries",
+        details="A receiver of results posted to a callback_url checks their signature with it.",
+        examples=["attune callback-secret > callback.key"],
+    )
+    audit = add_command(
+        sub,
+        "audit",
+        "who asked for what, from where, and what came of it (the audit log, oldest first)",
+        examples=["attune audit --actor alice --verb run --limit 20", "attune audit --json"],
+    )
     audit.add_argument("--actor", help="only this login or Slack user")
-    audit.add_argument("--verb", help="run, rerun, cancel, confirm, abort, login")
-    audit.add_argument("--outcome", help="accepted, denied, refused, ...")
-    audit.add_argument("--limit", type=int, default=50, choices=range(1, 201), metavar="1-200")
-    audit.add_argument("--json", action="store_true")
-    purge = sub.add_parser("purge", help="delete ended executions and processed events")
+    audit.add_argument("--verb", help="only this verb: run, rerun, cancel, confirm, abort, login")
+    audit.add_argument("--outcome", help="only this outcome: accepted, denied, refused, ...")
+    audit.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        choices=range(1, 201),
+        metavar="1-200",
+        help="the newest this many entries (default: 50)",
+    )
+    audit.add_argument("--json", action="store_true", help="print the entries as JSON")
+    purge = add_command(
+        sub,
+        "purge",
+        "delete ended executions and processed events",
+        details="In batches; ended executions go with their deliveries, events with their\n"
+        "enforcements.",
+        examples=["attune purge --older-than 30", "attune purge --older-than 90 --audit"],
+    )
     purge.add_argument(
         "--older-than",
         type=positive_number,
@@ -423,53 +457,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="what ended more than this many days ago",
     )
     purge.add_argument("--audit", action="store_true", help="the audit log too")
-    db = sub.add_parser("db", help="database tasks")
-    db.add_subparsers(dest="db_command", required=True).add_parser(
-        "upgrade", help="apply migrations"
+    db = add_command(sub, "db", "database tasks", examples=["attune db upgrade"])
+    add_command(
+        db.add_subparsers(dest="db_command", required=True, metavar="TASK"),
+        "upgrade",
+        "apply the database migrations (also done at every start)",
+        examples=["ATTUNE_DATABASE_URL=postgresql+asyncpg://u@db/attune attune db upgrade"],
     )
     add_pack_parser(sub)
-    token = sub.add_parser("token", help="API tokens")
-    create = token.add_subparsers(dest="token_command", required=True).add_parser(
-        "create", help="create a long-lived token and print it"
+    token = add_command(
+        sub, "token", "API tokens", examples=["attune token create --name ci --role operator"]
+    )
+    create = add_command(
+        token.add_subparsers(dest="token_command", required=True, metavar="TASK"),
+        "create",
+        "create a long-lived API token and print it",
+        details="It acts as --login with at most that user's role.",
+        examples=[
+            "attune token create --name ci",
+            "attune token create --name grafana --role viewer --ttl-days 90",
+        ],
     )
     create.add_argument("--login", default=None, help="the user it acts as (default: the admin)")
     create.add_argument("--name", required=True, help="what the token is for, e.g. ci")
-    create.add_argument("--role", choices=_ROLES, default=None)
+    create.add_argument(
+        "--role", choices=ROLES, default=None, help="at most this role (default: the user's)"
+    )
     create.add_argument(
         "--ttl-days", type=_ttl_days, default=None, help="expiry in days (default: never)"
     )
-    _user_parser(sub)
+    add_user_parser(sub)
     return parser
-
-
-def _user_parser(sub: Any) -> None:
-    roles = _ROLES
-    user = sub.add_parser("user", help="users and roles (also: reset a lost admin password)")
-    cmds = user.add_subparsers(dest="user_command", required=True)
-    create = cmds.add_parser("create", help="create a user; prints a generated password")
-    create.add_argument("login")
-    create.add_argument("--role", choices=roles, default="viewer", help="default: viewer")
-    create.add_argument("--display-name", default=None)
-    create.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
-    listing = cmds.add_parser("list", help="every user: login, role, enabled or disabled")
-    listing.add_argument("--json", action="store_true")
-    set_role = cmds.add_parser("set-role", help="give a user another role")
-    set_role.add_argument("login")
-    set_role.add_argument("role", choices=roles)
-    set_password = cmds.add_parser(
-        "set-password", help="set a password (prints a generated one) and end the user's sessions"
-    )
-    set_password.add_argument("login")
-    set_password.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
-    for name, what in (
-        ("disable", "no login, sessions ended, every token refused"),
-        ("enable", "allow a disabled user again"),
-    ):
-        cmds.add_parser(name, help=what).add_argument("login")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from bot.server import serve
 
+            flags = {"http_host": args.host, "http_port": args.port}
+            settings = settings.model_copy(update={k: v for k, v in flags.items() if v is not None})
             try:
                 asyncio.run(serve(settings, with_worker=not args.no_worker))
             finally:  # the watchdog armed when stopping began (it covers asyncio.run's end)
@@ -511,9 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "health":
             return run_health(settings, args)
         if args.command == "chat":
-            from bot.terminal import chat
+            from bot.terminal import ChatOptions, chat
+            from bot.terminal_prompt import history_path
 
-            return asyncio.run(chat(settings))
+            options = ChatOptions(plain=args.plain, history=history_path(args.history))
+            return asyncio.run(chat(settings, options=options))
         if args.command == "purge":
             return asyncio.run(_purge(settings, args.older_than, args.audit))
         if args.command == "audit":
@@ -523,18 +545,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "callback-secret":
             return asyncio.run(_callback_secret(settings))
         if args.command == "run":
+            params = _parse_params(args.params)
             url = args.url or os.environ.get("ATTUNE_URL")
             if url:
-                return _run_remote(args, url)
+                return _run_remote(args, url, params)
             return asyncio.run(
-                _run(settings, args.action_ref, args.params, args.wait, args.json, args.timeout)
+                _run(settings, args.action_ref, params, args.wait, args.json, args.timeout)
             )
         if args.command == "pack":
             return asyncio.run(run_pack_command(settings, args))
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
         if args.command == "user":
-            return asyncio.run(_user(settings, args))
+            return asyncio.run(run_user_command(settings, args))
         if args.command == "token":
             return asyncio.run(
                 _token_create(
@@ -547,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     except EngineError as exc:
         print(f"attune: {exc.message}", file=sys.stderr)
+        return 2
+    except BadArguments as exc:
+        print(exc.message, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

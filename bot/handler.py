@@ -250,8 +250,15 @@ class CommandHandler:
                 return Reply("\n".join(lines), execution_id=execution_id)
             case Cancel(execution_id):
                 record = await gate.cancel(who, execution_id)
-                word = "cancelled" if record.status == "cancelled" else "being cancelled"
-                return Reply(f"Execution #{execution_id} is {word}.", execution_id=execution_id)
+                if record.status not in render.TERMINAL_WORDS - {"cancelled"}:
+                    word = "cancelled" if record.status == "cancelled" else "being cancelled"
+                    text = f"Execution #{execution_id} is {word}."
+                else:  # it had ended: its pending retry was called off
+                    text = (
+                        f"The retry of execution #{execution_id} is called off "
+                        f"(it stays {record.status})."
+                    )
+                return Reply(text, execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
 
     async def _no_access(self, command: commands.Command, ctx: ChatContext) -> Reply:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bot.arguments import positive_number
+from bot.arguments import add_command, positive_number
 from config import Settings
 from engine.liveness import Verdict, alive_dir, check_workers
 
@@ -24,8 +24,13 @@ HTTP_TIMEOUT_S = 2.0
 
 
 def add_health_parser(sub: Any) -> None:
-    health = sub.add_parser(
-        "health", help="exit 0 when this host's API (--http) or worker (--worker) is alive"
+    health = add_command(
+        sub,
+        "health",
+        "exit 0 when this host's API (--http) or worker (--worker) is alive",
+        details="Otherwise exit 1 with one line saying why. Without --http or --worker: the API,\n"
+        "or the worker check when nothing listens on ATTUNE_HTTP_PORT.",
+        examples=["attune health --http", "attune health --worker --max-age 30"],
     )
     which = health.add_mutually_exclusive_group()
     which.add_argument(

@@ -6,18 +6,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bot.arguments import add_command
 from config import Settings
 
 
 def add_pack_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pack = sub.add_parser("pack", help="packs: register a folder, list, remove")
-    verbs = pack.add_subparsers(dest="pack_command", required=True)
-    register = verbs.add_parser("register", help="register (or with --force, update) a pack folder")
+    pack = add_command(
+        sub,
+        "pack",
+        "packs: register a folder, list, remove",
+        details="On the database the server uses (what /api/v1/packs does, without a token).",
+        examples=["attune pack register ./packs/ops", "attune pack list"],
+    )
+    verbs = pack.add_subparsers(dest="pack_command", required=True, metavar="TASK")
+    register = add_command(
+        verbs,
+        "register",
+        "register (or with --force, update) a pack folder",
+        examples=["attune pack register ./packs/ops", "attune pack register ./packs/ops --force"],
+    )
     register.add_argument("path", type=Path, help="the folder holding pack.yaml")
     register.add_argument("--force", action="store_true", help="replace a registered pack")
-    verbs.add_parser("list", help="the registered packs")
-    remove = verbs.add_parser("remove", help="unregister a pack, its actions, triggers and rules")
-    remove.add_argument("ref")
+    add_command(verbs, "list", "the registered packs", examples=["attune pack list"])
+    remove = add_command(
+        verbs,
+        "remove",
+        "unregister a pack, its actions, triggers and rules",
+        examples=["attune pack remove ops"],
+    )
+    remove.add_argument("ref", help="the pack's ref (its pack.yaml `ref`)")
 
 
 async def run_pack_command(settings: Settings, args: argparse.Namespace) -> int:

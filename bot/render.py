@@ -81,7 +81,27 @@ def _json(value: Any) -> str:
 def status_line(record: Execution) -> str:
     status = record.status
     word = WORDS.get(status, status)
-    return f"#{record.id} {record.action_ref}: {word}{_duration(record)}"
+    line = f"#{record.id} {record.action_ref}: {word}{_duration(record)}"
+    retry = retry_text(record)
+    if retry:
+        line += f" ({retry})"
+    if record.retry_due_at is not None:
+        line += f" ({RETRY_PENDING})"
+    return line
+
+
+#: Said of an ended run whose retry is pending (engine/retries.py).
+RETRY_PENDING = "retry pending: cancel it to call the retry off"
+
+
+def retry_text(record: Execution) -> str:
+    """``retry 1 of 3 of #12`` for a retry (the ``of 3`` is its action's ``max_retries``
+    when the retry was made), else empty."""
+    if not record.retry_count or record.original_execution is None:
+        return ""
+    limit = (record.requester or {}).get("max_retries")
+    of = f" of {limit}" if isinstance(limit, int) and limit >= record.retry_count else ""
+    return f"retry {record.retry_count}{of} of #{record.original_execution}"
 
 
 def batch(records: Sequence[Execution], *, replayed: bool = False) -> str:
@@ -171,6 +191,11 @@ def card(
     context = [f"by {who(record)}"]
     if schedule := (record.requester or {}).get("schedule"):
         context.append(f"scheduled by schedule #{schedule}")
+    if retry := retry_text(record):
+        reason = f" ({record.retry_reason})" if record.retry_reason else ""
+        context.append(f":repeat: {retry}{reason}")
+    if record.retry_due_at is not None:
+        context.append(f":repeat: {RETRY_PENDING}")
     params = params_text(record.config or {})
     if params:
         context.append(f"`{escape(params)}`")
@@ -207,8 +232,10 @@ def card(
         )
         note = f":paperclip: the output is long: the full text is {where}"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
-    if button is not None:
-        action_id, label = button
+    buttons = [] if button is None else [button]
+    if record.retry_due_at is not None:
+        buttons.insert(0, (CANCEL_ACTION, "Cancel retry"))
+    if buttons:
         blocks.append(
             {
                 "type": "actions",
@@ -220,6 +247,7 @@ def card(
                         "value": str(record.id),
                         "text": {"type": "plain_text", "text": label},
                     }
+                    for action_id, label in buttons
                 ],
             }
         )
@@ -417,6 +445,10 @@ def action_help(action: dict[str, Any], command: str = "/attune run") -> str:
         if prop.get("description"):
             bits.append(f"— {prop['description']}")
         lines.append("• " + " ".join(bits))
+    if action.get("max_retries"):
+        lines.append(
+            f"Retried up to {action['max_retries']} times when a run is abandoned or times out."
+        )
     example = " ".join(f"{n}=…" for n in props if n in required)
     lines.append(f"Run it: `{command} {action['ref']}{' ' + example if example else ''}`")
     return "\n".join(lines)

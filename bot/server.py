@@ -31,6 +31,7 @@ from engine.inquiries import SWEEP_INTERVAL_S, InquirySweep, inquiries_of
 from engine.outbound import OutboundPolicy
 from engine.outbox import DeliveryFailed, OutboxDrainer, Sink
 from engine.records import Delivery, Execution, Route
+from engine.retries import Retries, RetrySweep
 from engine.runtime import Runtime, build_runtime
 
 #: How long the rest of a refused request body is read and dropped before the connection closes.
@@ -203,6 +204,10 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
     firing = ScheduleFiring(schedules_of(runtime), settings.timer_poll_s)
     # Overdue inquiries end timeout; a cancelled waiting run ends its inquiry.
     inquiry_sweep = InquirySweep(inquiries_of(runtime), SWEEP_INTERVAL_S, runtime.broker)
+    # Runs that ended abandoned or timeout are run again while their action allows.
+    retry_sweep = RetrySweep(
+        Retries(runtime.service, runtime.service.retry_marks), settings.retry_poll_s
+    )
     try:
         if with_worker:
             await runtime.start_worker()
@@ -211,6 +216,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         runtime.start_automation()
         firing.start()
         await inquiry_sweep.start()
+        retry_sweep.start()
         routes: list[web.RouteDef] = []
         slack_mode = None
         if slack_enabled(settings):
@@ -316,7 +322,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             raise CannotStart(
                 f"cannot listen on {settings.http_host}:{settings.http_port} "
                 f"({os.strerror(exc.errno) if exc.errno else exc}): set ATTUNE_HTTP_PORT "
-                "to a free port (or ATTUNE_HTTP_HOST to an address of this machine)"
+                "(or --port) to a free port (or ATTUNE_HTTP_HOST, --host, to an address of this "
+                "machine)"
             ) from exc
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         runtime.execution_tokens.api_url = api_url(settings.http_host, port)  # for actions
@@ -331,6 +338,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
         steps = Stopping(stop_budget_s(settings))
         await steps.run("schedules", firing.stop(), 2)
         await steps.run("inquiries", inquiry_sweep.stop(), 2)
+        await steps.run("retries", retry_sweep.stop(), 2)
         if socket_link is not None:
             await steps.run("Slack Socket Mode", socket_link.close(), 3)
         if runner is not None:

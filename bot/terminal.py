@@ -1,5 +1,10 @@
 """``attune chat``: the chat without Slack. Commands typed at a prompt go through the same
-command handler; results come back through the same outbox as Slack's, printed here."""
+command handler; results come back through the same outbox as Slack's, printed here.
+
+On a terminal (stdin and stdout both) the prompt is prompt_toolkit's (``bot.terminal_prompt``):
+line editing, history across sessions, Tab completion, news printed above the prompt. Otherwise
+(pipes, files, ``--plain``) lines are read and printed as they are (``bot.terminal_io``).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TextIO
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from bot import render, render_workflow
 from bot.alias_chat import AliasResult, alias_result
 from bot.handler import ChatContext, CommandHandler
+from bot.terminal_io import PROMPT, LineReader, Paint, Writable, colour_wanted, writer_for
 from config import Settings
 from engine.broker import Envelope
 from engine.errors import EngineError
@@ -25,11 +32,14 @@ from engine.outbox import OutboxDrainer
 from engine.output import STREAMS
 from engine.page_links import execution_page_url
 from engine.records import Delivery, Execution, Route
+from engine.retries import Retries, RetrySweep
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
 from engine.workflows.run_tree import TaskOf, WorkflowTrees, workflow_trees
 
-PROMPT = "attune> "
+if TYPE_CHECKING:
+    from bot.chat_completion import ChatCompleter
+
 #: After end of input, how long to wait for the results of this session's executions.
 DRAIN_AT_EOF_S = 600.0
 _MRKDWN = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
@@ -51,10 +61,11 @@ class TerminalSink:
 
     def __init__(
         self,
-        out: TextIO,
+        out: Writable,
         live: LiveOutput | None = None,
         link: Callable[[int], str | None] | None = None,
         alias_result: AliasResult | None = None,
+        paint: Paint | None = None,
         workflows: WorkflowTrees | None = None,
     ) -> None:
         #: The result format of the action alias that started a run (bot/alias_chat.py).
@@ -63,6 +74,7 @@ class TerminalSink:
         self.workflows = workflows
         self.out = out
         self.live = live
+        self.paint = paint or Paint(enabled=False)
         #: The execution page's address (``ATTUNE_PUBLIC_URL``), printed when a run starts.
         self.link = link
         self.finished: set[int] = set()
@@ -78,7 +90,8 @@ class TerminalSink:
                 self._task_moved(delivery, execution, task_of)
                 return
         if delivery.event == "started":
-            self._print(render.status_line(replace(execution, status="running", result=None)))
+            running = replace(execution, status="running", result=None)
+            self._print(self.paint.status(render.status_line(running), "running"))
             url = self.link(execution.id) if self.link is not None else None
             if url:
                 self._print(f"#{execution.id} page: {url}")
@@ -87,7 +100,8 @@ class TerminalSink:
                 self._following[execution.id] = task
             return
         await self._stop_following(execution.id)
-        self._print(render.status_line(execution))
+        word = render.WORDS.get(execution.status, execution.status)
+        self._print(self.paint.status(render.status_line(execution), word))
         said = None
         if self.alias_result is not None and (route.chat or {}).get("alias"):
             said = await self.alias_result(execution, route.chat or {})
@@ -151,9 +165,9 @@ class TerminalSink:
         while len(rest) > LIVE_LINE_CHARS:
             lines.append(rest[:LIVE_LINE_CHARS])
             rest = rest[LIVE_LINE_CHARS:]
-        mark = "" if stream == "stdout" else "[stderr] "
+        mark = self.paint.dim(f"#{execution_id} | " + ("" if stream == "stdout" else "[stderr] "))
         for line in lines:
-            self._print(f"#{execution_id} | {mark}{line.rstrip(chr(13))}")
+            self._print(f"{mark}{line.rstrip(chr(13))}")
         return rest
 
     async def _stop_following(self, execution_id: int) -> None:
@@ -182,23 +196,93 @@ async def _answer_within(sink: TerminalSink, ids: set[int], wait_s: float) -> No
                 await sink.changed.wait()
 
 
-async def _line_reader(stdin: TextIO) -> asyncio.StreamReader:
-    """Lines of ``stdin`` read by the event loop itself: cancellable, so Ctrl-C and shutdown
-    never wait for a blocked read (a thread reading stdin would hold the exit)."""
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
-    return reader
+@dataclass(frozen=True)
+class ChatOptions:
+    """How ``attune chat`` was asked to run (its command-line flags)."""
+
+    #: Plain lines even on a terminal: no line editing, no completion, no history file.
+    plain: bool = False
+    #: The history file (``bot.terminal_prompt.history_path``); ``None``: none.
+    history: Path | None = None
 
 
-async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+class Console(Protocol):
+    """Where the chat reads lines and prints."""
+
+    out: Writable
+    paint: Paint
+
+    async def read_line(self) -> str | None:
+        """The next line; ``None`` at the end of input."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LineConsole:
+    """Plain lines, for pipes, files and tests (and ``--plain``): a prompt only when stdin is a
+    terminal; every write whole (``bot.terminal_io``); colour only when stdout is a terminal."""
+
+    def __init__(self, stdin: TextIO, out: TextIO) -> None:
+        self.out = writer_for(out)
+        self.paint = Paint(colour_wanted(out))
+        self._reader = LineReader(stdin.fileno())
+        self._prompt = stdin.isatty()
+
+    async def read_line(self) -> str | None:
+        if self._prompt:
+            self.out.write(PROMPT)
+            self.out.flush()
+        raw = await self._reader.readline()
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def close(self) -> None:
+        return None
+
+
+def _open_console(
+    stdin: TextIO, out: TextIO, options: ChatOptions
+) -> tuple[Console, ChatCompleter | None, str | None]:
+    """The console for this terminal (or pipe); its completer (the prompt's only); a note on
+    the history when its file cannot be used."""
+    if options.plain or not (stdin.isatty() and out.isatty()):
+        return LineConsole(stdin, out), None, None
+    from bot.chat_completion import ChatCompleter
+    from bot.terminal_prompt import PromptConsole, open_history
+
+    completer = ChatCompleter()
+    history, note = open_history(options.history, lambda line: not completer.secrets_given(line))
+    console = PromptConsole(completer, history, colour_wanted(out))
+    console.open()
+    return console, completer, note
+
+
+def _banner(completer: ChatCompleter | None, options: ChatOptions, note: str | None) -> str:
+    if completer is None:
+        return "Attune chat: type help; Ctrl-D to leave, Ctrl-C to stop at once.\n"
+    kept = f"history in {options.history}" if options.history else "history not kept"
+    return (
+        "Attune chat: type help; Tab completes, Up recalls "
+        f"({note or kept}); Ctrl-D to leave, Ctrl-C on an empty line to stop at once.\n"
+    )
+
+
+async def chat(
+    settings: Settings,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    options: ChatOptions | None = None,
+) -> int:
+    options = options or ChatOptions()
     runtime = await build_runtime(settings, ensure_admin=False)
     session = uuid.uuid4().hex
+    console, completer, note = _open_console(stdin, out, options)
     sink = TerminalSink(
-        out,
+        console.out,
         runtime.live_output,
         link=lambda eid: execution_page_url(settings, eid),
         alias_result=functools.partial(alias_result, runtime),
+        paint=console.paint,
         workflows=workflow_trees(runtime),
     )
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
@@ -215,7 +299,11 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         session=session,
     )
     submitted: set[int] = set()
-    interactive = stdin.isatty()
+    retry_sweep: RetrySweep | None = None
+
+    def say(text: str) -> None:
+        console.out.write(text + "\n")
+        console.out.flush()
 
     async def wake(_envelope: Envelope) -> None:
         drainer.wake()
@@ -224,37 +312,41 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
         if not settings.amqp_url:
             # Nobody else shares our in-process broker: run this session's commands here.
             await runtime.start_worker(housekeeping=False)
+            # And their retries (an action's max_retries), which only this process would run.
+            retries = Retries(runtime.service, runtime.service.retry_marks)
+            retry_sweep = RetrySweep(retries, settings.retry_poll_s).start()
         await runtime.broker.consume(None, ["execution.*"], wake, prefetch=8)
         drainer.start()
-        reader = await _line_reader(stdin)
-        if interactive:
-            out.write("Attune chat: type `help`; Ctrl-D to leave, Ctrl-C to stop at once.\n")
+        if completer is not None:
+            await completer.refresh(runtime, ctx.requester())
+        if stdin.isatty():
+            console.out.write(_banner(completer, options, note))
         while True:
-            if interactive:
-                out.write(PROMPT)
-                out.flush()
-            raw = await reader.readline()
-            if not raw:
+            try:
+                line = await console.read_line()
+            except KeyboardInterrupt:  # Ctrl-C on the prompt's empty line: leave now
+                return 130
+            if line is None:
                 break
-            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             reply = await handler.handle(line, ctx)
-            out.write(plain(reply.text) + "\n")
-            out.flush()
+            text = plain(reply.text)
+            say(text if reply.ok else console.paint.refusal(text))
             if reply.execution_id is not None and (
                 line.split()[0].lower() in ("run", "rerun", "confirm") or "alias" in reply.extra
             ):
                 asked = {reply.execution_id, *reply.extra.get("execution_ids", ())}  # a batch's
                 submitted |= asked
                 await _answer_within(sink, asked, settings.chat_wait_s)
+            if completer is not None:  # a pack, template or rule may have come or gone
+                await completer.refresh(runtime, ctx.requester())
         pending = sorted(submitted - sink.finished)
         if pending:
-            out.write(
+            say(
                 f"waiting for {', '.join(f'#{i}' for i in pending)} to finish "
-                "(Ctrl-C to stop waiting; running ones end abandoned)\n"
+                "(Ctrl-C to stop waiting; running ones end abandoned)"
             )
-            out.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_AT_EOF_S):
                 while not submitted <= sink.finished:
@@ -262,6 +354,9 @@ async def chat(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO = sys.
                     await sink.changed.wait()
         return 0
     finally:
+        if retry_sweep is not None:
+            await retry_sweep.stop()
         await drainer.stop()
         await sink.close()
+        console.close()
         await runtime.close(grace_s=0 if submitted - sink.finished else None)

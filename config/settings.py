@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     default_timeout_s: float = Field(default=600.0, gt=0)
     #: How often the sweep looks for executions whose broker message was lost.
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    #: Back-off before the retry of a run that ended abandoned or timeout (an action's
+    #: ``max_retries``): ``base * 2**retry``, at most the cap, less up to 20 % at random.
+    retry_backoff_base_s: float = Field(default=1.0, gt=0)
+    retry_backoff_max_s: float = Field(default=300.0, gt=0)
+    #: How often ``attune serve`` looks for due retries.
+    retry_poll_s: float = Field(default=1.0, gt=0)
     #: How often a worker marks its running executions alive.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     #: A running execution whose worker has not marked it for this long ends ``abandoned``.

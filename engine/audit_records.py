@@ -32,7 +32,7 @@ FIELDS = (
 )
 #: Our verbs of Attune's categories (``key.*`` verbs are ``secret``; a denial of any other verb
 #: is a refused request: ``rbac``).
-EXECUTION_VERBS = ("run", "rerun", "cancel", "confirm", "abort", "view")
+EXECUTION_VERBS = ("run", "rerun", "retry", "cancel", "confirm", "abort", "view")
 AUTH_VERBS = ("login", "logout", "register", "refresh", "change-password")
 KEY_PREFIX = "key."
 #: Our outcomes that are Attune's ``success`` (``denied`` is ``denied``; the rest ``failure``).

@@ -8,6 +8,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from engine.catalog_records import Action, Pack
+from engine.concurrency import policy_record
 from engine.errors import NotFound, PackError
 from engine.packs import RUNTIME_REFS, ActionSpec, PackSpec, load_pack
 from engine.params import flat_schema
@@ -158,6 +159,8 @@ def action_record(action: Action) -> dict[str, Any]:
         "timeout_seconds": spec.timeout_s,
         "enabled": spec.enabled,
         "confirm": spec.confirm,
+        "concurrency": policy_record(spec.concurrency),
+        "max_retries": spec.max_retries,
         "adhoc": action.adhoc,
         "created": action.created,
         "updated": action.updated,

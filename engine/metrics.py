@@ -47,6 +47,12 @@ class Metrics:
             buckets=DURATION_BUCKETS_S,
             registry=self.registry,
         )
+        self.retries = Counter(
+            "attune_execution_retries_total",
+            "Retries submitted (an action's max_retries), by action and why (abandoned, timeout).",
+            ["action", "reason"],
+            registry=self.registry,
+        )
         self.executions = Gauge(
             "attune_executions",
             "Executions in the database, by status.",

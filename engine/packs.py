@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.aliases.records import AliasSpec
+from engine.concurrency import ConcurrencyPolicy, undeclared
 from engine.errors import EngineError, PackError
 from engine.params import normalize_schema, secret_names
 
@@ -48,6 +49,8 @@ WORKFLOW_NOT_YET = "workflow runs are not available yet"
 RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
 BUILTIN_PACKS_DIR = Path(__file__).parent / "builtin"
+#: Most retries an action may ask for (``max_retries``).
+MAX_RETRIES = 100
 
 
 class ActionSpec(BaseModel):
@@ -79,6 +82,11 @@ class ActionSpec(BaseModel):
     runtime_ref: str | None = None
     #: Why the action cannot run here (it is then disabled).
     disabled_reason: str | None = None
+    #: At most so many runs at once (per group), Attune's concurrency policy; None: no limit.
+    concurrency: ConcurrencyPolicy | None = None
+    #: Attune's: how many times a run that ends transiently (abandoned, timeout) is retried
+    #: (engine/retries.py); 0: never.
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
     @property
     def secrets(self) -> frozenset[str]:
@@ -173,6 +181,8 @@ class _ActionFile(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     enabled: bool = True
     confirm: bool = False
+    concurrency: ConcurrencyPolicy | None = None
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
 
 def runner_for(runtime: str | None, entry_point: str | None) -> tuple[RunnerType, str | None]:
@@ -238,6 +248,8 @@ def action_from_dict(
         schema = normalize_schema(raw.parameters)
     except PackError as exc:
         raise PackError(f"{source}: {exc.message}") from exc
+    if raw.concurrency is not None and (missing := undeclared(raw.concurrency, schema)):
+        raise PackError(f"{source}: concurrency.parameters: '{missing}' is not a parameter")
     if runner in ("shell", "python") and raw.entry_point and base_dir is not None:
         try:
             resolve_entry(Path(base_dir), raw.entry_point)
@@ -262,6 +274,8 @@ def action_from_dict(
         out_schema=raw.out_schema or raw.output_schema,
         runtime_ref=named_runtime,
         disabled_reason=unavailable,
+        concurrency=raw.concurrency,
+        max_retries=raw.max_retries,
     )
 
 

@@ -49,6 +49,8 @@ class Claimed:
     #: Who asked (the execution's ``executor`` column) and the enforcement, if a rule did.
     requester: dict[str, Any] = field(default_factory=dict)
     enforcement: int | None = None
+    #: How many times this run's chain was retried before it (engine/retries.py).
+    retry_count: int = 0
 
 
 def delivery_target(chat: dict[str, Any]) -> str:
@@ -95,6 +97,13 @@ class Execution(_Fields):
     finished_at: datetime | None
     executor: int | None
     requester: dict[str, Any]
+    #: The retry chain (engine/retries.py): Attune's ``original_execution`` (the chain's first
+    #: run, None for a first run), which retry this is (0: none), why it was retried
+    #: (``abandoned``, ``timeout``), and when this ended run's own retry is due (None: none).
+    original_execution: int | None = None
+    retry_count: int = 0
+    retry_reason: str | None = None
+    retry_due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,10 @@ class StoredExecution:
             self.finished_at,
             who.get("identity_id"),
             who,
+            self.original_execution,
+            self.retry_count,
+            self.retry_reason,
+            self.retry_due_at,
         )
 
     @property
@@ -226,6 +239,8 @@ class ExecutionFilter:
     #: Only executions requested by this person: ``executor.identity``, or the Slack user
     #: name they had when they asked (``executor.user_name``).
     person: str | None = None
+    #: Only the retries of this chain (their ``original_execution``).
+    original_execution: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +256,9 @@ class Change:
     updated: datetime
     event: Event | None = None
     chat_only: bool = False
+    #: Only a row outside any concurrency group (the plain claim: a run held by a concurrency
+    #: policy is claimed with a slot, engine/concurrency_slots.py).
+    unkeyed: bool = False
 
 
 class ExecutionRepository(Protocol):

@@ -36,6 +36,7 @@ from engine.outbound import OutboundPolicy
 from engine.pack_install import store_upload
 from engine.packs import PackSpec, discover_packs, load_pack
 from engine.policy import Policy
+from engine.retries import RetryPolicy
 from engine.runners import Runner
 from engine.runners.builtin import BuiltinRunner
 from engine.service import ExecutionService
@@ -304,6 +305,9 @@ async def build_runtime(
         metrics,
         default_timeout_s=settings.default_timeout_s,
         notifier=Notifier(),
+        retry_policy=RetryPolicy(
+            base_s=settings.retry_backoff_base_s, cap_s=settings.retry_backoff_max_s
+        ),
     )
     auth = AuthService(
         store,

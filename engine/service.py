@@ -14,7 +14,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cachetools import LRUCache
@@ -24,6 +24,8 @@ from engine.audit import AuditEntry
 from engine.broker import Broker
 from engine.catalog import Catalog
 from engine.clock import now_utc
+from engine.concurrency import group_key
+from engine.concurrency_slots import Slots
 from engine.crypto import SecretBox
 from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.metrics import Metrics
@@ -43,9 +45,11 @@ from engine.records import (
     StoredExecution,
     chat_target,
 )
+from engine.retries import TRANSIENT, RetryPolicy
 from engine.status import PENDING, TERMINAL, ExecutionStatus, allowed_sources
 from engine.storage import Store
 from engine.storage.executions import execution_repository
+from engine.storage.retries import retry_repository
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -70,8 +74,14 @@ class ExecutionService:
         *,
         default_timeout_s: float,
         notifier: Notifier | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.executions = execution_repository(store)
+        #: Claims of runs held by a concurrency policy, and the doorbells of their groups.
+        self.slots = Slots(store, self.executions, catalog, self.publish_soon)
+        #: When a transiently ended run is retried (engine/retries.py), and the retry marks.
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.retry_marks = retry_repository(store)
         #: Tells the web UI's ``/ws`` listeners of each change (none listening: no cost).
         self.notifier = notifier
         self.broker = broker
@@ -169,6 +179,7 @@ class ExecutionService:
             idempotency_key=idempotency_key,
             created=now,
             updated=now,
+            concurrency_key=group_key(action.ref, action.concurrency, params, secret_names),
         )
 
     async def submit_many(
@@ -189,16 +200,36 @@ class ExecutionService:
             self.on_chat_submitted()
         return [row.record() for row in rows]
 
+    def announce(self, row: StoredExecution) -> None:
+        """Tell of an execution recorded outside :meth:`submit` (a retry, engine/retries.py)
+        as of a submission: the broker, the web UI, the chat drainer."""
+        self._submitted(row)
+        if row.chat and self.on_chat_submitted is not None:
+            self.on_chat_submitted()
+
     def _submitted(self, row: StoredExecution) -> None:
         self._note(row.id, row.action_ref, ExecutionStatus.REQUESTED)
         self.publish_soon(topics.REQUESTED, {"execution_id": row.id, "action_ref": row.action_ref})
 
     async def cancel(self, execution_id: int, by: str) -> Execution:
-        """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running."""
+        """Cancel: ``cancelled`` at once before hand-off, ``canceling`` while running; an
+        ended run whose retry is pending has its retry called off (the record returned is
+        still ended, with no ``retry_due_at``)."""
         for _ in range(5):
             current = await self._row(execution_id)
             status = ExecutionStatus(current.status)
             if status in TERMINAL:
+                if current.retry_due_at is not None:
+                    called_off = await self.retry_marks.call_off(execution_id)
+                    if called_off is not None:
+                        log.info("execution %s: retry called off by %s", execution_id, by)
+                        return called_off.record()
+                retried = await self._retried_as(current)
+                if retried is not None:
+                    raise Conflict(
+                        f"execution {execution_id} is already {status.value}; its retry is "
+                        f"execution {retried}: cancel that one"
+                    )
                 raise Conflict(f"execution {execution_id} is already {status.value}")
             if status is ExecutionStatus.CANCELING:
                 return current.record()
@@ -238,6 +269,7 @@ class ExecutionService:
         pack: str | None = None,
         requester: str | None = None,
         person: str | None = None,
+        original_execution: int | None = None,
         page: int = 1,
         per_page: int = 50,
     ) -> tuple[builtins.list[Execution], int]:
@@ -260,6 +292,7 @@ class ExecutionService:
             pack=pack or None,
             requester=requester or None,
             person=person or None,
+            original_execution=original_execution,
         )
         rows = await self.executions.list(where, limit=per_page, offset=(page - 1) * per_page)
         total = await self.executions.count(where)
@@ -279,12 +312,36 @@ class ExecutionService:
             started_at=now,
             worker=worker_id,
             heartbeat_at=now,
+            unkeyed=True,
         )
         if row is None:
-            return None
+            return await self._claim_with_slot(execution_id, worker_id)
         if row.chat:
             self.publish_soon(topics.STARTED, {"execution_id": row.id})
         return self._claimed(row)
+
+    async def _claim_with_slot(self, execution_id: int, worker_id: str) -> Claimed | None:
+        """The claim of a run held by a concurrency policy (engine/concurrency_slots.py);
+        None when it is not one, waits for a slot, or is refused by its policy (then ended
+        ``cancelled``, as Attune does)."""
+        outcome = await self.slots.claim(execution_id, worker_id)
+        if isinstance(outcome, dict):
+            row = await self._transition(
+                execution_id,
+                ExecutionStatus.CANCELLED,
+                only_from=PENDING,
+                result=outcome,
+                finished_at=now_utc(),
+            )
+            if row is not None:
+                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+            return None
+        if outcome is None:
+            return None
+        self._note(outcome.id, outcome.action_ref, ExecutionStatus.RUNNING)
+        if outcome.chat:
+            self.publish_soon(topics.STARTED, {"execution_id": outcome.id})
+        return self._claimed(outcome)
 
     async def claim_pending(self, worker_id: str, limit: int) -> builtins.list[Claimed]:
         """Claim up to ``limit`` waiting executions straight from the database (used while the
@@ -298,6 +355,11 @@ class ExecutionService:
             if row.chat:
                 self.publish_soon(topics.STARTED, {"execution_id": row.id})
             claimed.append(self._claimed(row))
+        if len(claimed) < limit:  # runs held by a concurrency policy: each with a slot
+            for head in await self.slots.heads(limit - len(claimed)):
+                taken = await self._claim_with_slot(head, worker_id)
+                if taken is not None:
+                    claimed.append(taken)
         return claimed
 
     def _parameters(self, row: StoredExecution) -> dict[str, Any]:
@@ -316,6 +378,7 @@ class ExecutionService:
             timeout_s=row.timeout_s,
             requester=dict(row.executor or {}),
             enforcement=row.enforcement,
+            retry_count=row.retry_count,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
@@ -339,6 +402,7 @@ class ExecutionService:
         )
         moved = []
         for candidate_id, worker in candidates:
+            retry = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
             why = (
                 f"no heartbeat from worker {worker} for {stale_for_s:g} s"
                 if stale_for_s is not None
@@ -350,6 +414,7 @@ class ExecutionService:
                 only_from=frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
                 result={"succeeded": False, "error": f"abandoned: {why}"},
                 finished_at=now_utc(),
+                **retry,
             )
             if row is not None:
                 moved.append(row)
@@ -360,10 +425,20 @@ class ExecutionService:
         return await self.executions.workers_with_runs(LIVE)
 
     async def finish(
-        self, execution_id: int, status: ExecutionStatus, result: dict[str, Any]
+        self,
+        execution_id: int,
+        status: ExecutionStatus,
+        result: dict[str, Any],
+        *,
+        retry_due_at: datetime | None = None,
     ) -> Execution | None:
-        """Record the end of a run; None if the execution had already ended."""
-        row = await self._transition(execution_id, status, result=result, finished_at=now_utc())
+        """Record the end of a run; None if the execution had already ended.
+        ``retry_due_at``: when its retry is due (:meth:`RetryPolicy.due_for`), written by the
+        same statement."""
+        retry: dict[str, Any] = {} if retry_due_at is None else {"retry_due_at": retry_due_at}
+        row = await self._transition(
+            execution_id, status, result=result, finished_at=now_utc(), **retry
+        )
         if row is None:
             return None
         if row.started_at is not None and row.finished_at is not None:
@@ -412,6 +487,29 @@ class ExecutionService:
 
     # -- internals --------------------------------------------------------------------------
 
+    async def _retried_as(self, row: StoredExecution) -> int | None:
+        """The retry submitted for the ended ``row``, looked for only when its action could
+        have retried it (a transient ending with retries left)."""
+        status = ExecutionStatus(row.status)
+        if status not in TRANSIENT:
+            return None
+        try:
+            action = await self.catalog.get_action(row.action_ref)
+        except NotFound:
+            return None
+        if row.retry_count >= action.max_retries:
+            return None
+        return await self.retry_marks.retry_of(row)
+
+    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> dict[str, Any]:
+        """``{"retry_due_at": when}`` for a run about to end ``status`` (for a sweep that ends
+        runs: it knows neither their action nor their chain; a rare path), else empty."""
+        row = await self.executions.get(execution_id)
+        if row is None:
+            return {}
+        due = await self.retry_policy.due_for(self.catalog, row.action_ref, row.retry_count, status)
+        return {} if due is None else {"retry_due_at": due}
+
     async def _row(self, execution_id: int) -> StoredExecution:
         row = await self.executions.get(execution_id)
         if row is None:
@@ -424,6 +522,7 @@ class ExecutionService:
         target: ExecutionStatus,
         *,
         only_from: frozenset[ExecutionStatus] | None = None,
+        unkeyed: bool = False,
         **values: Any,
     ) -> StoredExecution | None:
         """Conditional UPDATE to ``target`` from its allowed sources (narrowed by
@@ -443,10 +542,13 @@ class ExecutionService:
             updated=now_utc(),
             event=news,
             chat_only=news == "started",
+            unkeyed=unkeyed,
         )
         row = await self.executions.change(execution_id, change)
         if row is None:
             return None
+        if row.concurrency_key is not None and target in TERMINAL:
+            self.slots.wake(row.concurrency_key)  # its slot is free: the next run's turn
         self._note(execution_id, row.action_ref, target)
         return row
 
@@ -498,5 +600,6 @@ class ExecutionService:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for background publishes (at shutdown)."""
+        await self.slots.drain(timeout_s)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)

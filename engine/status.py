@@ -32,6 +32,9 @@ TERMINAL: frozenset[ExecutionStatus] = frozenset(
     {S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT, S.ABANDONED}
 )
 
+#: The terminal statuses' values (as stored).
+ENDED: frozenset[str] = frozenset(s.value for s in TERMINAL)
+
 #: Statuses from which an execution has not yet been handed to a runner.
 PENDING: frozenset[ExecutionStatus] = frozenset({S.REQUESTED, S.SCHEDULING, S.SCHEDULED})
 

@@ -35,6 +35,7 @@ from engine.inquiry_records import BadInquiry, InquiryRequest, inquiry_request
 from engine.live_output import FLUSH_INTERVAL_S, LiveOutput, OutputWriter
 from engine.liveness import AliveFile
 from engine.records import Claimed
+from engine.retries import TRANSIENT
 from engine.runners import Runner, RunRequest, RunResult
 from engine.service import ExecutionService
 from engine.status import ExecutionStatus
@@ -247,14 +248,16 @@ class Worker:
             if asked is not None and await asyncio.shield(self._park(claimed.id, result, asked)):
                 stored = True  # it waits for an answer, without this worker
             else:
-                stored = await asyncio.shield(self._finish(claimed.id, result))
+                stored = await asyncio.shield(self._finish(claimed.id, result, run=claimed))
         except asyncio.CancelledError:
             if writer is not None:
                 await asyncio.shield(writer.close())
             stopped = RunResult(outcome="failed", error="the worker stopped during the run")
             # Without output in the result: the output so far stays readable in its chunks.
             await asyncio.shield(
-                self._finish(claimed.id, stopped, ExecutionStatus.ABANDONED, with_output=False)
+                self._finish(
+                    claimed.id, stopped, ExecutionStatus.ABANDONED, with_output=False, run=claimed
+                )
             )
             self._output_ended(claimed.id)
             raise
@@ -353,15 +356,29 @@ class Worker:
         status: ExecutionStatus | None = None,
         *,
         with_output: bool = True,
+        run: Claimed | None = None,
     ) -> bool:
-        """Record the end of the run; True if its whole result (output included) was stored."""
+        """Record the end of the run; True if its whole result (output included) was stored.
+        A transient ending of ``run`` (abandoned, timeout) marks its retry when its action
+        has retries left (engine/retries.py), in the same statement."""
         target = status or ExecutionStatus(result.outcome)
+        retry_due_at = None
+        if run is not None and target in TRANSIENT:
+            try:
+                retry_due_at = await self.service.retry_policy.due_for(
+                    self.catalog, run.action_ref, run.retry_count, target
+                )
+            except EngineError as exc:  # the end is recorded all the same, without a retry
+                log.error("execution %s: retry not planned: %s", execution_id, exc.message)
         record = result.as_record()
         if not with_output:
             record = {k: v for k, v in record.items() if k not in ("stdout", "stderr")}
         for attempt in range(FINISH_ATTEMPTS):
             try:
-                if await self.service.finish(execution_id, target, record) is None:
+                ended = await self.service.finish(
+                    execution_id, target, record, retry_due_at=retry_due_at
+                )
+                if ended is None:
                     log.warning(
                         "execution %s had already ended; result of this run dropped", execution_id
                     )

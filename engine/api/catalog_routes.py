@@ -14,6 +14,7 @@ from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of
 from engine.api.routes import requester
 from engine.api.uploads import receive_pack_archive
 from engine.catalog import action_record, pack_record
+from engine.concurrency import undeclared
 from engine.errors import Forbidden, InvalidRequest, NotFound, PackError
 from engine.packs import ActionSpec, PackSpec, resolve_entry, runner_for
 from engine.params import normalize_schema
@@ -172,8 +173,12 @@ async def _action_spec(call: Call, body: s.ActionWrite) -> ActionSpec:
         output_format=body.output_format,
         timeout_s=body.timeout_seconds,
         confirm=body.confirm,
+        max_retries=body.max_retries,
         runtime_ref=runtime,
+        concurrency=body.concurrency,
     )
+    if body.concurrency is not None and (missing := undeclared(body.concurrency, schema)):
+        raise InvalidRequest(f"concurrency.parameters: '{missing}' is not a parameter")
     base = await _pack_folder(call, pack_ref)
     relative = _file_in(base, entry)
     if relative is not None:
@@ -243,6 +248,8 @@ async def update_action(call: Call) -> Any:
         "timeout_seconds": current["timeout_seconds"],
         "enabled": current["enabled"] or current["disabled_reason"] is not None,
         "confirm": current["confirm"],
+        "concurrency": current["concurrency"],
+        "max_retries": current["max_retries"],
         "runtime_ref": current["runtime_ref"],
         "entrypoint": current["entrypoint"] or None,
     }

@@ -290,7 +290,8 @@ async def _show(
     mine = viewer is not None and (record.requester or {}).get("identity") == viewer.login
     can_cancel = (
         role is not None
-        and not page_views.is_terminal(record.status)
+        # An ended run with a pending retry: Cancel calls the retry off.
+        and (not page_views.is_terminal(record.status) or record.retry_due_at is not None)
         and policy.allows(role, "cancel", record.action_ref)
     )
     may_run = role is not None and policy.allows(role, "run", record.action_ref)

@@ -114,6 +114,17 @@ def origin_facts(record: Execution, enforcement: dict[str, Any] | None) -> list[
         facts.append(Fact("Rule", str(who["rule"])))
     if record.parent is not None:
         facts.append(Fact("Started by", f"execution #{record.parent}", f"{record.parent}"))
+    if record.original_execution is not None:  # a retry (engine/retries.py)
+        why = f", after {record.retry_reason}" if record.retry_reason else ""
+        facts.append(
+            Fact(
+                f"Retry {record.retry_count} of",
+                f"execution #{record.original_execution}{why}",
+                f"{record.original_execution}",
+            )
+        )
+    if record.retry_due_at is not None:
+        facts.append(Fact("Retry", "pending: cancel this execution to call it off"))
     return facts
 
 

@@ -212,6 +212,7 @@ async def list_executions(call: Call) -> Any:
         action_like=narrowed,
         enforcement=call.query_int("enforcement", 0) or None,
         parent=call.query_int("parent", 0) or None,
+        original_execution=call.query_int("original_execution", 0) or None,
         pack=q.get("pack_name") or None,
         page=page,
         per_page=per_page,
@@ -363,6 +364,9 @@ ROUTES: list[RouteSpec] = [
             QueryParam("pack_name", "string", "Only this pack's actions"),
             QueryParam("enforcement", "integer", "Only the executions of this enforcement"),
             QueryParam("parent", "integer", "Only the children of this execution"),
+            QueryParam(
+                "original_execution", "integer", "Only the retries of this execution's chain"
+            ),
             *PAGING,
         ),
     ),
@@ -413,7 +417,7 @@ ROUTES: list[RouteSpec] = [
         "POST",
         "/api/v1/executions/{id}/cancel",
         cancel_execution,
-        "Cancel an execution",
+        "Cancel an execution (an ended one whose retry is pending: call the retry off)",
         "viewer",  # the permission policy decides (and audits)
         response=s.Single[s.Execution],
         errors=(400, 401, 403, 404, 409),

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from engine.concurrency import ConcurrencyPolicy
+from engine.packs import MAX_RETRIES
 from engine.status import ExecutionStatus
 
 T = TypeVar("T")
@@ -127,6 +129,11 @@ class ActionUpdate(Request):
     timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     enabled: bool | None = None
     confirm: bool | None = None
+    #: At most ``limit`` runs at once (per group of ``parameters`` values); over it,
+    #: ``enqueue`` (wait, first come first served) or ``cancel``. Null: no limit.
+    concurrency: ConcurrencyPolicy | None = None
+    #: Attune's: retries of a run that ends abandoned or timeout (0: none).
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
 
 
 class ActionWrite(ActionUpdate):
@@ -141,6 +148,7 @@ class ActionWrite(ActionUpdate):
     enabled: bool = True
     #: Chat asks the requester to confirm before it runs.
     confirm: bool = False
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
 
 
 class Error(BaseModel):
@@ -273,6 +281,15 @@ class Execution(BaseModel):
     executor: int | None
     #: Who asked, from where.
     requester: Executor
+    #: Attune's: the first execution of the retry chain this one belongs to (null: not a
+    #: retry).
+    original_execution: int | None = None
+    #: Which retry of its chain this is (0: the first run), and why it was retried
+    #: (``abandoned``, ``timeout``).
+    retry_count: int = 0
+    retry_reason: Literal["abandoned", "timeout"] | None = None
+    #: When this ended run is retried (null: no retry pending).
+    retry_due_at: datetime | None = None
 
 
 class Pack(BaseModel):
@@ -333,6 +350,9 @@ class Action(BaseModel):
     timeout_seconds: float | None
     enabled: bool
     confirm: bool
+    #: The concurrency policy (``limit``, ``method``, ``parameters``); null: no limit.
+    concurrency: ConcurrencyPolicy | None = None
+    max_retries: int
     adhoc: bool
     created: datetime
     updated: datetime

@@ -10,6 +10,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 
 from engine.catalog_records import Action, CatalogRepository, Pack
 from engine.clock import now_utc
+from engine.concurrency import from_columns
 from engine.errors import Conflict, NotFound
 from engine.packs import ActionSpec, PackSpec
 from engine.storage.store import Conn, Store
@@ -43,15 +44,19 @@ _SPEC_COLUMNS = (
     "out_schema",
     "runtime_ref",
     "disabled_reason",
+    "max_retries",
 )
 
 
 def _action(row: Row[Any]) -> Action:
     m = row._mapping
+    policy = from_columns(
+        m["concurrency_limit"], m["concurrency_method"], m["concurrency_parameters"]
+    )
     return Action(
         id=int(m["id"]),
         pack_id=int(m["pack_id"]),
-        spec=ActionSpec(**{name: m[name] for name in _SPEC_COLUMNS}),
+        spec=ActionSpec(**{name: m[name] for name in _SPEC_COLUMNS}, concurrency=policy),
         adhoc=bool(m["adhoc"]),
         created=m["created"],
         updated=m["updated"],
@@ -81,7 +86,13 @@ def _pack(row: Row[Any], action_count: int) -> Pack:
 
 
 def _action_values(spec: ActionSpec) -> dict[str, Any]:
-    return {name: getattr(spec, name) for name in _SPEC_COLUMNS}
+    policy = spec.concurrency
+    return {
+        **{name: getattr(spec, name) for name in _SPEC_COLUMNS},
+        "concurrency_limit": policy.limit if policy else None,
+        "concurrency_method": policy.method if policy else None,
+        "concurrency_parameters": list(policy.parameters) if policy else None,
+    }
 
 
 def _pack_values(spec: PackSpec) -> dict[str, Any]:

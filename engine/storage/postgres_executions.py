@@ -36,6 +36,8 @@ from sqlalchemy import (
 )
 
 from engine.records import NEW_EXECUTION_COLUMNS, Change, NewExecution, StoredExecution
+from engine.status import ENDED
+from engine.storage.concurrency import ending
 from engine.storage.executions import CoreExecutions, claim_oldest_requested, stored
 from engine.storage.tables import UTCDateTime, audit, deliveries, executions
 
@@ -125,22 +127,33 @@ def submission(
 
 @functools.cache
 def transition(
-    columns: tuple[str, ...], notify: bool, chat_only: bool
+    columns: tuple[str, ...],
+    notify: bool,
+    chat_only: bool,
+    unkeyed: bool = False,
+    ends: bool = False,
 ) -> Select[tuple[object, ...]]:
     """Move the execution ``_id`` from one of ``_sources`` (an expanding list), setting
     ``columns`` (bound by name); with ``notify``, add the outbox rows of event ``_event``
-    (chat only, or chat and callback); select the row, none when it was not in a source."""
+    (chat only, or chat and callback); select the row, none when it was not in a source.
+    ``unkeyed``: only a row outside any concurrency group; ``ends`` (a terminal status): the
+    row leaves its concurrency group, giving its slot back (engine/storage/concurrency.py)."""
+    where = [
+        executions.c.id == bindparam("_id"),
+        executions.c.status.in_(bindparam("_sources", expanding=True)),
+    ]
+    if unkeyed:
+        where.append(executions.c.concurrency_key.is_(None))
+    values: dict[str, Any] = {c: bindparam(c, type_=executions.c[c].type) for c in columns}
+    if ends:
+        values["concurrency_key"] = None
     changed = (
-        update(executions)
-        .where(
-            executions.c.id == bindparam("_id"),
-            executions.c.status.in_(bindparam("_sources", expanding=True)),
-        )
-        .values({c: bindparam(c, type_=executions.c[c].type) for c in columns})
-        .returning(*executions.c)
-        .cte("changed")
+        update(executions).where(*where).values(values).returning(*executions.c).cte("changed")
     )
     stmt = select(changed)
+    if ends:
+        stmt, released = ending(changed, NOW)
+        stmt = stmt.add_cte(released)
     if notify:
         stmt = stmt.add_cte(_outbox_rows(_news_targets(changed, chat_only=chat_only)))
     return stmt
@@ -194,10 +207,15 @@ class PostgresExecutions(CoreExecutions):
             "_id": execution_id,
             "_sources": list(change.sources),
         }
-        if change.event is not None:
+        ends = change.status in ENDED
+        if change.event is not None or ends:
             params |= {EVENT: change.event, NOW: change.updated}
         stmt = transition(
-            ("status", "updated", *change.values), change.event is not None, change.chat_only
+            ("status", "updated", *change.values),
+            change.event is not None,
+            change.chat_only,
+            change.unkeyed,
+            ends,
         )
         async with self.store.write(single=True) as conn:
             row = (await conn.execute(stmt, params)).first()

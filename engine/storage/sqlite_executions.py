@@ -33,6 +33,8 @@ from engine.records import (
     StoredExecution,
     delivery_target,
 )
+from engine.status import ENDED
+from engine.storage.concurrency import release_on_sqlite
 from engine.storage.executions import (
     DELIVERY_COLUMNS,
     EXECUTION_COLUMNS,
@@ -184,8 +186,8 @@ class SqliteExecutions(CoreExecutions):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
-        #: UPDATE statements of a change, by (columns set, number of sources).
-        self._changes: dict[tuple[tuple[str, ...], int], tuple[str, Encoders]] = {}
+        #: UPDATE statements of a change, by (columns set, number of sources, unkeyed only).
+        self._changes: dict[tuple[tuple[str, ...], int, bool], tuple[str, Encoders]] = {}
         #: INSERT statements of audit rows, by their columns.
         self._audits: dict[tuple[str, ...], tuple[str, Encoders]] = {}
 
@@ -245,14 +247,15 @@ class SqliteExecutions(CoreExecutions):
     async def change(self, execution_id: int, change: Change) -> StoredExecution | None:
         if not change.sources:
             return None
-        key = (tuple(change.values), len(change.sources))
+        key = (tuple(change.values), len(change.sources), change.unkeyed)
         plan = self._changes.get(key)
         if plan is None:
             columns = ("status", "updated", *key[0])
             sets = ", ".join(f"{c} = ?" for c in columns)
+            unkeyed = " AND concurrency_key IS NULL" if change.unkeyed else ""
             sql = (
                 f"UPDATE executions SET {sets} WHERE id = ? AND status IN "  # noqa: S608
-                f"({_marks(len(change.sources))}) RETURNING {_ALL}"
+                f"({_marks(len(change.sources))}){unkeyed} RETURNING {_ALL}"
             )
             plan = self._changes[key] = (sql, _encoders(columns))
         sql, encoders = plan
@@ -267,6 +270,8 @@ class SqliteExecutions(CoreExecutions):
             row = execution_from(data)
             if change.event is not None:
                 _enqueue(db, row, change.event, change.updated, chat_only=change.chat_only)
+            if row.concurrency_key is not None and change.status in ENDED:
+                release_on_sqlite(db, row, change.updated)
         return row
 
     async def claim_requested(

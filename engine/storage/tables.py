@@ -223,6 +223,12 @@ Index(
     postgresql_where=executions.c.retry_due_at.is_not(None),
 )
 Index(
+    "ix_executions_original_execution",
+    executions.c.original_execution,
+    sqlite_where=executions.c.original_execution.is_not(None),
+    postgresql_where=executions.c.original_execution.is_not(None),
+)
+Index(
     "ix_executions_concurrency_key_id",
     executions.c.concurrency_key,
     executions.c.id,

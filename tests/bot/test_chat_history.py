@@ -105,7 +105,8 @@ async def test_help_lists_what_you_may_run(runtime: Runtime) -> None:
     listing = (await handler.handle("help", ADMIN)).text
     assert "*What you may run*" in listing
     assert "\n*core*\n• `core.ask`" in listing
-    assert "\n*examples*\n• `examples.disk_usage`" in listing
+    assert "\n*examples*\n• `examples." in listing
+    assert "\n• `examples.disk_usage` — Report disk usage" in listing
     assert "`run <pack.action> key=value ...`" in listing
     assert "You may not run any action" in (await handler.handle("help", VIEWER)).text
 

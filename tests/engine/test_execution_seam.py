@@ -28,6 +28,7 @@ def test_the_storage_factory_is_all_the_service_imports_of_storage() -> None:
     assert found == {
         ("engine.storage", "Store"),
         ("engine.storage.executions", "execution_repository"),
+        ("engine.storage.retries", "retry_repository"),
     }
 
 
