@@ -355,7 +355,7 @@ class SlackSink:
                 "not in channel and the response_url has expired; invite the bot to the channel",
                 permanent=True,
             )
-        text, blocks = render.card(execution, attached=False, page_url=self.page_url(execution.id))
+        text, blocks = await self._card(execution, attached=False)
         if delivery.event == "completed":
             said = await self._alias_said(execution, chat)
             if said is not None and (not said[0] or said[1] is not None):
