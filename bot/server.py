@@ -274,6 +274,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             )
             sinks["slack"] = slack_sink
             live.start()
+            cards.start()
             from bot.slack_inquiries import InquiryPoster
 
             poster = InquiryPoster(

@@ -42,6 +42,9 @@ log = logging.getLogger(f"attune.{__name__}")
 MAX_FAILURES = 3
 #: Workflows whose lock and last picture are kept at most (the oldest idle ones go first).
 MAX_KEPT = 10_000
+#: Statuses of the workflows whose cards a starting process re-renders, and how many at most.
+RESUME_STATUSES = ("running", "canceling")
+RESUME_LIMIT = 200
 _TERMINAL_WORDS = frozenset(s.value for s in TERMINAL)
 
 Rendered = tuple[str, list[dict[str, Any]]]
@@ -93,6 +96,7 @@ class WorkflowCards:
         self._failures: dict[int, int] = {}
         self._next_global = 0.0
         self._stopped = False
+        self._resuming: asyncio.Task[int] | None = None
         #: Edits made (for tests and the bench).
         self.edits = 0
 
@@ -150,6 +154,26 @@ class WorkflowCards:
         """Cards waiting to be re-rendered."""
         return sum(len(c.dirty) for c in self._channels.values())
 
+    def start(self) -> None:
+        """Re-render, in the background, the cards of the workflows still running: news that
+        came while no process was up (a restart) shows at once, not with the next task."""
+        self._resuming = asyncio.create_task(self.resume(), name="attune-workflow-cards-resume")
+
+    async def resume(self) -> int:
+        """Touch the card of every running workflow this sink posted; how many."""
+        try:
+            rows = await self.messages.of_statuses(self.sink, RESUME_STATUSES, RESUME_LIMIT)
+            touched = 0
+            for row in rows:
+                execution = await self.executions.get(row.execution_id)
+                if await self.trees.is_workflow(execution.action_ref):
+                    self.touch(row.execution_id, row.channel)
+                    touched += 1
+        except EngineError as exc:
+            log.warning("workflow cards: running workflows not resumed: %s", exc.message)
+            return 0
+        return touched
+
     async def join(self) -> None:
         """Wait until no card is waiting to be re-rendered (the schedulers have ended)."""
         while tasks := [c.task for c in self._channels.values() if c.task is not None]:
@@ -159,7 +183,11 @@ class WorkflowCards:
 
     async def stop(self) -> None:
         self._stopped = True
-        tasks = [c.task for c in self._channels.values() if c.task is not None]
+        tasks: list[asyncio.Task[Any]] = [
+            c.task for c in self._channels.values() if c.task is not None
+        ]
+        if self._resuming is not None:
+            tasks.append(self._resuming)
         for task in tasks:
             task.cancel()
         for task in tasks:

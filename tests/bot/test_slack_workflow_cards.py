@@ -261,3 +261,27 @@ async def test_edits_keep_the_channels_pace_across_quiet_moments(rig: Rig) -> No
     assert len(edits) == 3
     gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
     assert all(gap >= rig.cards.interval_s * 0.95 for gap in gaps), gaps
+
+
+async def test_a_starting_process_rerenders_the_cards_of_running_workflows(rig: Rig) -> None:
+    """News that came while no process was up (a restart) shows at once."""
+    await rig.send(rig.rows.put(ROOT, "running", action_ref=WORKFLOW), "created")
+    rig.rows.put(806, "running", task="ask", parent=ROOT)  # its news was lost with a process
+    rig.rows.put(901, "running", action_ref="ops.deploy")  # not a workflow
+    await rig.send(rig.rows.by_id[901].record(), "created")
+    running = [rig.messages.rows[ROOT], rig.messages.rows[901]]
+
+    async def of_statuses(sink: str, statuses: Any, limit: int) -> list[Any]:
+        return running
+
+    rig.messages.of_statuses = of_statuses  # type: ignore[method-assign]
+    fresh = WorkflowCards(
+        rig.client, rig.messages, rig.cards.trees, Reader(rig.rows), render_workflow.card
+    )
+    try:
+        assert await fresh.resume() == 1
+        await fresh.join()
+    finally:
+        await fresh.stop()
+    (edit,) = rig.calls("chat.update")
+    assert ":gear: `ask` running" in edit.all_text()
