@@ -54,9 +54,9 @@ async def answer(
     command used wrongly), or what may have been meant (no command). Never raises."""
     from bot.handler import Reply, _user_message
 
-    if ctx.role == NO_ACCESS:
-        return Reply(error.message, ok=False)
     try:
+        if ctx.role == NO_ACCESS:  # the reason, as for any command (and no alias is shown)
+            return await handler._no_access(None, ctx)
         return await _run_alias(handler, text, ctx, idempotency_key, error)
     except EngineError as exc:
         return Reply(_user_message(exc, ctx), ok=False)
@@ -101,7 +101,10 @@ async def _run_alias(
     if not isinstance(outcome, Submitted) or outcome.replayed:
         return reply
     record = outcome.record
-    enabled, formatted = await service.message(found.alias, "ack", execution_context(record))
+    seen = execution_context(record)
+    if ctx.sink == "slack":
+        seen = slack_safe(seen)
+    enabled, formatted = await service.message(found.alias, "ack", seen)
     if not enabled:
         reply.text = ""
         return reply
@@ -185,18 +188,34 @@ def _help_line(display: str, description: str, action_ref: str) -> str:
     return f"{line} — {render.escape(about[:80])}"
 
 
+def slack_safe(value: Any) -> Any:
+    """``value`` with every string escaped for Slack's mrkdwn (``&``, ``<``, ``>``): what an
+    execution holds (typed parameters, the action's output) is shown by an alias's format as
+    text, never as markup, so it cannot mention ``<!channel>`` or make links. The format's
+    own markup is the author's and stays."""
+    if isinstance(value, str):
+        return render.escape(value)
+    if isinstance(value, Mapping):
+        return {k: slack_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [slack_safe(v) for v in value]
+    return value
+
+
 async def alias_result(
-    runtime: Runtime, execution: Execution, chat: Mapping[str, Any]
+    runtime: Runtime, execution: Execution, chat: Mapping[str, Any], *, slack: bool = False
 ) -> tuple[bool, str | None] | None:
     """The result message of an execution an alias started: (shown at all, its text or None
-    for the usual rendering); None when no alias started it (or the alias is gone)."""
+    for the usual rendering); None when no alias started it (or the alias is gone). For Slack
+    (``slack``), what the execution holds is escaped (:func:`slack_safe`)."""
     ref = chat.get("alias")
     if not isinstance(ref, str):
         return None
     alias = await aliases_of(runtime).repo.get(ref)
     if alias is None:
         return None
-    return await aliases_of(runtime).message(alias, "result", execution_context(execution))
+    seen = execution_context(execution)
+    return await aliases_of(runtime).message(alias, "result", slack_safe(seen) if slack else seen)
 
 
 def _clip(text: str, limit: int = 60) -> str:

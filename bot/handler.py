@@ -232,12 +232,18 @@ class CommandHandler:
                 return Reply(text, execution_id=last_id)
             case Help(action_ref) if action_ref is not None:
                 row = await catalog.action(action_ref)
+                await gate.deny(who, "view", action_ref, audit_verb="help")
                 prefix = "/attune run" if ctx.source == "slack" else "run"
                 return Reply(render.action_help(action_record(row), prefix))
             case Actions(pack):
                 if pack:
                     await catalog.pack(pack)
-                return Reply(render.actions_list(await catalog.actions(pack), pack))
+                rows = [
+                    row
+                    for row in await catalog.actions(pack)
+                    if gate.policy.allows(who.role, "view", row.spec.ref)
+                ]
+                return Reply(render.actions_list(rows, pack))
             case Status(execution_id):
                 record = await gate.view(who, execution_id)
                 tree = await workflow_trees(self.runtime).tree(record)
@@ -261,11 +267,11 @@ class CommandHandler:
                 return Reply(text, execution_id=execution_id)
         return Reply(commands.USAGE, ok=False)
 
-    async def _no_access(self, command: commands.Command, ctx: ChatContext) -> Reply:
+    async def _no_access(self, command: commands.Command | None, ctx: ChatContext) -> Reply:
         """The ``none`` role may do nothing, ``help`` included: say so, and who grants more
-        (audited, like every refusal)."""
+        (audited, like every refusal). ``command`` None: text that is no command."""
         who = ctx.requester()
-        word = type(command).__name__.lower()
+        word = type(command).__name__.lower() if command is not None else "text"
         await self.runtime.audit.record(
             who.entry("chat", "denied", detail=f"the {NO_ACCESS} role may do nothing ({word})")
         )

@@ -268,7 +268,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 owners=runtime.automation.rules.owners_of_enforcement,
                 page_url=page_url,
                 live=live,
-                alias_result=functools.partial(alias_result, runtime),
+                alias_result=functools.partial(alias_result, runtime, slack=True),
                 workflows=trees,
                 cards=cards,
             )

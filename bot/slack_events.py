@@ -2,9 +2,12 @@
 messages to the bot (``message`` events with ``channel_type: im``). The text goes to the same
 command handler as ``/attune``, so the same gate, permissions, confirmation and audit apply.
 
-Answers: in a channel, in the mention's thread (a refusal or a usage message only for the
-person, as an ephemeral message, where Slack allows); in a DM, in the DM. The cards and results
-of what runs go to that channel, as for the slash command.
+Answers: in a DM, in the DM. In a channel, in the mention's thread: what the person asked to
+be done (a run's ack, a cancel) for all to see; what they asked to read (``help``,
+``history``, ``last``, ``status``, lists) and refusals or usage messages only for them, as an
+ephemeral message where Slack allows (as the slash command answers: their history or last
+output may come from a DM or a private channel). The cards and results of what runs go to
+that channel, as for the slash command.
 
 Ignored: messages from bots (ours too), edits, deletions and every other ``subtype``.
 
@@ -96,6 +99,28 @@ class Said:
         if self.direct:
             return self.thread_ts
         return self.thread_ts or self.ts
+
+
+#: Commands that only read: in a channel their answer is for the asker alone.
+READS = (
+    commands.Help,
+    commands.HelpAliases,
+    commands.Actions,
+    commands.History,
+    commands.Last,
+    commands.Status,
+    commands.Templates,
+    commands.Schedules,
+    commands.Rules,
+)
+
+
+def asks_to_read(text: str) -> bool:
+    """Whether ``text`` is a command that only reads (see :data:`READS`)."""
+    try:
+        return isinstance(commands.parse(text), READS)
+    except commands.UsageError:
+        return False
 
 
 def bot_user_ids(body: Mapping[str, Any]) -> set[str]:
@@ -210,8 +235,10 @@ def register_events(
         return False
 
     async def post(heard: Said, reply: Reply) -> None:
+        if not reply.text and not reply.blocks:
+            return  # nothing to say (an alias whose ack is off): Slack refuses an empty message
         thread = heard.answer_thread
-        if not reply.ok and not heard.direct:
+        if not heard.direct and (not reply.ok or asks_to_read(heard.text)):
             try:
                 await client.chat_postEphemeral(
                     channel=heard.channel_id,

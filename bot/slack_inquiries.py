@@ -31,6 +31,8 @@ SHOWN = "shown"
 #: How far back a new poster looks for questions that ended unshown (a restart's gap).
 LOOK_BACK_S = 3600.0
 SETTLED_BATCH = 100
+#: How far before the last change seen the next look for ended questions starts.
+COMMIT_MARGIN_S = 10.0
 
 
 def may_answer_in_slack(inquiry: Inquiry, user_id: str, role: str) -> bool:
@@ -165,8 +167,15 @@ class InquiryPoster:
         shown = 0
         for inquiry in ended:
             shown += await show_settled(self.client, inquiry, self.service)
-        if ended:
-            self._settled_since = ended[-1].updated
+        if len(ended) == SETTLED_BATCH:
+            self._settled_since = ended[-1].updated  # a full batch: move on whatever it costs
+        elif ended:
+            # A change is stamped before its transaction commits: one stamped a little earlier
+            # may become visible after this look, so the next look goes back a little (the
+            # questions already shown are passed over).
+            self._settled_since = max(
+                self._settled_since, ended[-1].updated - timedelta(seconds=COMMIT_MARGIN_S)
+            )
         return shown
 
 
@@ -201,4 +210,7 @@ async def show_settled(client: Any, inquiry: Inquiry, service: InquiryService) -
         await client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
     except Exception as exc:
         log.warning("inquiry %s: the question was not updated: %s", inquiry.id, exc)
+        # Unmarked, so a later look tries again.
+        await service.repo.set_chat(marked.id, dict(inquiry.chat or {}), marked.updated, now_utc())
+        return False
     return True

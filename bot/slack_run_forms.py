@@ -14,7 +14,7 @@ twice, to this process or another one on the same database, runs once; this proc
 remembers the views it acted on, so a confirmation is not asked twice either. The card goes to
 the channel the command was typed in (kept in the view's metadata); the reply the command would
 have had (the execution number, or the confirmation buttons) is sent ephemerally through the
-command's ``response_url``.
+command's ``response_url`` (past its 30 minutes, ephemerally in the channel).
 """
 
 from __future__ import annotations
@@ -182,15 +182,21 @@ class RunForms:
             await ack(response_action="errors", errors={block: reply.text[:ERROR_MAX]})
             return
         await ack()
-        if ctx.response_url:
-            self._in_background(self._tell(ctx.response_url, reply))
+        self._in_background(self._tell(ctx, reply))
 
-    async def _tell(self, url: str, reply: Reply) -> None:
-        """The reply the typed command would have had, seen only by its requester."""
+    async def _tell(self, ctx: ChatContext, reply: Reply) -> None:
+        """The reply the typed command would have had, seen only by its requester: through
+        the command's ``response_url`` while it lasts, else as an ephemeral message in the
+        channel (a modal outlives the URL, and a confirmation must not go unseen)."""
         try:
-            await AsyncWebhookClient(url, session=self.client.session).send(
-                text=reply.text, blocks=reply.blocks, response_type="ephemeral"
-            )
+            if ctx.response_url:
+                await AsyncWebhookClient(ctx.response_url, session=self.client.session).send(
+                    text=reply.text, blocks=reply.blocks, response_type="ephemeral"
+                )
+            elif ctx.channel_id:
+                await self.client.chat_postEphemeral(
+                    channel=ctx.channel_id, user=ctx.user_id, text=reply.text, blocks=reply.blocks
+                )
         except Exception as exc:
             log.warning("a form's reply was not sent: %s", exc)
 

@@ -79,8 +79,11 @@ class Slots:
         limit = policy.limit if policy is not None else NO_LIMIT
         outcome = await self.groups.take(execution_id, key, limit, worker_id, now_utc())
         if isinstance(outcome, Took):
-            if outcome.running < limit:
-                self.wake(key)  # a slot is still free: the next waiting run's turn too
+            if outcome.running < limit or (policy is not None and policy.method == "cancel"):
+                # A slot is still free: the next waiting run's turn too. Under ``cancel`` the
+                # next one is rung either way: it runs, or is refused now rather than left
+                # waiting (when its own message came first, it found this run ahead of it).
+                self.wake(key)
             return outcome.row
         if isinstance(outcome, NotFirst):
             if outcome.head is not None:

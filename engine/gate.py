@@ -484,7 +484,11 @@ class Gate:
                     f"this request was already asked and {earlier.state} (code {code})"
                 ) from None
             left_s = (earlier.expires_at - now).total_seconds()
-            return NeedsConfirmation(code, earlier.action_ref, earlier.config, max(0.0, left_s))
+            if left_s <= 0:
+                raise Conflict(
+                    f"this request was already asked and its confirmation expired (code {code})"
+                ) from None
+            return NeedsConfirmation(code, earlier.action_ref, earlier.config, left_s)
         return NeedsConfirmation(code, action_ref, config, self.confirm_ttl_s)
 
     async def confirm(self, who: Requester, code: str) -> Submitted:

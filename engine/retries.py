@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from engine import backoff
 from engine.audit_records import AuditEntry
 from engine.clock import now_utc
-from engine.errors import EngineError, NotFound
+from engine.errors import EngineError, NotFound, Unavailable
 from engine.params import REDACTED
 from engine.records import Executor, NewExecution, StoredExecution
 from engine.status import ExecutionStatus
@@ -162,7 +162,14 @@ class Retries:
         """Submit every retry due now; returns the new executions' ids."""
         made: list[int] = []
         for ended in await self.repo.due(now_utc(), limit):
-            new_id = await self._take(ended)
+            try:
+                new_id = await self._take(ended)
+            except Unavailable:
+                raise  # the database is away: the next sweep tries them all again
+            except EngineError as exc:
+                # This one stays due (tried again next sweep); the others are not held up.
+                log.warning("execution %s: retry not submitted: %s", ended.id, exc.message)
+                continue
             if new_id is not None:
                 made.append(new_id)
         return made

@@ -27,7 +27,7 @@ from engine.clock import now_utc
 from engine.concurrency import group_key
 from engine.concurrency_slots import Slots
 from engine.crypto import SecretBox
-from engine.errors import Conflict, InvalidRequest, NotFound
+from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
 from engine.metrics import Metrics
 from engine.notifications import Notifier
 from engine.packs import ActionSpec
@@ -318,7 +318,7 @@ class ExecutionService:
             return await self._claim_with_slot(execution_id, worker_id)
         if row.chat:
             self.publish_soon(topics.STARTED, {"execution_id": row.id})
-        return self._claimed(row)
+        return await self._hand_over(row)
 
     async def _claim_with_slot(self, execution_id: int, worker_id: str) -> Claimed | None:
         """The claim of a run held by a concurrency policy (engine/concurrency_slots.py);
@@ -341,7 +341,7 @@ class ExecutionService:
         self._note(outcome.id, outcome.action_ref, ExecutionStatus.RUNNING)
         if outcome.chat:
             self.publish_soon(topics.STARTED, {"execution_id": outcome.id})
-        return self._claimed(outcome)
+        return await self._hand_over(outcome)
 
     async def claim_pending(self, worker_id: str, limit: int) -> builtins.list[Claimed]:
         """Claim up to ``limit`` waiting executions straight from the database (used while the
@@ -354,12 +354,19 @@ class ExecutionService:
             self._note(row.id, row.action_ref, ExecutionStatus.RUNNING)
             if row.chat:
                 self.publish_soon(topics.STARTED, {"execution_id": row.id})
-            claimed.append(self._claimed(row))
+            handed = await self._hand_over(row)
+            if handed is not None:
+                claimed.append(handed)
         if len(claimed) < limit:  # runs held by a concurrency policy: each with a slot
-            for head in await self.slots.heads(limit - len(claimed)):
-                taken = await self._claim_with_slot(head, worker_id)
-                if taken is not None:
-                    claimed.append(taken)
+            try:
+                for head in await self.slots.heads(limit - len(claimed)):
+                    taken = await self._claim_with_slot(head, worker_id)
+                    if taken is not None:
+                        claimed.append(taken)
+            except EngineError as exc:
+                # The runs claimed so far are the caller's to run (raising would leave them
+                # ``running`` with no one running them); the rest wait for the next poll.
+                log.warning("claiming runs held by a concurrency policy: %s", exc.message)
         return claimed
 
     def _parameters(self, row: StoredExecution) -> dict[str, Any]:
@@ -369,6 +376,18 @@ class ExecutionService:
             if params.get(name) == REDACTED:
                 params[name] = value
         return params
+
+    async def _hand_over(self, row: StoredExecution) -> Claimed | None:
+        """The claimed ``row`` as its worker runs it; None when it cannot be run (its
+        secrets no longer open: the secret key changed), then ended ``failed`` saying why, not
+        left ``running`` with no one running it (and holding its concurrency slot)."""
+        try:
+            return self._claimed(row)
+        except EngineError as exc:
+            log.error("execution %s: cannot be run: %s", row.id, exc.message)
+            result = {"succeeded": False, "error": f"cannot be run: {exc.message}"}
+            await self.finish(row.id, ExecutionStatus.FAILED, result)
+            return None
 
     def _claimed(self, row: StoredExecution) -> Claimed:
         return Claimed(
@@ -402,19 +421,19 @@ class ExecutionService:
         )
         moved = []
         for candidate_id, worker in candidates:
-            retry = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
+            retry_due_at = await self._retry_due(candidate_id, ExecutionStatus.ABANDONED)
             why = (
                 f"no heartbeat from worker {worker} for {stale_for_s:g} s"
                 if stale_for_s is not None
                 else f"worker {worker} died"
             )
-            row = await self._transition(
+            row = await self._end(
                 candidate_id,
                 ExecutionStatus.ABANDONED,
-                only_from=frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
+                frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELING}),
+                retry_due_at,
                 result={"succeeded": False, "error": f"abandoned: {why}"},
                 finished_at=now_utc(),
-                **retry,
             )
             if row is not None:
                 moved.append(row)
@@ -434,10 +453,14 @@ class ExecutionService:
     ) -> Execution | None:
         """Record the end of a run; None if the execution had already ended.
         ``retry_due_at``: when its retry is due (:meth:`RetryPolicy.due_for`), written by the
-        same statement."""
-        retry: dict[str, Any] = {} if retry_due_at is None else {"retry_due_at": retry_due_at}
-        row = await self._transition(
-            execution_id, status, result=result, finished_at=now_utc(), **retry
+        same statement, unless the run had been asked to cancel (``canceling``)."""
+        row = await self._end(
+            execution_id,
+            status,
+            allowed_sources(status),
+            retry_due_at,
+            result=result,
+            finished_at=now_utc(),
         )
         if row is None:
             return None
@@ -487,6 +510,33 @@ class ExecutionService:
 
     # -- internals --------------------------------------------------------------------------
 
+    async def _end(
+        self,
+        execution_id: int,
+        target: ExecutionStatus,
+        sources: frozenset[ExecutionStatus],
+        retry_due_at: datetime | None,
+        **values: Any,
+    ) -> StoredExecution | None:
+        """End the run ``target`` from one of ``sources``; with its retry due at
+        ``retry_due_at`` only if it was ``running``: a run asked to cancel (``canceling``) that
+        then times out or loses its worker is not run again. The source is part of each
+        conditional UPDATE, so a cancel racing the end cannot slip between."""
+        if retry_due_at is not None and ExecutionStatus.RUNNING in sources:
+            row = await self._transition(
+                execution_id,
+                target,
+                only_from=frozenset({ExecutionStatus.RUNNING}),
+                retry_due_at=retry_due_at,
+                **values,
+            )
+            if row is not None:
+                return row
+            sources = sources - {ExecutionStatus.RUNNING}
+            if not sources:
+                return None
+        return await self._transition(execution_id, target, only_from=sources, **values)
+
     async def _retried_as(self, row: StoredExecution) -> int | None:
         """The retry submitted for the ended ``row``, looked for only when its action could
         have retried it (a transient ending with retries left)."""
@@ -501,14 +551,15 @@ class ExecutionService:
             return None
         return await self.retry_marks.retry_of(row)
 
-    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> dict[str, Any]:
-        """``{"retry_due_at": when}`` for a run about to end ``status`` (for a sweep that ends
-        runs: it knows neither their action nor their chain; a rare path), else empty."""
+    async def _retry_due(self, execution_id: int, status: ExecutionStatus) -> datetime | None:
+        """When the retry of a run about to end ``status`` is due, or None (for a sweep that
+        ends runs: it knows neither their action nor their chain; a rare path)."""
         row = await self.executions.get(execution_id)
         if row is None:
-            return {}
-        due = await self.retry_policy.due_for(self.catalog, row.action_ref, row.retry_count, status)
-        return {} if due is None else {"retry_due_at": due}
+            return None
+        return await self.retry_policy.due_for(
+            self.catalog, row.action_ref, row.retry_count, status
+        )
 
     async def _row(self, execution_id: int) -> StoredExecution:
         row = await self.executions.get(execution_id)

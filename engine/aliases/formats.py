@@ -308,15 +308,21 @@ def extract(fmt: str, text: str) -> Extracted:
         value = _value_of(found, group)
         if value:
             _cover(covered, found.span(index[group]))
-            values.setdefault(placeholder.name, value)
-        elif placeholder.default is not None:
-            values.setdefault(placeholder.name, placeholder.default)
+            if placeholder.name in defaulted:  # an earlier copy was left out: this one wins
+                defaulted.discard(placeholder.name)
+                values[placeholder.name] = value
+            else:
+                values.setdefault(placeholder.name, value)
+        elif placeholder.default is not None and placeholder.name not in values:
+            values[placeholder.name] = placeholder.default
             defaulted.add(placeholder.name)
+    # A typed value is never counted as a default: only defaults are rendered as templates.
     for name in compiled.own_groups:
         value = found.group(name)
         if value is not None:
             _cover(covered, found.span(index[name]))
             values[name] = value
+            defaulted.discard(name)
     for key, value in pairs:
         values[key] = value
         defaulted.discard(key)

@@ -24,6 +24,9 @@ MAX_SUGGESTIONS = 3
 #: How alike (0..1: difflib's ratio of the whole text, averaged with that of the first words)
 #: a display must be to be suggested.
 SUGGEST_CUTOFF = 0.35
+#: Characters of a text compared for suggestions and ``help <words>`` (a help line is short;
+#: comparing 40,000 characters with every line held the event loop for seconds).
+MAX_QUERY_CHARS = 200
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)[^}]*\}\}")
 
 
@@ -81,7 +84,7 @@ def readable(display: str) -> str:
 def closest(aliases: Iterable[Alias], text: str, verbs: Sequence[str] = ()) -> list[str]:
     """What ``text`` may have meant: the displays of the most alike enabled aliases, then the
     command verbs alike to its first word (each as it would be typed)."""
-    wanted = text.strip().lower()
+    wanted = text.strip().lower()[:MAX_QUERY_CHARS]
     first = wanted.split(" ", 1)[0]
     scored: list[tuple[float, str]] = []
     for alias in aliases:
@@ -103,7 +106,7 @@ def closest(aliases: Iterable[Alias], text: str, verbs: Sequence[str] = ()) -> l
 def search(aliases: Iterable[Alias], words: str) -> list[tuple[Alias, str]]:
     """``help <words>``: the enabled aliases' help lines holding every word (any case), or
     whose alias ref, action or description does; in the order given."""
-    terms = [w for w in words.lower().split() if w]
+    terms = list(dict.fromkeys(words.lower()[:MAX_QUERY_CHARS].split()))
     found: list[tuple[Alias, str]] = []
     for alias in aliases:
         if not alias.enabled:

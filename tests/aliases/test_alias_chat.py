@@ -256,3 +256,22 @@ async def test_example_pack_restart_alias(runtime: Runtime) -> None:
     assert text is not None
     assert "restart of *nginx* on *web1*: completed" in text
     assert "would restart nginx on web1" in text
+
+
+@pytest.mark.parametrize("text", ["restart nginx on web1", "hello there"])
+async def test_the_none_role_typing_free_text_is_told_it_has_no_access(
+    runtime: Runtime, text: str
+) -> None:
+    nobody = ChatContext(
+        source="slack", sink="slack", user_id="U9NONE", user_name="nn", channel_id="C9", role="none"
+    )
+    _, before = await runtime.service.list(per_page=1)
+    reply = await CommandHandler(runtime).handle(text, nobody)
+    assert not reply.ok
+    assert reply.text.startswith("You have no access to Attune"), reply.text
+    assert "U9NONE" in reply.text  # what an administrator adds
+    assert "restart" not in reply.text  # no alias of what they may not run is shown
+    _, after = await runtime.service.list(per_page=1)
+    assert after == before
+    entries, _ = await runtime.audit.list(actor="U9NONE", outcome="denied")
+    assert entries

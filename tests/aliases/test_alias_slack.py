@@ -42,6 +42,10 @@ def ops_pack(folder: Path) -> Path:
         "name: echo\naction_ref: core.echo\nformats:\n  - 'echo {{message}}'\n"
         "result:\n  format: 'echoed: {{ execution.result.stdout | trim | upper }}'\n"
     )
+    (pack / "aliases" / "hush.yaml").write_text(
+        "name: hush\naction_ref: core.echo\nformats:\n  - 'hush {{message}}'\n"
+        "ack:\n  enabled: false\n"
+    )
     (pack / "aliases" / "broken.yaml").write_text(
         "name: broken\naction_ref: core.echo\nformats:\n  - ok\n  bad: [\n"
     )
@@ -141,7 +145,7 @@ async def test_the_good_aliases_of_that_pack_work(
 ) -> None:
     async with api.get("/api/v1/aliases?pack_ref=ops") as resp:
         refs = sorted(a["ref"] for a in (await resp.json())["items"])
-    assert refs == ["ops.echo", "ops.page_a", "ops.page_b"]
+    assert refs == ["ops.echo", "ops.hush", "ops.page_a", "ops.page_b"]
 
 
 async def test_a_mention_and_a_dm_run_aliases_too(
@@ -170,3 +174,48 @@ async def test_a_mention_and_a_dm_run_aliases_too(
         15,
         interval_s=0.05,
     )
+
+
+async def test_a_mention_of_an_alias_without_ack_posts_no_empty_answer(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    """``ack.enabled: false``: the run's card is all the channel gets (Slack refuses a
+    message with no text, so an empty answer would only be an error in the log)."""
+    channel, user = new_channel(), new_user()
+    event = mention(user, channel, "hush psst")
+    assert (await post_event(server.base_url, callback(event)))[0] == 200
+    (card,) = await eventually(
+        lambda: [
+            c
+            for c in standin.find("chat.postMessage", target=channel, ok=True)
+            if "core.echo" in c.all_text()
+        ],
+        "the run's card in the channel",
+        15,
+        interval_s=0.05,
+    )
+    record, _ = await settle(api, int(card.all_text().split("#", 1)[1].split()[0].strip("*:")))
+    assert record["config"] == {"message": "psst"}
+    answers = standin.find(
+        "chat.postMessage", target=channel, where=lambda c: c.params.get("thread_ts") == event["ts"]
+    )
+    assert [c for c in answers if not c.all_text().strip()] == []
+
+
+async def test_what_a_run_holds_is_shown_as_text_not_slack_markup(
+    server: Server, standin: SlackStandIn, api: aiohttp.ClientSession
+) -> None:
+    """A value typed (or printed by the action) such as ``<!channel>`` reaches Slack escaped
+    in the alias's ack and result: it mentions nobody; the format's own markup stays."""
+    res = await slash(server.base_url, standin, "restart <!channel> on web1")
+    assert res.status == 200, res.body
+    assert res.text.startswith("Restarting *&lt;!channel&gt;* on *web1*"), res.text
+    record, _ = await settle(api, res.execution_id)
+    assert record["config"]["service"] == "<!channel>"  # the run got what was typed
+    await eventually(
+        lambda: said_in(standin, res.channel, "would restart &lt;!channel&gt; on web1"),
+        "the escaped output in the alias's result",
+        15,
+        interval_s=0.05,
+    )
+    assert not said_in(standin, res.channel, "<!channel>")

@@ -203,6 +203,21 @@ def test_defaults_are_reported() -> None:
 
 
 @pytest.mark.parametrize(
+    "fmt",
+    [
+        r"tag (?P<v>\S+) {{ v = '{{ user }}' }}",  # the format's own group of that name
+        r"tag {{ v = '{{ user }}' }} (?P<v>\S+)",
+    ],
+)
+def test_a_typed_value_is_never_reported_as_a_default(fmt: str) -> None:
+    """Only defaults (the author's text) are rendered as templates: a value typed in chat
+    that lands in a parameter which also has a default must not count as that default."""
+    got = extract(fmt, "tag {{7*7}}")
+    assert got.values["v"] == "{{7*7}}"
+    assert "v" not in got.defaulted
+
+
+@pytest.mark.parametrize(
     ("fmt", "problem"),
     [
         ("restart {{service", "not closed"),

@@ -4,6 +4,7 @@ specific wins, equal aliases are an error naming both, suggestions, ``help <word
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,3 +166,20 @@ def test_more_fixed_words_always_win(service: str, host: str) -> None:
     found = best_match([general, specific], f"restart {service} on {host}")
     assert found is not None
     assert found.alias.ref == "ops.b"
+
+
+def test_suggestions_and_help_words_stay_quick_on_a_huge_text() -> None:
+    """A DM may hold 40,000 characters (the terminal, any number): what it may have meant is
+    found without stalling the process for seconds (the event loop serves everyone)."""
+    many = [
+        alias(f"p.a{i}", [f"restart {{{{ service }}}} on {{{{ host }}}} at {i}", f"stop {i}"])
+        for i in range(150)
+    ]
+    huge = " ".join("restart nginx on web1 a" for _ in range(1700))  # about 40,000 characters
+    started = time.perf_counter()
+    closest(many, huge)
+    search(many, huge)
+    assert time.perf_counter() - started < 0.5
+    # a short text is matched as before
+    assert "restart {service} on {host} at 7" in closest(many, "restart nginx on web1 at 7")
+    assert [a.ref for a, _ in search(many, "restart at 149")] == ["p.a149"]

@@ -133,3 +133,18 @@ async def test_a_viewer_is_offered_only_what_they_may_view(runtime: Runtime) -> 
     reply = await CommandHandler(runtime).handle("help examples.gret", VIEWER)
     assert "not found" in reply.text
     assert "examples.greet" not in reply.text
+
+
+async def test_actions_and_help_of_an_action_show_only_what_the_viewer_may_view(
+    runtime: Runtime,
+) -> None:
+    handler = CommandHandler(runtime)
+    listed = (await handler.handle("actions", VIEWER)).text
+    assert "`core.echo`" in listed
+    assert "examples." not in listed  # the viewer may view core.* only
+    assert "`examples.greet`" in (await handler.handle("actions", ADMIN)).text
+    refused = await handler.handle("help examples.greet", VIEWER)
+    assert not refused.ok
+    assert "'view' permission on examples.greet" in refused.text
+    assert "dotenv" not in refused.text  # nothing of the action is shown
+    assert (await handler.handle("help core.echo", VIEWER)).ok

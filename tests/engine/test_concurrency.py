@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from engine.concurrency import ConcurrencyPolicy
+from engine.errors import Unavailable
 from engine.inquiry_records import InquiryFilter
 from engine.packs import ActionSpec
 from engine.params import normalize_schema
@@ -295,3 +296,100 @@ async def test_a_run_waiting_for_an_answer_keeps_its_slot_until_it_ends(backend:
     await rt.inquiries.answer(later, {"approved": False}, "alice")
     await wait_status(rt, second, "completed")
     assert await slots_held(rt, spec.ref) == {spec.ref: 0}
+
+
+@BACKENDS
+async def test_the_database_poll_keeps_what_it_claimed_when_a_group_claim_fails(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim with a slot that fails (the database stops answering) after plain runs and
+    another group's run were claimed: those are still handed to the worker, not left
+    ``running`` with no one running them (holding their group's slot)."""
+    rt = await backend.runtime()
+    ref_a = await stamp_action(rt, ConcurrencyPolicy(limit=1))
+    ref_b = await stamp_action(rt, ConcurrencyPolicy(limit=1))
+    plain = await stamp_action(rt, None)
+    out = tmp_path / "stamps.txt"
+    free = await submit(rt, plain, out, 0)
+    a = await submit(rt, ref_a, out, 0)
+    b = await submit(rt, ref_b, out, 0)
+    real = rt.service.slots.claim
+    calls = 0
+
+    async def fails_second(execution_id: int, worker_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Unavailable("the database does not answer")
+        return await real(execution_id, worker_id)
+
+    monkeypatch.setattr(rt.service.slots, "claim", fails_second)
+    claimed = await rt.service.claim_pending("w", 10)
+    assert sorted(c.id for c in claimed) == [free, a], "what was claimed is handed over"
+    assert (await rt.service.get(b)).status == "requested", "the failed one waits"
+    monkeypatch.setattr(rt.service.slots, "claim", real)
+    assert [c.id for c in await rt.service.claim_pending("w", 10)] == [b]
+    for execution_id in (free, a, b):
+        await rt.service.finish(execution_id, ExecutionStatus.COMPLETED, {"succeeded": True})
+    assert await slots_held(rt, ref_a) == {ref_a: 0}
+    assert await slots_held(rt, ref_b) == {ref_b: 0}
+
+
+@BACKENDS
+async def test_a_claimed_run_whose_secrets_do_not_open_ends_failed_and_frees_its_slot(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The secret key changed since the run was submitted: the claim cannot hand it to the
+    worker. It ends ``failed`` saying why, instead of staying ``running`` with no one running
+    it (holding its group's only slot)."""
+    rt = await backend.runtime()
+    name = unique("sealed")
+    spec = ActionSpec(
+        ref=f"cc.{name}",
+        pack_ref="cc",
+        name=name,
+        runner_type="shell",
+        script="exit 0",
+        param_schema=normalize_schema({"token": {"type": "string", "secret": True}}),
+        concurrency=ConcurrencyPolicy(limit=1),
+    )
+    await rt.catalog.create_action(spec)
+    sealed = (await rt.service.submit(spec.ref, {"token": "s3cret"}, ALICE)).id
+    nxt = (await rt.service.submit(spec.ref, {"token": "other"}, ALICE)).id
+    async with rt.store.write() as conn:
+        await conn.execute(
+            update(executions).where(executions.c.id == sealed).values(secrets="not-fernet")
+        )
+    assert await rt.service.claim(sealed, "w") is None
+    ended = await rt.service.get(sealed)
+    assert ended.status == "failed"
+    assert "cannot be decrypted" in ended.result["error"]
+    assert await slots_held(rt, spec.ref) == {spec.ref: 0}
+    claimed = await rt.service.claim(nxt, "w")
+    assert claimed is not None
+    assert claimed.parameters == {"token": "other"}
+    await rt.service.finish(nxt, ExecutionStatus.COMPLETED, {"succeeded": True})
+
+
+@BACKENDS
+async def test_under_a_cancel_policy_a_claim_rings_the_next_waiting_run(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The run behind one that took the last slot is rung at once, and refused then, not left
+    waiting until a run ends (its own message came first and found the older run ahead)."""
+    rt = await backend.runtime()
+    ref = await stamp_action(rt, ConcurrencyPolicy(limit=1, method="cancel"))
+    out = tmp_path / "stamps.txt"
+    older, newer = [await submit(rt, ref, out, 0) for _ in range(2)]
+    rung: list[int] = []
+    rt.service.slots.publish_soon = lambda _topic, payload: rung.append(payload["execution_id"])
+    assert await rt.service.claim(newer, "w") is None, "an older run is first in line"
+    assert rung == [older]
+    assert await rt.service.claim(older, "w") is not None
+    await eventually(lambda: rung == [older, newer], "the next waiting run rung", 5)
+    assert await rt.service.claim(newer, "w") is None
+    refused = await rt.service.get(newer)
+    assert refused.status == "cancelled"
+    assert "limit: 1" in refused.result["error"]
+    await rt.service.finish(older, ExecutionStatus.COMPLETED, {"succeeded": True})
+    assert await slots_held(rt, ref) == {ref: 0}

@@ -389,3 +389,89 @@ def test_retry_of_keeps_the_request_and_counts_the_chain() -> None:
     assert new.idempotency_key is None, "the key was the first request's"
     assert (entry.actor, entry.source, entry.verb) == ("bob", "slack", "retry")
     assert entry.detail == "retry 2 of 3 of #10: #12 ended abandoned"
+
+
+async def test_a_run_asked_to_cancel_is_not_retried_however_it_ends(rt: Runtime) -> None:
+    """The user asked it to stop: its worker dying (abandoned) or its time running out
+    (timeout) before the kill lands must not run it again."""
+    ref = await _action(rt, max_retries=2)
+    died = await rt.service.submit(ref, {}, ALICE)
+    assert await rt.service.claim(died.id, "w-dead") is not None
+    assert (await rt.service.cancel(died.id, "alice")).status == "canceling"
+    [moved] = await rt.service.abandon(workers=["w-dead"])
+    assert (moved.id, moved.status, moved.retry_due_at) == (died.id, "abandoned", None)
+
+    late = await rt.service.submit(ref, {}, ALICE)
+    claimed = await rt.service.claim(late.id, "w-1")
+    assert claimed is not None
+    assert (await rt.service.cancel(late.id, "alice")).status == "canceling"
+    # The worker ends it as it ends any run past its time (engine/worker.py ``_finish``).
+    due = await rt.service.retry_policy.due_for(
+        rt.catalog, ref, claimed.retry_count, ExecutionStatus.TIMEOUT
+    )
+    ended = await rt.service.finish(
+        late.id, ExecutionStatus.TIMEOUT, {"succeeded": False}, retry_due_at=due
+    )
+    assert ended is not None
+    assert (ended.status, ended.retry_due_at) == ("timeout", None)
+    for run in (died, late):
+        await _make_due(rt, run.id)
+    assert await Retries(rt.service, rt.service.retry_marks).sweep() == []
+    assert await _chain(rt, died.id) == []
+    assert await _chain(rt, late.id) == []
+
+
+async def test_a_retry_that_cannot_be_prepared_does_not_hold_up_the_others(rt: Runtime) -> None:
+    """One ended run whose secrets no longer open (the secret key was changed) fails its
+    retry at every sweep: the retries due after it are still submitted."""
+    from sqlalchemy import update
+
+    from engine.storage.tables import executions
+
+    ref = await _action(rt, max_retries=1)
+    stuck = await rt.service.submit(ref, {"host": "web1", "token": "s3cret"}, ALICE)
+    fine = await rt.service.submit(ref, {"host": "web2"}, ALICE)
+    for run in (stuck, fine):
+        await _run_and_end(rt, run.id, ExecutionStatus.TIMEOUT)
+    await _make_due(rt, stuck.id)
+    await _make_due(rt, fine.id)
+    async with rt.store.write() as conn:
+        await conn.execute(
+            update(executions).where(executions.c.id == stuck.id).values(secrets="not-fernet")
+        )
+    [retry_id] = await Retries(rt.service, rt.service.retry_marks).sweep()
+    assert (await rt.service.get(retry_id)).original_execution == fine.id
+    assert (await rt.service.get(stuck.id)).retry_due_at is not None, "left due, not dropped"
+    assert await _chain(rt, stuck.id) == []
+
+
+async def test_the_retry_of_a_run_under_a_concurrency_policy_waits_for_its_slot(
+    rt: Runtime,
+) -> None:
+    from engine.concurrency import ConcurrencyPolicy
+
+    name = f"limited_{uuid.uuid4().hex[:8]}"
+    spec = ActionSpec(
+        ref=f"rt.{name}",
+        pack_ref="rt",
+        name=name,
+        runner_type="shell",
+        script="exit 0",
+        param_schema=normalize_schema({"host": {"type": "string"}}),
+        max_retries=1,
+        concurrency=ConcurrencyPolicy(limit=1, parameters=("host",)),
+    )
+    await rt.catalog.create_action(spec)
+    first = await rt.service.submit(spec.ref, {"host": "web1"}, ALICE)
+    await _run_and_end(rt, first.id, ExecutionStatus.TIMEOUT)
+    holder = await rt.service.submit(spec.ref, {"host": "web1"}, ALICE)
+    assert await rt.service.claim(holder.id, "w-1") is not None
+    await _make_due(rt, first.id)
+    [retry_id] = await Retries(rt.service, rt.service.retry_marks).sweep()
+    assert await rt.service.claim(retry_id, "w-1") is None, "web1's one slot is held"
+    assert (await rt.service.get(retry_id)).status == "requested"
+    await rt.service.finish(holder.id, ExecutionStatus.COMPLETED, {"succeeded": True})
+    claimed = await rt.service.claim(retry_id, "w-1")
+    assert claimed is not None
+    assert claimed.retry_count == 1
+    await rt.service.finish(retry_id, ExecutionStatus.COMPLETED, {"succeeded": True})

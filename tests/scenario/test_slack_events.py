@@ -174,6 +174,11 @@ async def test_a_dm_without_permission_is_refused_with_the_reason(
     await post_event(server.base_url, callback(direct(NOBODY, dm_none, "help")))
     no_access = await answer(standin, "chat.postMessage", dm_none, "no access")
     assert "ATTUNE_SLACK_ROLES" in no_access.all_text()
+    # A first "hi" (no command at all) gets the same reason, not the usage.
+    dm_hi = new_id("D")
+    await post_event(server.base_url, callback(direct(NOBODY, dm_hi, "hi there")))
+    greeted = await answer(standin, "chat.postMessage", dm_hi, "no access")
+    assert "Unknown command" not in greeted.all_text()
     assert await executions_of(api, action) == []
 
 
@@ -219,7 +224,7 @@ async def test_bots_edits_and_deletions_are_ignored(
     await post_event(server.base_url, callback(direct(OPERATOR, dm, "help")))
     await answer(standin, "chat.postMessage", dm, "What you may run")
     await post_event(server.base_url, callback(mention(OPERATOR, channel, "help")))
-    await answer(standin, "chat.postMessage", channel, "What you may run")
+    await answer(standin, "chat.postEphemeral", channel, "What you may run")
     assert len(standin.find("chat.*", target=dm)) == 1
     assert len(standin.find("chat.*", target=channel)) == 1
     assert await executions_of(api, action) == []
@@ -264,7 +269,10 @@ async def test_a_retried_event_runs_once_also_in_another_process(
 async def test_help_lists_only_what_the_user_may_run(server: Server, standin: SlackStandIn) -> None:
     channel = new_channel()
     await post_event(server.base_url, callback(mention(OPERATOR, channel, "help")))
-    listing = (await answer(standin, "chat.postMessage", channel, "What you may run")).all_text()
+    # A read in a channel is answered for the asker alone, as the slash command answers it.
+    shown = await answer(standin, "chat.postEphemeral", channel, "What you may run")
+    assert shown.params.get("user") == OPERATOR
+    listing = shown.all_text()
     assert "`core.echo`" in listing
     assert "examples.greet" not in listing  # the operator may not run examples.*
     assert "history" in listing
@@ -298,7 +306,7 @@ async def test_history_shows_only_what_the_viewer_may_view(
 
     # The operator, who may view everything, sees both, newest first.
     await post_event(server.base_url, callback(mention(OPERATOR, channel, "history 50")))
-    full = (await answer(standin, "chat.postMessage", channel, "Recent executions")).all_text()
+    full = (await answer(standin, "chat.postEphemeral", channel, "Recent executions")).all_text()
     assert full.index(f"#{shown_run} ") < full.index(f"#{hidden_run['id']} ")
 
     # Asking for an action one may not view is refused, with the reason.
@@ -311,12 +319,15 @@ async def test_history_shows_only_what_the_viewer_may_view(
     await post_event(
         server.base_url, callback(mention(OPERATOR, channel, f"history <@{OPERATOR}> 5"))
     )
-    mine = (await answer(standin, "chat.postMessage", channel, "Recent executions by")).all_text()
+    mine = (await answer(standin, "chat.postEphemeral", channel, "Recent executions by")).all_text()
     assert f"#{shown_run} " in mine
     assert f"#{hidden_run['id']} " not in mine
     await post_event(server.base_url, callback(mention(OPERATOR, channel, "last")))
-    last = (await answer(standin, "chat.postMessage", channel, "Your last execution")).all_text()
+    last = (await answer(standin, "chat.postEphemeral", channel, "Your last execution")).all_text()
     assert f"#{shown_run} `core.noop` completed" in last
+    # None of these reads was said for the whole channel to see.
+    for words in ("What you may run", "Recent executions", "Your last execution"):
+        assert not said_in(standin, "chat.postMessage", channel, words), words
 
 
 async def test_typos_get_did_you_mean(server: Server, standin: SlackStandIn) -> None:

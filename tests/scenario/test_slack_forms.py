@@ -180,6 +180,18 @@ async def runs_of(api: aiohttp.ClientSession, ref: str) -> list[dict[str, Any]]:
     return list(answer.items)
 
 
+async def confirm_action(api: aiohttp.ClientSession, name: str) -> str:
+    """A ``confirm: true`` action with one required parameter, ``target``."""
+    return await inline_action(
+        api,
+        "forms",
+        name,
+        PRINT_PARAMETERS,
+        parameters={"target": {"type": "string", "required": True}},
+        confirm=True,
+    )
+
+
 def the_reply(standin: SlackStandIn, view: dict[str, Any]) -> Call | None:
     """What the form's command got through its response URL."""
     url = json.loads(view["private_metadata"])["r"]
@@ -319,14 +331,7 @@ async def test_a_confirm_action_asks_for_confirmation_after_the_form(
     server: Server, standin: SlackStandIn
 ) -> None:
     async with admin_api(server.base_url) as api:
-        ref = await inline_action(
-            api,
-            "forms",
-            "wipe",
-            PRINT_PARAMETERS,
-            parameters={"target": {"type": "string", "required": True}},
-            confirm=True,
-        )
+        ref = await confirm_action(api, "wipe")
         view, _, user = await open_form(server, standin, f"run {ref}")
         assert "confirm" in json.dumps(view["blocks"][0])
         status, body = await submit(server, view, user, values_of(target=typed("db1")))
@@ -336,6 +341,35 @@ async def test_a_confirm_action_asks_for_confirmation_after_the_form(
         actions = [e["action_id"] for b in reply.params["blocks"] for e in b.get("elements", [])]
         assert actions == [CONFIRM_ACTION, ABORT_ACTION], reply.params
         assert await runs_of(api, ref) == []  # nothing runs before it is confirmed
+
+
+async def test_a_form_submitted_after_its_response_url_expired_still_asks_to_confirm(
+    server: Server, standin: SlackStandIn
+) -> None:
+    """Slack keeps a modal open for hours; its command's response URL lasts 30 minutes. The
+    confirmation (the only news of a run that waits for it) then comes as an ephemeral
+    message in the channel, not nowhere."""
+    async with admin_api(server.base_url) as api:
+        ref = await confirm_action(api, "wipe_late")
+        view, channel, user = await open_form(server, standin, f"run {ref}")
+        origin = json.loads(view["private_metadata"])
+        origin["at"] -= 31 * 60  # asked for 31 minutes ago
+        late = {**view, "private_metadata": json.dumps(origin, separators=(",", ":"))}
+        status, body = await submit(server, late, user, values_of(target=typed("db1")))
+        assert status == 200, body
+        assert not body, body
+        (told,) = await eventually(
+            lambda: standin.find("chat.postEphemeral", target=channel, ok=True),
+            "the confirmation, ephemeral in the channel",
+            API_WAIT_S,
+        )
+        assert told.params.get("user") == user
+        blocks = told.params["blocks"]
+        blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+        actions = [e["action_id"] for b in blocks for e in b.get("elements", [])]
+        assert actions == [CONFIRM_ACTION, ABORT_ACTION], told.params
+        assert the_reply(standin, late) is None  # the expired URL is not used
+        assert await runs_of(api, ref) == []
 
 
 async def test_too_many_fields_or_no_modal_gets_the_usage_message(
@@ -407,14 +441,7 @@ async def test_a_confirm_form_submitted_to_two_processes_asks_once(
     """The confirmation's code comes from the view's id: a second process asked the same
     thing answers with the same code, and one click runs it once."""
     async with admin_api(server.base_url) as api:
-        ref = await inline_action(
-            api,
-            "forms",
-            "drop",
-            PRINT_PARAMETERS,
-            parameters={"target": {"type": "string", "required": True}},
-            confirm=True,
-        )
+        ref = await confirm_action(api, "drop")
     view, _, user = await open_form(server, standin, f"run {ref}")
     status, body = await submit(server, view, user, values_of(target=typed("db2")))
     assert status == 200, body

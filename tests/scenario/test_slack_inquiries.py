@@ -29,7 +29,7 @@ from tests.scenario.harness import (
     settle,
     slash,
 )
-from tests.scenario.slack_standin import TEAM_ID, Call, SlackStandIn
+from tests.scenario.slack_standin import TEAM_ID, Call, Canned, SlackStandIn
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -286,3 +286,37 @@ async def test_a_question_answered_over_the_api_is_shown_answered_in_slack(
     shown = await _question_shown_ended(standin, channel, asked)
     assert "answered by admin" in shown.all_text()
     assert buttons(shown) == []
+
+
+async def test_a_question_whose_update_slack_refused_is_updated_again(
+    server: Server, standin: SlackStandIn
+) -> None:
+    channel, asker = new_channel(), new_user()
+    reply = await slash(
+        server.base_url, standin, "run core.ask prompt='Fail over?'", channel=channel, user=asker
+    )
+    asked = await question(standin, channel)
+    (yes, _no) = buttons(asked)
+    assert isinstance(asked.response, dict)
+    asked_ts = asked.response["ts"]
+
+    def the_question(call: Call) -> bool:
+        return bool(call.params.get("ts") == asked_ts)
+
+    standin.queue("chat.update", Canned.error("internal_error"), where=the_question)
+    async with admin_api(server.base_url) as api:
+        answered = await api.post(
+            f"/api/v1/inquiries/{json.loads(yes['value'])['i']}/respond",
+            json={"response": {"approved": True}},
+        )
+        assert answered.status == 200, await answered.text()
+        await settle(api, reply.execution_id)
+
+    def shown() -> Call | None:
+        found = standin.find("chat.update", target=channel, ok=True, where=the_question)
+        return found[0] if found else None
+
+    updated = await eventually(shown, "the question updated after Slack refused once", API_WAIT_S)
+    assert "answered by admin" in updated.all_text()
+    tries = standin.find("chat.update", target=channel, where=the_question)
+    assert len(tries) == 2  # refused once, then done

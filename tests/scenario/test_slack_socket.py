@@ -195,8 +195,8 @@ async def test_mentions_and_dms_come_over_the_socket_too(
     await standin.send_envelope(
         {**envelope, "envelope_id": str(uuid.uuid4()), "payload": callback(mentioned)}
     )
-    thread = await eventually(
-        lambda: standin.find("chat.postMessage", target=channel, ok=True),
+    thread = await eventually(  # a read: answered for the asker alone, in the thread
+        lambda: standin.find("chat.postEphemeral", target=channel, ok=True),
         "the mention's answer",
         10,
     )
