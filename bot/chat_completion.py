@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from engine.gate import Requester
     from engine.runtime import Runtime
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"attune.{__name__}")
 
 #: A description shown beside a candidate is cut to this many characters.
 META_CHARS = 60

@@ -180,7 +180,7 @@ class CommandHandler:
             case Templates():
                 return Reply(_templates_list(await templates_of(self.runtime).list(who, "run")))
             case ScheduleRun():
-                return await self._schedule(command, ctx)
+                return await self._schedule(command, ctx, idempotency_key)
             case Schedules():
                 service = schedules_of(self.runtime)
                 visible = await service.visible(who)
@@ -305,9 +305,12 @@ class CommandHandler:
         await self.runtime.audit.record(who.entry(verb, "accepted", target=rule_ref))
         return Reply(f"Rule `{rule_ref}` is {'enabled' if enable else 'disabled'}.")
 
-    async def _schedule(self, command: ScheduleRun, ctx: ChatContext) -> Reply:
+    async def _schedule(
+        self, command: ScheduleRun, ctx: ChatContext, idempotency_key: str | None
+    ) -> Reply:
         """Times are read in the user's zone where known (Slack), else in
-        ATTUNE_DEFAULT_TIMEZONE; the reply names the zone."""
+        ATTUNE_DEFAULT_TIMEZONE; the reply names the zone. The same request again (a Slack
+        retry in another process) finds the schedule it made."""
         service = schedules_of(self.runtime)
         run = command.run
         if isinstance(run, RunTemplate):
@@ -325,6 +328,7 @@ class CommandHandler:
             ctx.requester(),
             ScheduleRequest(action_ref, template_ref, params, timezone=ctx.timezone, **when),
             chat=route,
+            idempotency_key=idempotency_key,
         )
         view = await service.view(made)
         what = f"`@{template_ref}`" if template_ref else f"`{action_ref}`"

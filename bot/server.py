@@ -213,6 +213,7 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             await runtime.start_worker()
         else:
             runtime.start_housekeeper()
+            await runtime.start_workflows()  # a worker's start does it otherwise
         runtime.start_automation()
         firing.start()
         await inquiry_sweep.start()

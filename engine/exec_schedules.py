@@ -280,8 +280,19 @@ class ExecSchedules:
         }
 
     async def create(
-        self, who: Requester, req: ScheduleRequest, chat: dict[str, Any] | None = None
+        self,
+        who: Requester,
+        req: ScheduleRequest,
+        chat: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Schedule:
+        """Make a schedule. The same request again (``idempotency_key``: a Slack retry that
+        reached another process, an API client's Idempotency-Key) finds the first one, made by
+        the same person, and makes nothing."""
+        if idempotency_key is not None:
+            earlier = await self._made_by(who, idempotency_key)
+            if earlier is not None:
+                return earlier
         now = now_utc()
         if (req.action_ref is None) == (req.template_ref is None):
             raise InvalidRequest(
@@ -332,12 +343,27 @@ class ExecSchedules:
             },
             chat=chat,
             description=req.description,
+            idempotency_key=idempotency_key,
         )
-        made = await self.repo.add(fields)
+        try:
+            made = await self.repo.add(fields)
+        except Conflict:
+            if idempotency_key is None:
+                raise
+            earlier = await self._made_by(who, idempotency_key)  # made meanwhile, elsewhere
+            if earlier is None:
+                raise
+            return earlier
         await self.gate.audit.record(
             who.entry("schedule create", "accepted", target=action_ref, detail=f"#{made.id}")
         )
         return made
+
+    async def _made_by(self, who: Requester, idempotency_key: str) -> Schedule | None:
+        earlier = await self.repo.find_by_key(idempotency_key)
+        if earlier is not None and earlier.fields.requester.get("identity") != who.identity:
+            raise Conflict("that request key was used by someone else")
+        return earlier
 
     async def _find(self, schedule_id: int) -> Schedule:
         found = await self.repo.get(schedule_id)

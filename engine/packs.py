@@ -12,6 +12,7 @@ a workflow) is loaded disabled, with the reason, and the rest of the pack works.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from engine.concurrency import ConcurrencyPolicy, undeclared
 from engine.errors import EngineError, PackError
 from engine.params import normalize_schema, secret_names
 
-RunnerType = Literal["shell", "python", "builtin", "unavailable"]
+RunnerType = Literal["shell", "python", "builtin", "workflow", "unavailable"]
 ParameterDelivery = Literal["stdin", "file"]
 ParameterFormat = Literal["json", "dotenv", "yaml"]
 OutputFormat = Literal["text", "json", "yaml", "jsonl"]
@@ -43,8 +44,15 @@ RUNNER_ALIASES: dict[str, RunnerType] = {
 }
 #: Runner names of workflow actions (Attune's, StackStorm's): loaded, not run.
 WORKFLOW_RUNNERS = frozenset({"workflow", "orquesta", "mistral", "action-chain"})
-#: Why a workflow's action is disabled (until this server runs workflows).
-WORKFLOW_NOT_YET = "workflow runs are not available yet"
+#: The runner of a workflow's action (its definition is stored beside it; the worker starts it
+#: and its tasks run as child executions: engine/workflows/runs.py).
+WORKFLOW_RUNNER: RunnerType = "workflow"
+#: Why a workflow action without a usable definition is disabled (a StackStorm ``orquesta``
+#: action, or an Attune ``workflow_file`` that could not be read: then the reason is its problem).
+WORKFLOW_NOT_YET = (
+    "only Attune workflows with a valid definition run here (workflows/<name>.yaml or "
+    "workflow_file)"
+)
 #: ``runtime_ref`` (Attune's) of each runner this server has.
 RUNTIME_REFS: dict[RunnerType, str] = {"shell": "core.shell", "python": "core.python"}
 
@@ -98,7 +106,7 @@ class ActionSpec(BaseModel):
         :func:`resolve_entry`; checked again at run time, as the folder may have changed)."""
         if self.script is not None or self.entry_point is None:
             return None
-        if self.runner_type in ("builtin", "unavailable"):  # nothing this server runs
+        if self.runner_type in ("builtin", "workflow", "unavailable"):  # no script to run
             return None
         if not self.base_dir:
             raise PackError(f"entry_point '{self.entry_point}' has no pack folder to be in")
@@ -183,6 +191,22 @@ class _ActionFile(BaseModel):
     confirm: bool = False
     concurrency: ConcurrencyPolicy | None = None
     max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+
+
+def _workflow_file_problems(
+    linked: Sequence[tuple[Path, dict[str, Any], ActionSpec]],
+    loaded: Sequence[Any],
+    problems: Sequence[str],
+) -> list[tuple[str, str]]:
+    """(ref, problem) of each action YAML whose ``workflow_file`` was not loaded."""
+    ok = {w.action.ref for w in loaded}
+    out = []
+    for file, _, action in linked:
+        if action.ref in ok:
+            continue
+        mine = [p for p in problems if p.startswith(f"{file}:")]
+        out.append((action.ref, mine[0] if mine else WORKFLOW_NOT_YET))
+    return out
 
 
 def runner_for(runtime: str | None, entry_point: str | None) -> tuple[RunnerType, str | None]:
@@ -310,12 +334,20 @@ def load_pack(path: Path) -> PackSpec:
     from engine.workflows.files import read_workflows  # it builds on this module's specs
 
     workflows, problems = read_workflows(path, ref, linked)
+    linked_refs = {a.ref for _, _, a in linked}
     for found in list(workflows):
-        if found.action.ref in defined_in and all(found.action is not a for _, _, a in linked):
+        if found.action.ref in defined_in and found.action.ref not in linked_refs:
             problems.append(f"{found.source}: '{found.action.ref}' is already an action")
             workflows.remove(found)
         elif found.action.ref not in defined_in:
             actions.append(found.action)
+        else:  # an action YAML's workflow_file, read: the action runs it
+            actions = [found.action if a.ref == found.action.ref else a for a in actions]
+    for problem_ref, problem in _workflow_file_problems(linked, workflows, problems):
+        actions = [
+            a.model_copy(update={"disabled_reason": problem}) if a.ref == problem_ref else a
+            for a in actions
+        ]
     extras: dict[str, list[dict[str, Any]]] = {"triggers": [], "rules": []}
     for kind, items in extras.items():
         folder = path / kind

@@ -51,6 +51,8 @@ class Claimed:
     enforcement: int | None = None
     #: How many times this run's chain was retried before it (engine/retries.py).
     retry_count: int = 0
+    #: A workflow's task run (its retries are the workflow's ``retry``, not its action's).
+    in_workflow: bool = False
 
 
 def delivery_target(chat: dict[str, Any]) -> str:
@@ -104,6 +106,9 @@ class Execution(_Fields):
     retry_count: int = 0
     retry_reason: str | None = None
     retry_due_at: datetime | None = None
+    #: Attune's: for a workflow's task run, ``{workflow_execution, task_name, task_index,
+    #: retry_count, max_retries, timeout_seconds}`` (``parent`` is the workflow's execution).
+    workflow_task: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,7 @@ class StoredExecution:
             self.retry_count,
             self.retry_reason,
             self.retry_due_at,
+            self.workflow_task,
         )
 
     @property
@@ -232,6 +238,8 @@ class ExecutionFilter:
     action_like: tuple[str, ...] | None = None
     enforcement: int | None = None
     parent: int | None = None
+    #: Only executions without a parent (Attune's ``top_level_only``: no workflow task runs).
+    top_level_only: bool = False
     pack: str | None = None
     #: Only executions requested by this identity (``executor.identity``: a login, a Slack
     #: user id, ``rule:...``).

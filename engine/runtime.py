@@ -44,6 +44,8 @@ from engine.storage import Store, build_store
 from engine.storage.inquiries import inquiry_repository
 from engine.storage.output import output_repository
 from engine.worker import Worker, default_worker_id
+from engine.workflows.advancer import WorkflowAdvancer
+from engine.workflows.runs import WorkflowRuns
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -96,6 +98,10 @@ class Runtime:
     secret_key: str = ""
     worker: Worker | None = None
     housekeeper: Housekeeper | None = None
+    #: Running workflows (engine/workflows/runs.py) and the loop that moves them on (in every
+    #: process with a worker or the housekeeping).
+    workflow_runs: WorkflowRuns | None = None
+    workflow_advancer: WorkflowAdvancer | None = None
     _automation_task: asyncio.Task[None] | None = None
     #: The first admin's password when this start generated it (to be printed once).
     generated_admin_password: str | None = None
@@ -184,6 +190,7 @@ class Runtime:
         submissions (no sweep, no reaping, no crash recovery, no database polling)."""
         s = self.settings
         worker_id = worker_id or default_worker_id()
+        runs = await self.start_workflows()
         self.worker = Worker(
             self.service,
             self.catalog,
@@ -202,6 +209,7 @@ class Runtime:
             live_output=self.live_output,
             inquiries=self.inquiries,
             output_flush_interval_s=s.output_flush_interval_s,
+            workflows=runs,
             # A long-lived worker's sign of life, for `attune health --worker`.
             alive_file=AliveFile(alive_dir(s.data_dir), worker_id) if housekeeping else None,
         )
@@ -215,6 +223,13 @@ class Runtime:
         if self.settings.callback_secret is not None:
             return self.settings.callback_secret.get_secret_value().encode()
         return callback_secret(self.secret_key)
+
+    async def start_workflows(self) -> WorkflowRuns:
+        """Running workflows, and the loop that advances them (started once per process)."""
+        if self.workflow_runs is None:
+            self.workflow_runs = WorkflowRuns(self.store, self.service, self.catalog)
+            self.workflow_advancer = await WorkflowAdvancer(self.workflow_runs, self.broker).start()
+        return self.workflow_runs
 
     def start_housekeeper(self) -> Housekeeper:
         """Housekeeping without a worker (``attune serve --no-worker``): a cluster whose last
@@ -259,6 +274,8 @@ class Runtime:
         await self.automation.templates.close()
         if self.housekeeper is not None:
             await self.housekeeper.stop()
+        if self.workflow_advancer is not None:
+            await self.workflow_advancer.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         await self.service.drain()

@@ -32,6 +32,8 @@ class ScheduleFields:
     requester: dict[str, Any]
     chat: dict[str, Any] | None
     description: str
+    #: Of the request that made it: the same request again finds this schedule.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class ScheduleRepository(Protocol):
     async def add(self, fields: ScheduleFields) -> Schedule: ...
 
     async def get(self, schedule_id: int) -> Schedule | None: ...
+
+    async def find_by_key(self, idempotency_key: str) -> Schedule | None:
+        """The schedule made by the request with this idempotency key, if any."""
+        ...
 
     async def every_schedule(self) -> list[Schedule]:
         """Every schedule, by id."""

@@ -249,9 +249,7 @@ class ExecutionService:
             if row.status == ExecutionStatus.CANCELING:
                 self.publish_soon(topics.CANCEL, {"execution_id": execution_id})
             else:
-                self.publish_soon(
-                    topics.COMPLETED, {"execution_id": execution_id, "status": row.status}
-                )
+                self._ended(row)
             return row.record()
         raise Conflict(f"execution {execution_id} is changing too fast to cancel; try again")
 
@@ -266,6 +264,7 @@ class ExecutionService:
         action_like: builtins.list[str] | None = None,
         enforcement: int | None = None,
         parent: int | None = None,
+        top_level_only: bool = False,
         pack: str | None = None,
         requester: str | None = None,
         person: str | None = None,
@@ -289,6 +288,7 @@ class ExecutionService:
             action_like=None if action_like is None else tuple(action_like),
             enforcement=enforcement,
             parent=parent,
+            top_level_only=top_level_only,
             pack=pack or None,
             requester=requester or None,
             person=person or None,
@@ -334,7 +334,7 @@ class ExecutionService:
                 finished_at=now_utc(),
             )
             if row is not None:
-                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+                self._ended(row)
             return None
         if outcome is None:
             return None
@@ -398,6 +398,7 @@ class ExecutionService:
             requester=dict(row.executor or {}),
             enforcement=row.enforcement,
             retry_count=row.retry_count,
+            in_workflow=row.workflow_task is not None,
         )
 
     async def record_process(self, execution_id: int, pid: int, pid_start: int | None) -> None:
@@ -437,7 +438,7 @@ class ExecutionService:
             )
             if row is not None:
                 moved.append(row)
-                self.publish_soon(topics.COMPLETED, {"execution_id": row.id, "status": row.status})
+                self._ended(row)
         return moved
 
     async def workers_with_runs(self) -> builtins.list[str]:
@@ -467,8 +468,16 @@ class ExecutionService:
         if row.started_at is not None and row.finished_at is not None:
             seconds = (row.finished_at - row.started_at).total_seconds()
             self.metrics.run_duration.labels(row.action_ref, row.status).observe(seconds)
-        self.publish_soon(topics.COMPLETED, {"execution_id": execution_id, "status": row.status})
+        self._ended(row)
         return row.record()
+
+    def _ended(self, row: StoredExecution) -> None:
+        """Ring ``execution.completed``; for a workflow's task run also ``workflow.task_ended``
+        (the row says so: no query, and no message to the workflow advancer for the others)."""
+        payload = {"execution_id": row.id, "status": row.status}
+        self.publish_soon(topics.COMPLETED, payload)
+        if row.workflow_task:
+            self.publish_soon(topics.WORKFLOW_TASK_ENDED, payload | {"parent": row.parent})
 
     async def find_idempotent(self, key: str) -> Execution | None:
         row = await self.executions.find_by_key(key)
@@ -555,7 +564,7 @@ class ExecutionService:
         """When the retry of a run about to end ``status`` is due, or None (for a sweep that
         ends runs: it knows neither their action nor their chain; a rare path)."""
         row = await self.executions.get(execution_id)
-        if row is None:
+        if row is None or row.workflow_task:  # a workflow's task: the workflow's retry applies
             return None
         return await self.retry_policy.due_for(
             self.catalog, row.action_ref, row.retry_count, status

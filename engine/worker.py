@@ -39,6 +39,7 @@ from engine.retries import TRANSIENT
 from engine.runners import Runner, RunRequest, RunResult
 from engine.service import ExecutionService
 from engine.status import ExecutionStatus
+from engine.workflows.runs import WorkflowRuns
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -72,8 +73,11 @@ class Worker:
         live_output: LiveOutput | None = None,
         inquiries: InquiryService,
         output_flush_interval_s: float = FLUSH_INTERVAL_S,
+        workflows: WorkflowRuns | None = None,
     ) -> None:
         self.service = service
+        #: Starts (and parks) the executions of workflow actions (engine/workflows/runs.py).
+        self.workflows = workflows
         #: Where runs' output is stored as it is printed (None: only in the result).
         self.live_output = live_output
         #: Where a run that asks a human parks its question (engine/inquiries.py).
@@ -238,6 +242,8 @@ class Worker:
             self._idle.set()
 
     async def _run_claimed(self, claimed: Claimed, cancel: asyncio.Event) -> None:
+        if self.workflows is not None and await asyncio.shield(self._begin_workflow(claimed)):
+            return  # a workflow: its tasks run as child executions, without this worker
         writer = self._output_writer(claimed.id)
         try:
             result = await self._run(claimed, cancel, writer)
@@ -264,6 +270,19 @@ class Worker:
         if stored and writer is not None and writer.touched:
             await asyncio.shield(self._drop_output(claimed.id))
         self._output_ended(claimed.id)
+
+    async def _begin_workflow(self, claimed: Claimed) -> bool:
+        """True when the execution is a workflow's (started and parked, or ended failed)."""
+        assert self.workflows is not None
+        try:
+            return await self.workflows.begin(claimed, self.worker_id)
+        except Exception as exc:
+            if not isinstance(exc, EngineError):
+                log.exception("workflow execution %s could not start", claimed.id)
+            why = getattr(exc, "message", None) or type(exc).__name__
+            failed = RunResult(outcome="failed", error=f"the workflow could not start: {why}")
+            await self._finish(claimed.id, failed)
+            return True
 
     @staticmethod
     def _inquiry_asked(result: RunResult) -> InquiryRequest | None:
@@ -363,7 +382,9 @@ class Worker:
         has retries left (engine/retries.py), in the same statement."""
         target = status or ExecutionStatus(result.outcome)
         retry_due_at = None
-        if run is not None and target in TRANSIENT:
+        # A workflow's task run is retried by the workflow's own ``retry`` (a run of its
+        # action's retry chain would be a second run of the task, which no one waits for).
+        if run is not None and target in TRANSIENT and not run.in_workflow:
             try:
                 retry_due_at = await self.service.retry_policy.due_for(
                     self.catalog, run.action_ref, run.retry_count, target

@@ -200,6 +200,15 @@ async def execute_batch(call: Call) -> Any:
     return json_response({"data": outcome.records}, 201, headers=headers)
 
 
+def _flag(call: Call, name: str) -> bool:
+    raw = call.request.query.get(name, "").lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise InvalidRequest(f"query parameter '{name}' must be true or false")
+
+
 async def list_executions(call: Call) -> Any:
     q = call.request.query
     statuses = [x for x in q.get("status", "").split(",") if x] or None
@@ -213,6 +222,7 @@ async def list_executions(call: Call) -> Any:
         enforcement=call.query_int("enforcement", 0) or None,
         parent=call.query_int("parent", 0) or None,
         original_execution=call.query_int("original_execution", 0) or None,
+        top_level_only=_flag(call, "top_level_only"),
         pack=q.get("pack_name") or None,
         page=page,
         per_page=per_page,
@@ -366,6 +376,9 @@ ROUTES: list[RouteSpec] = [
             QueryParam("parent", "integer", "Only the children of this execution"),
             QueryParam(
                 "original_execution", "integer", "Only the retries of this execution's chain"
+            ),
+            QueryParam(
+                "top_level_only", "string", "Only executions without a parent (no task runs)"
             ),
             *PAGING,
         ),

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from engine.api import schemas as s
 from engine.api.http import PAGING, Call, RouteSpec, page_of
-from engine.api.routes import requester
+from engine.api.routes import idempotency_key, requester
 from engine.exec_schedules import ScheduleRequest, schedules_of
 
 TAGS = ("schedules",)
@@ -84,6 +84,7 @@ async def create_schedule(call: Call) -> Any:
             missed=body.missed,
             description=body.description,
         ),
+        idempotency_key=idempotency_key(call),
     )
     return {"data": await service.view(made)}
 

@@ -262,6 +262,20 @@ class ExecutionResult(BaseModel):
     stderr_truncated: bool = False
 
 
+class WorkflowTask(BaseModel):
+    """Which workflow run and task an execution was started for (Attune's)."""
+
+    workflow_execution: int
+    task_name: str
+    #: The item of a ``with_items`` task.
+    task_index: int | None = None
+    #: Which retry this run is (0: the first try), of ``max_retries``.
+    retry_count: int = 0
+    max_retries: int = 0
+    #: The task's ``timeout``: the run's time limit.
+    timeout_seconds: float | None = None
+
+
 class Execution(BaseModel):
     """:class:`engine.records.Execution` as its JSON reads (the API writes the record itself;
     tests/api/test_record_models.py keeps the two field for field)."""
@@ -290,6 +304,8 @@ class Execution(BaseModel):
     retry_reason: Literal["abandoned", "timeout"] | None = None
     #: When this ended run is retried (null: no retry pending).
     retry_due_at: datetime | None = None
+    #: Attune's: for a workflow's task run, ``{workflow_execution, task_name, task_index}``.
+    workflow_task: WorkflowTask | None = None
 
 
 class Pack(BaseModel):

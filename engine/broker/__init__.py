@@ -22,6 +22,8 @@ REQUESTED = "execution.requested"
 STARTED = "execution.started"
 COMPLETED = "execution.completed"
 CANCEL = "execution.cancel"
+#: A workflow's task run ended (published beside ``execution.completed``, only for those).
+WORKFLOW_TASK_ENDED = "workflow.task_ended"
 #: The shared queue workers take ``execution.requested`` from (``<exchange>.requested``).
 REQUESTED_QUEUE = "requested"
 

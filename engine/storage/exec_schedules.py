@@ -29,6 +29,7 @@ _FIELDS = (
     "requester",
     "chat",
     "description",
+    "idempotency_key",
 )
 
 
@@ -50,6 +51,7 @@ def _record(row: Any) -> Schedule:
             requester=dict(row.requester or {}),
             chat=row.chat,
             description=row.description or "",
+            idempotency_key=row.idempotency_key,
         ),
         paused=bool(row.paused),
         fire_count=int(row.fire_count or 0),
@@ -81,6 +83,12 @@ class SqlSchedules:
     async def get(self, schedule_id: int) -> Schedule | None:
         async with self.store.read() as conn:
             row = (await conn.execute(_SELECT.where(t.c.id == schedule_id))).first()
+        return None if row is None else _record(row)
+
+    async def find_by_key(self, idempotency_key: str) -> Schedule | None:
+        async with self.store.read() as conn:
+            query = _SELECT.where(t.c.idempotency_key == idempotency_key)
+            row = (await conn.execute(query)).first()
         return None if row is None else _record(row)
 
     async def every_schedule(self) -> list[Schedule]:

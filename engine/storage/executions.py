@@ -162,6 +162,8 @@ def where_clauses(where: ExecutionFilter) -> list[ColumnElement[bool]]:
         clauses.append(executions.c.parent == where.parent)
     if where.original_execution is not None:
         clauses.append(executions.c.original_execution == where.original_execution)
+    if where.top_level_only:
+        clauses.append(executions.c.parent.is_(None))
     if where.pack:
         escaped = where.pack.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         clauses.append(executions.c.action_ref.like(f"{escaped}.%", escape="\\"))

@@ -56,7 +56,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: The newest migration (tests/engine/test_migrations.py checks it is Alembic's head): a database
 #: already there starts without Alembic being imported.
-HEAD_REVISION = "0021"
+HEAD_REVISION = "0022"
 #: Key of the PostgreSQL advisory lock that serialises start-up work (migrations, pack sync).
 _MIGRATION_LOCK_KEY = 7_406_113
 

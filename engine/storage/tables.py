@@ -611,10 +611,13 @@ schedules = Table(
     Column("last_execution", BigInteger, nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
+    #: ``<who>:<key>`` of the request that made it (a Slack retry, an API Idempotency-Key).
+    Column("idempotency_key", String(512), nullable=True),
     #: Ids are never reused (a card names its schedule by id).
     sqlite_autoincrement=True,
 )
 Index("ix_schedules_next_fire_at", schedules.c.next_fire_at)
+Index("ix_schedules_idempotency_key", schedules.c.idempotency_key, unique=True)
 
 #: A run paused for a human answer (Attune's inquiry): who may answer (``assigned_to``, an
 #: identity id as Attune's, and ``assignees``: logins, Slack user ids or roles), the schema an

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from engine.errors import EngineError
-from engine.packs import ActionSpec
+from engine.packs import WORKFLOW_RUNNER, ActionSpec
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem, parse_definition
 from engine.workflows.records import WorkflowFields
 from engine.workflows.service import fields_of, workflow_action
@@ -71,7 +71,10 @@ def read_workflows(
             params = data.get("parameters")
             output = data.get("output") or data.get("out_schema") or data.get("output_schema")
             fields = fields_of(definition, pack_ref, param_schema=params, out_schema=output)
-            found.append(WorkflowFile(str(action_file), definition, fields, action))
+            runnable = action.model_copy(
+                update={"runner_type": WORKFLOW_RUNNER, "enabled": True, "disabled_reason": None}
+            )
+            found.append(WorkflowFile(str(action_file), definition, fields, runnable))
         except EngineError as exc:
             problems.append(f"{action_file}: workflow_file '{target}': {exc.message}")
     folder = pack_dir / "workflows"

@@ -1,8 +1,8 @@
 """Saving workflow definitions: parsed, validated against the catalog, stored with their action.
 
 A workflow is also an action of the same ref (Attune's companion action): listed with the
-actions, ``runtime_ref`` ``workflow``, and disabled until this server runs workflows, so a
-request to run one is refused with :data:`NOT_YET` as the reason.
+actions, ``runtime_ref`` ``workflow``, runner ``workflow`` (the worker starts it and its tasks
+run as child executions: :mod:`engine.workflows.runs`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from typing import Any
 
 from engine.catalog import Catalog
 from engine.errors import InvalidRequest, NotFound, PackError
-from engine.packs import WORKFLOW_NOT_YET, ActionSpec
+from engine.packs import WORKFLOW_RUNNER, ActionSpec
 from engine.params import normalize_schema
 from engine.storage import Store
 from engine.storage.workflows import WORKFLOW_RUNTIME, workflow_repository
 from engine.workflows.definition import WorkflowDefinition, WorkflowProblem
 from engine.workflows.records import StoredWorkflow, WorkflowFields, WorkflowRepository
 from engine.workflows.validation import validate
-
-NOT_YET = WORKFLOW_NOT_YET
 
 
 def workflow_action(
@@ -33,7 +31,7 @@ def workflow_action(
     entry_point: str | None = None,
     base_dir: str | None = None,
 ) -> ActionSpec:
-    """The action a workflow is, disabled with :data:`NOT_YET`."""
+    """The action a workflow is (runnable: its definition was validated)."""
     params = param_schema if param_schema is not None else definition.parameters
     try:
         schema = normalize_schema(params)
@@ -45,14 +43,13 @@ def workflow_action(
         name=definition.ref[len(pack_ref) + 1 :],
         label=definition.label,
         description=definition.description,
-        runner_type="unavailable",
+        runner_type=WORKFLOW_RUNNER,
         entry_point=entry_point,
         param_schema=schema,
         out_schema=out_schema if out_schema is not None else definition.output,
-        enabled=False,
+        enabled=True,
         base_dir=base_dir,
         runtime_ref=WORKFLOW_RUNTIME,
-        disabled_reason=NOT_YET,
     )
 
 

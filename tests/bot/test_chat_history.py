@@ -4,6 +4,7 @@ worker) whose viewer may view only ``core.*``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +149,20 @@ async def test_actions_and_help_of_an_action_show_only_what_the_viewer_may_view(
     assert "'view' permission on examples.greet" in refused.text
     assert "dotenv" not in refused.text  # nothing of the action is shown
     assert (await handler.handle("help core.echo", VIEWER)).ok
+
+
+async def test_the_same_schedule_request_twice_makes_one_schedule(runtime: Runtime) -> None:
+    """A Slack retry of ``schedule ...`` that reaches another process carries the same key."""
+    handler = CommandHandler(runtime)
+    text = "schedule every 1h run core.noop"
+    first = await handler.handle(text, ADMIN, idempotency_key="slack-event:EvSched1")
+    again = await handler.handle(text, ADMIN, idempotency_key="slack-event:EvSched1")
+    other = await handler.handle(text, ADMIN, idempotency_key="slack-event:EvSched2")
+    for reply in (first, again, other):
+        assert reply.ok, reply.text
+    numbers = [re.search(r"Schedule #(\d+)", r.text) for r in (first, again, other)]
+    assert all(numbers), (first.text, again.text, other.text)
+    ids = [int(n.group(1)) for n in numbers if n]
+    assert ids[0] == ids[1] != ids[2]
+    for schedule_id in {ids[0], ids[2]}:
+        assert (await handler.handle(f"unschedule {schedule_id}", ADMIN)).ok

@@ -235,6 +235,7 @@ async def _private_exchange() -> AsyncIterator[str]:
 
     from engine.broker import REQUESTED_QUEUE
     from engine.broker.amqp import AmqpBroker
+    from engine.workflows.advancer import TASK_ENDED_QUEUE
 
     amqp = urlsplit(AMQP_URL)
     require_service("RabbitMQ", amqp.hostname or "127.0.0.1", amqp.port or 5672)
@@ -243,11 +244,12 @@ async def _private_exchange() -> AsyncIterator[str]:
         yield exchange
     finally:
         # AmqpBroker.delete_topology() deletes only the queues *that instance* declared, so the
-        # workers' shared queue (declared by the engine processes) is deleted here by name.
+        # engine processes' shared queues (workers', workflow advancers') are deleted by name.
         connection = await aio_pika.connect(AMQP_URL, timeout=10)
         try:
             async with connection.channel() as channel:
-                await channel.queue_delete(f"{exchange}.{REQUESTED_QUEUE}")
+                for queue in (REQUESTED_QUEUE, TASK_ENDED_QUEUE):
+                    await channel.queue_delete(f"{exchange}.{queue}")
         finally:
             await connection.close()
         broker = AmqpBroker(AMQP_URL, exchange)

@@ -349,7 +349,7 @@ def test_load_example_pack() -> None:
     assert pack.version == "1.0.0"
     actions = {a.name: a for a in pack.actions}
     assert set(actions) == {"disk_usage", "fail", "greet", "restart_service", "wait"} | {
-        "ask_before_restart",  # workflows (packs/examples/workflows), disabled until runs land
+        "ask_before_restart",  # workflows (packs/examples/workflows)
         "restart_with_rollback",
     }
     assert {a.name for a in pack.aliases} == {"disk_usage", "greet", "restart_service"}
@@ -472,19 +472,26 @@ def test_an_action_of_a_runner_this_server_lacks_is_loaded_disabled_with_the_rea
 
 
 @pytest.mark.parametrize(
-    "yaml_text",
+    ("yaml_text", "reason"),
     [
-        "name: deploy\nworkflow_file: workflows/deploy.workflow.yaml\n",
-        "name: deploy\nrunner_type: orquesta\nentry_point: workflows/deploy.yaml\n",
+        (
+            "name: deploy\nworkflow_file: workflows/deploy.workflow.yaml\n",
+            "workflow_file 'workflows/deploy.workflow.yaml': ",
+        ),
+        (
+            "name: deploy\nrunner_type: orquesta\nentry_point: workflows/deploy.yaml\n",
+            "only Attune workflows with a valid definition run here",
+        ),
     ],
 )
-def test_a_workflow_action_is_loaded_disabled_with_the_reason(
-    tmp_path: Path, yaml_text: str
+def test_a_workflow_action_without_a_usable_definition_is_disabled_with_the_reason(
+    tmp_path: Path, yaml_text: str, reason: str
 ) -> None:
     pack = make_pack(tmp_path, {"deploy.yaml": yaml_text})
     (deploy,) = load_pack(pack).actions
     assert deploy.enabled is False
-    assert deploy.disabled_reason == "workflow runs are not available yet"
+    assert deploy.disabled_reason is not None
+    assert reason in deploy.disabled_reason
 
 
 @pytest.mark.parametrize(

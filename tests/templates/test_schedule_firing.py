@@ -105,7 +105,10 @@ async def test_two_firing_loops_run_each_tick_once(pair: tuple[Runtime, Runtime]
     runs = await runs_of(pair[0], schedule_id)
     stored = await one.repo.get(schedule_id)
     assert stored is not None
-    assert len(runs) == stored.fire_count == sum(fired), (len(runs), stored.fire_count, fired)
+    assert len(runs) == stored.fire_count, (len(runs), stored.fire_count, fired)
+    # The loops are stopped (cancelled) once the count is reached: a fire in flight then may
+    # be stored while its counting wrapper, cancelled after it, never adds it.
+    assert stored.fire_count - 1 <= sum(fired) <= stored.fire_count, (stored.fire_count, fired)
     tick_times = [datetime.fromisoformat(e.requester["tick"]) for e in runs]
     assert len(set(tick_times)) == len(runs), "a tick ran twice"
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(tick_times)), (

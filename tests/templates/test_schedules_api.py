@@ -269,3 +269,26 @@ async def test_a_deleted_schedules_id_is_never_given_to_another(
     assert second["id"] > first["id"]
     status, got = await call(api, "DELETE", f"/api/v1/schedules/{second['id']}")
     assert status in (200, 204), got
+
+
+async def test_the_same_request_makes_one_schedule(api: aiohttp.ClientSession) -> None:
+    """An Idempotency-Key sent again finds the first schedule (as a Slack retry that reaches
+    another process does with its key); another key makes another."""
+    key = {"Idempotency-Key": "sched-" + uniq()}
+    body = {**BASE, "every": "1h", "description": "once " + uniq()}
+    status, first = await call(api, "POST", "/api/v1/schedules", body, headers=key)
+    assert status == 201, first
+    status, again = await call(api, "POST", "/api/v1/schedules", body, headers=key)
+    assert status == 201, again
+    assert again["data"]["id"] == first["data"]["id"]
+    status, other = await call(
+        api, "POST", "/api/v1/schedules", body, headers={"Idempotency-Key": "sched-" + uniq()}
+    )
+    assert status == 201, other
+    assert other["data"]["id"] != first["data"]["id"]
+    status, listed = await call(api, "GET", "/api/v1/schedules", params={"per_page": "100"})
+    assert status == 200, listed
+    mine = [s for s in listed["items"] if s["description"] == body["description"]]
+    assert len(mine) == 2
+    for made in (first, other):
+        await call(api, "DELETE", f"/api/v1/schedules/{made['data']['id']}")

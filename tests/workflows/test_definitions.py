@@ -224,6 +224,7 @@ def test_shipped_example_runbooks_validate() -> None:
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert len(files) >= 2
     core = {"core.echo", "core.http_request", "core.ask", "core.noop", "core.sleep"}
+    core |= {f"examples.{f.stem}" for f in (EXAMPLES.parent / "actions").glob("*.yaml")}
     for file in files:
         definition = parse_definition(yaml.safe_load(file.read_text()))
         assert problems(definition, core.__contains__) == [], file

@@ -55,10 +55,10 @@ def test_action_yaml_with_workflow_file_and_standalone_workflow_files(tmp_path: 
     assert deploy.fields.param_schema == {"app": {"type": "string", "required": True}}
     actions = {a.ref: a for a in spec.actions}
     assert set(actions) == {"ops.deploy", "ops.drain"}
-    for action in actions.values():
-        assert action.enabled is False
-        assert action.runtime_ref == "workflow"
-        assert action.disabled_reason == "workflow runs are not available yet"
+    for action in actions.values():  # runnable: their definitions are valid
+        assert action.enabled is True
+        assert (action.runtime_ref, action.runner_type) == ("workflow", "workflow")
+        assert action.disabled_reason is None
     assert actions["ops.deploy"].entry_point == "workflows/deploy.workflow.yaml"
     assert actions["ops.drain"].label == "Drain"
 

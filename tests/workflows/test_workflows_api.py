@@ -122,12 +122,12 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
     assert [w["ref"] for w in got["items"]] == [f"{pack}.hello", f"{pack}.other"]
     assert (await call(api, "GET", "/api/v1/packs/nosuchpack/workflows"))[0] == 404
 
-    # the workflow is an action of the same ref, disabled with the reason
+    # the workflow is an action of the same ref, runnable
     status, action = await call(api, "GET", f"/api/v1/actions/{pack}.hello")
     assert status == 200, action
     assert action["data"]["runtime_ref"] == "workflow"
-    assert action["data"]["enabled"] is False
-    assert action["data"]["disabled_reason"] == "workflow runs are not available yet"
+    assert action["data"]["enabled"] is True
+    assert action["data"]["disabled_reason"] is None
     assert "who" in action["data"]["param_schema"]
     status, got = await call(
         api,
@@ -135,8 +135,8 @@ async def test_crud_as_attunes_clients_call_it(api: aiohttp.ClientSession) -> No
         "/api/v1/executions/execute",
         {"action_ref": f"{pack}.hello", "parameters": {"who": "x"}},
     )
-    assert status == 400, got
-    assert "workflow runs are not available yet" in got["error"], got
+    assert status == 201, got  # it runs (tests/e2e/test_workflow_runs.py follows runs)
+    assert got["data"]["action_ref"] == f"{pack}.hello"
 
     # its action changes only with it
     for method in ("PUT", "DELETE"):
@@ -297,7 +297,7 @@ async def test_pack_folder_with_good_and_bad_workflow_files(
     assert got["data"]["param_schema"] == {"service": {"type": "string", "required": True}}
     assert got["data"]["is_adhoc"] is False
     status, action = await call(api, "GET", f"/api/v1/actions/{pack}.restart")
-    assert action["data"]["disabled_reason"] == "workflow runs are not available yet"
+    assert action["data"]["enabled"] is True
     assert (await call(api, "GET", f"/api/v1/actions/{pack}.rollback"))[0] == 200
     assert (await call(api, "GET", f"/api/v1/workflows/{pack}.broken"))[0] == 404
     # registered again without the good file: its definition and action go
@@ -333,7 +333,7 @@ async def test_the_example_runbooks_are_loaded_at_start(
     assert [t["action"] for t in got["data"]["definition"]["tasks"]] == [
         "core.http_request",
         "core.ask",
-        "core.echo",
+        "examples.restart_service",
         "core.noop",
     ]
     assert "examples/workflows" not in server.logs()  # no workflow file was refused

@@ -40,17 +40,16 @@ def _id() -> Any:
 
 
 def upgrade() -> None:
+    # Literal string defaults: SQLite then adds the columns in place. A default given as an
+    # expression makes Alembic's batch mode copy the table, and dropping the old
+    # ``executions`` would delete every row that refers to it (ON DELETE CASCADE).
     with op.batch_alter_table("actions") as batch:
-        batch.add_column(
-            sa.Column("max_retries", sa.Integer(), nullable=False, server_default=sa.text("0"))
-        )
+        batch.add_column(sa.Column("max_retries", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("concurrency_limit", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("concurrency_method", sa.String(length=8), nullable=True))
         batch.add_column(sa.Column("concurrency_parameters", _json(), nullable=True))
     with op.batch_alter_table("executions") as batch:
-        batch.add_column(
-            sa.Column("retry_count", sa.Integer(), nullable=False, server_default=sa.text("0"))
-        )
+        batch.add_column(sa.Column("retry_count", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("original_execution", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("retry_reason", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("retry_due_at", UTCDateTime(), nullable=True))
