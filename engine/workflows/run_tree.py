@@ -137,7 +137,8 @@ class WorkflowTrees:
         self.is_workflow = is_workflow
 
     async def task_of(self, execution: Execution) -> TaskOf | None:
-        """The task ``execution`` runs and the top workflow's id; None when it runs none."""
+        """The task ``execution`` runs (its ``workflow_task``) and the top workflow's id; None
+        when it runs none."""
         if execution.parent is None:
             return None
         row = await self.rows.get(execution.id)
