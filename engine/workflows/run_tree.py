@@ -87,7 +87,7 @@ def duration_ms(row: StoredExecution | Execution) -> int | None:
     return None
 
 
-def task_run(row: StoredExecution, runs: int = 1) -> TaskRun | None:
+def task_run(row: StoredExecution | Execution, runs: int = 1) -> TaskRun | None:
     """The line of a task run (None when ``row`` is not one)."""
     task = row.workflow_task
     if not isinstance(task, dict) or not task.get("task_name"):
@@ -139,13 +139,12 @@ class WorkflowTrees:
     async def task_of(self, execution: Execution) -> TaskOf | None:
         """The task ``execution`` runs (its ``workflow_task``) and the top workflow's id; None
         when it runs none."""
-        if execution.parent is None:
+        if execution.parent is None or execution.workflow_task is None:
             return None
-        row = await self.rows.get(execution.id)
-        line = task_run(row) if row is not None else None
-        if row is None or line is None or row.parent is None:
+        line = task_run(execution)
+        if line is None:
             return None
-        return TaskOf(await self._top(row.parent), line)
+        return TaskOf(await self._top(execution.parent), line)
 
     async def card_of(self, execution_id: int) -> int:
         """The execution whose card shows ``execution_id``: its top workflow's when it is a
