@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Protocol
 from engine.errors import EngineError
 from engine.packs import ActionSpec
 from engine.records import Execution, ExecutionFilter, StoredExecution
+from engine.storage.workflows import WORKFLOW_RUNTIME
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
-#: ``runtime_ref`` of the actions that are workflows (as engine/storage/workflows.py).
-WORKFLOW_RUNTIME = "workflow"
 #: Task runs read for one tree at most (a workflow with more shows the newest ones).
 MAX_TASK_RUNS = 1000
 #: Nesting followed up to the top workflow at most.
