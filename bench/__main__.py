@@ -24,6 +24,10 @@ Scenarios (default: all; they run in this order):
                PostgreSQL's and RabbitMQ's), the load generator's apart (bench/cpu.py)
     shell      --shell-count runs of an inline `#!/bin/sh exit 0` action vs the same script
                forked directly at the deployment's worker slots: completed/s, fork/exec/s, ratio
+    workflow   a workflow of --workflow-tasks (100) sequential core.noop tasks, and one task
+               over that many items at concurrency 10 (bench/workflow.py): seconds from submit
+               to the workflow's callback, and per task; beside the same no-ops submitted one
+               after another by the client (each after the last's callback)
     list       its own server over --list-rows executions filled directly in the database:
                first page, ?status=completed, ?action_ref=... p50/p99 (sequential requests,
                after one cold request of each, whose time is reported apart)
@@ -66,9 +70,9 @@ from bench.suite import DRAIN_TIMEOUT_S, ORDER, SCENARIOS, Config, Context
 
 #: Counts of a full run: about 5 minutes per round of both modes on 2 CPUs.
 FULL = {"duration": 10.0, "e2e": 3000, "shell": 500, "slack": 200, "results": 50}
-FULL |= {"rows": 1_000_000, "requests": 100, "live": 50}
+FULL |= {"rows": 1_000_000, "requests": 100, "live": 50, "workflow": 100}
 QUICK = {"duration": 2.0, "e2e": 100, "shell": 50, "slack": 20, "results": 5}
-QUICK |= {"rows": 20_000, "requests": 20, "live": 10}
+QUICK |= {"rows": 20_000, "requests": 20, "live": 10, "workflow": 10}
 
 
 def log(message: str) -> None:
@@ -156,6 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list-rows", type=int, help="executions in the table (1e6; 20000)")
     parser.add_argument("--list-requests", type=int, help="requests per page kind (100; 20)")
     parser.add_argument("--live-lines", type=int, help="lines the live action prints (50; 10)")
+    parser.add_argument("--workflow-tasks", type=int, help="tasks per workflow (100; quick 10)")
     parser.add_argument(
         "--client", choices=["auto", "wrk", "aiohttp"], default="auto", help="api load generator"
     )
@@ -190,6 +195,7 @@ def build_config(args: argparse.Namespace, worker_slots: int) -> Config:
         live_lines=pick(args.live_lines, "live"),
         worker_slots=worker_slots,
         client=args.client,
+        workflow_tasks=pick(args.workflow_tasks, "workflow"),
     )
 
 

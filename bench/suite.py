@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from bench import cpu, listing
+from bench import cpu, listing, workflow
 from bench.deploy import CLUSTER_WORKERS, Deployment
 from bench.harness import (
     LISTENING,
@@ -68,6 +68,8 @@ class Config:
     worker_slots: int
     #: Load generator of ``api``: ``auto`` (wrk when installed), ``wrk`` or ``aiohttp``.
     client: str = "auto"
+    #: Tasks of each workflow of the ``workflow`` scenario.
+    workflow_tasks: int = 100
 
 
 @dataclass
@@ -556,10 +558,34 @@ class Resources(Scenario):
         return out
 
 
+class Workflow(Scenario):
+    name = "workflow"
+    title = "Workflows of N core.noop tasks: submit to the workflow's callback (bench/workflow.py)"
+    rows: ClassVar[list[tuple[str, str]]] = workflow.ROWS
+
+    def __init__(self) -> None:
+        self.bench: workflow.WorkflowBench | None = None
+
+    async def setup(self, ctx: Context) -> Metrics:
+        dep = ctx.main
+        self.bench = workflow.WorkflowBench(
+            ctx.session, dep.url, dep.auth, ctx.receiver, ctx.cfg.workflow_tasks
+        )
+        await self.bench.save()
+        return {}
+
+    async def round(self, ctx: Context) -> Metrics:
+        assert self.bench is not None
+        await ctx.main.drain(DRAIN_TIMEOUT_S)
+        metrics = await self.bench.round()
+        await ctx.main.drain(DRAIN_TIMEOUT_S)
+        return metrics
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (Api, Slack, Live, E2e, Shell, List, Resources)
+    s.name: s for s in (Api, Slack, Live, E2e, Shell, Workflow, List, Resources)
 }
 #: The order they run in: resources last, so peak memory covers the others.
-ORDER = ["api", "slack", "live", "e2e", "shell", "list", "resources"]
+ORDER = ["api", "slack", "live", "e2e", "shell", "workflow", "list", "resources"]
 
 __all__ = ["ORDER", "ROOT", "SCENARIOS", "Config", "Context", "Scenario"]

@@ -40,6 +40,7 @@ from bot.commands import (
     Unschedule,
     UsageError,
 )
+from bot.render_workflow import status_tree
 from engine.catalog import action_record
 from engine.clock import now_utc
 from engine.errors import EngineError, Forbidden, NotYours
@@ -48,6 +49,7 @@ from engine.exec_templates import TemplateView, templates_of
 from engine.gate import BatchItem, NeedsConfirmation, Requester, Submitted
 from engine.policy import NO_ACCESS
 from engine.runtime import Runtime
+from engine.workflows.run_tree import workflow_trees
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -244,6 +246,9 @@ class CommandHandler:
                 return Reply(render.actions_list(rows, pack))
             case Status(execution_id):
                 record = await gate.view(who, execution_id)
+                tree = await workflow_trees(self.runtime).tree(record)
+                if tree is not None:  # a workflow: its tasks under it
+                    return Reply(status_tree(tree), execution_id=execution_id)
                 lines = [render.status_line(record)]
                 error = (record.result or {}).get("error")
                 if error and record.status != "completed":

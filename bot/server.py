@@ -224,13 +224,16 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             # Imported only when Slack is configured (Bolt and slack_sdk weigh 20 MB and 0.2 s).
             from slack_sdk.web.async_client import AsyncWebClient
 
+            from bot import render_workflow
             from bot.alias_chat import alias_result
             from bot.slack_app import build_slack_app, build_web_client, slack_routes
             from bot.slack_live import LiveUpdater
             from bot.slack_roles import SlackRoles
             from bot.slack_sink import SlackSink
+            from bot.slack_workflow_cards import WorkflowCards
             from engine.page_links import execution_page_url
             from engine.storage.chat_messages import chat_messages_repository
+            from engine.workflows.run_tree import workflow_trees
 
             client = build_web_client(settings)
             roles = SlackRoles(settings.slack_roles, settings.slack_default_role)
@@ -251,6 +254,15 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             def page_url(execution_id: int) -> str | None:
                 return execution_page_url(settings, execution_id, secret_key=secret_key)
 
+            # A workflow run's card shows its tasks, edited as they move (paced per channel).
+            trees = workflow_trees(runtime)
+            cards = WorkflowCards(
+                live_client,
+                chat_messages,
+                trees,
+                runtime.service,
+                lambda tree: render_workflow.card(tree, page_url=page_url(tree.execution.id)),
+            )
             slack_sink = SlackSink(
                 client,
                 chat_messages,
@@ -258,12 +270,17 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
                 page_url=page_url,
                 live=live,
                 alias_result=functools.partial(alias_result, runtime, slack=True),
+                workflows=trees,
+                cards=cards,
             )
             sinks["slack"] = slack_sink
             live.start()
+            cards.start()
             from bot.slack_inquiries import InquiryPoster
 
-            poster = InquiryPoster(inquiries_of(runtime), client, chat_messages).start()
+            poster = InquiryPoster(
+                inquiries_of(runtime), client, chat_messages, card_of=trees.card_of
+            ).start()
             if settings.slack_app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -336,6 +353,8 @@ async def serve(settings: Settings, *, with_worker: bool = True) -> None:
             await steps.run("Slack inquiries", poster.stop(), 2)
         if live is not None:  # its messages stay; the end of each run replaces its own
             await steps.run("Slack live messages", live.stop(), 3)
+        if slack_sink is not None and slack_sink.cards is not None:
+            await steps.run("Slack workflow cards", slack_sink.cards.stop(), 2)
         # A last round for what just finished, then the drainer hands back what it holds.
         await steps.run("the last deliveries", drainer.drain_once(), 5)
         await steps.run("the outbox", drainer.stop(), 5)

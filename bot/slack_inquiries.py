@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -78,7 +79,10 @@ class InquiryPoster:
         client: Any,
         chat_messages: ChatMessages,
         interval_s: float = 1.0,
+        card_of: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
+        #: The execution whose card shows a run (a workflow's task: its workflow).
+        self.card_of = card_of
         self.service = service
         self.client = client
         self.chat_messages = chat_messages
@@ -113,7 +117,10 @@ class InquiryPoster:
             chat = dict(inquiry.chat or {})
             if chat.get("sink") != "slack" or chat.get("prompt_ts"):
                 continue
-            card = await self.chat_messages.get(inquiry.execution, "slack")
+            shown_on = inquiry.execution
+            if self.card_of is not None:
+                shown_on = await self.card_of(inquiry.execution)
+            card = await self.chat_messages.get(shown_on, "slack")
             thread = card.message_id if card is not None else None
             channel = card.channel if card is not None and thread else chat.get("channel")
             if thread is None and now_utc() - inquiry.created < timedelta(seconds=CARD_WAIT_S):

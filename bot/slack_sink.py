@@ -27,7 +27,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import render
+from bot import render, render_workflow
 from bot.alias_chat import AliasResult
 from engine.chat_messages import ChatMessage, ChatMessages
 from engine.errors import EngineError
@@ -37,6 +37,8 @@ from engine.status import ExecutionStatus as S
 
 if TYPE_CHECKING:
     from bot.slack_live import LiveUpdater
+    from bot.slack_workflow_cards import WorkflowCards
+    from engine.workflows.run_tree import TaskOf, WorkflowTrees
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -88,8 +90,13 @@ class SlackSink:
         page_url: Callable[[int], str | None] | None = None,
         live: LiveUpdater | None = None,
         alias_result: AliasResult | None = None,
+        workflows: WorkflowTrees | None = None,
+        cards: WorkflowCards | None = None,
     ) -> None:
         self.alias_result = alias_result
+        #: Workflow runs: a task run's news edits its workflow's card (through ``cards``).
+        self.workflows = workflows
+        self.cards = cards
         self.client = client
         self.messages = messages
         self.owners = owners
@@ -103,6 +110,27 @@ class SlackSink:
             self._http = None
 
     async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
+        workflow = False
+        if self.workflows is not None:
+            try:
+                task = await self.workflows.task_of(execution)
+                workflow = task is None and await self.workflows.is_workflow(execution.action_ref)
+            except EngineError as exc:
+                raise DeliveryFailed(f"the workflow of #{execution.id}: {exc.message}") from exc
+            if task is not None:
+                await self._task_news(delivery, execution, task)
+                return
+        if workflow and self.cards is not None:
+            async with self.cards.lock(execution.id):
+                await self._deliver(delivery, execution, route, workflow=True)
+            if execution.status in render.TERMINAL_WORDS:
+                self.cards.forget(execution.id)
+            return
+        await self._deliver(delivery, execution, route, workflow=workflow)
+
+    async def _deliver(
+        self, delivery: Delivery, execution: Execution, route: Route, *, workflow: bool
+    ) -> None:
         chat = route.chat or {}
         live_ts = None
         if delivery.event == "completed" and self.live is not None:
@@ -121,31 +149,77 @@ class SlackSink:
                 await self._post_card(execution, message)
             elif delivery.event == "started":
                 message = await self._update_card(execution, message)
-                if self.live is not None and execution.status == S.RUNNING.value:
-                    self.live.watch(message)
+                if self.live is not None and execution.status == S.RUNNING.value and not workflow:
+                    self.live.watch(message)  # a workflow's output is its tasks' lines
             else:
                 message = await self._update_card(execution, message)
                 message = await self._notify(execution, message)
-                await self._post_output(execution, message, await self._alias_said(execution, chat))
+                said = await self._alias_said(execution, chat)
+                await self._post_output(execution, message, said, workflow=workflow)
         except SlackApiError as exc:
-            error = slack_error(exc)
-            if error in NOT_IN_CHANNEL:
+            if slack_error(exc) in NOT_IN_CHANNEL:
                 await self.messages.save(replace(message, fallback=True))
                 await self._via_response_url(delivery, execution, chat, hint=True)
                 return
-            raise DeliveryFailed(
-                f"slack: {error or exc}",
-                permanent=error in PERMANENT_ERRORS,
-                retry_after_s=retry_after_s(exc),
-            ) from exc
+            raise delivery_failed(exc) from exc
         except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise DeliveryFailed(f"slack: {type(exc).__name__}: {exc}") from exc
+            raise delivery_failed(exc) from exc
+
+    async def _task_news(self, delivery: Delivery, execution: Execution, task: TaskOf) -> None:
+        """A task run of a workflow moved: its workflow's card is re-rendered (paced, by
+        ``cards``); a task that failed, timed out or was abandoned gets its output in the
+        card's thread, once. A task run posts no card of its own."""
+        if self.cards is None:
+            return
+        async with self.cards.lock(task.root_id):  # its card's first post is saved by now
+            card = await self.messages.get(task.root_id, self.NAME)
+        if card is None or card.fallback:
+            return  # the card is not posted yet (when it is, it shows the tasks) or never
+        if card.message_id:
+            self.cards.touch(task.root_id, card.channel)
+        if delivery.event != "completed" or execution.status not in NOTIFY_STATUSES:
+            return
+        if not card.message_id:
+            raise DeliveryFailed("the workflow's card is not posted yet", retry_after_s=1.0)
+        mine = await self.messages.get(execution.id, self.NAME)
+        if mine is not None and mine.output_posted:
+            return
+        text, blocks = render_workflow.task_failed(task.root_id, task.task, execution)
+        try:
+            await self.client.chat_postMessage(
+                channel=card.channel, thread_ts=card.message_id, text=text, blocks=blocks
+            )
+        except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise delivery_failed(exc) from exc
+        # The task's own row only remembers that its output went out (it has no message).
+        await self.messages.save(
+            ChatMessage(execution.id, self.NAME, card.channel, output_posted=True)
+        )
+
+    async def _card(
+        self, execution: Execution, *, attached: bool = True
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The card: a workflow's with a line per task, any other run's as before."""
+        page_url = self.page_url(execution.id)
+        if self.workflows is not None:
+            try:
+                tree = await self.workflows.tree(execution)
+            except EngineError as exc:
+                raise DeliveryFailed(f"the tasks of #{execution.id}: {exc.message}") from exc
+            if tree is not None:
+                return render_workflow.card(tree, page_url=page_url)
+        return render.card(execution, attached=attached, page_url=page_url)
+
+    def _shown(self, execution_id: int, blocks: list[dict[str, Any]]) -> None:
+        if self.cards is not None:
+            self.cards.shown(execution_id, blocks)
 
     async def _post_card(self, execution: Execution, message: ChatMessage) -> ChatMessage:
         if message.message_id:
             return message  # posted on an earlier attempt
-        text, blocks = render.card(execution, page_url=self.page_url(execution.id))
+        text, blocks = await self._card(execution)
         resp = await self.client.chat_postMessage(channel=message.channel, text=text, blocks=blocks)
+        self._shown(execution.id, blocks)
         # The card shows the execution as it is now, maybe already past the events still
         # queued behind this one: those need not edit it again.
         posted = replace(
@@ -166,10 +240,12 @@ class SlackSink:
             return await self._post_card(execution, message)
         if message.shows_status == execution.status:
             return message  # the card already shows this status
-        text, blocks = render.card(execution, page_url=self.page_url(execution.id))
-        await self.client.chat_update(
-            channel=message.channel, ts=message.message_id, text=text, blocks=blocks
-        )
+        text, blocks = await self._card(execution)
+        if self.cards is None or self.cards.showing(execution.id) != blocks:
+            await self.client.chat_update(
+                channel=message.channel, ts=message.message_id, text=text, blocks=blocks
+            )
+            self._shown(execution.id, blocks)
         shown = replace(message, shows_status=execution.status)
         await self.messages.save(shown)
         return shown
@@ -213,6 +289,8 @@ class SlackSink:
         execution: Execution,
         message: ChatMessage,
         alias_said: tuple[bool, str | None] | None = None,
+        *,
+        workflow: bool = False,
     ) -> None:
         """The output in the card's thread: the live message edited into it when there is one
         (nothing is left saying the run is going on), else a reply as before; cut streams
@@ -220,7 +298,11 @@ class SlackSink:
         ``result.enabled: false``: no output message)."""
         if message.output_posted:
             return
-        reply = render.output(execution, page_url=self.page_url(execution.id))
+        reply = (
+            render_workflow.output(execution, page_url=self.page_url(execution.id))
+            if workflow
+            else render.output(execution, page_url=self.page_url(execution.id))
+        )
         if alias_said is not None and (not alias_said[0] or alias_said[1] is not None):
             reply = render.alias_result(alias_said[1]) if alias_said[0] else None
             execution = replace(execution, result={})  # nothing more to upload
@@ -273,7 +355,7 @@ class SlackSink:
                 "not in channel and the response_url has expired; invite the bot to the channel",
                 permanent=True,
             )
-        text, blocks = render.card(execution, attached=False, page_url=self.page_url(execution.id))
+        text, blocks = await self._card(execution, attached=False)
         if delivery.event == "completed":
             said = await self._alias_said(execution, chat)
             if said is not None and (not said[0] or said[1] is not None):
@@ -303,6 +385,19 @@ class SlackSink:
                     )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"response_url: {type(exc).__name__}: {exc}") from exc
+
+
+def delivery_failed(exc: Exception) -> DeliveryFailed:
+    """A Slack call's failure as the outbox's: permanent when retrying cannot fix it, after
+    a 429's ``Retry-After``."""
+    if isinstance(exc, SlackApiError):
+        error = slack_error(exc)
+        return DeliveryFailed(
+            f"slack: {error or exc}",
+            permanent=error in PERMANENT_ERRORS,
+            retry_after_s=retry_after_s(exc),
+        )
+    return DeliveryFailed(f"slack: {type(exc).__name__}: {exc}")
 
 
 def slack_error(exc: SlackApiError) -> str:

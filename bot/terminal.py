@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from bot import render
+from bot import render, render_workflow
 from bot.alias_chat import AliasResult, alias_result
 from bot.handler import ChatContext, CommandHandler
 from bot.terminal_io import PROMPT, LineReader, Paint, Writable, colour_wanted, writer_for
@@ -35,6 +35,7 @@ from engine.records import Delivery, Execution, Route
 from engine.retries import Retries, RetrySweep
 from engine.runtime import build_runtime
 from engine.status import TERMINAL
+from engine.workflows.run_tree import TaskOf, WorkflowTrees, workflow_trees
 
 if TYPE_CHECKING:
     from bot.chat_completion import ChatCompleter
@@ -65,9 +66,12 @@ class TerminalSink:
         link: Callable[[int], str | None] | None = None,
         alias_result: AliasResult | None = None,
         paint: Paint | None = None,
+        workflows: WorkflowTrees | None = None,
     ) -> None:
         #: The result format of the action alias that started a run (bot/alias_chat.py).
         self.alias_result = alias_result
+        #: A workflow's task runs print a line under it (``#12 > check: completed in 0.4 s``).
+        self.workflows = workflows
         self.out = out
         self.live = live
         self.paint = paint or Paint(enabled=False)
@@ -80,6 +84,11 @@ class TerminalSink:
     async def deliver(self, delivery: Delivery, execution: Execution, route: Route) -> None:
         if delivery.event == "created":
             return  # the acknowledgement already said it is queued
+        if self.workflows is not None and execution.parent is not None:
+            task_of = await self.workflows.task_of(execution)
+            if task_of is not None:
+                self._task_moved(delivery, execution, task_of)
+                return
         if delivery.event == "started":
             running = replace(execution, status="running", result=None)
             self._print(self.paint.status(render.status_line(running), "running"))
@@ -105,6 +114,23 @@ class TerminalSink:
         if execution.status in TERMINAL:
             self.finished.add(execution.id)
             self.changed.set()
+
+    def _task_moved(self, delivery: Delivery, execution: Execution, task: TaskOf) -> None:
+        """A line under the workflow when its task starts and ends (with the output of a task
+        that did not complete)."""
+        if delivery.event == "started":
+            line = replace(task.task, status="running", duration_ms=None, error=None)
+            self._print(render_workflow.task_move(task.root_id, line))
+            return
+        self._print(
+            render_workflow.task_move(task.root_id, replace(task.task, status=execution.status))
+        )
+        if execution.status == "completed":
+            return
+        # Its output (its error is on the line above already).
+        quiet = replace(execution, result={**(execution.result or {}), "error": None})
+        if body := render.plain_output(quiet):
+            self._print("\n".join(f"#{task.root_id} > | {line}" for line in body.split("\n")))
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -257,6 +283,7 @@ async def chat(
         link=lambda eid: execution_page_url(settings, eid),
         alias_result=functools.partial(alias_result, runtime),
         paint=console.paint,
+        workflows=workflow_trees(runtime),
     )
     drainer = OutboxDrainer(runtime.service, {f"terminal:{session}": sink}, poll_interval_s=0.5)
     handler = CommandHandler(runtime)
