@@ -30,6 +30,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from engine import backoff
 from engine.automation.key_templates import (
     MAX_TEMPLATE_KEYS,
     MAX_TEMPLATE_ROUNDS,
@@ -61,8 +62,12 @@ log = logging.getLogger(f"attune.{__name__}")
 
 #: ``runner_type`` of a workflow's action once it can run.
 WORKFLOW_RUNNER = "workflow"
-#: Tries of an advance that keeps losing the revision race.
+#: Tries of an advance that keeps losing the revision race (to another process: within one,
+#: the folds of a run take turns), with a jittered back-off between them (engine/backoff.py:
+#: from 5 ms, at most 200 ms), so racing processes stop meeting.
 ADVANCE_TRIES = 20
+CONFLICT_PAUSE_S = 0.005
+CONFLICT_PAUSE_MAX_S = 0.2
 #: A task run recorded this recently is left to whoever recorded it (the sweep then submits it).
 SUBMIT_GRACE_S = 2.0
 SWEEP_BATCH = 100
@@ -80,6 +85,9 @@ class WorkflowRuns:
         self.state = StateCodec(service.secrets)
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        #: Per run, the lock its folds take turns on in this process, and how many hold or
+        #: wait for it (the entry goes with the last).
+        self._turns: dict[int, tuple[asyncio.Lock, int]] = {}
 
     # -- starting (the worker) --------------------------------------------------------------
 
@@ -264,8 +272,30 @@ class WorkflowRuns:
             await self.task_ended(task, child.status, child.result)
 
     async def task_ended(self, task: TaskRun, status: str, result: Any) -> None:
-        """Fold one task run's end into its run (once, whoever else tries it too)."""
-        for _ in range(ADVANCE_TRIES):
+        """Fold one task run's end into its run (once, whoever else tries it too). In this
+        process the folds of a run take turns (ten items ending at once would otherwise race
+        each other for every revision); another process's fold is met by the revision."""
+        run_id = task.workflow_execution
+        lock, users = self._turns.get(run_id, (asyncio.Lock(), 0))
+        self._turns[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._fold(task, status, result)
+        finally:
+            lock, users = self._turns[run_id]
+            if users <= 1:
+                del self._turns[run_id]
+            else:
+                self._turns[run_id] = (lock, users - 1)
+
+    async def _fold(self, task: TaskRun, status: str, result: Any) -> None:
+        for attempt in range(ADVANCE_TRIES):
+            if attempt:
+                await asyncio.sleep(
+                    backoff.delay_s(
+                        attempt - 1, base_s=CONFLICT_PAUSE_S, cap_s=CONFLICT_PAUSE_MAX_S, jitter=1.0
+                    )
+                )
             run = await self.repo.get(task.workflow_execution)
             if run is None:
                 return
