@@ -607,3 +607,49 @@ async def test_a_task_is_retried_by_the_workflow_not_by_its_action(
     assert child["status"] == "timeout"
     assert child["retry_due_at"] is None  # no retry of its own is pending
     assert lines(out) == ["run"]
+
+
+async def test_a_rule_starts_a_workflow_like_any_action(
+    api: aiohttp.ClientSession, mark: str, server: Server, tmp_path: Path
+) -> None:
+    """A webhook event matching a rule whose action is a workflow runs the workflow, with
+    the event's values as its parameters."""
+    out = tmp_path / "ruled.txt"
+    ref = await save_workflow(
+        api,
+        _pack(mark),
+        [_mark("a", mark, out, line="{{ parameters.who }}")],
+        parameters={"who": {"type": "string", "required": True}},
+    )
+    tag = uuid.uuid4().hex[:8]
+    trigger = f"wfrule_{tag}.hook"
+    status, body = await post(api, "/api/v1/triggers", {"ref": trigger})
+    assert status == 201, body
+    status, body = await post(api, f"/api/v1/triggers/{trigger}/webhooks/enable", {})
+    assert status == 200, body
+    key = body["data"]["webhook_key"]
+    status, body = await post(
+        api,
+        "/api/v1/rules",
+        {
+            "ref": f"wfrule_{tag}.start",
+            "trigger_ref": trigger,
+            "action_ref": ref,
+            "action_params": {"who": "{{ event.payload.who }}"},
+        },
+    )
+    assert status == 201, body
+    async with aiohttp.ClientSession() as anon:
+        hook = f"{server.base_url}/api/v1/webhooks/{key}"
+        async with anon.post(hook, json={"payload": {"who": "pager"}}) as resp:
+            assert resp.status in (200, 201, 202), await resp.text()
+
+    async def started() -> dict[str, Any] | None:
+        status, listed = await get(api, f"/api/v1/executions?action_ref={ref}")
+        assert status == 200, listed
+        return listed["items"][0] if listed["items"] else None
+
+    run = await eventually(started, "the workflow started by the rule", 30.0)
+    record = await wait_for_status(api, run["id"], "completed", 30.0)
+    assert record["enforcement"] is not None
+    assert lines(out) == ["pager"]
