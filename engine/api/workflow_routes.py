@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 from engine.api import schemas as s
 from engine.api.http import PAGING, Call, QueryParam, RouteSpec, page_of
 from engine.api.routes import requester
-from engine.workflows.definition import parse_definition
+from engine.workflows.definition import WorkflowDefinition, parse_definition
 from engine.workflows.records import StoredWorkflow
 from engine.workflows.service import Workflows, check_ref, fields_of, workflow_action
+from engine.workflows.validation import actions_used
 
 _REF = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$"
 
@@ -137,6 +138,7 @@ async def create_workflow(call: Call) -> Any:
     )
     service = _workflows(call)
     await service.check(definition)
+    await _may_run_its_tasks(call, definition, "create_workflow")
     stored = await service.create(
         fields_of(
             definition,
@@ -176,6 +178,7 @@ async def update_workflow(call: Call) -> Any:
         description=given.get("description", current.description),
     )
     await service.check(definition)
+    await _may_run_its_tasks(call, definition, "update_workflow")
     stored = await service.replace(
         fields_of(
             definition,
@@ -187,6 +190,15 @@ async def update_workflow(call: Call) -> Any:
         workflow_action(definition, current.pack_ref, param_schema=params, out_schema=output),
     )
     return {"data": await _record(call, stored), "message": "Workflow updated successfully"}
+
+
+async def _may_run_its_tasks(call: Call, definition: WorkflowDefinition, verb: str) -> None:
+    """Whoever saves a workflow may run every action its tasks run (403 naming the first one
+    they may not, audited): a workflow runs its tasks for whoever may run the workflow, so
+    saving one must not let its author run what they themselves may not."""
+    who = requester(call)
+    for action_ref in actions_used(definition):
+        await call.runtime.gate.deny(who, "run", action_ref, audit_verb=verb)
 
 
 async def delete_workflow(call: Call) -> Any:

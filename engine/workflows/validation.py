@@ -32,6 +32,11 @@ def validate(
         raise WorkflowProblem(text)
 
 
+def actions_used(definition: WorkflowDefinition) -> list[str]:
+    """The refs of the actions (and workflows) the definition's tasks run, sorted."""
+    return sorted({task.action for task in definition.all_tasks() if task.action is not None})
+
+
 def problems(
     definition: WorkflowDefinition, action_exists: Callable[[str], bool] | None = None
 ) -> list[str]:

@@ -337,3 +337,29 @@ async def test_the_example_runbooks_are_loaded_at_start(
         "core.noop",
     ]
     assert "examples/workflows" not in server.logs()  # no workflow file was refused
+
+
+async def test_saving_a_workflow_needs_run_on_every_action_it_runs(
+    server: Server, tokens: dict[str, str], api: aiohttp.ClientSession
+) -> None:
+    """The operator here manages and runs ``core.*`` only: a workflow of theirs may not run
+    ``examples.fail`` for them (whoever may run the workflow runs its tasks)."""
+    async with client(server.base_url, tokens["operator"]) as wendy:
+        sneaky = {**DEFINITION, "tasks": [{"name": "boom", "action": "examples.fail"}]}
+        status, got = await call(
+            wendy, "POST", "/api/v1/workflows", body("core", f"sneaky{uniq()}", definition=sneaky)
+        )
+        assert status == 403, got
+        assert "'run' permission on examples.fail" in got["error"]
+        name = f"fine{uniq()}"
+        status, got = await call(wendy, "POST", "/api/v1/workflows", body("core", name))
+        assert status == 201, got
+        status, got = await call(
+            wendy, "PUT", f"/api/v1/workflows/core.{name}", {"definition": sneaky}
+        )
+        assert status == 403, got
+        assert (await call(wendy, "DELETE", f"/api/v1/workflows/core.{name}"))[0] == 200
+    # The admin may run everything: the same definition is saved.
+    pack = await new_pack(api)
+    status, got = await call(api, "POST", "/api/v1/workflows", body(pack, definition=sneaky))
+    assert status == 201, got
