@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,23 @@ def action_spec(action: Action) -> ActionSpec:
 class Catalog:
     """Packs and actions. Action specs are cached for ``cache_s`` (every submission and run
     needs one): a change made by this process is seen at once, one made by another process
-    within ``cache_s``."""
+    within ``cache_s``. A spec not cached is read once however many ask for it at the same
+    time (when it expires under load, fifty requests in flight make one query, not fifty)."""
 
     def __init__(self, store: Store, *, cache_s: float = 2.0) -> None:
         self.repo = catalog_repository(store)
         self.cache_s = cache_s
         #: ref -> spec, for ``cache_s``; past the bound the least recently used goes.
         self._cache: TTLCache[str, ActionSpec] = TTLCache(maxsize=ACTION_CACHE_SIZE, ttl=cache_s)
+        #: ref -> the read of it in flight; and the count of ``forget`` calls, so a read that
+        #: began before a change does not cache what it read.
+        self._reading: dict[str, asyncio.Future[ActionSpec]] = {}
+        self._generation = 0
 
     def forget(self) -> None:
         self._cache.clear()
+        self._reading.clear()
+        self._generation += 1
 
     async def register(self, spec: PackSpec, *, force: bool = False) -> Pack:
         """Store a pack and its actions. An existing pack needs ``force`` to be replaced; its
@@ -83,9 +91,25 @@ class Catalog:
         cached = self._cache.get(ref)
         if cached is not None:
             return cached
+        reading = self._reading.get(ref)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(ref, self._generation))
+            self._reading[ref] = reading
+            reading.add_done_callback(lambda done: self._read_done(ref, done))
+        # Shielded: one asker's cancellation does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read(self, ref: str, generation: int) -> ActionSpec:
         spec = action_spec(await self.action(ref))
-        self._cache[ref] = spec
+        if generation == self._generation:  # no change since the read began
+            self._cache[ref] = spec
         return spec
+
+    def _read_done(self, ref: str, done: asyncio.Future[ActionSpec]) -> None:
+        if self._reading.get(ref) is done:
+            del self._reading[ref]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every asker may have gone
 
     async def create_action(self, spec: ActionSpec) -> dict[str, Any]:
         self.forget()
