@@ -7,7 +7,6 @@ API, timed out, cancelled with its run): it then says how, with no buttons left
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot import render
+from engine.background import cancel_and_wait
 from engine.chat_messages import ChatMessages
 from engine.clock import now_utc
 from engine.inquiries import InquiryService
@@ -96,11 +96,8 @@ class InquiryPoster:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

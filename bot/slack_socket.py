@@ -12,6 +12,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from engine import backoff
+from engine.background import cancel_and_wait
 
 log = logging.getLogger(f"attune.{__name__}")
 
@@ -96,9 +97,6 @@ class SocketModeLink:
             await client.connect()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self.handler.close_async()

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from engine.background import cancel_and_wait
 from engine.clock import now_utc
 from engine.errors import EngineError, InvalidRequest
 from engine.notifications import Notifier
@@ -219,10 +220,7 @@ class ChangeFeed:
         for sub in list(self._subs):
             self.unsubscribe(sub)
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def replay(
         self, since: datetime, *, only: int | None = None

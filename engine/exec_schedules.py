@@ -22,7 +22,6 @@ run later as the person who made the schedule, through the gate as any run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time as monotime
@@ -36,6 +35,7 @@ from croniter import croniter
 
 from engine.automation.rule_secrets import opened, shown, split_secrets
 from engine.automation.schedules import cron_next
+from engine.background import cancel_and_wait
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, Forbidden, InvalidRequest, NotFound
@@ -525,7 +525,5 @@ class ScheduleFiring:
             await asyncio.sleep(max(0.0, min(wait, self.poll_s - spent)))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

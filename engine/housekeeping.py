@@ -10,11 +10,11 @@ cluster whose last worker died still ends that worker's runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from engine import procs
+from engine.background import cancel_and_wait
 from engine.broker import REQUESTED_QUEUE, Broker
 from engine.service import ExecutionService
 
@@ -49,11 +49,8 @@ class Housekeeper:
         self._task = asyncio.create_task(self._loop(), name="attune-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def sweep(self) -> None:
         if await self.broker.ping():

@@ -22,6 +22,7 @@ from engine import broker as topics
 from engine.audit import AuditLog
 from engine.audit_records import AuditEntry
 from engine.auth import Principal
+from engine.background import cancel_and_wait
 from engine.clock import now_utc
 from engine.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from engine.inquiry_records import (
@@ -247,11 +248,8 @@ class InquirySweep:
             self._wake.clear()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
 
 def inquiries_of(runtime: Runtime) -> InquiryService:

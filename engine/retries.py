@@ -23,7 +23,6 @@ cancelled run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from engine import backoff
 from engine.audit_records import AuditEntry
+from engine.background import cancel_and_wait
 from engine.clock import now_utc
 from engine.errors import EngineError, NotFound, Unavailable
 from engine.params import REDACTED
@@ -254,8 +254,5 @@ class RetrySweep:
             await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
@@ -17,6 +16,7 @@ from engine.aliases.service import aliases_of
 from engine.audit import AuditLog
 from engine.auth import AuthService
 from engine.automation.service import Automation
+from engine.background import cancel_and_wait
 from engine.broker import Broker
 from engine.broker.memory import MemoryBroker
 from engine.catalog import Catalog
@@ -266,10 +266,7 @@ class Runtime:
                 log.warning("timers or event sweep failed: %s", exc)
 
     async def close(self, grace_s: float | None = None) -> None:
-        if self._automation_task is not None:
-            self._automation_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._automation_task
+        await cancel_and_wait(self._automation_task)
         await self.automation.drain()
         await self.automation.templates.close()
         if self.housekeeper is not None:

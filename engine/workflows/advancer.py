@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 from engine import broker as topics
+from engine.background import cancel_and_wait
 from engine.broker import Broker, Envelope, Subscription
 from engine.workflows.runs import WorkflowRuns
 
@@ -69,9 +70,6 @@ class WorkflowAdvancer:
             with contextlib.suppress(Exception):
                 await subscription.cancel()
         self._subscriptions = []
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self.runs.close()
