@@ -16,7 +16,6 @@ its idempotency key (the signature) in the database and starts nothing new.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -24,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -51,6 +50,7 @@ from bot.slack_zones import UserZones
 from config import Settings
 from engine.acks_first import AcksFirst
 from engine.automation.webhooks import SEEN_MAX, SeenCalls
+from engine.background import Background
 from engine.errors import EngineError, InvalidRequest, Unauthorized
 from engine.inquiries import InquiryService, inquiries_of
 from engine.inquiry_records import Inquiry
@@ -146,7 +146,6 @@ def build_slack_app(
     confirmations."""
     roles = roles or SlackRoles(settings.slack_roles, settings.slack_default_role)
     recent = RecentKeys()
-    background: set[asyncio.Task[object]] = set()
     secret = settings.slack_signing_secret
     token = client.token or ""
 
@@ -204,12 +203,9 @@ def build_slack_app(
         reply = await handler.handle(text, ctx, key)
         await ack(response_type="ephemeral", text=reply.text, blocks=reply.blocks)
 
-    def in_background(work: Coroutine[Any, Any, object]) -> None:
-        """Run ``work`` beside the request: with ``process_before_response`` Slack gets its
-        ack only when the listener returns, so slow calls go here, off its 3 s."""
-        task = asyncio.create_task(work)
-        background.add(task)
-        task.add_done_callback(background.discard)
+    #: Runs work beside the request: with ``process_before_response`` Slack gets its ack
+    #: only when the listener returns, so slow calls go here, off its 3 s.
+    in_background = Background().run
 
     action_ids = re.compile(
         "^("

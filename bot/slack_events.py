@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from bot.handler import ChatContext, CommandHandler, Reply
 from bot.slack_app import RecentKeys, unescape
 from bot.slack_roles import SlackRoles
 from bot.slack_zones import UserZones
+from engine.background import Background
 from engine.gate import batch_key
 
 log = logging.getLogger(f"attune.{__name__}")
@@ -184,12 +185,7 @@ def register_events(
     taken = RecentKeys()
     zones = UserZones(client)
     names = UserNames(client)
-    background: set[asyncio.Task[None]] = set()
-
-    def in_background(work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        background.add(task)
-        task.add_done_callback(background.discard)
+    in_background = Background().run
 
     async def on_event(ack: Any, body: dict[str, Any], event: dict[str, Any]) -> None:
         await ack()  # first: Slack retries an event not acked within 3 s

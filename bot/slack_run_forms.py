@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from cachetools import TTLCache
@@ -44,6 +45,7 @@ from bot.slack_forms import (
     read_form,
 )
 from bot.slack_roles import SlackRoles
+from engine.background import Background
 from engine.errors import EngineError
 from engine.policy import NO_ACCESS
 
@@ -71,7 +73,7 @@ class RunForms:
         self.client = client
         self.roles = roles
         self._acted: TTLCache[str, bool] = TTLCache(maxsize=SEEN_MAX, ttl=SEEN_TTL_S)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     async def offer(self, text: str, ctx: ChatContext, trigger_id: str) -> bool:
         """Open the form when ``text`` is one ``run`` missing required parameters that the
@@ -200,7 +202,5 @@ class RunForms:
         except Exception as exc:
             log.warning("a form's reply was not sent: %s", exc)
 
-    def _in_background(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        self._background.run(work)

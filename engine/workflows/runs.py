@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from engine.automation.key_templates import (
     MAX_TEMPLATE_ROUNDS,
     template_values,
 )
+from engine.background import Background
 from engine.catalog import Catalog
 from engine.clock import now_utc
 from engine.errors import Conflict, EngineError, NotFound
@@ -83,7 +84,7 @@ class WorkflowRuns:
         self.keys = automation_repository(store)
         #: How a run's state is stored (secret parameters sealed).
         self.state = StateCodec(service.secrets)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         self._timers: set[asyncio.TimerHandle] = set()
         #: Per run, the lock its folds take turns on in this process, and how many hold or
         #: wait for it (the entry goes with the last).
@@ -243,14 +244,12 @@ class WorkflowRuns:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        for task in list(self._background):
+        for task in list(self._background.tasks):
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background.tasks, return_exceptions=True)
 
-    def _own(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _own(self, coro: Coroutine[Any, Any, object]) -> None:
+        self._background.run(coro)
 
     async def _settle_id(self, run_id: int) -> None:
         try:
